@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole suite (slow end-to-end tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash setup/install.sh --test
+exec "${PYTHON:-python3}" -m pytest -q "$@"

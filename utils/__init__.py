@@ -1,0 +1,1 @@
+"""Shared building blocks: the StyleGAN2 generator, network hooks, z-samples, statistics."""
