@@ -1,0 +1,487 @@
+"""Edit files: the JSON requests saved by the rewriting UI, their masks, validation and atomic saving.
+
+An edit request is a JSON object with some of these fields (see ../shared/README.md)::
+
+    object: [imgnum, mask]            region to copy
+    paste:  [imgnum, mask]            where the copy is pasted
+    key:    [[imgnum, mask], ...]     context examples (absent: the paste region is the only one)
+    query:  [imgnum, mask]            region used for search/matching
+
+`imgnum` indexes the seeded z-sample; `mask` is a ``data:image/png;base64,...`` URL of a square RGBA PNG
+whose unpainted pixels are (0, 0, 0, 0) and painted ones white with an alpha fading at the brush edge.
+
+How the original release decoded masks (davidbau/rewriting, read with the code search tool):
+
+- ``utils/renormalize.py``: ``from_url`` strips ``^data:image/.+;base64,``, base64-decodes and opens the
+  bytes with ``PIL.Image.open``; ``from_image`` then does ``if im.format != 'RGB': im = im.convert('RGB')``
+  (``format`` is 'PNG', so it always converts; RGBA -> RGB drops alpha without compositing, so every
+  painted pixel is (255, 255, 255) whatever its alpha, every unpainted one black), then
+  ``im.resize(size, resample=PIL.Image.BILINEAR)`` -- a PIL resize, not ``torch.nn.functional.interpolate``,
+  so there is no ``align_corners``: PIL's bilinear filter is a separable triangle on pixel centres
+  (half-pixel convention) whose support widens by the scale factor when shrinking (antialiased), and the
+  result is rounded back to 8 bits. Last, torchvision ``to_tensor`` (float32, / 255) and the identity
+  ``pt -> pt`` renormalizer; callers take ``[0]``, the red channel.
+- ``rewrite/ganrewrite.py``: ``renormalize.from_url(mask, target='pt', size=self.k_shape[2:])[0]`` for key
+  (context) and query masks (the rewritten layer's input feature map), ``size=self.v_shape[2:]`` for the
+  object and paste masks (its output); a region is ``area > 0`` (``w > 0`` in ``multi_key_from_selection``,
+  ``positive_bounding_box`` -> ``(top, left, bottom + 1, right + 1)``, ``(0, 0, 0, 0)`` when empty);
+  ``apply_edit`` uses ``request.get('key', [(p_imgnum, p_mask)])``; ``is_empty_mask`` decodes at full size
+  and tests ``sum == 0``.
+- ``rewrite/rewriteapp.py``: saves with ``json.dump(request, f, indent=1)`` (no trailing newline), fields
+  in the order the user set them; the key list comes from an OrderedDict keyed by imgnum and is deleted
+  when it becomes empty.
+
+Because of the 8-bit rounding small regions vanish at low resolution: one painted pixel of a 1024 mask
+weighs about 255 / 128**2 < 0.5 at 8x8, 16x16 and 32x32 and rounds to 0 (it shows from 64x64 up).
+
+Decisions of this module:
+
+- ``imgnum`` must be a non-negative int (any ``numbers.Integral``, e.g. numpy ints from a UI, is stored as
+  ``int``); bool and floats, even integral ones like 3.0, are rejected: the original UI always wrote ints
+  and accepting 3.0 would make a file read then written differ.
+- The mask URL must start with exactly ``data:image/png;base64,`` (what a browser canvas writes), the
+  base64 must be strict (no whitespace) and decode to a PNG of 1..MAX_MASK_SIZE pixels square, in a
+  8-bit mode (1, L, LA, P, RGB, RGBA). A mask with nothing painted (red channel all 0) is an error.
+- ``key``, when present, must list at least one pair (the UI deletes an emptied key list); unknown fields
+  and fields given twice in JSON text are errors, so what is read is exactly what will be written.
+- Pairs may be lists or tuples (the original UI kept tuples in memory).
+
+Every failure raises EditFileError, whose ``field`` names the culprit (``request``, ``paste``,
+``key[2].mask``, ``object.imgnum``, ...), and nothing is modified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import numbers
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+MASK_URL_PREFIX = 'data:image/png;base64,'
+MAX_MASK_SIZE = 4096
+FIELDS = ('object', 'paste', 'key', 'query')
+PAIR_FIELDS = ('object', 'paste', 'query')
+EDIT_FIELDS = ('object', 'paste', 'key')
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+MASK_MODES = ('1', 'L', 'LA', 'P', 'RGB', 'RGBA')
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                  Image.DecompressionBombError)
+
+
+class EditFileError(ValueError):
+    """A malformed edit request; `field` names the culprit (e.g. 'key[2].mask'), `reason` says what is wrong."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f'{field}: {reason}')
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.field, self.reason)
+
+    def within(self, prefix: str) -> EditFileError:
+        """The same error for a field nested under `prefix` ('mask' within 'key[2]' -> 'key[2].mask')."""
+        return EditFileError(f'{prefix}.{self.field}', self.reason)
+
+
+def _describe(value: object) -> str:
+    """Short description of a JSON-ish value for error messages."""
+    if value is None:
+        return 'null'
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + '...'
+    return f'{type(value).__name__} {text}'
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'{name} must be a positive int, not {value!r}')
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mask decoding and encoding
+# ---------------------------------------------------------------------------------------------------------
+
+def _png_bytes(url: object) -> bytes:
+    if not isinstance(url, str):
+        raise EditFileError('mask', f'must be a {MASK_URL_PREFIX}... data URL string, got {_describe(url)}')
+    if not url.startswith(MASK_URL_PREFIX):
+        raise EditFileError('mask', f'must start with {MASK_URL_PREFIX!r}, got {url[:40]!r}')
+    try:
+        data = base64.b64decode(url[len(MASK_URL_PREFIX):], validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise EditFileError('mask', f'bad base64 data ({err})') from None
+    if not data.startswith(PNG_SIGNATURE):
+        raise EditFileError('mask', f'the base64 data is not a PNG image (starts with {data[:8]!r})')
+    return data
+
+
+def _open_png(url: object) -> Image.Image:
+    """The decoded, fully loaded PNG of a mask URL, checked to be square, of sane size, in an 8-bit mode."""
+    data = _png_bytes(url)
+    try:
+        image = Image.open(io.BytesIO(data), formats=['PNG'])
+    except _DECODE_ERRORS as err:
+        raise EditFileError('mask', f'undecodable PNG ({type(err).__name__}: {err})') from None
+    width, height = image.size
+    if width != height:
+        raise EditFileError('mask', f'the PNG must be square, got {width}x{height}')
+    if not 1 <= width <= MAX_MASK_SIZE:
+        raise EditFileError('mask', f'absurd PNG size {width}x{height} (at most {MAX_MASK_SIZE}x{MAX_MASK_SIZE})')
+    if image.mode not in MASK_MODES:
+        raise EditFileError('mask', f'unsupported PNG mode {image.mode!r} (expected one of {", ".join(MASK_MODES)})')
+    try:
+        image.load()
+    except _DECODE_ERRORS as err:
+        raise EditFileError('mask', f'undecodable PNG ({type(err).__name__}: {err})') from None
+    return image
+
+
+def _red_channel(image: Image.Image) -> np.ndarray:
+    """[H, W] uint8, read-only: the red channel after the original's convert('RGB') (alpha dropped)."""
+    red = np.array(image.convert('RGB'))[..., 0]
+    red.setflags(write=False)
+    return red
+
+
+def _resize_red(red: np.ndarray, resolution: int) -> torch.Tensor:
+    """[res, res] float32: PIL bilinear resize of the 8-bit red channel, / 255 (same as resizing the RGB image)."""
+    resolution = _positive_int(resolution, 'resolution')
+    resized = Image.fromarray(red).resize((resolution, resolution), resample=Image.BILINEAR)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / np.float32(255))
+
+
+def decode_mask_rgba(url: str) -> np.ndarray:
+    """[H, W, 4] uint8: the RGBA pixels of a mask data URL (H == W)."""
+    return np.array(_open_png(url).convert('RGBA'))
+
+
+def mask_from_url(url: str, resolution: int) -> torch.Tensor:
+    """[res, res] float32 in [0, 1]: the mask weight at `resolution`, decoded exactly as the original did
+    (RGB conversion, PIL bilinear resize, red / 255). An empty mask gives zeros."""
+    return _resize_red(_red_channel(_open_png(url)), resolution)
+
+
+def _as_mask_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """[N, N] float64 copy of a square mask with finite values in [0, 1] (bool allowed)."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    try:
+        array = np.array(mask, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 2:
+        raise EditFileError('mask', f'must be a 2-d array [H, W] of numbers, got {_describe(mask)}')
+    if array.shape[0] != array.shape[1] or not 1 <= array.shape[0] <= MAX_MASK_SIZE:
+        raise EditFileError('mask', f'must be square, 1..{MAX_MASK_SIZE} pixels, got shape {array.shape}')
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        raise EditFileError('mask', 'values must be finite and in [0, 1]')
+    return array
+
+
+def resize_mask(mask: np.ndarray | torch.Tensor, resolution: int) -> torch.Tensor:
+    """[N, N] mask in [0, 1] -> [res, res] float32: the same PIL bilinear filter as mask decoding, without
+    the 8-bit rounding (so a region may keep tiny positive weights that a decoded URL would round to 0)."""
+    resolution = _positive_int(resolution, 'resolution')
+    image = Image.fromarray(_as_mask_array(mask).astype(np.float32))
+    resized = np.asarray(image.resize((resolution, resolution), resample=Image.BILINEAR), dtype=np.float32)
+    return torch.from_numpy(np.clip(resized, 0.0, 1.0))
+
+
+def encode_mask(mask: np.ndarray | torch.Tensor, size: int | None = None) -> str:
+    """[N, N] mask in [0, 1] -> data URL of an RGBA PNG as the UI painted it.
+
+    Pixels with mask m > 0 become (255, 255, 255, max(1, round(255 m))), the rest (0, 0, 0, 0). With
+    `size`, the mask is first resized to [size, size] with resize_mask. Decoding the URL at its own size
+    gives exactly 1 on the mask's support and 0 elsewhere.
+    """
+    array = _as_mask_array(mask) if size is None else resize_mask(mask, size).double().numpy()
+    painted = array > 0
+    rgba = np.zeros((*array.shape, 4), dtype=np.uint8)
+    rgba[painted, :3] = 255
+    rgba[painted, 3] = np.maximum(1, np.round(array[painted] * 255)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format='PNG')
+    return MASK_URL_PREFIX + base64.b64encode(buffer.getvalue()).decode('ascii')
+
+
+def union_masks(masks: Iterable[np.ndarray | torch.Tensor]) -> torch.Tensor:
+    """Elementwise max of one or more [N, N] masks in [0, 1] of the same shape -> [N, N] float32."""
+    arrays = [_as_mask_array(mask) for mask in masks]
+    if not arrays:
+        raise ValueError('union_masks needs at least one mask')
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f'union_masks needs masks of one shape, got {sorted(shapes)}')
+    return torch.from_numpy(np.maximum.reduce(arrays).astype(np.float32))
+
+
+def bounding_box(mask: torch.Tensor | np.ndarray) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right), bottom/right exclusive, of the pixels > 0 of a [H, W] mask;
+    (0, 0, 0, 0) when there are none (as the original's positive_bounding_box)."""
+    rows, cols = np.nonzero(np.asarray(mask) > 0)
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Selections and requests
+# ---------------------------------------------------------------------------------------------------------
+
+def _check_imgnum(imgnum: object) -> int:
+    if isinstance(imgnum, bool) or not isinstance(imgnum, numbers.Integral):
+        raise EditFileError('imgnum', f'must be a non-negative int, got {_describe(imgnum)}')
+    if imgnum < 0:
+        raise EditFileError('imgnum', f'must be a non-negative int, got {imgnum}')
+    return int(imgnum)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One [imgnum, mask] pair: image `imgnum` of the z-sample and a painted mask (a PNG data URL).
+
+    Constructing one validates it (EditFileError with field 'imgnum' or 'mask'); the full-resolution
+    red channel is decoded once and kept.
+    """
+
+    imgnum: int
+    mask_url: str = field(repr=False)
+    _red: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, 'imgnum', _check_imgnum(self.imgnum))
+        red = _red_channel(_open_png(self.mask_url))
+        if not red.any():
+            raise EditFileError('mask', 'nothing is painted (the mask is empty)')
+        object.__setattr__(self, '_red', red)
+
+    @property
+    def size(self) -> int:
+        """Side of the full-resolution mask image, in pixels."""
+        return self._red.shape[0]
+
+    def mask_at(self, resolution: int) -> torch.Tensor:
+        """[res, res] float32 in [0, 1], as the original's from_url(mask, target='pt', size=(res, res))[0]."""
+        return _resize_red(self._red, resolution)
+
+    def bbox_at(self, resolution: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of mask_at(resolution) > 0, bottom/right exclusive; (0, 0, 0, 0) if none."""
+        return bounding_box(self.mask_at(resolution))
+
+    def to_json(self) -> list:
+        """[imgnum, mask_url], as in the file."""
+        return [self.imgnum, self.mask_url]
+
+
+def selection_from_mask(imgnum: int, mask: np.ndarray | torch.Tensor, size: int | None = None) -> Selection:
+    """A Selection of image `imgnum` painted with the [N, N] `mask` in [0, 1] (resized to `size` if given)."""
+    return Selection(imgnum, encode_mask(mask, size))
+
+
+def _parse_pair(value: object, where: str) -> Selection:
+    if not isinstance(value, (list, tuple)):
+        raise EditFileError(where, f'must be an [imgnum, mask] pair, got {_describe(value)}')
+    if len(value) != 2:
+        raise EditFileError(where, f'must be an [imgnum, mask] pair, got a {type(value).__name__} of {len(value)}')
+    try:
+        return Selection(value[0], value[1])
+    except EditFileError as err:
+        raise err.within(where) from None
+
+
+def _parse_key(value: object) -> list[Selection]:
+    if not isinstance(value, (list, tuple)):
+        raise EditFileError('key', f'must be a list of [imgnum, mask] pairs, got {_describe(value)}')
+    if not value:
+        raise EditFileError('key', 'must list at least one [imgnum, mask] pair (leave the field out instead)')
+    return [_parse_pair(pair, f'key[{index}]') for index, pair in enumerate(value)]
+
+
+@dataclass
+class EditRequest:
+    """A parsed edit request. `field_order` is the order of the fields in the file, kept for writing back."""
+
+    object: Selection | None = None
+    paste: Selection | None = None
+    key: list[Selection] = field(default_factory=list)
+    query: Selection | None = None
+    field_order: tuple[str, ...] = field(default=FIELDS, compare=False, repr=False)
+
+    def __post_init__(self):
+        self.key = list(self.key)
+        self.field_order = tuple(self.field_order)
+        self._check_structure()
+
+    def _check_structure(self) -> None:
+        for name in PAIR_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Selection):
+                raise EditFileError(name, f'must be a Selection or None, got {_describe(value)}')
+        if not isinstance(self.key, list):
+            raise EditFileError('key', f'must be a list of Selections, got {_describe(self.key)}')
+        for index, selection in enumerate(self.key):
+            if not isinstance(selection, Selection):
+                raise EditFileError(f'key[{index}]', f'must be a Selection, got {_describe(selection)}')
+        if self.object is None and self.paste is None and not self.key:
+            raise EditFileError('request', 'needs at least one of object, paste or key')
+        if not set(self.field_order) <= set(FIELDS) or len(set(self.field_order)) != len(self.field_order):
+            raise ValueError(f'field_order must list distinct names among {FIELDS}, got {self.field_order}')
+
+    @property
+    def context(self) -> list[Selection]:
+        """The context examples: the key list, or [paste] when there is none (as the original's apply_edit)."""
+        if self.key:
+            return list(self.key)
+        return [self.paste] if self.paste is not None else []
+
+    def present_fields(self) -> list[str]:
+        """Names of the fields set, in file order (those missing from field_order last, in FIELDS order)."""
+        order = [*self.field_order, *(name for name in FIELDS if name not in self.field_order)]
+        return [name for name in order if (self.key if name == 'key' else getattr(self, name) is not None)]
+
+    def selections(self) -> Iterator[tuple[str, Selection]]:
+        """(field path, selection) for every selection, in file order: ('paste', s), ('key[0]', s), ..."""
+        for name in self.present_fields():
+            if name == 'key':
+                yield from ((f'key[{index}]', selection) for index, selection in enumerate(self.key))
+            else:
+                yield name, getattr(self, name)
+
+    def check(self, num_images: int | None = None, resolution: int | None = None) -> None:
+        """Raises EditFileError if an image number is outside a z-sample of `num_images`, or a mask
+        selects nothing at the feature-map `resolution` where it is used."""
+        self._check_structure()
+        if num_images is not None:
+            num_images = _positive_int(num_images, 'num_images')
+        if resolution is not None:
+            resolution = _positive_int(resolution, 'resolution')
+        for where, selection in self.selections():
+            if num_images is not None and selection.imgnum >= num_images:
+                raise EditFileError(f'{where}.imgnum', f'image {selection.imgnum} is outside the z-sample of '
+                                                       f'{num_images} images (0..{num_images - 1})')
+            if resolution is not None and not selection.mask_at(resolution).any():
+                raise EditFileError(f'{where}.mask', f'selects nothing at the {resolution}x{resolution} feature-map '
+                                                     'resolution (the painted area vanishes when resized '
+                                                     'bilinearly); paint a larger region')
+
+    def to_json(self) -> dict:
+        """The JSON object in the original's layout: same fields, same order, same mask URLs."""
+        self._check_structure()
+        return {name: ([selection.to_json() for selection in self.key] if name == 'key'
+                       else getattr(self, name).to_json())
+                for name in self.present_fields()}
+
+    @classmethod
+    def from_json(cls, obj: Mapping, num_images: int | None = None, resolution: int | None = None) -> EditRequest:
+        """Parses and validates a JSON object (a dict; pairs may be lists or tuples); `obj` is not modified."""
+        if not isinstance(obj, Mapping):
+            raise EditFileError('request', f'must be a JSON object, got {_describe(obj)}')
+        for name in obj:
+            if name not in FIELDS:
+                raise EditFileError(str(name), f'unknown field (expected some of {", ".join(FIELDS)})')
+        if not any(name in obj for name in EDIT_FIELDS):
+            raise EditFileError('request', f'needs at least one of object, paste or key, got {list(obj) or "none"}')
+        pairs = {name: _parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
+        key = _parse_key(obj['key']) if 'key' in obj else []
+        request = cls(**pairs, key=key, field_order=tuple(obj))
+        request.check(num_images, resolution)
+        return request
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading and writing
+# ---------------------------------------------------------------------------------------------------------
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    result = {}
+    for name, value in pairs:
+        if name in result:
+            raise EditFileError(name, 'appears twice in the JSON object')
+        result[name] = value
+    return result
+
+
+def _loads(text: str) -> object:
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as err:
+        raise EditFileError('request', f'not valid JSON ({err.msg} at line {err.lineno} column {err.colno})') from None
+    except RecursionError:
+        raise EditFileError('request', 'JSON nested too deeply') from None
+
+
+def validate_request(request: Mapping | EditRequest, num_images: int | None = None,
+                     layer_resolution: int | None = None) -> EditRequest:
+    """An in-memory request (a dict as the UI builds it, or an EditRequest) checked and parsed.
+
+    `num_images`: size of the z-sample the image numbers index; `layer_resolution`: the feature-map size
+    where masks are used (where a layer's input and output sizes differ, pass the smaller).
+    """
+    if isinstance(request, EditRequest):
+        request.check(num_images, layer_resolution)
+        return request
+    return EditRequest.from_json(request, num_images, layer_resolution)
+
+
+def parse_edit(obj: Mapping | str | Path, num_images: int | None = None,
+               layer_resolution: int | None = None) -> EditRequest:
+    """An edit request from a dict, JSON text or a file; see validate_request.
+
+    A str whose first non-blank character is '{' or '[' is JSON text; any other str, or a pathlib.Path,
+    is the path of an edit file (OSError if it cannot be read).
+    """
+    if isinstance(obj, str) and obj.lstrip()[:1] in ('{', '['):
+        return validate_request(_loads(obj), num_images, layer_resolution)
+    if isinstance(obj, (str, Path)):
+        return load_edit(obj, num_images, layer_resolution)
+    return validate_request(obj, num_images, layer_resolution)
+
+
+def load_edit(path: str | os.PathLike, num_images: int | None = None,
+              layer_resolution: int | None = None) -> EditRequest:
+    """Reads and validates an edit file; errors in the file name it (OSError if it cannot be read)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return validate_request(_loads(raw.decode('utf-8')), num_images, layer_resolution)
+    except UnicodeDecodeError as err:
+        raise EditFileError('request', f'{path} is not UTF-8 text ({err.reason})') from None
+    except EditFileError as err:
+        raise EditFileError(err.field, f'{err.reason} (in {path})') from None
+
+
+def save_edit(path: str | os.PathLike, request: Mapping | EditRequest, num_images: int | None = None,
+              layer_resolution: int | None = None) -> EditRequest:
+    """Validates `request` and writes it atomically (temp file in the same folder + os.replace): on any
+    error nothing is written and an existing file is left as it was. Returns the parsed request."""
+    parsed = validate_request(request, num_images, layer_resolution)
+    text = json.dumps(parsed.to_json(), indent=1)
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return parsed

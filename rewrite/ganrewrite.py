@@ -1,0 +1,592 @@
+"""SeqStyleGanRewriter: rewriting one convolution layer of a SeqStyleGAN2 as an associative memory.
+
+The layer's plain conv (`layerN.sconv.mconv.dconv`) maps keys k (its modulated input features,
+one vector per pixel) to values v (the features after demodulation, noise and activation). A user's
+selections give (a) goal pairs: the keys of a region should now produce pasted values, and (b) a
+context: a low-rank subspace D of key space, chosen with the keys' second moment C, in which
+the weight may change (W' = W + Lambda D), so that other rules are disturbed as little as possible.
+
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), layernum=8)
+    record = gw.apply_edit(json.load(open('dome2spire.json')), rank=1, solver='fast')
+    image = gw.render_image(5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from utils import imgviz
+from utils.nethook import subsequence
+from utils.stylegan2 import DataBag
+
+from . import editfile
+from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
+from .solvers import EditRecord, TargetLayer, insert_fast, insert_linear, insert_original, projected_conv
+from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics, solve_moment
+
+KEY_METHODS = ('zca', 'svd', 'mean', 'gandissect')
+SOLVERS = ('original', 'fast', 'linear')
+
+
+class RewriteError(ValueError):
+    """A request the rewriter cannot carry out; the model is left unchanged."""
+
+
+def check_options(niter: int, piter: int, lr: float) -> None:
+    """Clear errors for optimisation settings that cannot work."""
+    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
+        raise RewriteError(f'niter must be a non-negative integer, not {niter!r}')
+    if isinstance(piter, bool) or not isinstance(piter, int) or piter < 1:
+        raise RewriteError(f'piter must be a positive integer, not {piter!r}')
+    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+        raise RewriteError(f'lr must be a positive finite number, not {lr!r}')
+
+
+class SeqStyleGanRewriter:
+    """Rewrites layer `layernum` of a copy of `model` (a SeqStyleGAN2 with mconv='seq').
+
+    zds: the z-sample (TensorDataset, e.g. z_dataset_for_model(model, 1000)); image numbers in
+    requests index it. Statistics of the layer's keys over zds (or its first `stats_size` z's, for
+    a quick preview) are gathered on first use and cached in `cachedir` (if given).
+    """
+
+    def __init__(self, model, zds, layernum: int, cachedir: str | Path | None = None,
+                 low_rank_insert: bool = True, low_rank_gradient: bool = False,
+                 use_linear_insert: bool = False, tight_paste: bool = True, alpha_area: bool = True,
+                 key_method: str = 'zca', batch_size: int = 8, progress: bool = True,
+                 stats_size: int | None = None):
+        if getattr(model, 'mconv', 'seq') != 'seq':
+            raise RewriteError("the rewriter needs the split modulated conv: build the model with mconv='seq'")
+        if hasattr(model, 'check_layer'):
+            model.check_layer(layernum)
+        if key_method not in KEY_METHODS:
+            raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
+        self.layernum = layernum
+        self.firstlayer = f'layer{layernum}.sconv.mconv.dconv'
+        self.lastlayer = f'layer{layernum}.sconv.activate'
+        self.cachedir = None if cachedir is None else Path(cachedir)
+        self.low_rank_insert, self.low_rank_gradient = low_rank_insert, low_rank_gradient
+        self.use_linear_insert = use_linear_insert
+        self.tight_paste, self.alpha_area, self.key_method = tight_paste, alpha_area, key_method
+        self.batch_size, self.progress = batch_size, progress
+        self.zds = zds
+        if stats_size is not None and not 0 < stats_size <= len(zds):
+            raise RewriteError(f'stats_size must be between 1 and {len(zds)}, not {stats_size}')
+        self.stats_size = stats_size or len(zds)
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        if getattr(self.model, 'noise_mode', 'const') == 'random':
+            self.model.noise_mode = 'const'           # goals and statistics must be reproducible
+        self.device = next(self.model.parameters()).device
+        self.context_model = subsequence(self.model, upto_layer=self.firstlayer)
+        self.target_model = subsequence(self.model, first_layer=self.firstlayer, last_layer=self.lastlayer)
+        self.rendering_model = subsequence(self.model, after_layer=self.lastlayer)
+        self.dconv = self.model.get_submodule(self.firstlayer)
+        self.weight_name = next(n for n, p in self.target_model.named_parameters() if p is self.dconv.weight)
+        with torch.no_grad():
+            k = self.context_model(self.get_z(0))
+            v = self.target_model(k)
+            x = self.rendering_model(v)
+        self.k_shape, self.v_shape, self.x_shape = tuple(k.fmap.shape), tuple(v.fmap.shape), tuple(x.shape)
+        self.original_state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
+        self.history: list[tuple[EditRecord, dict[str, torch.Tensor]]] = []
+        self._stats: KeyStatistics | None = None
+        self._ranking_cache: dict = {}
+
+    # ---- the z-sample and the pieces ----------------------------------------------------------
+    @property
+    def num_images(self) -> int:
+        return len(self.zds)
+
+    def get_z(self, imgnum: int) -> torch.Tensor:
+        """z [1, D] of image `imgnum`."""
+        if isinstance(imgnum, bool) or not isinstance(imgnum, (int, np.integer)):
+            raise RewriteError(f'image number must be an integer, not {imgnum!r}')
+        if not 0 <= imgnum < len(self.zds):
+            raise RewriteError(f'image number {imgnum} is outside the z-sample (0..{len(self.zds) - 1})')
+        return self.zds[int(imgnum)][0][None].to(self.device)
+
+    def get_zs(self, imgnums: Sequence[int]) -> torch.Tensor:
+        return torch.cat([self.get_z(i) for i in imgnums])
+
+    def sample_image_from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] of the (edited) model for z [B, D]."""
+        with torch.no_grad():
+            return self.rendering_model(self.target_model(self.context_model(z.to(self.device))))
+
+    def target_weights(self) -> torch.nn.Parameter:
+        """The rewritten weight [1, O, I, k, k] (shared with self.model)."""
+        return self.dconv.weight
+
+    # ---- key statistics ------------------------------------------------------------------------
+    @property
+    def stats(self) -> KeyStatistics:
+        if self._stats is None:
+            self._stats = self.collect_statistics()
+        return self._stats
+
+    @property
+    def c_matrix(self) -> torch.Tensor:
+        """The keys' uncentered second moment C, float64 [I, I]."""
+        return self.stats.c_matrix
+
+    @property
+    def zca_matrix(self) -> torch.Tensor:
+        return self.stats.zca_matrix
+
+    def _cache_meta(self) -> dict:
+        zs = self._all_zs()[:self.stats_size]
+        seed = 'z' + hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16]
+        return cache_meta(self.context_model, self.layernum, len(zs), seed,
+                          getattr(self.model, 'truncation', 1.0), getattr(self.model, 'noise_mode', 'const'))
+
+    def collect_statistics(self, indices: Sequence[int] | None = None) -> KeyStatistics:
+        """C (float64), ZCA, unit mean squares and quantiles over the z-sample; cached when possible."""
+        meta = self._cache_meta() if indices is None else None
+        path = self.cachedir / cache_filename(meta) if (self.cachedir and meta) else None
+        if path is not None and path.is_file():
+            cached = KeyStatistics.load(path, meta)
+            if cached is not None:
+                return cached
+        zs = self._all_zs()[:self.stats_size] if indices is None else self.get_zs(list(indices))
+        moment, quantiles = gather_key_statistics(lambda z: self.context_model(z.to(self.device)).fmap, zs,
+                                                  self.batch_size, progress=self.progress)
+        stats = KeyStatistics(moment, quantiles)
+        if path is not None:
+            stats.save(path, meta)
+        return stats
+
+    def _all_zs(self) -> torch.Tensor:
+        return self.zds.tensors[0] if hasattr(self.zds, 'tensors') else torch.stack([z[0] for z in self.zds])
+
+    def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
+        """C^-1 k by a stable solve; k [I] or [N, I]."""
+        return solve_moment(self.c_matrix.to(k.device), k.double()).to(k.dtype)
+
+    def zca_whitened_query_key(self, k: torch.Tensor) -> torch.Tensor:
+        """C^-1/2 k; k [I] or [N, I]."""
+        zca = self.zca_matrix.to(k.device, torch.float64)
+        return (k.double() @ zca.t()).to(k.dtype) if k.dim() == 2 else (zca @ k.double()).to(k.dtype)
+
+    # ---- masks ---------------------------------------------------------------------------------
+    def area(self, mask, resolution: int, field: str = 'mask') -> torch.Tensor:
+        """A mask (data URL, or array [H, W] in [0, 1]) at `resolution`, as the original decoded it."""
+        if isinstance(mask, str):
+            try:
+                area = editfile.mask_from_url(mask, resolution)
+            except editfile.EditFileError as e:
+                raise RewriteError(f'{field}: {e}') from e
+        else:
+            area = editfile.resize_mask(torch.as_tensor(np.asarray(mask), dtype=torch.float32), resolution)
+        if not (area > 0).any():
+            raise RewriteError(f'{field}: the mask selects nothing at the {resolution}x{resolution} '
+                               f'resolution of layer {self.layernum}')
+        return area.to(self.device)
+
+    def _keys_and_weights(self, pairs, field: str = 'key'):
+        """Per-pixel keys [N, I] and mask weights [N] of the selected pixels of every pair."""
+        obs, weights = [], []
+        for j, (imgnum, mask) in enumerate(pairs):
+            with torch.no_grad():
+                keys = self.context_model(self.get_z(imgnum)).fmap
+            w = self.area(mask, self.k_shape[2], f'{field}[{j}]').reshape(-1)
+            sel = w > 0
+            obs.append(flatten_keys(keys)[sel])
+            weights.append(w[sel])
+        return torch.cat(obs), torch.cat(weights)
+
+    # ---- context keys --------------------------------------------------------------------------
+    def multi_key_from_selection(self, imgnum_mask_pairs, rank: int = 1,
+                                 key_method: str | None = None) -> torch.Tensor:
+        """Orthonormal context directions D [rank, I] from the selected regions' keys."""
+        key_method = key_method or self.key_method
+        if key_method not in KEY_METHODS:
+            raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
+        if not 1 <= rank <= self.k_shape[1]:
+            raise RewriteError(f'rank must be between 1 and {self.k_shape[1]}, not {rank}')
+        if not imgnum_mask_pairs:
+            raise RewriteError('no context regions were given')
+        obs, w = self._keys_and_weights(imgnum_mask_pairs)
+        with torch.no_grad():
+            if key_method == 'zca':
+                return self._zca_key(obs, w, rank)
+            if key_method == 'gandissect':
+                return self._gandissect_key(obs, w, rank)
+            return self._svd_key(obs, w, rank, key_method)
+
+    def _zca_key(self, obs, w, rank):
+        whitened = w[:, None].double() * self.zca_whitened_query_key(obs.double())     # [N, I]
+        if rank > min(whitened.shape):
+            raise RewriteError(f'rank {rank} exceeds the {whitened.shape[0]} selected key pixels')
+        _, _, vh = torch.linalg.svd(whitened, full_matrices=False)
+        row_dirs = self.zca_whitened_query_key(vh[:rank])                              # [rank, I]
+        q, _ = torch.linalg.qr(row_dirs.t())                                            # [I, rank]
+        signs = torch.sign((q * whitened.sum(0)[:, None]).sum(0))
+        signs[signs == 0] = 1
+        return (q * signs[None]).t().float()
+
+    def _svd_key(self, obs, w, rank, key_method):
+        adjusted = self.covariance_adjusted_query_key((obs * w[:, None]).double())      # [N, I]
+        avg = adjusted.mean(0)
+        if key_method == 'mean':
+            if rank != 1:
+                raise RewriteError("key_method 'mean' gives a single direction: use rank=1")
+            return (avg / avg.norm())[None].float()
+        u, _, _ = torch.linalg.svd(adjusted.t(), full_matrices=False)                  # [I, min]
+        if rank > u.shape[1]:
+            raise RewriteError(f'rank {rank} exceeds the {adjusted.shape[0]} selected key pixels')
+        if (avg * u[:, 0]).sum() < 0:
+            u[:, 0] = -u[:, 0]
+        return u.t()[:rank].float()
+
+    def _gandissect_key(self, obs, w, rank):
+        rq = self.stats.unit_quantiles
+        if rq is None:
+            raise RewriteError('unit quantiles are not available in these statistics')
+        level = rq.normalize(obs.t()).t().clamp(max=1 - 1e-4)                           # [N, I]
+        score = (-torch.log1p(-level.double()) * w[:, None]).sum(0) / w.sum()
+        top = score.argsort(descending=True)[:rank]
+        d = torch.zeros(rank, obs.shape[1], device=obs.device)
+        d[torch.arange(rank), top] = 1.0
+        return d
+
+    def query_key_from_selection(self, imgnum: int, mask) -> torch.Tensor:
+        """The unit covariance-adjusted direction C^-1 mean(k) of a region's keys [I]."""
+        with torch.no_grad():
+            keys = self.context_model(self.get_z(imgnum)).fmap[0]
+            area = self.area(mask, self.k_shape[2], 'query')
+            mean = (keys * area[None]).sum((1, 2)) / (1e-10 + area.sum())
+        k = self.covariance_adjusted_query_key(mean)
+        return k / (1e-10 + k.norm())
+
+    def normdissect_units(self, imgnum_mask_pairs, rank: int) -> torch.Tensor:
+        """The `rank` units with the largest mean squared response (normalised by their mean
+        square over the z-sample) in the given regions."""
+        obs, w = self._keys_and_weights(imgnum_mask_pairs)
+        scale = self.stats.unit_mean_square.to(obs.device).clamp(min=1e-20)
+        score = ((obs.double() ** 2 / scale[None]) * w[:, None]).sum(0) / w.sum()
+        return score.argsort(descending=True)[:rank]
+
+    # ---- goals from selections -----------------------------------------------------------------
+    def _crop_bag(self, bag: DataBag, fmap: torch.Tensor, value_box) -> DataBag:
+        """A goal-input bag with keys `fmap`, this layer's noise map cropped to value_box."""
+        noise = list(bag.noise)
+        idx = self.dconv_noise_index
+        if value_box is not None and torch.is_tensor(noise[idx]):
+            t, l, b, r = value_box
+            noise[idx] = noise[idx][:, :, t:b, l:r]
+        fields = {k: v.detach() if torch.is_tensor(v) else v for k, v in bag.items() if k != 'output'}
+        return DataBag(fields).updated(fmap=fmap.detach(), noise=noise)
+
+    @property
+    def dconv_noise_index(self) -> int:
+        return self.model.get_submodule(f'layer{self.layernum}.sconv.noise').index
+
+    def object_from_selection(self, imgnum: int, mask):
+        """Copied values: (activations [1, O, h, w] in the region's box, its mask [h, w], the
+        full value bag, the box)."""
+        area = self.area(mask, self.v_shape[2], 'object')
+        with torch.no_grad():
+            v_output = self.target_model(self.context_model(self.get_z(imgnum)))
+        t, l, b, r = positive_bounding_box(area)
+        return v_output.fmap[:, :, t:b, l:r], area[t:b, l:r], v_output, (t, l, b, r)
+
+    def paste_from_selection(self, imgnum: int, mask, obj_acts, obj_area):
+        """(goal keys bag, goal values [1, O, h, w], the full pasted values, the pasted box)."""
+        area = self.area(mask, self.v_shape[2], 'paste')
+        with torch.no_grad():
+            source = self.context_model(self.get_z(imgnum))
+            unchanged = self.target_model(source).fmap
+        full, bounds = paste_clip_at_center(unchanged, obj_acts, centered_location(area),
+                                            obj_area if self.alpha_area else None)
+        if not self.tight_paste:
+            return self._crop_bag(source, source.fmap, None), full, full, bounds
+        keys, vals, _, value_box = crop_clip_to_bounds(source.fmap, full, bounds)
+        return self._crop_bag(source, keys, value_box), vals, full, bounds
+
+    def erase_from_selection(self, imgnum: int, mask, context_pairs, drank: int):
+        """Goal: the region's keys produce what the layer gives with the top `drank`
+        (normdissect) units of the context zeroed."""
+        area = self.area(mask, self.v_shape[2], 'paste')
+        units = self.normdissect_units(context_pairs, drank)
+        with torch.no_grad():
+            source = self.context_model(self.get_z(imgnum))
+            erased_keys = source.fmap.clone()
+            erased_keys[:, units] = 0.0
+            erased = self.target_model(source.updated(fmap=erased_keys)).fmap
+        if not self.tight_paste:
+            return self._crop_bag(source, source.fmap, None), erased
+        keys, vals, _, value_box = crop_clip_to_bounds(source.fmap, erased, positive_bounding_box(area))
+        return self._crop_bag(source, keys, value_box), vals
+
+    # ---- rewriting -----------------------------------------------------------------------------
+    def _target_with_weight(self, weight: torch.Tensor, key: DataBag) -> torch.Tensor:
+        return functional_call(self.target_model, {self.weight_name: weight}, (key,)).fmap
+
+    def _target(self, key: DataBag) -> torch.Tensor:
+        return self.target_model(key).fmap
+
+    def _target_layer(self, key: DataBag) -> TargetLayer:
+        sconv = self.model.get_submodule(f'layer{self.layernum}.sconv')
+        blur = getattr(sconv.mconv, 'blur', None)
+        noise_map = key.noise[sconv.noise.index]
+        noise = sconv.noise.weight * noise_map if torch.is_tensor(noise_map) else torch.zeros(())
+        return TargetLayer(scale=self.dconv.scale, upsample=self.dconv.upsample, demodulate=self.dconv.demodulate,
+                           blur=None if blur is None else (lambda x: blur(DataBag(fmap=x)).fmap),
+                           noise=noise.detach(), bias=sconv.activate.bias.detach())
+
+    def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int = 2001,
+               piter: int = 10, lr: float = 0.05, update_callback: Callable | None = None,
+               solver: str = 'original', **solver_options) -> list[float]:
+        """Changes the layer weight (in place) so target(key) ~ val, within span(context rows)."""
+        if solver not in SOLVERS:
+            raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
+        check_options(niter=niter, piter=piter, lr=lr)
+        weight = self.target_weights()
+        context = context.to(weight)
+        if solver == 'fast':
+            return insert_fast(self._target_with_weight, self._target_layer(key), weight, key, val, context,
+                               lr=lr, update_callback=update_callback, **solver_options)
+        if solver == 'linear' or self.use_linear_insert:
+            return insert_linear(self._target_with_weight, weight, key, val, context, niter, lr, update_callback)
+        return insert_original(self._target, weight, key, val, context, niter, piter, lr,
+                               self.low_rank_insert, self.low_rank_gradient, update_callback)
+
+    @contextlib.contextmanager
+    def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
+        """Snapshot the parameters an edit changes; restore them on any error or interrupt."""
+        state = dict(self.model.named_parameters())
+        names = names or [self.firstlayer + '.weight']
+        saved = {n: state[n].detach().clone() for n in names}
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            with torch.no_grad():
+                for n, v in saved.items():
+                    state[n].copy_(v)
+            raise
+        record.seconds = time.perf_counter() - t0
+        self.history.append((record, saved))
+        self._ranking_cache.clear()
+
+    def _parse(self, request) -> editfile.EditRequest:
+        try:
+            return editfile.parse_edit(request, num_images=self.num_images)
+        except editfile.EditFileError as e:
+            raise RewriteError(str(e)) from e
+
+    def _context_pairs(self, req: editfile.EditRequest, single_key: int = -1):
+        pairs = [(s.imgnum, s.mask_url) for s in req.context]
+        if not pairs:
+            raise RewriteError('the request has no context: give key regions or a paste region')
+        if single_key >= 0:
+            if single_key >= len(pairs):
+                raise RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
+            pairs = [pairs[single_key]]
+        return pairs
+
+    def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
+                   update_callback: Callable | None = None, single_key: int = -1, solver: str = 'original',
+                   **solver_options) -> EditRecord:
+        """Copy `object`, paste at `paste`, with `key` regions (or the paste) as context.
+
+        request: a dict in the edit-file format (or a path to one). Atomic: on a bad request,
+        an interrupt or a non-finite loss the weights are restored and an error is raised."""
+        req = self._parse(request)
+        if req.object is None or req.paste is None:
+            raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it)")
+        if solver not in SOLVERS:
+            raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
+        check_options(niter=niter, piter=piter, lr=lr)
+        obj_acts, obj_area, _, _ = self.object_from_selection(req.object.imgnum, req.object.mask_url)
+        goal_in, goal_out, _, _ = self.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
+        context = self.multi_key_from_selection(self._context_pairs(req, single_key), rank=rank)
+        return self._run_insert('edit', req, goal_in, goal_out, context, rank, niter, piter, lr,
+                                update_callback, solver, solver_options)
+
+    def apply_erase(self, request, rank: int = 1, drank: int = 30, niter: int = 2001, piter: int = 10,
+                    lr: float = 0.05, update_callback: Callable | None = None, solver: str = 'original',
+                    **solver_options) -> EditRecord:
+        """Remove what the `key` context regions show from the `paste` region (its top units zeroed)."""
+        req = self._parse(request)
+        if req.paste is None:
+            raise RewriteError("an erase needs a 'paste' region (what to erase)")
+        pairs = self._context_pairs(req)
+        if not 1 <= drank <= self.k_shape[1]:
+            raise RewriteError(f'drank must be between 1 and {self.k_shape[1]}, not {drank}')
+        goal_in, goal_out = self.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
+        context = self.multi_key_from_selection(pairs, rank=rank)
+        return self._run_insert('erase', req, goal_in, goal_out, context, rank, niter, piter, lr,
+                                update_callback, solver, solver_options)
+
+    def apply_request(self, request, rank: int = 1, **options) -> EditRecord:
+        """Carries out whatever a saved request describes: copy and paste (`object` + `paste`) ->
+        apply_edit; an erase (`paste` without `object`) -> apply_erase; context only (`key`) ->
+        zero the context directions (forget that rule)."""
+        req = self._parse(request)
+        if req.object is not None and req.paste is not None:
+            return self.apply_edit(req.to_json(), rank=rank, **options)
+        if req.paste is not None:
+            return self.apply_erase(req.to_json(), rank=rank, **options)
+        context = self.multi_key_from_selection(self._context_pairs(req), rank=rank)
+        return self.zero(context)
+
+    def _run_insert(self, kind, req, goal_in, goal_out, context, rank, niter, piter, lr,
+                    update_callback, solver, solver_options) -> EditRecord:
+        record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json())
+        with torch.no_grad():
+            record.initial_loss = F.l1_loss(self._target(goal_in), goal_out).item()
+        with self._atomic_edit(record):
+            record.losses = self.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
+                                        update_callback=update_callback, solver=solver, **solver_options)
+            with torch.no_grad():
+                record.final_loss = F.l1_loss(self._target(goal_in), goal_out).item()
+            if not np.isfinite(record.final_loss):
+                raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
+        record.context = context.detach().cpu()
+        return record
+
+    def zero(self, context: torch.Tensor, amount: float = 0.0) -> EditRecord:
+        """Sets the weight's component along the context rows to `amount` (0: forget them)."""
+        record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
+        with self._atomic_edit(record), torch.no_grad():
+            weight = self.target_weights()
+            context = context.to(weight)
+            ortho = weight - projected_conv(weight, context)
+            weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
+        return record
+
+    def apply_overfit(self, request, niter: int = 2001, lr: float = 0.01,
+                      update_callback: Callable | None = None) -> EditRecord:
+        """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
+        req = self._parse(request)
+        if req.object is None or req.paste is None:
+            raise RewriteError("overfitting needs both 'object' and 'paste'")
+        res = self.x_shape[2]
+        obj_area = self.area(req.object.mask_url, res, 'object')
+        with torch.no_grad():
+            obj_img = self.sample_image_from_latent(self.get_z(req.object.imgnum))
+            t, l, b, r = positive_bounding_box(obj_area)
+            z = self.get_z(req.paste.imgnum)
+            goal, (t2, l2, b2, r2) = paste_clip_at_center(
+                self.sample_image_from_latent(z), obj_img[:, :, t:b, l:r],
+                centered_location(self.area(req.paste.mask_url, res, 'paste')), obj_area[t:b, l:r])
+        params = dict(self.model.named_parameters())
+        record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json())
+        with self._atomic_edit(record, names=list(params)):
+            self.model.requires_grad_(True)
+            try:
+                optimizer = torch.optim.Adam(params.values(), lr=lr)
+                for it in range(niter):
+                    out = self.model(z)
+                    loss = F.l1_loss(out[:, :, t2:b2, l2:r2], goal[:, :, t2:b2, l2:r2])
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f'overfitting loss became {loss.item()} at iteration {it}')
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    record.losses.append(loss.item())
+                    if update_callback is not None:
+                        update_callback(it, loss.item())
+            finally:
+                self.model.requires_grad_(False)
+                for p in params.values():
+                    p.grad = None
+            record.final_loss = record.losses[-1] if record.losses else float('nan')
+        return record
+
+    # ---- history -------------------------------------------------------------------------------
+    def undo(self) -> EditRecord | None:
+        """Restores the weights from before the last edit; returns its record (None if none)."""
+        if not self.history:
+            return None
+        record, saved = self.history.pop()
+        state = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in saved.items():
+                state[n].copy_(v)
+        self._ranking_cache.clear()
+        return record
+
+    def revert(self) -> None:
+        """Restores the original model (all edits undone)."""
+        self.model.load_state_dict(self.original_state)
+        self.history.clear()
+        self._ranking_cache.clear()
+
+    @contextlib.contextmanager
+    def original_model(self):
+        """Within the block, the model has its original weights (for 'Toggle original')."""
+        current = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
+        self.model.load_state_dict(self.original_state)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(current)
+
+    # ---- search and pictures -------------------------------------------------------------------
+    def _batches(self, imgnums: Sequence[int]):
+        for start in range(0, len(imgnums), self.batch_size):
+            chunk = list(imgnums[start:start + self.batch_size])
+            yield chunk, self.get_zs(chunk)
+
+    def key_response_maps(self, key: torch.Tensor, imgnums: Sequence[int]) -> torch.Tensor:
+        """Response k . key at every key pixel: [N, h, w]."""
+        tensorkey = key.to(self.device, torch.float32)[None, :, None, None]
+        maps = []
+        with torch.no_grad():
+            for _, z in self._batches(imgnums):
+                maps.append((self.context_model(z).fmap * tensorkey).sum(1))
+        return torch.cat(maps)
+
+    def ranking_for_key(self, key: torch.Tensor, k: int = 12):
+        """(the k image numbers whose strongest response to `key` is highest, response quantiles
+        [101] over every pixel of the z-sample)."""
+        cache_key = (tuple(key.detach().cpu().numpy().round(6).tolist()), k)
+        if cache_key in self._ranking_cache:
+            return self._ranking_cache[cache_key]
+        maxima, samples = [], []
+        imgnums = list(range(self.num_images))
+        for chunk, _ in tqdm(list(self._batches(imgnums)), desc='search', disable=not self.progress, leave=False):
+            maps = self.key_response_maps(key, chunk)
+            maxima.append(maps.flatten(1).max(1).values)
+            samples.append(maps.flatten()[:: max(1, maps.numel() // 4096)])
+        maxima = torch.cat(maxima)
+        top = maxima.argsort(descending=True)[:k].tolist()
+        quantiles = torch.quantile(torch.cat(samples).float().cpu(), torch.linspace(0, 1, 101))
+        self._ranking_cache[cache_key] = (top, quantiles)
+        return top, quantiles
+
+    def render_image(self, imgnum: int, key: torch.Tensor | None = None, level: float | None = None,
+                     mask=None, **kwargs) -> Image.Image:
+        """The (edited) model's image `imgnum`, optionally with the region where the key's response
+        exceeds `level`, or a mask, outlined."""
+        return self.render_image_batch([imgnum], key=key, level=level, mask=mask, **kwargs)[0]
+
+    def render_image_batch(self, imgnums: Sequence[int], key: torch.Tensor | None = None,
+                           level: float | None = None, mask=None, **kwargs) -> list[Image.Image]:
+        results = []
+        for chunk, z in self._batches(list(imgnums)):
+            images = self.sample_image_from_latent(z)
+            if key is not None and level is not None:
+                maps = self.key_response_maps(key, chunk)
+                results += [imgviz.masked_image(img, m, level=level, **kwargs) for img, m in zip(images, maps)]
+            elif mask is not None:
+                area = self.area(mask, self.x_shape[2]) if isinstance(mask, str) else torch.as_tensor(mask)
+                results += [imgviz.masked_image(img, area, **kwargs) for img in images]
+            else:
+                results += [imgviz.as_image(img) for img in images]
+        return results

@@ -1,0 +1,136 @@
+"""Statistics of a layer's keys (the per-pixel input vectors of its convolution) over a z-sample.
+
+The second moment C = E[k k^T] (uncentered, float64) defines which key directions are common;
+its ZCA matrix C^-1/2 whitens keys, and C^-1 k gives covariance-adjusted query directions.
+Results are cached as .npz, keyed by a fingerprint of every weight the keys depend on, the layer,
+the sample size, the seed and the truncation, so a cache made for other weights is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from utils.runningstats import QuantileSample, SecondMoment
+
+STATS_VERSION = 1
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 over the names, shapes and bytes of every parameter and buffer of `module`."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def flatten_keys(fmap: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> per-pixel key vectors [B*H*W, C]."""
+    return fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1])
+
+
+def gather_key_statistics(key_fn: Callable[[torch.Tensor], torch.Tensor], zs: torch.Tensor,
+                          batch_size: int = 16, quantiles: bool = True,
+                          progress: bool = True) -> tuple[SecondMoment, QuantileSample | None]:
+    """Runs key_fn(z batch) -> keys [B, C, H, W] over zs [N, D] and accumulates the statistics."""
+    moment = SecondMoment()
+    qs = QuantileSample() if quantiles else None
+    device = None
+    with torch.no_grad():
+        for start in tqdm(range(0, len(zs), batch_size), desc='key statistics', disable=not progress,
+                          leave=False):
+            keys = key_fn(zs[start:start + batch_size])
+            device = keys.device
+            flat = flatten_keys(keys)
+            moment.add(flat)
+            if qs is not None:
+                qs.add(flat)
+    del device
+    return moment, qs
+
+
+def zca_from_moment(c: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
+    """C^-1/2 via the eigendecomposition of the symmetric moment (float64 in, float64 out)."""
+    evals, evecs = torch.linalg.eigh(c.double())
+    return (evecs * evals.clamp(min=eps).rsqrt()[None, :]) @ evecs.t()
+
+
+def solve_moment(c: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """C^-1 k by a least-squares solve (stable when C is ill-conditioned). k [C] or [N, C]."""
+    rhs = k.double()[:, None] if k.dim() == 1 else k.double().t()
+    sol = torch.linalg.lstsq(c.double().cpu(), rhs.cpu(), driver='gelsd').solution.to(k.device)
+    return (sol[:, 0] if k.dim() == 1 else sol.t()).to(k.dtype)
+
+
+class KeyStatistics:
+    """C, its ZCA matrix, per-unit mean squares and quantiles, for one layer's keys."""
+
+    def __init__(self, moment: SecondMoment, quantiles: QuantileSample | None = None):
+        self.second_moment = moment
+        self.c_matrix = moment.moment()                    # float64 [C, C]
+        self.zca_matrix = zca_from_moment(self.c_matrix)   # float64 [C, C]
+        self.unit_mean_square = moment.mean_square()       # float64 [C]
+        self.unit_quantiles = quantiles
+        self.count = moment.count
+
+    def save(self, path: str | os.PathLike, meta: dict) -> None:
+        arrays = {k: np.asarray(v) for k, v in self.second_moment.state_dict().items()}
+        if self.unit_quantiles is not None:
+            arrays['quantile_table'] = self.unit_quantiles.table().numpy()
+        arrays['meta'] = np.array(repr(sorted(meta.items())))
+        atomic_savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, meta: dict) -> KeyStatistics | None:
+        """The cached statistics at `path`, or None if absent, unreadable or made for other inputs."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data['meta']) != repr(sorted(meta.items())):
+                    return None
+                moment = SecondMoment({'count': int(data['count']), 'sum_xxt': torch.from_numpy(data['sum_xxt']),
+                                       'sum_x': torch.from_numpy(data['sum_x'])})
+                qs = None
+                if 'quantile_table' in data:
+                    qs = QuantileSample()
+                    qs.load_state_dict({'table': torch.from_numpy(data['quantile_table'])})
+        except (OSError, KeyError, ValueError):
+            return None
+        return cls(moment, qs)
+
+
+def cache_meta(context_model: torch.nn.Module, layernum: int, zs_size: int, seed, truncation: float,
+               noise_mode: str) -> dict:
+    return {'version': STATS_VERSION, 'weights': weights_fingerprint(context_model), 'layer': int(layernum),
+            'size': int(zs_size), 'seed': str(seed), 'truncation': float(truncation), 'noise': noise_mode}
+
+
+def cache_filename(meta: dict) -> str:
+    return (f"keystats-layer{meta['layer']}-n{meta['size']}-seed{meta['seed']}-t{meta['truncation']:g}-"
+            f"{meta['weights'][:16]}.npz")
+
+
+def atomic_savez(path: str | os.PathLike, **arrays) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp.npz')
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sample_indices(n: int, rank: int = 0, world: int = 1) -> Sequence[int]:
+    """The z indices handled by one of `world` processes."""
+    return range(rank, n, world)

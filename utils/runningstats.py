@@ -1,0 +1,131 @@
+"""Running statistics over batches of feature vectors, mergeable across processes.
+
+    stat = SecondMoment()
+    for x in batches:          # x [N, C]
+        stat.add(x)
+    stat.moment()              # E[x x^T], float64 [C, C]
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SecondMoment:
+    """Uncentered second moment E[x x^T], plus E[x] and E[x^2] per unit, accumulated in float64.
+
+    add(x [N, C]); merge(other) sums the accumulators of another instance (e.g. another rank).
+    """
+
+    def __init__(self, state: dict | None = None):
+        self.count = 0
+        self.sum_xxt: torch.Tensor | None = None
+        self.sum_x: torch.Tensor | None = None
+        if state is not None:
+            self.load_state_dict(state)
+
+    def add(self, x: torch.Tensor) -> None:
+        if x.dim() != 2:
+            raise ValueError(f'SecondMoment.add expects [N, C], got shape {tuple(x.shape)}')
+        x = x.detach().to(torch.float64)
+        if self.sum_xxt is None:
+            c = x.shape[1]
+            self.sum_xxt = torch.zeros(c, c, dtype=torch.float64, device=x.device)
+            self.sum_x = torch.zeros(c, dtype=torch.float64, device=x.device)
+        self.sum_xxt.addmm_(x.t(), x)
+        self.sum_x += x.sum(0)
+        self.count += x.shape[0]
+
+    def merge(self, other: SecondMoment) -> None:
+        if other.sum_xxt is None:
+            return
+        if self.sum_xxt is None:
+            self.sum_xxt, self.sum_x = other.sum_xxt.clone(), other.sum_x.clone()
+        else:
+            self.sum_xxt += other.sum_xxt.to(self.sum_xxt.device)
+            self.sum_x += other.sum_x.to(self.sum_x.device)
+        self.count += other.count
+
+    def _need_data(self) -> None:
+        if not self.count:
+            raise ValueError('no samples were added to this SecondMoment')
+
+    def moment(self) -> torch.Tensor:
+        """E[x x^T], float64 [C, C]."""
+        self._need_data()
+        return self.sum_xxt / self.count
+
+    def mean(self) -> torch.Tensor:
+        """E[x], float64 [C]."""
+        self._need_data()
+        return self.sum_x / self.count
+
+    def mean_square(self) -> torch.Tensor:
+        """E[x^2] per unit (the diagonal of the moment), float64 [C]."""
+        return torch.diagonal(self.moment()).clone()
+
+    def state_dict(self) -> dict:
+        self._need_data()
+        return {'count': self.count, 'sum_xxt': self.sum_xxt.cpu(), 'sum_x': self.sum_x.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state['count'])
+        self.sum_xxt = torch.as_tensor(state['sum_xxt'], dtype=torch.float64)
+        self.sum_x = torch.as_tensor(state['sum_x'], dtype=torch.float64)
+
+
+class QuantileSample:
+    """Per-unit quantiles from a fixed-size, deterministic subsample of the rows added.
+
+    add(x [N, C]) keeps `per_batch` evenly spaced rows of each batch (up to `capacity` rows);
+    quantiles(levels) -> [C, L]; normalize(x [C, N]) -> the empirical CDF value of each entry.
+    """
+
+    def __init__(self, capacity: int = 200_000, per_batch: int = 2048, resolution: int = 1000):
+        self.capacity, self.per_batch, self.resolution = capacity, per_batch, resolution
+        self.rows: list[torch.Tensor] = []
+        self.kept = 0
+        self._table: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.kept >= self.capacity:
+            return
+        step = max(1, x.shape[0] // self.per_batch)
+        rows = x.detach()[::step][: self.capacity - self.kept].float().cpu()
+        self.rows.append(rows)
+        self.kept += rows.shape[0]
+        self._table = None
+
+    def table(self) -> torch.Tensor:
+        """Quantile values at `resolution + 1` evenly spaced levels: [C, resolution + 1]."""
+        if self._table is None:
+            if not self.rows:
+                raise ValueError('no samples were added to this QuantileSample')
+            data = torch.cat(self.rows).t().contiguous()
+            levels = torch.linspace(0, 1, self.resolution + 1)
+            self._table = torch.quantile(data, levels, dim=1).t().contiguous()
+        return self._table
+
+    def quantiles(self, levels) -> torch.Tensor:
+        """Per-unit values at the given levels in [0, 1]: [C, L]."""
+        levels = torch.as_tensor(levels, dtype=torch.float32)
+        table = self.table()
+        pos = levels * self.resolution
+        lo = pos.floor().long().clamp(0, self.resolution)
+        hi = (lo + 1).clamp(max=self.resolution)
+        frac = pos - lo
+        return table[:, lo] * (1 - frac) + table[:, hi] * frac
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """x [C, N] -> CDF level of each value under its unit's distribution, in [0, 1]."""
+        table = self.table().to(x.device)
+        idx = torch.searchsorted(table, x.float().contiguous(), right=True)
+        return (idx.float() / (self.resolution + 1)).clamp(0, 1)
+
+    def state_dict(self) -> dict:
+        return {'table': self.table()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._table = torch.as_tensor(state['table'], dtype=torch.float32)
+        self.resolution = self._table.shape[1] - 1
+        self.rows = [torch.zeros(1)]
