@@ -59,7 +59,6 @@ import json
 import numbers
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +67,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from utils.fileio import atomic_path
 
 MASK_URL_PREFIX = 'data:image/png;base64,'
 MAX_MASK_SIZE = 4096
@@ -473,15 +474,6 @@ def save_edit(path: str | os.PathLike, request: Mapping | EditRequest, num_image
     text = json.dumps(parsed.to_json(), indent=1)
     path = Path(path)
     mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode) as tmp:
+        tmp.write_text(text, encoding='utf-8')
     return parsed

@@ -387,6 +387,9 @@ class SeqStyleGanRewriter:
             return editfile.parse_edit(request, num_images=self.num_images)
         except editfile.EditFileError as e:
             raise RewriteError(str(e)) from e
+        except (OSError, ValueError) as e:
+            reason = getattr(e, 'strerror', None) or e
+            raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
 
     def _context_pairs(self, req: editfile.EditRequest, single_key: int = -1):
         pairs = [(s.imgnum, s.mask_url) for s in req.context]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from utils.fileio import atomic_path
 from utils.runningstats import QuantileSample, SecondMoment
 
 STATS_VERSION = 1
@@ -119,16 +118,8 @@ def cache_filename(meta: dict) -> str:
 
 
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp.npz')
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sample_indices(n: int, rank: int = 0, world: int = 1) -> Sequence[int]:

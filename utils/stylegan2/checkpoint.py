@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
+
+from utils.fileio import atomic_path
 
 from .model import SeqStyleGAN2
 
@@ -117,17 +118,8 @@ def load_seq_stylegan(name_or_path: str | os.PathLike = 'demo', truncation: floa
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(model: SeqStyleGAN2, path: str | os.PathLike, **extra) -> None:

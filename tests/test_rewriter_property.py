@@ -1,0 +1,88 @@
+"""Property-based: malformed requests give a clear error and leave the weights bit-identical."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rewrite import editfile
+from rewrite.ganrewrite import SeqStyleGanRewriter
+from test_rewriter import LAYER, box_mask, tiny_model
+from utils.zdataset import z_dataset_for_model
+
+FIELDS = ('object', 'paste', 'key', 'query')
+GOOD_MASK = box_mask(256, 64, 64, 160, 160)
+VANISHING = box_mask(1024, 0, 0, 1, 1)             # one pixel of 1024: nothing at 16x16
+PROPERTY = settings(max_examples=1100, derandomize=True, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True),
+                 st.text(max_size=12), st.lists(st.integers(), max_size=3),
+                 st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                 st.sampled_from(['data:image/png;base64,', 'data:image/png;base64,@@@@',
+                                  'data:image/png;base64,' + 'QUJD' * 4, VANISHING,
+                                  'data:image/jpeg;base64,' + GOOD_MASK.split(',')[1]]))
+
+
+def valid() -> dict:
+    return {'object': [1, GOOD_MASK], 'paste': [2, GOOD_MASK], 'key': [[2, GOOD_MASK], [3, GOOD_MASK]]}
+
+
+@st.composite
+def malformed(draw):
+    request = valid()
+    kind = draw(st.sampled_from(['field', 'pair', 'imgnum', 'mask', 'key', 'drop', 'whole']))
+    field = draw(st.sampled_from(['object', 'paste']))
+    if kind == 'field':
+        request[draw(st.sampled_from(FIELDS))] = draw(junk)
+    elif kind == 'pair':
+        request[field] = draw(st.lists(st.one_of(st.integers(0, 3), st.just(GOOD_MASK), junk), max_size=4)
+                              .filter(lambda p: len(p) != 2))
+    elif kind == 'imgnum':
+        request[field][0] = draw(st.one_of(st.integers(max_value=-1), st.integers(min_value=40), st.floats(),
+                                           st.text(max_size=3), st.booleans()))
+    elif kind == 'mask':
+        request[field][1] = draw(junk.filter(lambda m: m != GOOD_MASK))
+    elif kind == 'key':
+        j = draw(st.integers(0, 1))
+        request['key'][j] = draw(st.one_of(junk, st.lists(junk, min_size=2, max_size=2)))
+    elif kind == 'drop':
+        for f in draw(st.lists(st.sampled_from(['object', 'paste']), min_size=1, unique=True)):
+            request.pop(f)
+        request.pop('key', None) if draw(st.booleans()) else None
+        if 'paste' in request and 'object' not in request:
+            request['paste'][1] = VANISHING            # still invalid as an erase: nothing selected
+    else:
+        request = draw(st.one_of(junk, st.lists(junk, max_size=3)))
+    return request
+
+
+@pytest.fixture(scope='module')
+def gw():
+    model = tiny_model(3)
+    rewriter = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
+    rewriter.c_matrix                                       # statistics once, outside the examples
+    return rewriter
+
+
+@PROPERTY
+@given(request=malformed())
+def test_malformed_requests_raise_clear_errors_and_change_nothing(gw, request):
+    before = {k: v.clone() for k, v in gw.model.state_dict().items()}
+    snapshot = copy.deepcopy(request)
+    with pytest.raises((ValueError, TypeError)) as err:
+        if isinstance(request, dict) and 'object' not in request and 'paste' in request:
+            gw.apply_erase(request, drank=3, niter=2)
+        else:
+            gw.apply_edit(request, niter=2)
+    message = str(err.value)
+    assert len(message) > 10 and '\n' not in message.strip()
+    assert any(word in message for word in (*FIELDS, 'request', 'image number', 'mask', 'context', 'edit'))
+    assert request == snapshot or (isinstance(request, float) and np.isnan(request))
+    after = gw.model.state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+    assert gw.history == []
