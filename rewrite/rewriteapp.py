@@ -1,0 +1,714 @@
+"""GanRewriteApp: the notebook interface for rewriting a generator (ipywidgets + ipyevents).
+
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), layernum=6)
+    app = GanRewriteApp(gw, mask_dir='masks', size=256, num_canvases=9)
+    display(app)
+
+Paint a region on a sample, then Copy it, paint where it should go and Paste, Add to Context the
+regions where the new rule should apply, and Execute Change: the layer's weights are rewritten and
+the grid repaints from the edited model. Edits are saved to and loaded from `mask_dir` in the edit-file
+format of the original tool. Every handler reports problems on the message line and never raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import html
+import inspect
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ipyevents
+import ipywidgets as widgets
+import numpy as np
+import torch
+
+from utils import imgviz
+from utils.paintwidget import PaintWidget, encode_picture
+from utils.stylegan2 import save_checkpoint
+
+from . import editfile, solvers
+from .ganrewrite import RewriteError
+
+SOLVER_CHOICES = ('fast', 'original', 'linear')
+NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
+STYLE = '''<style>
+.rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
+.rwa-message { min-height: 1.6em; font-family: monospace; }
+.rwa-tray { background: #f2f2f2; overflow-x: auto; min-height: 100px; }
+.rwa-thumb { cursor: pointer; margin: 2px; }
+.rwa-grid { overflow-y: auto; border-left: 4px dashed gray; padding-left: 6px; }
+</style>'''
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown on the message line."""
+
+
+def reports_errors(action: str) -> Callable:
+    """Decorates a handler so that nothing raises into the notebook: user errors (UserError, invalid edit
+    files, requests the rewriter refuses) show as a message, anything else as '<action> failed: ...'."""
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def guarded(self, *args, **kwargs):
+            try:
+                return handler(self, *args, **kwargs)
+            except (UserError, editfile.EditFileError, RewriteError) as e:
+                self.show_message(str(e), error=True)
+            except Exception as e:  # noqa: BLE001 - the UI must survive anything
+                self.show_message(f'{action} failed: {type(e).__name__}: {e}', error=True)
+            finally:
+                self._hide_progress_if_idle()
+        return guarded
+    return decorate
+
+
+def parse_image_numbers(text: str, num_images: int, limit: int) -> list[int]:
+    """'200-212', '5,9,12' or a mix -> the image numbers, in order, at most `limit` of them.
+
+    Raises UserError naming a malformed item or a number outside 0..num_images-1."""
+    numbers: list[int] = []
+    items = [item.strip() for item in str(text).split(',') if item.strip()]
+    if not items:
+        raise UserError(f'type image numbers, e.g. 0-8 or 5,9,12 (0..{num_images - 1})')
+    for item in items:
+        match = re.fullmatch(r'(\d{1,12})\s*(?:-\s*(\d{1,12}))?', item)
+        if match is None:
+            raise UserError(f'cannot read {item!r} as an image number or a range like 200-212')
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        if last < first:
+            raise UserError(f'the range {item!r} runs backwards; write it as {last}-{first}')
+        if last >= num_images:
+            raise UserError(f'{item!r} goes beyond the z-sample: images are numbered 0..{num_images - 1}')
+        numbers.extend(range(first, min(last, first + limit) + 1))
+        if len(numbers) >= limit:
+            break
+    return numbers[:limit]
+
+
+def format_image_numbers(numbers: Sequence[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5,9'."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ','.join(str(a) if a == b else f'{a}-{b}' for a, b in runs)
+
+
+def click_center(mask: np.ndarray) -> tuple[int, int] | None:
+    """Centre (row, col) of the bounding box of mask > 0, or None when empty."""
+    top, left, bottom, right = editfile.bounding_box(mask)
+    return None if bottom == 0 else ((top + bottom) // 2, (left + right) // 2)
+
+
+def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The mask moved by (dy, dx) pixels; what leaves the frame is dropped, what enters is empty."""
+    height, width = mask.shape
+    moved = np.zeros_like(mask)
+    src_y, dst_y = slice(max(0, -dy), min(height, height - dy)), slice(max(0, dy), min(height, height + dy))
+    src_x, dst_x = slice(max(0, -dx), min(width, width - dx)), slice(max(0, dx), min(width, width + dx))
+    moved[dst_y, dst_x] = mask[src_y, src_x]
+    return moved
+
+
+def solver_steps(solver: str, niter: int, **_settings) -> int:
+    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule."""
+    if solver != 'fast':
+        return niter
+    defaults = inspect.signature(solvers.insert_fast).parameters
+    return defaults['rounds'].default * len(defaults['ridges'].default) + defaults['polish'].default
+
+
+def describe_record(record) -> str:
+    """One line of the applied-changes list for an EditRecord."""
+    request = record.request or {}
+    parts = [record.kind]
+    if 'object' in request and record.kind == 'edit':
+        parts.append(f'copy from #{request["object"][0]}')
+    if 'paste' in request:
+        parts.append(f'{"paste into" if record.kind == "edit" else "in"} #{request["paste"][0]}')
+    parts.append(f'context {[pair[0] for pair in request.get("key", [])] or "= paste"}')
+    parts.append(f'rank {record.rank}, {record.solver}, loss {record.initial_loss:.4g} -> {record.final_loss:.4g}, '
+                 f'{record.seconds:.1f} s')
+    return ', '.join(parts)
+
+
+class GanRewriteApp(widgets.VBox):
+    """Interactive rewriting of `gw.model` (a SeqStyleGanRewriter); display it in a notebook.
+
+    Args:
+        gw: the rewriter (its model is edited in place).
+        mask_dir: folder of saved edits (default gw.cachedir, else ./masks).
+        size: side of each sample canvas in pixels; masks are painted at this resolution.
+        num_canvases: number of samples in the grid.
+        rank, lr, niter, piter, solver: the initial Execute Change settings.
+        columns: samples per grid row.
+    """
+
+    def __init__(self, gw, mask_dir: str | Path | None = None, size: int = 256, num_canvases: int = 9,
+                 rank: int = 1, lr: float = 0.05, niter: int = 2001, piter: int = 10, solver: str = 'fast',
+                 columns: int = 3):
+        super().__init__()
+        self.add_class('rwa')
+        self.gw = gw
+        self.size = int(size)
+        self.num_canvases = int(num_canvases)
+        self.mask_dir = Path(mask_dir if mask_dir is not None else (getattr(gw, 'cachedir', None) or 'masks'))
+        self.request: dict = {}
+        self.sel: list[int] = list(range(min(self.num_canvases, gw.num_images)))
+        self.current: int | None = None
+        self.showing_original = False
+        self.showing_matches = False
+        self.message = ''
+        self._busy = False
+        self._model_version = 0
+        self._image_cache: dict[tuple, torch.Tensor] = {}
+        self._shown: list[tuple | None] = [None] * self.num_canvases
+        self._context_key_cache: torch.Tensor | None = None
+        self._context_version = 0
+        self._build_controls(rank, lr, niter, piter, solver)
+        self._build_canvases()
+        self.children = self._layout(columns)
+        self.repaint_grid()
+        self.show_message(f'{gw.num_images} samples, layer {gw.layernum}: paint a region on a sample to begin')
+
+    # ---- construction ----------------------------------------------------------------------------
+    def _button(self, label: str, handler: Callable, style: str = '', tooltip: str = '') -> widgets.Button:
+        button = widgets.Button(description=label, button_style=style, tooltip=tooltip,
+                                layout=widgets.Layout(width='auto'))
+        button.on_click(handler)
+        return button
+
+    def _build_controls(self, rank: int, lr: float, niter: int, piter: int, solver: str) -> None:
+        b = self._button
+        self.search_btn = b('Search', self.search, tooltip='show the samples that respond most to the context')
+        self.original_btn = b('Toggle Original', self.toggle_original, tooltip='show the unedited model')
+        self.execute_btn = b('Execute Change', self.execute, style='success', tooltip='rewrite the model')
+        self.context_btn = b('Add to Context', self.add_context, tooltip='the selected region joins the context')
+        self.matches_btn = b('Show Context Matches', self.toggle_matches, tooltip='where the context key responds')
+        self.copy_btn = b('Copy', self.copy, tooltip='copy the selected region')
+        self.paste_btn = b('Paste', self.paste, tooltip='paste the copy at the selected region')
+        self.match_btn = b('Match Sel', self.match_selection, tooltip='samples that respond most to the selection')
+        self.clear_btn = b('Clear', self.clear_selection, tooltip='clear the painted selection')
+        self.erase_btn = b('Erase', self.erase, style='warning', tooltip='remove what the context shows from the '
+                                                                         'pasted region')
+        self.undo_btn = b('Undo', self.undo, tooltip='undo the last executed change')
+        self.revert_btn = b('Revert', self.revert, style='danger', tooltip='back to the original model')
+        self.save_btn = b('Save', self.save, tooltip='save the edit under this name')
+        self.load_btn = b('Load', self.load, tooltip='load the named edit')
+        self.export_btn = b('Export', self.export, tooltip='save the rewritten generator as a checkpoint')
+        self.numbers_box = widgets.Text(value=format_image_numbers(self.sel), description='Images',
+                                        continuous_update=False, layout=widgets.Layout(width='260px'))
+        self.numbers_box.observe(self.change_numbers, names='value')
+        self.brush_slider = widgets.IntSlider(value=10, min=1, max=max(8, self.size // 4), description='brush',
+                                              continuous_update=False, layout=widgets.Layout(width='260px'))
+        self.brush_slider.observe(self.change_brush, names='value')
+        self.rank_box = widgets.BoundedIntText(value=rank, min=1, max=int(self.gw.k_shape[1]), description='rank',
+                                               layout=widgets.Layout(width='140px'))
+        self.lr_box = widgets.BoundedFloatText(value=lr, min=1e-6, max=10.0, step=0.01, description='lr',
+                                               layout=widgets.Layout(width='150px'))
+        self.niter_box = widgets.BoundedIntText(value=niter, min=1, max=100000, description='iterations',
+                                                layout=widgets.Layout(width='170px'))
+        self.piter_box = widgets.BoundedIntText(value=piter, min=1, max=10000, description='proj every',
+                                                layout=widgets.Layout(width='160px'))
+        self.solver_box = widgets.Dropdown(options=SOLVER_CHOICES, value=solver, description='solver',
+                                           layout=widgets.Layout(width='190px'))
+        self.solver_box.observe(self._solver_changed, names='value')
+        self._solver_changed({'new': solver})
+        self.name_box = widgets.Combobox(placeholder='edit name', options=self.saved_names(), ensure_option=False,
+                                         layout=widgets.Layout(width='200px'))
+        self.name_box.add_class('rwa-name')
+        self.export_box = widgets.Text(value=str(self.mask_dir / 'rewritten.pt'), layout=widgets.Layout(width='260px'))
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width='300px',
+                                                                                          visibility='hidden'))
+        self.loss_label = widgets.Label(value='')
+        self.message_line = widgets.HTML(value='')
+        self.message_line.add_class('rwa-message')
+        self.changes_list = widgets.HTML(value='')
+        self.changes_list.add_class('rwa-changes')
+
+    def _build_canvases(self) -> None:
+        small = self.size * 3 // 4
+        self.canvases = [PaintWidget(size=self.size, brushsize=self.brush_slider.value)
+                         for _ in range(self.num_canvases)]
+        for index, canvas in enumerate(self.canvases):
+            canvas.add_class('rwa-grid-canvas')
+            canvas.on_stroke_start(functools.partial(self._select_canvas, index))
+        self.copy_canvas = PaintWidget(size=small, brushsize=self.brush_slider.value * 3 / 4)
+        self.copy_canvas.add_class('rwa-copy-canvas')
+        self.copy_canvas.on_mask(self.change_copy_mask)
+        self.paste_canvas = PaintWidget(size=small, brushsize=4, oneshot=True, opacity=0.0)
+        self.paste_canvas.add_class('rwa-paste-canvas')
+        self.paste_canvas.on_mask(self.move_paste)
+        self.thumbs: list[widgets.Image] = []
+        self.tray = widgets.HBox(layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 12, 330)}px',
+                                                       height=f'{small // 2 + 24}px'))
+        self.tray.add_class('rwa-tray')
+
+    def _layout(self, columns: int) -> list[widgets.Widget]:
+        title = widgets.HTML(STYLE + '<span class="rwa-title">Rewriting a Deep Generative Model</span>')
+        header = widgets.HBox([title, self.search_btn, self.original_btn, self.execute_btn])
+        small = f'{self.size * 3 // 4}px'
+        copy_paste = widgets.HBox([widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
+                                   for button, canvas in [(self.copy_btn, self.copy_canvas),
+                                                          (self.paste_btn, self.paste_canvas)]])
+        tray_label = widgets.Label('context (click a picture to remove it):')
+        left = widgets.VBox([widgets.HBox([self.context_btn, self.matches_btn]), tray_label, self.tray, copy_paste],
+                            layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 20, 340)}px'))
+        columns = max(1, min(columns, self.num_canvases))
+        self.grid = widgets.GridBox(self.canvases, layout=widgets.Layout(
+            grid_template_columns=f'repeat({columns}, {self.size}px)', grid_auto_rows=f'{self.size}px',
+            grid_gap='4px', align_content='flex-start', max_height=f'{2 * self.size + 60}px'))
+        self.grid.add_class('rwa-grid')
+        return [header,
+                widgets.HBox([left, self.grid]),
+                widgets.HBox([self.numbers_box, self.match_btn, self.brush_slider, self.clear_btn]),
+                widgets.HBox([self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
+                              self.erase_btn, self.undo_btn, self.revert_btn]),
+                widgets.HBox([self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn]),
+                widgets.HBox([self.progress, self.loss_label]),
+                self.message_line,
+                self.changes_list]
+
+    def _solver_changed(self, change) -> None:
+        """The fast solver runs a fixed number of steps: iterations and projection apply to the others."""
+        self.niter_box.disabled = self.piter_box.disabled = change['new'] == 'fast'
+
+    # ---- messages and progress ---------------------------------------------------------------------
+    def show_message(self, text: str, error: bool = False) -> None:
+        """Shows one line (errors in red); `message` keeps the plain text."""
+        self.message = text
+        color = '#b00020' if error else '#1b5e20'
+        self.message_line.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _progress_callback(self, niter: int) -> Callable:
+        """update_callback(iteration, loss) for the rewriter, expecting `niter` steps: moves the bar
+        and shows the loss at most every 0.1 s."""
+        self._busy = True
+        self.progress.max, self.progress.value = niter, 0
+        self.progress.layout.visibility = 'visible'
+        last = [0.0]
+
+        def update(iteration: int, loss) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or iteration + 1 >= niter:
+                last[0] = now
+                self.progress.value = min(iteration + 1, niter)
+                self.loss_label.value = f'iteration {iteration + 1}/{niter}  loss {float(loss):.4f}'
+        return update
+
+    def _hide_progress_if_idle(self) -> None:
+        if self._busy:
+            self._busy = False
+            self.progress.value = self.progress.max
+            self.progress.layout.visibility = 'hidden'
+
+    # ---- pictures ------------------------------------------------------------------------------------
+    def _images(self, imgnums: Sequence[int], original: bool = False) -> list[torch.Tensor]:
+        """Generator outputs [3, H, W] in [-1, 1] of the current (or original) model, cached."""
+        tag = 'original' if original else self._model_version
+        missing = [n for n in dict.fromkeys(imgnums) if (tag, n) not in self._image_cache]
+        pixels = int(self.gw.x_shape[-1]) * int(self.gw.x_shape[-2])
+        batch = max(int(getattr(self.gw, 'batch_size', 8)), min(32, 2 ** 17 // pixels))   # small models: one batch
+        for start in range(0, len(missing), batch):
+            chunk = missing[start:start + batch]
+            z = self.gw.get_zs(chunk)
+            if original:
+                with self.gw.original_model():
+                    images = self.gw.sample_image_from_latent(z)
+            else:
+                images = self.gw.sample_image_from_latent(z)
+            self._image_cache.update({(tag, n): img.cpu() for n, img in zip(chunk, images, strict=True)})
+        return [self._image_cache[(tag, n)] for n in imgnums]
+
+    def _area(self, url: str, resolution: int) -> torch.Tensor:
+        return editfile.mask_from_url(url, resolution)
+
+    def refresh(self) -> None:
+        """Forgets the edited model's pictures and repaints everything (done after every change made
+        here; call it after changing gw.model from code)."""
+        self._model_version += 1
+        self._image_cache = {k: v for k, v in self._image_cache.items() if k[0] == 'original'}
+        self.showing_original = False
+        self.original_btn.description = 'Toggle Original'
+        for canvas in self.canvases:
+            canvas.mask = np.zeros_like(canvas.mask)
+        self.current = None
+        self.repaint_grid()
+        self._repaint_tray()
+        self._repaint_copy()
+        self._repaint_paste()
+        self._repaint_changes()
+
+    def repaint_grid(self) -> None:
+        """Shows the selected samples; only canvases whose picture changed are re-encoded."""
+        shown = self.sel[:self.num_canvases]
+        images = self._images(shown, original=self.showing_original)
+        overlay = self._match_overlays(shown, images) if self.showing_matches else None
+        view = ('original' if self.showing_original else self._model_version,
+                self._context_version if self.showing_matches else None)
+        for index, canvas in enumerate(self.canvases):
+            if index >= len(shown):
+                canvas.layout.display = 'none'
+                canvas.clear_mask()
+                self._shown[index] = None
+                continue
+            canvas.layout.display = None
+            state = (shown[index], *view)
+            if self._shown[index] == state:
+                continue
+            if self._shown[index] is None or self._shown[index][0] != shown[index]:
+                canvas.mask = np.zeros_like(canvas.mask)
+                if self.current == index:
+                    self.current = None
+            canvas.set_picture(imgviz.to_uint8(images[index]) if overlay is None else overlay[index])
+            self._shown[index] = state
+
+    def _match_overlays(self, imgnums: Sequence[int], images: Sequence[torch.Tensor]) -> list:
+        """The samples with the outside of the context key's strongest responses dimmed."""
+        key = self._context_key()
+        _, quantiles = self.gw.ranking_for_key(key, k=self.num_canvases)
+        level = float(quantiles[99])
+        maps = self.gw.key_response_maps(key, imgnums).cpu()
+        return [imgviz.masked_image(img, response, level=level, outside_bright=0.5, border_color=(255, 255, 0))
+                for img, response in zip(images, maps, strict=True)]
+
+    def _region_picture(self, imgnum: int, url: str, **style):
+        """Image `imgnum` of the current model with the mask's region outlined, outside dimmed."""
+        image = self._images([imgnum])[0]
+        return imgviz.masked_image(image, self._area(url, image.shape[-1]), **style)
+
+    def _repaint_tray(self) -> None:
+        keys = self.request.get('key', [])
+        while len(self.thumbs) < len(keys):
+            self.thumbs.append(self._new_thumb(len(self.thumbs)))
+        thumb_size = self.size * 3 // 8
+        for thumb, (imgnum, url) in zip(self.thumbs[:len(keys)], keys, strict=True):
+            picture = self._region_picture(imgnum, url, thickness=0, outside_bright=0.45, inside_color=(255, 255, 255))
+            thumb.value = encode_picture(np.asarray(picture.resize((thumb_size, thumb_size))))
+        self.tray.children = self.thumbs[:len(keys)]
+
+    def _new_thumb(self, index: int) -> widgets.Image:
+        thumb_size = self.size * 3 // 8
+        thumb = widgets.Image(format='jpeg', width=thumb_size, height=thumb_size,
+                              layout=widgets.Layout(width=f'{thumb_size}px', height=f'{thumb_size}px',
+                                                    min_width=f'{thumb_size}px'))
+        thumb.add_class('rwa-thumb')
+        thumb.events = ipyevents.Event(source=thumb, watched_events=['click'])
+        thumb.events.on_dom_event(lambda _event: self.remove_context(index))
+        return thumb
+
+    def _repaint_copy(self) -> None:
+        if 'object' not in self.request:
+            self.copy_canvas.set_mask(None)
+            self.copy_canvas.set_picture(None)
+            return
+        imgnum, url = self.request['object']
+        self.copy_canvas.set_mask(self._area(url, self.copy_canvas.size).numpy())
+        self.copy_canvas.set_picture(self._region_picture(imgnum, url, thickness=1, outside_bright=0.5))
+
+    def _repaint_paste(self) -> None:
+        self.paste_canvas.set_mask(None)
+        if 'paste' not in self.request:
+            self.paste_canvas.set_picture(None)
+            return
+        imgnum, url = self.request['paste']
+        if 'object' not in self.request:
+            self.paste_canvas.set_picture(self._region_picture(imgnum, url, thickness=2, outside_bright=0.7))
+            return
+        self.paste_canvas.set_picture(self._paste_goal_picture(imgnum, url, *self.request['object']))
+
+    def _paste_goal_picture(self, imgnum: int, url: str, object_imgnum: int, object_url: str):
+        """What the goal looks like: the copied layer values pasted into image `imgnum` at the paste
+        region's centre, rendered by the rest of the generator, the pasted box in red."""
+        gw = self.gw
+        obj_acts, obj_area, _, _ = gw.object_from_selection(object_imgnum, object_url)
+        _, _, full, bounds = gw.paste_from_selection(imgnum, url, obj_acts, obj_area)
+        with torch.no_grad():
+            unchanged = gw.target_model(gw.context_model(gw.get_z(imgnum)))
+            image = gw.rendering_model(unchanged.updated(fmap=full))[0]
+        return imgviz.box_image(image, bounds, gw.v_shape[2])
+
+    def _repaint_changes(self) -> None:
+        records = [record for record, _ in getattr(self.gw, 'history', [])]
+        items = ''.join(f'<li>{html.escape(describe_record(record))}</li>' for record in records)
+        self.changes_list.value = f'<b>Applied changes</b><ol>{items}</ol>' if records else ''
+
+    # ---- selection ---------------------------------------------------------------------------------
+    def _select_canvas(self, index: int, _canvas: PaintWidget) -> None:
+        """A stroke starts on grid canvas `index`: it holds the selection, the others are cleared."""
+        self.current = index
+        for other, canvas in enumerate(self.canvases):
+            if other != index:
+                canvas.clear_mask()
+
+    def _selection(self) -> tuple[int, str]:
+        """(imgnum, mask URL) of the painted selection; UserError when there is none."""
+        if self.current is None or self.current >= len(self.sel):
+            raise UserError('nothing is selected: paint a region on one of the samples first')
+        canvas = self.canvases[self.current]
+        if canvas.is_empty:
+            raise UserError('the selection is empty: paint a region on one of the samples first')
+        return self.sel[self.current], canvas.mask_url
+
+    @reports_errors('Clear')
+    def clear_selection(self, _button=None) -> None:
+        for canvas in self.canvases:
+            canvas.clear_mask()
+        self.current = None
+        self.show_message('selection cleared')
+
+    @reports_errors('Brush size')
+    def change_brush(self, change) -> None:
+        for canvas in self.canvases:
+            canvas.brushsize = float(change['new'])
+        self.copy_canvas.brushsize = float(change['new']) * 3 / 4
+
+    @reports_errors('Images')
+    def change_numbers(self, change) -> None:
+        numbers = parse_image_numbers(change['new'], self.gw.num_images, self.num_canvases)
+        if numbers != self.sel:
+            self.sel = numbers
+            self.repaint_grid()
+        self.show_message(f'showing images {format_image_numbers(numbers)}')
+
+    def _show_numbers(self, numbers: Sequence[int]) -> None:
+        self.sel = list(numbers)
+        self.numbers_box.value = format_image_numbers(self.sel)
+        self.repaint_grid()
+
+    # ---- context, copy and paste -------------------------------------------------------------------
+    @reports_errors('Add to Context')
+    def add_context(self, _button=None) -> None:
+        imgnum, url = self._selection()
+        keys = [pair for pair in self.request.get('key', []) if pair[0] != imgnum]
+        position = next((i for i, pair in enumerate(self.request.get('key', [])) if pair[0] == imgnum), len(keys))
+        keys.insert(position, [imgnum, url])
+        self.request['key'] = keys
+        self._context_changed()
+        self.show_message(f'context: {len(keys)} region{"s" * (len(keys) > 1)} (images {[k[0] for k in keys]})')
+
+    @reports_errors('Remove context')
+    def remove_context(self, index: int) -> None:
+        keys = self.request.get('key', [])
+        if not 0 <= index < len(keys):
+            return
+        imgnum, _ = keys.pop(index)
+        if not keys:
+            del self.request['key']
+        self._context_changed()
+        self.show_message(f'removed image {imgnum} from the context')
+
+    def _context_changed(self) -> None:
+        self._context_key_cache = None
+        self._context_version += 1
+        if self.showing_matches and not self.request.get('key'):
+            self.showing_matches = False
+            self.matches_btn.button_style = ''
+        self._repaint_tray()
+        if self.showing_matches:
+            self.repaint_grid()
+
+    def _context_key(self) -> torch.Tensor:
+        if not self.request.get('key'):
+            raise UserError('there is no context: paint a region and click Add to Context first')
+        if self._context_key_cache is None:
+            self._context_key_cache = self.gw.multi_key_from_selection(self.request['key'], rank=1)[0]
+        return self._context_key_cache
+
+    @reports_errors('Copy')
+    def copy(self, _button=None) -> None:
+        imgnum, url = self._selection()
+        self.request['object'] = [imgnum, url]
+        self._repaint_copy()
+        self._repaint_paste()
+        self.show_message(f'copied a region of image {imgnum}' +
+                          ('' if 'paste' in self.request else '; now paint where it goes and click Paste'))
+
+    @reports_errors('Copy canvas')
+    def change_copy_mask(self, canvas: PaintWidget) -> None:
+        """Painting on the copy canvas edits the copied region (an empty one drops the copy)."""
+        if 'object' not in self.request:
+            canvas.clear_mask()
+            raise UserError('nothing is copied yet: select a region on a sample and click Copy')
+        if canvas.is_empty:
+            del self.request['object']
+            self.show_message('the copy was cleared')
+        else:
+            self.request['object'] = [self.request['object'][0], editfile.encode_mask(canvas.mask, self.size)]
+            self.show_message('copied region changed')
+        self._repaint_copy()
+        self._repaint_paste()
+
+    @reports_errors('Paste')
+    def paste(self, _button=None) -> None:
+        imgnum, url = self._selection()
+        self.request['paste'] = [imgnum, url]
+        self._repaint_paste()
+        hint = 'click the paste canvas to move it' if 'object' in self.request else 'Copy a region to see the goal'
+        self.show_message(f'paste goal in image {imgnum}: {hint}')
+
+    @reports_errors('Move paste')
+    def move_paste(self, canvas: PaintWidget) -> None:
+        """A click on the paste canvas moves the paste region's centre there."""
+        target = click_center(canvas.mask)
+        canvas.set_mask(None)
+        if 'paste' not in self.request or target is None:
+            raise UserError('nothing is pasted yet: Copy a region, select where it goes and click Paste')
+        imgnum, url = self.request['paste']
+        mask = self._area(url, self.size).numpy()
+        center = click_center(mask)
+        scale = self.size / canvas.size
+        moved = shift_mask(mask, round(target[0] * scale) - center[0], round(target[1] * scale) - center[1])
+        if not (moved > 0).any():
+            raise UserError('the paste would leave the image; click nearer its middle')
+        self.request['paste'] = [imgnum, editfile.encode_mask(moved)]
+        self._repaint_paste()
+        self.show_message(f'moved the paste in image {imgnum}')
+
+    # ---- search ----------------------------------------------------------------------------------------
+    @reports_errors('Show Context Matches')
+    def toggle_matches(self, _button=None) -> None:
+        if not self.showing_matches:
+            self._context_key()
+        self.showing_matches = not self.showing_matches
+        self.matches_btn.button_style = 'info' if self.showing_matches else ''
+        self.repaint_grid()
+        self.show_message('highlighting where the context key responds' if self.showing_matches
+                          else 'context highlighting off')
+
+    @reports_errors('Search')
+    def search(self, _button=None) -> None:
+        top, _ = self.gw.ranking_for_key(self._context_key(), k=self.num_canvases)
+        self._show_numbers([int(n) for n in top])
+        self.show_message(f'samples that respond most to the context: {format_image_numbers(self.sel)}')
+
+    @reports_errors('Match Sel')
+    def match_selection(self, _button=None) -> None:
+        imgnum, url = self._selection()
+        self.request['query'] = [imgnum, url]
+        key = self.gw.query_key_from_selection(imgnum, url)
+        top, _ = self.gw.ranking_for_key(key, k=self.num_canvases)
+        self._show_numbers([int(n) for n in top])
+        self.show_message(f'samples that respond most to the selection in image {imgnum}')
+
+    # ---- rewriting ---------------------------------------------------------------------------------------
+    def _settings(self) -> dict:
+        solver = self.solver_box.value
+        if solver not in SOLVER_CHOICES:
+            raise UserError(f'choose a solver among {", ".join(SOLVER_CHOICES)}')
+        return dict(rank=int(self.rank_box.value), lr=float(self.lr_box.value), niter=int(self.niter_box.value),
+                    piter=int(self.piter_box.value), solver=solver)
+
+    def _checked_request(self, needed: Sequence[str], action: str) -> dict:
+        missing = [name for name in needed if name not in self.request]
+        hints = {'object': 'Copy a region', 'paste': 'select where it goes and click Paste'}
+        if missing:
+            raise UserError(f'{action} needs {" and ".join(missing)}: ' + ', then '.join(hints[m] for m in missing))
+        resolution = min(self.gw.k_shape[2], self.gw.v_shape[2])
+        editfile.validate_request(self.request, self.gw.num_images, resolution)
+        return copy.deepcopy(self.request)
+
+    def _rewrite(self, apply: Callable, request: dict, doing: str, **options):
+        """Runs gw.apply_edit / apply_erase with the settings and a progress bar, then repaints."""
+        settings = self._settings()
+        self.show_message(doing)
+        progress = self._progress_callback(solver_steps(**settings))
+        record = apply(request, update_callback=progress, **settings, **options)
+        self.loss_label.value = f'{len(record.losses)} steps, loss {record.initial_loss:.4f} -> {record.final_loss:.4f}'
+        self.refresh()
+        return record
+
+    @reports_errors('Execute Change')
+    def execute(self, _button=None) -> None:
+        request = self._checked_request(('object', 'paste'), 'Execute Change')
+        record = self._rewrite(self.gw.apply_edit, request, 'rewriting the model...')
+        self.show_message(f'changed the model: loss {record.initial_loss:.4g} -> {record.final_loss:.4g} '
+                          f'in {record.seconds:.1f} s')
+
+    @reports_errors('Erase')
+    def erase(self, _button=None) -> None:
+        request = self._checked_request(('paste',), 'Erase')
+        record = self._rewrite(self.gw.apply_erase, request, 'erasing from the model...', drank=30)
+        self.show_message(f'erased the context from the model (loss {record.final_loss:.4g}, {record.seconds:.1f} s)')
+
+    @reports_errors('Undo')
+    def undo(self, _button=None) -> None:
+        record = self.gw.undo()
+        if record is None:
+            raise UserError('nothing to undo: no change has been executed')
+        self.refresh()
+        self.show_message(f'undid the last {record.kind}')
+
+    @reports_errors('Revert')
+    def revert(self, _button=None) -> None:
+        self.gw.revert()
+        self.refresh()
+        self.show_message('reverted to the original model')
+
+    @reports_errors('Toggle Original')
+    def toggle_original(self, _button=None) -> None:
+        self.showing_original = not self.showing_original
+        self.original_btn.description = 'Toggle Changed' if self.showing_original else 'Toggle Original'
+        self.repaint_grid()
+        self.show_message('showing the original model' if self.showing_original else 'showing the changed model')
+
+    # ---- files -------------------------------------------------------------------------------------------
+    def saved_names(self) -> list[str]:
+        """Names of the edits saved in mask_dir."""
+        if not self.mask_dir.is_dir():
+            return []
+        return sorted(path.stem for path in self.mask_dir.glob('*.json'))
+
+    def _edit_path(self) -> Path:
+        name = (self.name_box.value or '').strip()
+        if name.endswith('.json'):
+            name = name[:-5]
+        if not NAME_PATTERN.match(name):
+            raise UserError('type a name for the edit: letters, digits, ".", "_" or "-", no folders')
+        return self.mask_dir / f'{name}.json'
+
+    @reports_errors('Save')
+    def save(self, _button=None) -> None:
+        path = self._edit_path()
+        if not any(self.request.get(name) for name in editfile.EDIT_FIELDS):
+            raise UserError('there is nothing to save: Copy, Paste or Add to Context first')
+        self.mask_dir.mkdir(parents=True, exist_ok=True)
+        editfile.save_edit(path, self.request, num_images=self.gw.num_images)
+        self.name_box.options = self.saved_names()
+        self.show_message(f'saved {path}')
+
+    @reports_errors('Load')
+    def load(self, _button=None) -> None:
+        path = self._edit_path()
+        if not path.is_file():
+            known = ', '.join(self.saved_names()) or 'none yet'
+            raise UserError(f'no saved edit named {path.stem!r} in {self.mask_dir} (saved: {known})')
+        self._use_request(editfile.load_edit(path, num_images=self.gw.num_images).to_json())
+        self.show_message(f'loaded {path.stem}: click Execute Change to apply it')
+
+    @reports_errors('Set request')
+    def set_request(self, request: dict) -> None:
+        """Uses an edit request (a dict in the edit-file format) as if it had been loaded."""
+        self._use_request(editfile.validate_request(request, num_images=self.gw.num_images).to_json())
+        self.show_message('request set: click Execute Change to apply it')
+
+    def _use_request(self, request: dict) -> None:
+        self.request = request
+        self._context_changed()
+        self._repaint_copy()
+        self._repaint_paste()
+
+    @reports_errors('Export')
+    def export(self, _button=None) -> None:
+        path = Path((self.export_box.value or '').strip()).expanduser()
+        if not path.name or path.is_dir():
+            raise UserError('type the checkpoint file to write, e.g. masks/rewritten.pt')
+        save_checkpoint(self.gw.model, path)
+        self.show_message(f'exported the rewritten generator to {path}')

@@ -1,0 +1,73 @@
+"""The demonstration notebook runs top to bottom headless (nbclient), on the bundled demo model."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+
+from rewrite import editfile
+from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / 'notebooks' / 'rewriting-interface.ipynb'
+
+
+def with_parameters(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode:
+    """A copy of the notebook with a cell setting `values` right after its 'parameters' cell (as papermill does)."""
+    nb = copy.deepcopy(nb)
+    index = next(i for i, cell in enumerate(nb.cells) if 'parameters' in cell.metadata.get('tags', []))
+    source = '\n'.join(f'{name} = {value!r}' for name, value in values.items())
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={'tags': ['injected-parameters']}))
+    return nb
+
+
+def outputs_of(nb, mime: str) -> list:
+    return [out for cell in nb.cells if cell.cell_type == 'code' for out in cell.get('outputs', [])
+            if mime in out.get('data', {})]
+
+
+def text_of(nb) -> str:
+    return ''.join(out.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+                   for out in cell.get('outputs', []) if out.get('output_type') == 'stream')
+
+
+def test_parameters_are_at_the_top_with_the_demo_defaults():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    first_code = next(cell for cell in nb.cells if cell.cell_type == 'code')
+    assert 'parameters' in first_code.metadata.get('tags', [])
+    namespace: dict = {}
+    exec(first_code.source, namespace)
+    assert (namespace['MODEL'], namespace['TRUNCATION'], namespace['LAYER']) == ('demo', 0.5, 6)
+    assert all(not cell.get('outputs') for cell in nb.cells if cell.cell_type == 'code')   # stored clean
+
+
+def test_notebook_runs_top_to_bottom(tmp_path):
+    mask_dir = tmp_path / 'masks'
+    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SAMPLE_SIZE=60, NUM_CANVASES=4, CANVAS_SIZE=128,
+                         MASK_DIR=str(mask_dir))
+    NotebookClient(nb, timeout=600, kernel_name='python3',
+                   resources={'metadata': {'path': str(NOTEBOOK.parent)}}).execute()
+    assert outputs_of(nb, 'application/vnd.jupyter.widget-view+json'), 'the app was not displayed'
+    assert len(outputs_of(nb, 'image/png')) == 2, 'before/after strips are missing'
+    text = text_of(nb)
+    assert '64 px generator, layer 6' in text
+    assert 'changed the model' in text and f'saved {mask_dir / "example.json"}' in text
+    saved = editfile.load_edit(mask_dir / 'example.json')
+    assert saved.object.imgnum == 0 and saved.paste.imgnum == 1
+    assert (mask_dir / 'rewritten.pt').is_file()
+
+
+def test_notebook_works_with_any_checkpoint_path(tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / 'tiny.pt'
+    save_checkpoint(SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32}), path)
+    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), MODEL=str(path), TRUNCATION=1.0, LAYER=4,
+                         SAMPLE_SIZE=30, NUM_CANVASES=4, CANVAS_SIZE=64, MASK_DIR=str(tmp_path / 'masks'))
+    NotebookClient(nb, timeout=600, kernel_name='python3',
+                   resources={'metadata': {'path': str(NOTEBOOK.parent)}}).execute()
+    text = text_of(nb)
+    assert '32 px generator, layer 4' in text and 'changed the model' in text

@@ -1,0 +1,369 @@
+"""GanRewriteApp driven like the browser drives it: ipyevents mouse messages on the canvases and
+button clicks, with the real rewriter on a small random model."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import REFERENCE, need_shared
+from PIL import Image
+
+from rewrite import editfile
+from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask, solver_steps
+from utils.paintwidget import dispatch_dom_event, drag, mouse_message
+from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan
+from utils.zdataset import z_dataset_for_model
+
+SIZE = 64           # canvas side (masks are painted at this resolution)
+LAYER = 4           # an 8x8 conv of the 32 px model
+NUM_IMAGES = 24
+
+
+@pytest.fixture(scope='module')
+def gw():
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('noise.weight'):
+                p.fill_(0.1)
+    return SeqStyleGanRewriter(model.eval(), z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
+
+
+@pytest.fixture
+def app(gw, tmp_path):
+    gw.revert()
+    return GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=SIZE, num_canvases=6, niter=40)
+
+
+def paint(app: GanRewriteApp, index: int, points) -> None:
+    drag(app.canvases[index].events, points, shown_size=SIZE)
+
+
+def shown(widget) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(widget.value)).convert('RGB'), dtype=np.float32)
+
+
+def grid_pictures(app: GanRewriteApp) -> list[bytes]:
+    return [canvas.value for canvas in app.canvases]
+
+
+def region(url: str) -> np.ndarray:
+    return editfile.mask_from_url(url, SIZE).numpy() > 0
+
+
+def prepare_edit(app: GanRewriteApp) -> None:
+    """Copy from sample 0, paste into sample 1, sample 1's region as context."""
+    paint(app, 0, [(14, 14), (26, 22)])
+    app.copy_btn.click()
+    paint(app, 1, [(40, 40), (48, 44)])
+    app.paste_btn.click()
+    app.context_btn.click()
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('text, expected', [
+    ('200-203', [200, 201, 202, 203]), ('5,9,12', [5, 9, 12]), (' 1-2 , 7,3-4', [1, 2, 7, 3, 4]),
+    ('0-999', list(range(6))), ('7', [7])])
+def test_parse_image_numbers(text, expected):
+    assert parse_image_numbers(text, num_images=1000, limit=6) == expected
+
+
+@pytest.mark.parametrize('text, complaint', [('', 'type image numbers'), ('5-x', "'5-x'"), ('9-3', 'backwards'),
+                                             ('998-1002', 'beyond'), ('-4', "'-4'")])
+def test_parse_image_numbers_names_the_problem(text, complaint):
+    from rewrite.rewriteapp import UserError
+    with pytest.raises(UserError, match=complaint):
+        parse_image_numbers(text, num_images=1000, limit=6)
+
+
+def test_format_image_numbers():
+    assert format_image_numbers([3, 4, 5, 9, 11, 12]) == '3-5,9,11-12'
+    assert parse_image_numbers(format_image_numbers([8, 1, 2, 3]), 100, 10) == [8, 1, 2, 3]
+
+
+def test_shift_mask_moves_and_crops():
+    mask = np.zeros((8, 8), np.float32)
+    mask[1:3, 1:3] = 1
+    moved = shift_mask(mask, 4, 5)
+    assert moved[5:7, 6:8].all() and moved.sum() == 4
+    assert shift_mask(mask, 0, -2).sum() == 2
+
+
+# ---- painting and selections ----------------------------------------------------------------------------
+def test_grid_shows_the_samples_and_painting_selects_one(app, gw):
+    assert app.sel == list(range(6)) and app.numbers_box.value == '0-5'
+    expected = np.asarray(gw.render_image(2).resize((SIZE, SIZE), Image.BICUBIC), dtype=np.float32)
+    assert np.abs(shown(app.canvases[2]) - expected).mean() < 6          # JPEG of the model's image 2
+    paint(app, 3, [(10, 10), (20, 20)])
+    assert app.current == 3 and not app.canvases[3].is_empty
+    paint(app, 4, [(30, 30)])
+    assert app.current == 4 and app.canvases[3].is_empty                 # one selection at a time
+    app.clear_btn.click()
+    assert app.canvases[4].is_empty and app.current is None
+
+
+def test_copy_paste_and_context_build_the_request(app):
+    prepare_edit(app)
+    object_imgnum, object_url = app.request['object']
+    paste_imgnum, paste_url = app.request['paste']
+    assert (object_imgnum, paste_imgnum) == (0, 1)
+    assert region(object_url)[18, 20] and not region(object_url)[45, 45]
+    assert region(paste_url)[42, 44] and not region(paste_url)[18, 20]
+    assert [k[0] for k in app.request['key']] == [1]
+    assert app.request['key'][0][1] == paste_url
+    assert len(app.tray.children) == 1
+    copy_view, paste_view = shown(app.copy_canvas), shown(app.paste_canvas)
+    assert copy_view.shape == (48, 48, 3) and paste_view.std() > 1
+    assert 'paste goal in image 1' in app.message or 'context' in app.message
+
+
+def test_context_tray_adds_replaces_and_removes_by_click(app):
+    for index in (0, 2, 4):
+        paint(app, index, [(20, 20), (30, 30)])
+        app.context_btn.click()
+    paint(app, 2, [(50, 50)])
+    app.context_btn.click()                                              # image 2 again: replaced in place
+    assert [k[0] for k in app.request['key']] == [0, 2, 4]
+    assert region(app.request['key'][1][1])[50, 50]
+    thumb = app.tray.children[1]
+    dispatch_dom_event(thumb.events, {'event': 'click', 'relativeX': 5, 'relativeY': 5, 'target': {}})
+    assert [k[0] for k in app.request['key']] == [0, 4] and len(app.tray.children) == 2
+    for _ in range(2):
+        dispatch_dom_event(app.tray.children[0].events, {'event': 'click', 'target': {}})
+    assert 'key' not in app.request and app.tray.children == ()
+
+
+def test_clicking_the_paste_canvas_moves_the_paste(app):
+    prepare_edit(app)
+    before = app.paste_canvas.value
+    drag(app.paste_canvas.events, [(12, 12)], shown_size=48)             # the paste canvas is 3/4 size
+    rows, cols = np.nonzero(region(app.request['paste'][1]))
+    assert abs((rows.min() + rows.max()) / 2 - 16) <= 1.5 and abs((cols.min() + cols.max()) / 2 - 16) <= 1.5
+    assert app.paste_canvas.value != before and app.paste_canvas.is_empty
+    assert 'moved the paste' in app.message
+
+
+def test_painting_the_copy_canvas_edits_the_copied_region(app):
+    prepare_edit(app)
+    drag(app.copy_canvas.events, [(40, 6)], shown_size=48)
+    assert region(app.request['object'][1])[8, 53]
+    dispatch_dom_event(app.copy_canvas.events, mouse_message('mousedown', 0, 0, 48, ctrlKey=True))
+    app.copy_canvas.mask[:] = 0                                           # as if all of it were erased
+    dispatch_dom_event(app.copy_canvas.events, mouse_message('mouseup', 0, 0, 48))
+    assert 'object' not in app.request and app.message == 'the copy was cleared'
+
+
+# ---- rewriting --------------------------------------------------------------------------------------------
+def test_execute_change_rewrites_and_repaints(app, gw):
+    prepare_edit(app)
+    app.clear_btn.click()
+    before = grid_pictures(app)
+    losses = []
+    original_apply = gw.apply_edit
+
+    def spy(request, update_callback=None, **kwargs):
+        def callback(it, loss):
+            losses.append(float(loss))
+            update_callback(it, loss)
+        return original_apply(request, update_callback=callback, **kwargs)
+
+    gw.apply_edit = spy
+    try:
+        app.execute_btn.click()
+    finally:
+        del gw.apply_edit
+    assert app.message.startswith('changed the model'), app.message
+    assert len(losses) == solver_steps('fast', 40) and app.progress.layout.visibility == 'hidden'
+    assert app.loss_label.value.startswith(f'{len(losses)} steps, loss')
+    after = grid_pictures(app)
+    assert sum(a != b for a, b in zip(before, after, strict=True)) >= 1
+    expected = np.asarray(gw.render_image(1).resize((SIZE, SIZE), Image.BICUBIC), dtype=np.float32)
+    assert np.abs(shown(app.canvases[1]) - expected).mean() < 6          # repainted from the rewritten model
+    assert len(gw.history) == 1 and 'edit' in app.changes_list.value
+
+    app.original_btn.click()                                              # the unedited model again
+    assert grid_pictures(app) == before and app.original_btn.description == 'Toggle Changed'
+    app.original_btn.click()
+    assert grid_pictures(app) == after
+
+    app.execute_btn.click()
+    assert len(gw.history) == 2 and app.changes_list.value.count('<li>') == 2
+    app.undo_btn.click()
+    assert len(gw.history) == 1 and grid_pictures(app) == after and 'undid' in app.message
+    app.revert_btn.click()
+    assert gw.history == [] and grid_pictures(app) == before and app.changes_list.value == ''
+    app.undo_btn.click()
+    assert 'nothing to undo' in app.message
+
+
+def test_execute_settings_reach_the_rewriter(app, gw, monkeypatch):
+    prepare_edit(app)
+    seen = {}
+
+    def fake_apply(request, **kwargs):
+        seen.update(kwargs, request=request)
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(gw, 'apply_edit', fake_apply)
+    app.rank_box.value, app.lr_box.value, app.niter_box.value = 2, 0.01, 7
+    app.solver_box.value = 'original'
+    app.execute_btn.click()                                               # must not raise
+    assert {k: seen[k] for k in ('rank', 'lr', 'niter', 'solver')} == dict(rank=2, lr=0.01, niter=7, solver='original')
+    assert seen['request'] == app.request and seen['request'] is not app.request
+    assert app.message == 'Execute Change failed: RuntimeError: boom'
+    assert app.progress.layout.visibility == 'hidden'
+
+
+def test_iteration_controls_follow_the_solver(app):
+    assert app.solver_box.value == 'fast' and app.niter_box.disabled and app.piter_box.disabled
+    app.solver_box.value = 'original'
+    assert not app.niter_box.disabled and not app.piter_box.disabled
+    assert solver_steps('original', 123) == 123
+
+
+def test_set_request_from_code(app):
+    prepare_edit(app)
+    request = dict(app.request)
+    other = GanRewriteApp(app.gw, mask_dir=app.mask_dir, size=SIZE, num_canvases=6)
+    other.set_request(request)
+    assert other.request == request and other.paste_canvas.value == app.paste_canvas.value
+    other.set_request({'paste': [99, request['paste'][1]]})
+    assert 'outside the z-sample' in other.message and other.request == request
+
+
+def test_erase_uses_the_paste_region_and_context(app, gw):
+    paint(app, 2, [(20, 20), (40, 40)])
+    app.paste_btn.click()
+    app.context_btn.click()
+    app.erase_btn.click()
+    assert app.message.startswith('erased'), app.message
+    assert gw.history[-1][0].kind == 'erase'
+
+
+def test_search_and_matches(app, gw):
+    paint(app, 2, [(20, 20), (40, 40)])
+    app.context_btn.click()
+    app.search_btn.click()
+    key = gw.multi_key_from_selection(app.request['key'], rank=1)[0]
+    assert app.sel == gw.ranking_for_key(key, k=6)[0]
+    assert app.numbers_box.value == format_image_numbers(app.sel)
+    plain = grid_pictures(app)
+    app.matches_btn.click()
+    assert app.showing_matches and grid_pictures(app) != plain
+    app.matches_btn.click()
+    assert grid_pictures(app) == plain
+
+    paint(app, 0, [(10, 10), (20, 20)])
+    app.match_btn.click()
+    query = gw.query_key_from_selection(*app.request['query'])
+    assert app.sel == gw.ranking_for_key(query, k=6)[0]
+
+
+def test_image_number_box(app):
+    app.numbers_box.value = '20-23, 2'
+    assert app.sel == [20, 21, 22, 23, 2]
+    assert app.canvases[5].layout.display == 'none'
+    app.numbers_box.value = '2,99'
+    assert app.sel == [20, 21, 22, 23, 2] and 'beyond the z-sample' in app.message
+
+
+@pytest.mark.parametrize('button, complaint', [
+    ('copy_btn', 'nothing is selected'), ('paste_btn', 'nothing is selected'), ('context_btn', 'nothing is selected'),
+    ('match_btn', 'nothing is selected'), ('search_btn', 'no context'), ('matches_btn', 'no context'),
+    ('execute_btn', 'needs object and paste'), ('erase_btn', 'needs paste'), ('save_btn', 'type a name'),
+    ('load_btn', 'type a name'), ('undo_btn', 'nothing to undo')])
+def test_user_errors_show_a_message(app, button, complaint):
+    getattr(app, button).click()
+    assert complaint in app.message and 'color:#b00020' in app.message_line.value
+
+
+def test_regions_too_small_for_the_layer_are_refused_with_a_reason(app):
+    prepare_edit(app)
+    speck = np.zeros((1024, 1024), np.float32)
+    speck[500, 500] = 1                                  # vanishes at the 8x8 layer (as in the original)
+    app.request['object'] = [0, editfile.encode_mask(speck)]
+    app.execute_btn.click()
+    assert 'object.mask: selects nothing at the 8x8' in app.message
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+def test_save_and_load_round_trip(app, gw, tmp_path):
+    prepare_edit(app)
+    paint(app, 3, [(30, 30)])
+    app.match_btn.click()
+    app.name_box.value = 'my_edit'
+    app.save_btn.click()
+    path = tmp_path / 'masks' / 'my_edit.json'
+    assert app.message == f'saved {path}'
+    assert editfile.load_edit(path).to_json() == app.request
+    assert json.loads(path.read_text()) == app.request
+    assert 'my_edit' in app.name_box.options
+
+    other = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=SIZE, num_canvases=6)
+    other.name_box.value = 'my_edit'
+    other.load_btn.click()
+    assert other.request == app.request and 'loaded my_edit' in other.message
+    assert len(other.tray.children) == 1 and other.paste_canvas.value == app.paste_canvas.value
+    other.name_box.value = 'nope'
+    other.load_btn.click()
+    assert "no saved edit named 'nope'" in other.message
+
+
+def test_files_of_the_original_tool_load_apply_and_save_identically(app, tmp_path):
+    source = need_shared(REFERENCE / 'original-edits' / 'church' / 'spire2square.json')
+    shutil.copy(source, tmp_path / 'masks.json')
+    app.mask_dir.mkdir(parents=True)
+    shutil.copy(source, app.mask_dir / 'spire2square.json')
+    app.name_box.value = 'spire2square'
+    app.load_btn.click()
+    original = json.loads(source.read_text())
+    assert app.request == original and list(app.request) == list(original)
+    app.execute_btn.click()
+    assert app.message.startswith('changed the model'), app.message
+    app.name_box.value = 'copy_of_spire2square'
+    app.save_btn.click()
+    assert (app.mask_dir / 'copy_of_spire2square.json').read_bytes() == source.read_bytes()
+
+
+def test_loading_a_file_with_unknown_images_explains(app):
+    source = need_shared(REFERENCE / 'original-edits' / 'church' / 'dome2spire.json')
+    app.mask_dir.mkdir(parents=True)
+    shutil.copy(source, app.mask_dir / 'dome2spire.json')
+    app.name_box.value = 'dome2spire'
+    app.load_btn.click()
+    assert 'outside the z-sample' in app.message and app.request == {}
+
+
+def test_bad_names_and_broken_files(app):
+    prepare_edit(app)
+    app.name_box.value = '../escape'
+    app.save_btn.click()
+    assert 'type a name' in app.message and not app.mask_dir.exists()
+    app.mask_dir.mkdir(parents=True)
+    (app.mask_dir / 'broken.json').write_text('{"paste": [1, "data:image/png;base64,xx"]}')
+    app.name_box.value = 'broken'
+    app.load_btn.click()
+    assert 'paste' in app.message and 'color:#b00020' in app.message_line.value
+    assert app.request['object'][0] == 0                                   # the current edit is kept
+
+
+def test_export_writes_a_loadable_checkpoint(app, gw, tmp_path):
+    prepare_edit(app)
+    app.execute_btn.click()
+    app.export_box.value = str(tmp_path / 'out' / 'rewritten.pt')
+    app.export_btn.click()
+    assert 'exported' in app.message
+    model = load_seq_stylegan(tmp_path / 'out' / 'rewritten.pt')
+    z = gw.get_zs([1, 2])
+    with torch.no_grad():
+        assert torch.allclose(model(z), gw.sample_image_from_latent(z), atol=1e-5)
+    app.export_box.value = ''
+    app.export_btn.click()
+    assert 'type the checkpoint file' in app.message
