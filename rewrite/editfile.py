@@ -70,6 +70,8 @@ from PIL import Image
 
 from utils.fileio import atomic_path
 
+from .geometry import positive_bounding_box
+
 MASK_URL_PREFIX = 'data:image/png;base64,'
 MAX_MASK_SIZE = 4096
 FIELDS = ('object', 'paste', 'key', 'query')
@@ -234,10 +236,7 @@ def union_masks(masks: Iterable[np.ndarray | torch.Tensor]) -> torch.Tensor:
 def bounding_box(mask: torch.Tensor | np.ndarray) -> tuple[int, int, int, int]:
     """(top, left, bottom, right), bottom/right exclusive, of the pixels > 0 of a [H, W] mask;
     (0, 0, 0, 0) when there are none (as the original's positive_bounding_box)."""
-    rows, cols = np.nonzero(np.asarray(mask) > 0)
-    if rows.size == 0:
-        return 0, 0, 0, 0
-    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+    return positive_bounding_box(torch.as_tensor(np.asarray(mask)))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Running statistics against naive float64 computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.runningstats import QuantileSample, SecondMoment, upper_block_gram
+
+
+def features(n: int, c: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(n, c, generator=gen)) * torch.rand(c, generator=gen) * 3 + 0.1
+
+
+@pytest.mark.parametrize('blocks', [1, 3, 4])
+def test_upper_block_gram_is_the_upper_part_of_xtx(blocks):
+    x = features(300, 50).double()
+    got = upper_block_gram(x, blocks)
+    full = x.t() @ x
+    assert torch.allclose(torch.triu(got), torch.triu(full), rtol=1e-12, atol=1e-9)
+
+
+def test_second_moment_matches_float64_over_batches():
+    batches = [features(5000, 96, s) for s in range(3)] + [features(17, 96, 9)]
+    stat = SecondMoment()
+    for b in batches:
+        stat.add(b)
+    x = torch.cat(batches).double().numpy()
+    c = x.T @ x / len(x)
+    assert stat.count == len(x)
+    assert np.abs(stat.moment().numpy() - c).max() / np.abs(c).max() <= 1e-6
+    assert np.allclose(stat.mean().numpy(), x.mean(0), rtol=1e-9)
+    assert np.allclose(stat.mean_square().numpy(), (x ** 2).mean(0), rtol=1e-6)
+    exact = SecondMoment()
+    exact.add(torch.cat(batches).double())
+    assert np.abs(exact.moment().numpy() - c).max() / np.abs(c).max() <= 1e-12
+
+
+def test_merge_equals_one_pass_and_state_round_trip():
+    a, b = features(700, 20, 1), features(300, 20, 2)
+    one = SecondMoment()
+    one.add(torch.cat([a, b]))
+    left, right = SecondMoment(), SecondMoment()
+    left.add(a)
+    right.add(b)
+    left.merge(SecondMoment(right.state_dict()))
+    assert left.count == 1000
+    assert (left.moment() - one.moment()).abs().max() / one.moment().abs().max() <= 1e-6
+    with pytest.raises(ValueError, match='no samples'):
+        SecondMoment().moment()
+    with pytest.raises(ValueError, match=r'\[N, C\]'):
+        SecondMoment().add(torch.zeros(3))
+
+
+def test_quantiles_match_numpy():
+    x = features(4000, 5, 3)
+    qs = QuantileSample(per_batch=100_000)
+    qs.add(x)
+    levels = [0.0, 0.1, 0.5, 0.9, 1.0]
+    want = np.quantile(x.numpy(), levels, axis=0).T
+    assert np.allclose(qs.quantiles(levels).numpy(), want, rtol=1e-3, atol=1e-3)
+    cdf = qs.normalize(x.t())
+    empirical = (x.t()[:, :, None] >= x.t()[:, None, :]).float().mean(2)      # naive CDF
+    assert (cdf - empirical).abs().max() < 2e-3
