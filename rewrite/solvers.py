@@ -7,9 +7,10 @@ keys to the goal values, L1 loss, while the weight changes only along the contex
 - `insert_original`: the paper's algorithm: Adam on the whole weight, re-projected onto
   W_orth + P_D(W) every `piter` steps and at the end (or gradients projected instead).
 - `insert_linear`: Adam directly on Lambda.
-- `insert_fast`: least squares through the inverted leaky ReLU with the demodulation
-  re-estimated (closed form), iteratively reweighted towards L1, then a short Adam polish of
-  Lambda on the exact loss; keeps the best iterate.
+- `insert_fast`: the target's output written as an explicit function of Lambda (conv responses of
+  the context directions, demodulation energy as a quadratic in Lambda), solved by least squares
+  through the inverted leaky ReLU with the demodulation re-estimated and reweighted towards L1,
+  then polished by Adam on that explicit exact loss; no network pass while solving.
 """
 
 from __future__ import annotations
@@ -149,34 +150,34 @@ def _conv_response(x: torch.Tensor, weight: torch.Tensor, layer: TargetLayer) ->
 
 
 def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.nn.Parameter, key,
-                val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 20,
+                val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 200,
                 lr: float = 0.05, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
                 update_callback=None) -> list[float]:
     """Closed-form rank-constrained insert (see module docstring). Edits `weight` in place.
 
     key: the goal key bag (fmap [1, I, h, w], style [1, I]); val [1, O, H, W].
-    For each ridge strength (relative to the largest diagonal of the normal equations) it runs
-    `rounds` of reweighted least squares; it keeps the lowest-loss solution whose change stays
-    within max_change * ||W|| (a huge low-rank change would dominate the demodulation and
-    disturb every other image), then polishes it with `polish` Adam steps on the exact L1 loss.
+    The target layer's output is an explicit function of Lambda (`LowRankTarget`), so no network
+    pass is needed while solving. For each ridge strength (relative to the largest diagonal of the
+    normal equations) it runs `rounds` of reweighted least squares (demodulation re-estimated,
+    weights moving the fit towards L1), keeping the lowest-loss iterate whose change stays within
+    max_change * ||W|| (a huge low-rank change would dominate the demodulation and disturb every
+    other image); then `polish` Adam steps (lr/10) on the exact L1 loss, keeping the best.
+    losses: the exact loss after each round and polish step.
     """
     w0 = weight.detach().clone()                               # [1, O, I, k, k]
     o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
     with torch.no_grad():
-        problem = _linearised_problem(layer, w0, key, val, context)
+        target = LowRankTarget(layer, w0, key, val, context)
         losses, candidates = [], []
         for ridge in ridges:
-            lam, loss = _reweighted_least_squares(target_with_weight, layer, w0, key, val, context, problem,
-                                                  rounds, ridge, losses, update_callback)
+            lam, loss = _reweighted_least_squares(target, rounds, ridge, losses, update_callback)
             change = (torch.einsum('od,di->oi', lam, _expand_context(context, k)).norm() / w0.norm()).item()
             candidates.append((change > max_change, loss, lam))
-        _, _, lam = min(candidates, key=lambda c: (c[0], c[1]))
-    lam = lam.reshape(1, o, r, k, k)
+        _, best_loss, lam = min(candidates, key=lambda c: (c[0], c[1]))
     if polish > 0:
-        lam, _, losses = _adam_on_lambda(target_with_weight, w0, lam, key, val, context, polish,
-                                         lr * 0.1, update_callback, start_it=len(losses), losses=losses)
+        lam = _polish(target, lam, polish, lr * 0.1, best_loss, losses, update_callback)
     with torch.no_grad():
-        weight[...] = _lambda_weight(w0, lam, context)
+        weight[...] = _lambda_weight(w0, lam.reshape(1, o, r, k, k), context)
     return losses
 
 
@@ -186,41 +187,65 @@ def _expand_context(context: torch.Tensor, k: int) -> torch.Tensor:
     return torch.einsum('di,ab->daib', context, eye).reshape(context.shape[0] * k * k, -1)
 
 
-def _linearised_problem(layer: TargetLayer, w0, key, val, context) -> dict:
-    """Pre-activation targets and the design matrix of Lambda (fixed demodulation)."""
-    o, k = w0.shape[1], w0.shape[-1]
-    r = context.shape[0]
-    kmap = key['fmap'].detach()
-    u, slope = _inverse_activation(val)
-    u = u - layer.bias[None, :, None, None] - layer.noise
-    # the response of each (context direction, kernel tap) to the projected keys
-    proj = torch.einsum('bihw,di->bdhw', kmap, context)                                  # [1, r, h, w]
-    taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
-    design = _conv_response(proj, taps, layer)[0].reshape(r * k * k, -1).t()              # [P, r k k]
-    return {'design': design.double(), 'base': _conv_response(kmap, w0[0], layer)[0].reshape(o, -1),
-            'target': u[0].reshape(o, -1), 'slope': slope[0].reshape(o, -1)}
+class LowRankTarget:
+    """The target piece's output on the goal keys as an explicit function of Lambda [O, r k k]
+    (W = W0 + Lambda D), with every weight-dependent term precomputed:
+
+        pre(Lambda)    = conv(k, W0) + Lambda A^T           A [P, r k k]: response of each tap of each
+                                                            context direction to the keys (+ blur)
+        energy(Lambda) = E0 + 2 <Lambda, G> + sum_q Lambda_q^T M Lambda_q     (demodulation, style s)
+        out(Lambda)    = lrelu(pre / sqrt(scale^2 energy + eps) + bias + noise) * sqrt 2
+    """
+
+    def __init__(self, layer: TargetLayer, w0: torch.Tensor, key, val: torch.Tensor, context: torch.Tensor):
+        o, i, k = w0.shape[1], w0.shape[2], w0.shape[-1]
+        r = context.shape[0]
+        self.o, self.r, self.kk, self.layer = o, r, k * k, layer
+        kmap, style = key['fmap'].detach(), key['style'].detach()[0]
+        proj = torch.einsum('bihw,di->bdhw', kmap, context)                               # [1, r, h, w]
+        taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
+        self.design = _conv_response(proj, taps, layer)[0].reshape(r * k * k, -1).t()     # [P, r k k]
+        self.base = _conv_response(kmap, w0[0], layer)[0].reshape(o, -1)                   # [O, P]
+        s2 = style.pow(2)
+        self.e0 = torch.einsum('oiq,i->o', w0[0].reshape(o, i, -1).pow(2), s2)             # [O]
+        self.g = torch.einsum('oiq,i,di->odq', w0[0].reshape(o, i, -1), s2, context).reshape(o, -1)
+        self.m = torch.einsum('di,i,ei->de', context, s2, context)                         # [r, r]
+        self.offset = (layer.bias[:, None] + layer.noise.reshape(1, -1)).expand(o, -1)     # [O, P]
+        self.val = val[0].reshape(o, -1)
+        u, slope = _inverse_activation(val)
+        self.pre_target = (u[0].reshape(o, -1) - self.offset)                              # wanted demod * pre
+        self.slope = slope[0].reshape(o, -1)
+
+    def demod(self, lam: torch.Tensor) -> torch.Tensor:
+        if not self.layer.demodulate:
+            return torch.ones(self.o, dtype=lam.dtype, device=lam.device)
+        lam3 = lam.reshape(self.o, self.r, self.kk)
+        energy = self.e0 + 2 * (lam * self.g).sum(1) + torch.einsum('odq,de,oeq->o', lam3, self.m, lam3)
+        return torch.rsqrt(self.layer.scale ** 2 * energy + ops.DEMOD_EPS)
+
+    def output(self, lam: torch.Tensor) -> torch.Tensor:
+        pre = self.base + lam @ self.design.t()
+        return ops.fused_leaky_relu(pre * self.demod(lam)[:, None] + self.offset)
+
+    def loss(self, lam: torch.Tensor) -> torch.Tensor:
+        return (self.output(lam) - self.val).abs().mean()
 
 
-def _reweighted_least_squares(target_with_weight, layer, w0, key, val, context, problem, rounds, ridge,
-                              losses, update_callback):
-    """IRLS for Lambda [O, r k k], re-estimating the demodulation each round; returns (best, loss)."""
-    o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
-    a = problem['design']
+def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, losses, update_callback):
+    """IRLS for Lambda [O, r k k] with the demodulation re-estimated each round; returns the
+    iterate of lowest exact loss and that loss."""
+    a = target.design.double()
     eye = torch.eye(a.shape[1], dtype=torch.float64, device=a.device)
-    weights = torch.ones_like(problem['target'], dtype=torch.float64)
-    lam = torch.zeros(o, a.shape[1], dtype=w0.dtype, device=w0.device)
+    weights = torch.ones_like(target.val, dtype=torch.float64)
+    lam = torch.zeros(target.o, a.shape[1], dtype=target.base.dtype, device=a.device)
     best = (math.inf, lam)
-    style = key['style'].detach()
     for _ in range(rounds):
-        w_now = _lambda_weight(w0, lam.reshape(1, o, r, k, k), context)
-        demod = (ops.demodulation(w_now[0], style, layer.scale)[0] if layer.demodulate
-                 else torch.ones(o, dtype=w0.dtype, device=w0.device))
-        rhs = (problem['target'] / demod[:, None] - problem['base']).double()             # [O, P]
+        demod = target.demod(lam)
+        rhs = (target.pre_target / demod[:, None] - target.base).double()                 # [O, P]
         gram = torch.einsum('pa,op,pb->oab', a, weights, a)                               # [O, a, a]
         gram = gram + (ridge * gram.diagonal(dim1=1, dim2=2).amax(1) + 1e-12)[:, None, None] * eye
-        lam = torch.linalg.solve(gram, torch.einsum('pa,op->oa', a, weights * rhs)).to(w0.dtype)
-        loss = F.l1_loss(target_with_weight(_lambda_weight(w0, lam.reshape(1, o, r, k, k), context), key),
-                         val).item()
+        lam = torch.linalg.solve(gram, torch.einsum('pa,op->oa', a, weights * rhs)).to(target.base.dtype)
+        loss = target.loss(lam).item()
         _check_finite(torch.tensor(loss), len(losses))
         losses.append(loss)
         if update_callback is not None:
@@ -228,10 +253,37 @@ def _reweighted_least_squares(target_with_weight, layer, w0, key, val, context, 
         if loss < best[0]:
             best = (loss, lam.clone())
         # towards L1 of the post-activation error: weight ~ |d val / d pre| demod / |residual|
-        gain = (problem['slope'] * demod[:, None]).double()
+        gain = (target.slope * demod[:, None]).double()
         resid = (a @ lam.double().t()).t() - rhs
         weights = gain / (gain * resid).abs().clamp(min=1e-4)
     return best[1], best[0]
+
+
+def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, best_loss: float,
+            losses, update_callback, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """Adam (written out: a few tensor ops, no optimiser machinery) on Lambda for the exact loss of
+    the explicit target; returns the best iterate."""
+    lam = lam0.clone()
+    m, v = torch.zeros_like(lam), torch.zeros_like(lam)
+    best = (best_loss, lam0.clone())
+    for step in range(1, steps + 1):
+        with torch.enable_grad():
+            leaf = lam.requires_grad_(True)
+            loss = target.loss(leaf)
+            _check_finite(loss, len(losses))
+            (grad,) = torch.autograd.grad(loss, leaf)
+        lam = lam.detach()
+        if loss.item() < best[0]:
+            best = (loss.item(), lam.clone())
+        m.mul_(betas[0]).add_(grad, alpha=1 - betas[0])
+        v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+        m_hat, v_hat = m / (1 - betas[0] ** step), v / (1 - betas[1] ** step)
+        lam = lam - lr * m_hat / (v_hat.sqrt() + eps)
+        losses.append(loss.item())
+        if update_callback is not None:
+            update_callback(len(losses) - 1, loss.item())
+    final = target.loss(lam).item()
+    return lam if final < best[0] else best[1]
 
 
 def timed(fn: Callable, *args, **kwargs):
