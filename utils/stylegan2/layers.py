@@ -196,7 +196,9 @@ class DemodulatedConv2d(nn.Module):
         weight = self.weight[0]
         out = ops.plain_conv(d.fmap, weight, self.scale, self.upsample)
         if self.demodulate:
-            out = out * ops.demodulation(weight, d.style, self.scale)[:, :, None, None]
+            demod = ops.demodulation(weight, d.style, self.scale)[:, :, None, None]
+            out = out * demod if torch.is_grad_enabled() and (out.requires_grad or demod.requires_grad) \
+                else out.mul_(demod)                       # in place on the fresh conv output
         return d.updated(fmap=out)
 
     def extra_repr(self) -> str:

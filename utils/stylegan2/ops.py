@@ -15,6 +15,7 @@ import torch.nn.functional as F
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
+CHANNELS_LAST = torch.channels_last
 
 
 def blur_kernel_2d(taps=(1, 3, 3, 1), gain: float = 1.0) -> torch.Tensor:
@@ -25,11 +26,18 @@ def blur_kernel_2d(taps=(1, 3, 3, 1), gain: float = 1.0) -> torch.Tensor:
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """leaky_relu(x + bias, 0.2) * sqrt(2); bias [C] broadcast over dim 1."""
+    """leaky_relu(x + bias, 0.2) * sqrt(2); bias [C] broadcast over dim 1. Never modifies x."""
     if bias is not None:
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        x = x + bias.view(shape)
-    return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+        x = x + bias.view([1, -1] + [1] * (x.dim() - 2))
+    elif not _needs_grad(x):
+        x = x.clone()
+    if _needs_grad(x):
+        return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+    return F.leaky_relu_(x, LRELU_SLOPE).mul_(LRELU_GAIN)       # in place on a fresh tensor
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def pixel_norm(z: torch.Tensor) -> torch.Tensor:
@@ -49,10 +57,12 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1,
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype)
-    weight = weight[None, None].expand(c, 1, *kernel.shape)
-    return F.conv2d(x, weight, groups=c)
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
+    weight = weight.contiguous(memory_format=CHANNELS_LAST)
+    x = x.contiguous(memory_format=CHANNELS_LAST)          # depthwise convs are far faster in NHWC
+    if pad[0] == pad[1]:
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), weight, groups=c)
 
 
 def upsample_conv_padding(kernel_taps: int, conv_size: int, factor: int = 2) -> tuple[int, int]:
@@ -77,11 +87,18 @@ def plain_conv(x: torch.Tensor, weight: torch.Tensor, scale: float,
     """The unmodulated convolution: x [B, I, H, W], weight [O, I, k, k] -> [B, O, H', W'].
 
     Same-padded conv, or (upsample) a stride-2 transposed conv giving 2H+1 before blurring.
+    Runs in channels-last layout (no per-call reorders in oneDNN); a 1x1 conv is a matmul, whose
+    result does not depend on the thread count or on which images share the batch.
     """
     w = weight * scale
+    b, i, h, wd = x.shape
+    if w.shape[-1] == 1 and not upsample:
+        y = x.permute(0, 2, 3, 1).reshape(-1, i) @ w[:, :, 0, 0].t()
+        return y.reshape(b, h, wd, -1).permute(0, 3, 1, 2)
+    x = x.contiguous(memory_format=CHANNELS_LAST)
     if upsample:
-        return F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-    return F.conv2d(x, w, padding=weight.shape[-1] // 2)
+        return F.conv_transpose2d(x, w.transpose(0, 1).contiguous(memory_format=CHANNELS_LAST), stride=2)
+    return F.conv2d(x, w.contiguous(memory_format=CHANNELS_LAST), padding=weight.shape[-1] // 2)
 
 
 def fused_modulated_conv(x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, scale: float,

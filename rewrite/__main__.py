@@ -1,0 +1,556 @@
+"""Command line: `python -m rewrite {sample,apply,stats,demo} ...` (also the `rewrite` console script).
+
+    rewrite sample --model church.pt --n 10000 --out samples/clean
+    rewrite sample --model church.pt --edit dome2spire.json --layer 8 --n 10000 --out samples/spire
+    rewrite apply  --model church.pt --edit dome2spire.json --layer 8 --out church-spire.pt
+    rewrite stats  --model church.pt --layer 8 --n 1000
+    rewrite demo
+    torchrun --nproc_per_node=4 -m rewrite -- sample ...  # images split across processes (i % 4 == rank)
+
+Under torchrun put `--` before the command (torchrun's own parser would take --n and --start), or
+use their spellings --num-images and --first.
+
+Every input is checked before anything is written; a bad one ends the run with one line on stderr
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from utils.runningstats import QuantileSample, SecondMoment
+from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+from utils.zdataset import z_dataset_for_model
+
+from . import sampling
+from .distributed import World, all_reduce_sum, barrier, broadcast_module, gather_to_main, process_group, world_from_env
+from .editfile import EditFileError, load_edit
+from .ganrewrite import RewriteError, SeqStyleGanRewriter
+from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
+
+DEFAULT_TRUNCATION = 0.5            # what the original release sampled and edited with
+DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
+DEMO_EDIT_DIR = Path(__file__).resolve().parents[1] / 'notebooks' / 'masks' / 'demo'
+DEMO_LAYER = 6
+SOLVERS = ('original', 'fast', 'linear')
+EXIT_BAD_INPUT = 2
+COLLECTIVE_TIMEOUT_S = 6 * 3600     # other ranks wait while rank 0 applies an edit
+
+
+class CliError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+
+def default_cachedir() -> Path:
+    """Where key statistics are cached unless --cachedir says otherwise (files are keyed by weights)."""
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return Path(base) / 'gan-rewriting' / 'keystats'
+
+
+# ---------------------------------------------------------------------------------------------------
+# argument parsing
+# ---------------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (raised as CliError) instead of usage + message."""
+
+    def error(self, message: str):
+        raise CliError(f'{message} (see {self.prog} --help)')
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f'must be >= {low}, got {value}')
+        return value
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text}')
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument('--model', required=required, default=None if required else 'demo',
+                   help="checkpoint file, 'demo', or a release name (church, faces, horse, ...)")
+    p.add_argument('--truncation', type=_finite_float, default=DEFAULT_TRUNCATION,
+                   help=f'truncation psi (default {DEFAULT_TRUNCATION}, as the original release)')
+    p.add_argument('--device', default=None, help='torch device (default: cuda:LOCAL_RANK if available, else cpu)')
+
+
+def _add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
+    p.add_argument('--edit', type=Path, required=edit_required, help='edit file (JSON saved by the rewriting UI)')
+    p.add_argument('--layer', type=int, required=edit_required, help='the layer N to rewrite (layerN)')
+    p.add_argument('--rank', type=_int_at_least(1), default=1, help='rank of the weight change (default 1)')
+    p.add_argument('--solver', choices=SOLVERS, default='original', help='optimizer (default: original)')
+    p.add_argument('--niter', type=_int_at_least(1), default=2001, help='optimizer iterations (default 2001)')
+    _add_stats_args(p)
+
+
+def _add_stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--zsample', type=_int_at_least(1), default=DEFAULT_ZSAMPLE,
+                   help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--cachedir', type=Path, default=None,
+                   help=f'key statistics cache (default {default_cachedir()})')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog='rewrite', description='Rewrite the rules of a StyleGAN2 and sample from it.')
+    sub = parser.add_subparsers(dest='command', metavar='{sample,apply,stats,demo}', parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser('sample', help='write images 0..n-1 of a (possibly edited) generator as PNGs',
+                       description='Writes DIR/{i:06d}.png for i in [start, start + n) and DIR/grid.png '
+                                   '(the first 64). Image i is drawn from z_sample_for_model(model, 1, '
+                                   'seed=i + seed_offset). Resumable: complete images are kept.')
+    _add_model_args(p)
+    _add_edit_args(p, edit_required=False)
+    p.add_argument('--n', '--num-images', type=_int_at_least(1), required=True, dest='n',
+                   help='number of images (--num-images: the same, for torchrun, whose parser takes --n)')
+    p.add_argument('--out', type=Path, required=True, help='output folder')
+    p.add_argument('--batch', type=_int_at_least(1), default=8, help='images per forward pass (default 8)')
+    p.add_argument('--start', '--first', type=_int_at_least(0), default=0, dest='start',
+                   help='first image number (default 0; --first: the same, for torchrun, whose parser takes --start)')
+    p.add_argument('--seed-offset', type=_int_at_least(0), default=0,
+                   help=f'added to each image number to get its seed (default 0; the original used '
+                        f'{sampling.FID_SEED_OFFSET} for its held-out FID set)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(run=run_sample)
+
+    p = sub.add_parser('apply', help='apply an edit and save the rewritten generator (checkpoint layout)')
+    _add_model_args(p)
+    _add_edit_args(p, edit_required=True)
+    p.add_argument('--out', type=Path, required=True, help='the .pt file to write')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(run=run_apply)
+
+    p = sub.add_parser('stats', help="precompute a layer's key statistics cache",
+                       description='Gathers the second moment of layerN\'s keys over the seeded z-sample '
+                                   '(float64, summed across torchrun processes) and caches it.')
+    _add_model_args(p)
+    p.add_argument('--layer', type=int, required=True, help='the layer N (layerN)')
+    p.add_argument('--n', '--num-images', type=_int_at_least(1), default=DEFAULT_ZSAMPLE, dest='zsample',
+                   help=f'z-sample size (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--cachedir', type=Path, default=None, help=f'cache folder (default {default_cachedir()})')
+    p.add_argument('--batch', type=_int_at_least(1), default=8,
+                   help='images per forward pass (default 8, as the rewriter; quantiles depend on it)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(run=run_stats)
+
+    p = sub.add_parser('demo', help='apply a bundled edit to the demo model; write a before/after grid',
+                       description=f'Applies an edit from {DEMO_EDIT_DIR} to the bundled demo generator, '
+                                   'writes a before/after grid PNG and prints the edit\'s metrics.')
+    _add_model_args(p, required=False)
+    p.add_argument('--edit', type=Path, default=None,
+                   help='edit file (default: the first bundled demo edit)')
+    p.add_argument('--layer', type=int, default=None,
+                   help=f'layer to rewrite (default: layerN in the edit\'s file name, else {DEMO_LAYER})')
+    p.add_argument('--rank', type=_int_at_least(1), default=1, help='rank of the weight change (default 1)')
+    p.add_argument('--solver', choices=SOLVERS, default='fast',
+                   help="optimizer (default: fast, seconds on a CPU; 'original' is the paper's 2001 Adam steps)")
+    p.add_argument('--niter', type=_int_at_least(1), default=2001, help='optimizer iterations (default 2001)')
+    _add_stats_args(p)
+    p.add_argument('--images', type=_int_at_least(1), default=8, help='image pairs in the grid (default 8)')
+    p.add_argument('--out', type=Path, default=Path('demo_before_after.png'), help='grid PNG to write')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(run=run_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------
+# validation (nothing is written until all of it passed)
+# ---------------------------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return ' '.join(str(text).split())
+
+
+def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGAN2:
+    """The generator named by --model, or CliError."""
+    try:
+        model = load_seq_stylegan(spec, truncation=truncation, mconv='seq')
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise CliError(f'cannot load --model {spec}: {_one_line(e)}') from None
+    return model.to(device)
+
+
+def check_layer(model: SeqStyleGAN2, layer: int) -> None:
+    try:
+        model.check_layer(layer)
+    except ValueError as e:
+        raise CliError(f'--layer: {e}') from None
+
+
+def mask_resolution(model: SeqStyleGAN2, layer: int) -> int:
+    """The smaller of layer N's input and output feature-map sizes (upsampling layers double)."""
+    res = model.layer_resolution(layer)
+    upsamples = model.get_submodule(f'layer{layer}.sconv.mconv.dconv').upsample
+    return res // 2 if upsamples else res
+
+
+def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int) -> dict:
+    """The edit file as a validated JSON dict (image numbers within the z-sample, masks non-empty at the layer)."""
+    try:
+        request = load_edit(path, num_images=zsample, layer_resolution=mask_resolution(model, layer))
+    except OSError as e:
+        raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
+    except EditFileError as e:
+        raise CliError(f'bad --edit {path}: {_one_line(e)}') from None
+    if request.object is None or request.paste is None:
+        raise CliError(f"bad --edit {path}: an edit needs both 'object' and 'paste' regions")
+    return request.to_json()
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """`path` is, or can be created as, a folder we can write into (probed with an invisible temp file)."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f'{what} {path} exists and is not a folder')
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise CliError(f'{what} {path} cannot be created: {base} is not a folder')
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise CliError(f'{what} {path} is not writable ({e.strerror or e})') from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise CliError(f'{what} {path} is a folder, expected a file name')
+    check_writable_dir(path.parent, f'the folder of {what}')
+
+
+def environment_world() -> World:
+    try:
+        return world_from_env()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def pick_device(requested: str | None, world: World) -> torch.device:
+    if requested is None:
+        return world.device()
+    try:
+        device = torch.device(requested)
+        torch.empty(0, device=device)
+    except (RuntimeError, ValueError) as e:
+        raise CliError(f'--device {requested}: {_one_line(e)}') from None
+    return device
+
+
+def _cachedir(args) -> Path:
+    path = args.cachedir if args.cachedir is not None else default_cachedir()
+    check_writable_dir(path, '--cachedir')
+    return path
+
+
+def single_process(world: World, command: str) -> None:
+    if world.is_distributed:
+        raise CliError(f'{command} runs in one process: launch it without torchrun')
+
+
+# ---------------------------------------------------------------------------------------------------
+# the rewriter
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class EditSpec:
+    """A validated edit to make: request (JSON dict), layer and solver settings."""
+    request: dict
+    layer: int
+    rank: int
+    solver: str
+    niter: int
+    zsample: int
+    cachedir: Path
+    progress: bool
+
+    def describe(self) -> dict:
+        """What defines the edit's result (the request by its hash)."""
+        text = json.dumps(self.request, sort_keys=True).encode()
+        return {'request_sha256': hashlib.sha256(text).hexdigest(), 'layer': self.layer, 'rank': self.rank,
+                'solver': self.solver, 'niter': self.niter, 'zsample': self.zsample}
+
+
+def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
+    """The validated edit of --edit/--layer (None without --edit)."""
+    if args.edit is None:
+        if args.layer is not None:
+            raise CliError('--layer is given without --edit')
+        return None
+    if args.layer is None:
+        raise CliError('--edit needs --layer')
+    check_layer(model, args.layer)
+    request = load_edit_request(args.edit, model, args.layer, args.zsample)
+    channels = model.get_submodule(f'layer{args.layer}.sconv.mconv.dconv').weight.shape[2]
+    if args.rank > channels:
+        raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
+    return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
+                    not args.quiet)
+
+
+def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
+                  batch_size: int = 8) -> SeqStyleGanRewriter:
+    zds = z_dataset_for_model(model, size=zsample, seed=1)
+    return SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=progress, batch_size=batch_size)
+
+
+def run_edit(model: SeqStyleGAN2, spec: EditSpec):
+    """(rewriter after applying the edit, its EditRecord). The rewriter's .model is the edited generator."""
+    gw = make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress)
+    try:
+        record = gw.apply_edit(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver)
+    except (RewriteError, FloatingPointError) as e:
+        raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
+    return gw, record
+
+
+def edit_summary(record) -> str:
+    return (f'edit applied: solver {record.solver}, rank {record.rank}, loss {record.initial_loss:.4g} -> '
+            f'{record.final_loss:.4g} in {record.seconds:.1f}s')
+
+
+def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:
+    """Rank 0 applies the edit; the other ranks receive its weights, so every rank samples the same model."""
+    edited = model
+    if world.is_main:
+        gw, record = run_edit(model, spec)
+        edited = gw.model
+        print(edit_summary(record), file=sys.stderr)
+    broadcast_module(edited, world)
+    return edited.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------
+
+def sample_settings(args, model: SeqStyleGAN2, spec: EditSpec | None) -> dict:
+    """What defines the images in a sample folder: a resumed run must match it."""
+    settings = {'weights': weights_fingerprint(model), 'size': model.size, 'truncation': args.truncation,
+                'noise_mode': model.noise_mode, 'seed_offset': args.seed_offset, 'pixels': sampling.PIXEL_FORMAT}
+    if spec is not None:
+        settings['edit'] = spec.describe()
+    return settings
+
+
+def run_sample(args, world: World) -> None:
+    device = pick_device(args.device, world)
+    model = load_model(args.model, args.truncation, device)
+    spec = edit_spec_from_args(args, model)
+    check_writable_dir(args.out, '--out')
+    settings = sample_settings(args, model, spec)
+    sampling.check_manifest(args.out, settings)
+    if spec is not None:
+        model = edited_model_on_every_rank(model, spec, world)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        sampling.write_manifest(args.out, settings)
+    indices = list(range(args.start, args.start + args.n))
+    desc = f'sampling (rank 0 of {world.size})' if world.is_distributed else 'sampling'
+    written = sampling.sample_to_folder(model, args.out, world.shard(indices), args.batch, args.seed_offset,
+                                        progress=not args.quiet and world.is_main, desc=desc)
+    barrier(world)
+    if world.is_main:
+        grid = sampling.write_contact_sheet(args.out, indices)
+        print(f'{len(indices)} images in {args.out} ({len(written)} new from rank 0 of {world.size}); '
+              f'contact sheet {grid}')
+
+
+def run_apply(args, world: World) -> None:
+    single_process(world, 'apply')
+    device = pick_device(args.device, world)
+    model = load_model(args.model, args.truncation, device)
+    spec = edit_spec_from_args(args, model)
+    check_writable_file(args.out, '--out')
+    gw, record = run_edit(model, spec)
+    info = spec.describe() | {'edit_file': str(args.edit), 'truncation': args.truncation,
+                              'initial_loss': record.initial_loss, 'final_loss': record.final_loss}
+    save_checkpoint(gw.model, args.out, edit_info=json.dumps(info))
+    print(f'{edit_summary(record)}; wrote {args.out}')
+
+
+def run_stats(args, world: World) -> None:
+    device = pick_device(args.device, world)
+    model = load_model(args.model, args.truncation, device)
+    check_layer(model, args.layer)
+    cachedir = _cachedir(args)
+    gw = make_rewriter(model, args.layer, args.zsample, cachedir, progress=not args.quiet and world.is_main,
+                       batch_size=args.batch)
+    zs, meta = statistics_inputs(gw)
+    path = cachedir / cache_filename(meta)
+    if KeyStatistics.load(path, meta) is not None:
+        if world.is_main:
+            print(f'statistics already cached: {path}')
+        return
+    stats = gather_statistics(gw, zs, world)
+    if world.is_main:
+        stats.save(path, meta)
+        print(f'layer {args.layer}: second moment of {stats.count} keys x {stats.c_matrix.shape[0]} channels '
+              f'over {len(zs)} images in {world.size} process(es); wrote {path}')
+    barrier(world)
+
+
+def statistics_inputs(gw: SeqStyleGanRewriter) -> tuple[torch.Tensor, dict]:
+    """(the z's [N, D] the rewriter gathers statistics over, its cache key)."""
+    # TODO(lead): public names for these two (they are private in ganrewrite.py)
+    return gw._all_zs()[:gw.stats_size], gw._cache_meta()
+
+
+def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -> KeyStatistics:
+    """KeyStatistics of the rewriter's layer over zs [N, D], the batches split across ranks.
+
+    The batches are those of a one-process run (zs[b*B:(b+1)*B], B = gw.batch_size); rank r takes those with
+    b % size == r. Second moments are summed (float64 all-reduce), so every rank gets the same C; each
+    batch's quantile subsample goes to rank 0, which merges them in batch order, as one process would.
+    Quantiles are only on rank 0.
+    """
+    batch = gw.batch_size
+    starts = range(0, len(zs), batch)
+    moment, rows = SecondMoment(), {}
+    with torch.no_grad():
+        for b in tqdm(world.shard(range(len(starts))), desc='key statistics', disable=not gw.progress):
+            keys = flatten_keys(gw.context_model(zs[starts[b]:starts[b] + batch].to(gw.device)).fmap)
+            moment.add(keys)
+            subsample = QuantileSample(capacity=keys.shape[0])   # the rows a QuantileSample keeps of this batch
+            subsample.add(keys)
+            rows[b] = torch.cat(subsample.rows)
+    quantiles = QuantileSample()
+    for _, r in sorted(gather_to_main(rows, world).items()):
+        quantiles.add(r)                # fewer than 2 * per_batch rows: all of them are kept
+    return KeyStatistics(merge_moment(moment, world), quantiles if world.is_main else None)
+
+
+def merge_moment(moment: SecondMoment, world: World) -> SecondMoment:
+    """The SecondMoment summed over all ranks (float64 sums and counts)."""
+    state = moment.state_dict()
+    count = all_reduce_sum(torch.tensor([state['count']], dtype=torch.float64), world)
+    return SecondMoment({'count': int(count.item()), 'sum_xxt': all_reduce_sum(state['sum_xxt'], world),
+                         'sum_x': all_reduce_sum(state['sum_x'], world)})
+
+
+# ---------------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------------
+
+def demo_edit_file(requested: Path | None) -> Path:
+    if requested is not None:
+        return requested
+    found = sorted(DEMO_EDIT_DIR.glob('*.json'))
+    if not found:
+        raise CliError(f'no bundled demo edit: {DEMO_EDIT_DIR} has no *.json file (pass --edit FILE)')
+    return found[0]
+
+
+def demo_layer(requested: int | None, edit_path: Path) -> int:
+    if requested is not None:
+        return requested
+    m = re.search(r'layer(\d+)', edit_path.stem)
+    return int(m[1]) if m else DEMO_LAYER
+
+
+def request_images(request: dict) -> list[int]:
+    """The image numbers an edit request refers to."""
+    pairs = [request[name] for name in ('object', 'paste', 'query') if name in request] + request.get('key', [])
+    return sorted({int(pair[0]) for pair in pairs})
+
+
+def run_demo(args, world: World) -> None:
+    single_process(world, 'demo')
+    device = pick_device(args.device, world)
+    model = load_model(args.model, args.truncation, device)
+    args.edit = demo_edit_file(args.edit)
+    args.layer = demo_layer(args.layer, args.edit)
+    spec = edit_spec_from_args(args, model)
+    check_writable_file(args.out, '--out')
+    gw, record = run_edit(model, spec)
+    used = request_images(spec.request)
+    shown = (used + [i for i in range(args.zsample) if i not in used])[:args.images]
+    z = gw.get_zs(shown)
+    with torch.no_grad():
+        before, after = sampling.to_uint8(model(z)), sampling.to_uint8(gw.model(z))
+    sampling.write_png(sampling.contact_sheet(list(before) + list(after), cols=len(shown)), args.out)
+    print(f'demo edit {args.edit} on layer {args.layer}')
+    for line in demo_metrics(model, gw, record, before, after, shown):
+        print(line)
+    print(f'wrote {args.out} (top row: images {shown} of the original model; bottom row: the edited model)')
+
+
+def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before: np.ndarray,
+                 after: np.ndarray, shown: Sequence[int]) -> Iterator[str]:
+    """Lines describing the edit: its loss, the relative weight change, the pixel change per image."""
+    w0 = original.get_submodule(gw.firstlayer).weight.detach()
+    change = (gw.target_weights().detach() - w0).norm() / w0.norm()
+    diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).mean(axis=(1, 2, 3))
+    yield edit_summary(record)
+    yield f'relative change of the layer {gw.layernum} weight: {change.item():.4g}'
+    yield 'mean |pixel change| (0-255) per image: ' + ', '.join(
+        f'{i}: {d:.2f}' for i, d in zip(shown, diff, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Warnings print as single 'rewrite: warning: ...' lines on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f'rewrite: warning: {_one_line(message)}', file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit status (0 ok, 2 bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        world = environment_world()
+        with one_line_warnings(), process_group(world, timeout_s=COLLECTIVE_TIMEOUT_S):
+            args.run(args, world)
+    except (CliError, sampling.SampleFolderError) as e:
+        print(f'rewrite: error: {_one_line(e)}', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print('rewrite: interrupted (no partial file is left; a sample run resumes where it stopped)', file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
