@@ -427,8 +427,7 @@ def run_stats(args, world: World) -> None:
 
 def statistics_inputs(gw: SeqStyleGanRewriter) -> tuple[torch.Tensor, dict]:
     """(the z's [N, D] the rewriter gathers statistics over, its cache key)."""
-    # TODO(lead): public names for these two (they are private in ganrewrite.py)
-    return gw._all_zs()[:gw.stats_size], gw._cache_meta()
+    return gw.statistics_zs(), gw.cache_meta()
 
 
 def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -> KeyStatistics:

@@ -146,21 +146,22 @@ class SeqStyleGanRewriter:
     def zca_matrix(self) -> torch.Tensor:
         return self.stats.zca_matrix
 
-    def _cache_meta(self) -> dict:
-        zs = self._all_zs()[:self.stats_size]
+    def cache_meta(self) -> dict:
+        """What the key statistics depend on (their cache key)."""
+        zs = self.statistics_zs()
         seed = 'z' + hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16]
         return cache_meta(self.context_model, self.layernum, len(zs), seed,
                           getattr(self.model, 'truncation', 1.0), getattr(self.model, 'noise_mode', 'const'))
 
     def collect_statistics(self, indices: Sequence[int] | None = None) -> KeyStatistics:
         """C (float64), ZCA, unit mean squares and quantiles over the z-sample; cached when possible."""
-        meta = self._cache_meta() if indices is None else None
+        meta = self.cache_meta() if indices is None else None
         path = self.cachedir / cache_filename(meta) if (self.cachedir and meta) else None
         if path is not None and path.is_file():
             cached = KeyStatistics.load(path, meta)
             if cached is not None:
                 return cached
-        zs = self._all_zs()[:self.stats_size] if indices is None else self.get_zs(list(indices))
+        zs = self.statistics_zs() if indices is None else self.get_zs(list(indices))
         moment, quantiles = gather_key_statistics(lambda z: self.context_model(z.to(self.device)).fmap, zs,
                                                   self.batch_size, progress=self.progress)
         stats = KeyStatistics(moment, quantiles)
@@ -170,6 +171,10 @@ class SeqStyleGanRewriter:
 
     def _all_zs(self) -> torch.Tensor:
         return self.zds.tensors[0] if hasattr(self.zds, 'tensors') else torch.stack([z[0] for z in self.zds])
+
+    def statistics_zs(self) -> torch.Tensor:
+        """The z's [N, D] the key statistics are gathered over (the first stats_size of the z-sample)."""
+        return self._all_zs()[:self.stats_size]
 
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
