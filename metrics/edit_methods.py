@@ -1,0 +1,305 @@
+"""The paper's quantitative comparison of editing methods, on the demo world.
+
+    python -m metrics.edit_methods [--n 1000] [--niter 2001] [--zero-units 8]
+
+On the bundled dome-to-spire edit (notebooks/masks/demo/dome2spire_layerN.json, remade first when it was
+made for another checkpoint), each method edits a fresh copy of the demo generator at the file's layer:
+
+- ours, rank 1, original solver (Adam, --niter iterations, projection every 10)
+- ours, rank 1, fast solver
+- ours, full rank: the original solver without the low-rank constraint (low_rank_insert=False)
+- fine-tuning all weights on the pasted image (apply_overfit, --niter iterations)
+- zeroing units, dissection style: the --zero-units key channels with the largest normalised response in
+  the context regions (normdissect_units) lose their weights (zero() on those unit directions)
+
+and, for the watermark erase, ours (original and fast solvers) and zeroing the top watermark units.
+Every edited model is scored on --n held-out z's (seed 2, truncation 1.0) against the unedited model on the
+same z's (definitions in metrics/common.py): effectiveness, the change outside the edited class's region
+(mean absolute pixel change, segmenter-feature change, label change), the Frechet distance of segmenter
+features to the unedited samples, and the seconds the edit took (statistics gathered beforehand).
+Acceptance: the original- and fast-solver rows of dome to spire agree in effectiveness within 5 points (the
+same check on the erase is reported too).
+
+Writes metrics/results/edit_methods.json, edit_methods.md and edit_methods.png (effectiveness against
+the change outside, per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from metrics.common import (
+    EDIT_TRUNCATION,
+    EVAL_SEED,
+    EVAL_TRUNCATION,
+    REGION_RADIUS,
+    RESULTS,
+    ZSAMPLE,
+    bundled_edit,
+    edit_layer,
+    fmt,
+    load_snapshot,
+    machine_info,
+    markdown_table,
+    pct,
+    rel,
+    sample,
+    setup_torch,
+    write_json,
+)
+from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, ensure_current_edits, score_plan
+from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.solvers import EditRecord
+from utils.demo import load_segmenter
+from utils.fileio import atomic_path, atomic_write_text
+from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
+from utils.zdataset import z_dataset_for_model, z_sample_for_model
+
+MAX_SOLVER_GAP = 0.05           # original vs fast solver effectiveness, as a share
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way to carry out an edit request on a rewriter's model."""
+
+    name: str
+    run: Callable[[SeqStyleGanRewriter, EditPlan, dict, argparse.Namespace], EditRecord]
+
+
+def ours(solver: str, low_rank: bool = True) -> Callable:
+    def run(gw, plan, request, opts):
+        gw.low_rank_insert = low_rank
+        try:
+            return apply_plan(gw, plan, request, solver=solver, niter=opts.niter)
+        finally:
+            gw.low_rank_insert = True
+    return run
+
+
+def fine_tune(gw, plan, request, opts) -> EditRecord:
+    return gw.apply_overfit(request, niter=opts.niter)
+
+
+def zero_units(gw, plan, request, opts) -> EditRecord:
+    """Dissection-style: zero the weights of the top context units of the layer's input."""
+    pairs = [(imgnum, mask) for imgnum, mask in request['key']]
+    units = gw.normdissect_units(pairs, opts.zero_units)
+    directions = torch.zeros(len(units), gw.k_shape[1])
+    directions[torch.arange(len(units)), units.cpu()] = 1.0
+    return gw.zero(directions)
+
+
+REPLACE_METHODS = (
+    Method('ours, rank 1, original solver', ours('original')),
+    Method('ours, rank 1, fast solver', ours('fast')),
+    Method('ours, full rank, original solver', ours('original', low_rank=False)),
+    Method('fine-tune all weights', fine_tune),
+    Method('zero top units (dissection)', zero_units),
+)
+ERASE_METHODS = (
+    Method('ours, rank 1, original solver', ours('original')),
+    Method('ours, rank 1, fast solver', ours('fast')),
+    Method('zero top units (dissection)', zero_units),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------
+
+def compare(snapshot, segmenter, name: str, methods, opts) -> dict:
+    """Every method on the bundled edit `name`: {'file', 'layer', 'rows': [...]}."""
+    plan, path = PLAN[name], bundled_edit(name)
+    request, layer = json.loads(path.read_text()), edit_layer(path)
+    model = snapshot.model(EDIT_TRUNCATION)
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, ZSAMPLE), layer, progress=False)
+    _ = gw.stats                                              # gathered once, outside the timings
+    z = z_sample_for_model(model, opts.n, seed=EVAL_SEED)
+    before = sample(model, z, segmenter, opts.batch, f'{name}: unedited', EVAL_TRUNCATION)
+    rows = []
+    for method in methods:
+        gw.revert()
+        t0 = time.perf_counter()
+        record = method.run(gw, plan, request, opts)
+        seconds = time.perf_counter() - t0
+        after = sample(gw.model, z, segmenter, opts.batch, f'{name}: {method.name}', EVAL_TRUNCATION)
+        rows.append({'method': method.name, 'seconds': seconds, 'final_loss': record.final_loss,
+                     **score_plan(plan, segmenter, before, after)})
+        print(f'{name}: {method.name}: effectiveness {pct(rows[-1]["effectiveness"])}, '
+              f'change outside {rows[-1]["mean_abs_change_outside"]:.4f}, {seconds:.1f} s')
+    return {'file': rel(path), 'layer': layer, 'rows': rows}
+
+
+def solver_agreement(rows: list[dict]) -> dict:
+    """Whether the original and fast solvers' effectiveness agree within MAX_SOLVER_GAP."""
+    by_name = {r['method']: r['effectiveness'] for r in rows}
+    gap = abs(by_name['ours, rank 1, original solver'] - by_name['ours, rank 1, fast solver'])
+    return {'gap_points': 100 * gap if np.isfinite(gap) else None, 'max_points': 100 * MAX_SOLVER_GAP,
+            'pass': bool(gap <= MAX_SOLVER_GAP) if np.isfinite(gap) else None}
+
+
+# ---------------------------------------------------------------------------------------------------
+# tables and the plot
+# ---------------------------------------------------------------------------------------------------
+
+def agreement_text(agree: dict) -> str:
+    gap = 'n/a' if agree['gap_points'] is None else f'{agree["gap_points"]:.1f} points'
+    return (f'Original and fast solvers agree in effectiveness within {agree["max_points"]:g} points: '
+            f'gap {gap}, **{fmt(agree["pass"])}**')
+
+
+def replace_table(result: dict) -> str:
+    return markdown_table(
+        ['method', 'samples (with dome)', 'effectiveness', 'mean abs change outside', 'feature change outside',
+         'label change outside', 'Frechet to unedited', 'seconds', 'final loss'],
+        [[r['method'], f'{r["n"]} ({r["n_with_source"]})', pct(r['effectiveness']),
+          fmt(r['mean_abs_change_outside'], 4), fmt(r['feature_change_outside'], 4), pct(r['label_change_outside']),
+          fmt(r['frechet_to_unedited'], 3), fmt(r['seconds'], 1), fmt(r['final_loss'], 4)]
+         for r in result['rows']])
+
+
+def erase_table(result: dict) -> str:
+    return markdown_table(
+        ['method', 'samples (with watermark)', 'watermark rate before -> after', 'removed', 'mean abs change outside',
+         'feature change outside', 'label change outside', 'Frechet to unedited', 'seconds'],
+        [[r['method'], f'{r["n"]} ({r["n_with_source"]})', f'{pct(r["rate_before"])} -> {pct(r["rate_after"])}',
+          pct(r['effectiveness']), fmt(r['mean_abs_change_outside'], 4), fmt(r['feature_change_outside'], 4),
+          pct(r['label_change_outside']), fmt(r['frechet_to_unedited'], 3), fmt(r['seconds'], 1)]
+         for r in result['rows']])
+
+
+def report(res: dict) -> str:
+    rep, era = res['dome2spire'], res['erase_watermark']
+    return f"""# Editing methods on the demo world
+
+Checkpoint `{res['checkpoint']['sha256']}` (training iteration {res['checkpoint']['iterations']}); edits made at
+truncation {EDIT_TRUNCATION}, scored on {res['settings']['n']} held-out z's (seed {EVAL_SEED}) at truncation
+{EVAL_TRUNCATION}; original solver and fine-tuning: {res['settings']['niter']} iterations; zeroing:
+{res['settings']['zero_units']} units. Measures as defined in `metrics/common.py` (regions dilated by
+{res['settings']['region_radius']} px); seconds on a shared CPU, {res['machine']['torch_threads']} thread(s).
+
+## Dome to spire (`{rep['file']}`, layer {rep['layer']})
+
+{replace_table(rep)}
+
+{agreement_text(rep['solver_agreement'])}
+
+## Erasing the watermark (`{era['file']}`, layer {era['layer']})
+
+{erase_table(era)}
+
+{agreement_text(era['solver_agreement'])} (reported, not an acceptance criterion)
+
+![effectiveness against preservation](edit_methods.png)
+
+Regenerate: `python -m metrics.edit_methods --n {res['settings']['n']} --niter {res['settings']['niter']}`.
+"""
+
+
+COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
+METHOD_COLORS = {m.name: COLORS[k % len(COLORS)] for k, m in enumerate(REPLACE_METHODS)}
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:                                          # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_panel(draw: ImageDraw.ImageDraw, x0: int, title: str, xlabel: str, rows: list[dict],
+               size: tuple[int, int] = (520, 420)) -> None:
+    """Effectiveness (x, %) against mean abs change outside (y) for `rows`, legend below the axes."""
+    w, h = size
+    left, top, right, bottom = x0 + 70, 56, x0 + w - 20, h - 150
+    font, small = _font(15), _font(12)
+    draw.text((x0 + w // 2, 8), title, fill='black', font=font, anchor='mt')
+    draw.rectangle((left, top, right, bottom), outline='black')
+    ys = [r['mean_abs_change_outside'] for r in rows if np.isfinite(r['mean_abs_change_outside'])]
+    ymax = max([0.01, *ys]) * 1.15
+    px = lambda v: left + (right - left) * v / 100
+    py = lambda v: bottom - (bottom - top) * v / ymax
+    for k in range(6):
+        xv, yv = 20 * k, ymax * k / 5
+        draw.line((px(xv), bottom, px(xv), bottom + 4), fill='black')
+        draw.text((px(xv), bottom + 6), f'{xv}', fill='black', font=small, anchor='mt')
+        draw.line((left - 4, py(yv), left, py(yv)), fill='black')
+        draw.text((left - 6, py(yv)), f'{yv:.3f}', fill='black', font=small, anchor='rm')
+    draw.text(((left + right) // 2, bottom + 24), xlabel, fill='black', font=small, anchor='mt')
+    draw.text((x0 + 4, top - 20), 'mean abs change outside (lower: better)', fill='black', font=small)
+    for k, r in enumerate(rows):
+        color = METHOD_COLORS[r['method']]
+        eff, change = r['effectiveness'], r['mean_abs_change_outside']
+        if np.isfinite(eff) and np.isfinite(change):
+            cx, cy = px(100 * eff), py(change)
+            draw.ellipse((cx - 6, cy - 6, cx + 6, cy + 6), fill=color, outline='black')
+        ly = bottom + 46 + 18 * k
+        draw.ellipse((left, ly, left + 10, ly + 10), fill=color, outline='black')
+        note = '' if np.isfinite(eff) else ' (no samples with the source class)'
+        draw.text((left + 16, ly - 1), f'{r["method"]}{note}', fill='black', font=small)
+
+
+def plot(res: dict, path: Path) -> None:
+    image = Image.new('RGB', (1040, 420), 'white')
+    draw = ImageDraw.Draw(image)
+    n = res['settings']['n']
+    draw_panel(draw, 0, f'dome -> spire (layer {res["dome2spire"]["layer"]}, {n} samples)', 'effectiveness (%)',
+               res['dome2spire']['rows'])
+    draw_panel(draw, 520, f'erase watermark (layer {res["erase_watermark"]["layer"]}, {n} samples)',
+               'watermarks removed (%)', res['erase_watermark']['rows'])
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG', optimize=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--n', type=int, default=1000, help='held-out samples that score each method')
+    p.add_argument('--niter', type=int, default=2001, help='iterations of the original solver and of fine-tuning')
+    p.add_argument('--zero-units', type=int, default=8, help='units zeroed by the dissection baseline')
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--keep-edits', action='store_true', help='do not remake stale bundled edits (only warn)')
+    p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
+    p.add_argument('--out-dir', type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    opts = parse_args(argv)
+    setup_torch(opts.threads)
+    snapshot, segmenter = load_snapshot(opts.checkpoint), load_segmenter()
+    print(f'checkpoint {snapshot.sha256}, iteration {snapshot.train_info.get("iterations")}')
+    ensure_current_edits(snapshot, segmenter, remake=not opts.keep_edits, batch=opts.batch)
+    res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
+           'settings': {'n': opts.n, 'niter': opts.niter, 'zero_units': opts.zero_units, 'batch': opts.batch,
+                        'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION,
+                        'eval_seed': EVAL_SEED, 'region_radius': REGION_RADIUS}}
+    res['dome2spire'] = compare(snapshot, segmenter, 'dome2spire', REPLACE_METHODS, opts)
+    res['erase_watermark'] = compare(snapshot, segmenter, 'erase_watermark', ERASE_METHODS, opts)
+    for name in ('dome2spire', 'erase_watermark'):
+        res[name]['solver_agreement'] = solver_agreement(res[name]['rows'])
+    res['acceptance'] = {'original_and_fast_agree_on_dome2spire': res['dome2spire']['solver_agreement']['pass']}
+    write_json(opts.out_dir / 'edit_methods.json', res)
+    plot(res, opts.out_dir / 'edit_methods.png')
+    text = report(res)
+    atomic_write_text(opts.out_dir / 'edit_methods.md', text)
+    print(text)
+    print(f'wrote {rel(opts.out_dir)}/edit_methods.{{json,md,png}}')
+    return res
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,353 @@
+"""Makes the bundled edits of the demo model with the tool itself, as a user of the painting UI would.
+
+    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys 4] [--dilate 1]
+
+Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(model, 1000), truncation
+0.5 as the tool shows it; image numbers index it), segment it with the demo segmenter, and per edit:
+
+- object (what to copy): the clearest region of the object class, i.e. the largest 4-connected component
+  over all images that is a single object (its box spans at most half the image each way and does not
+  touch the image border);
+- paste (where): the clearest region of the paste classes in another image, extended upward to the
+  object's height when the object is taller (so the copy stands on the paste region's base, as a user
+  would paint a spire on a dome's tower);
+- key (context): the paste region and the next clearest regions of the paste classes in other images
+  (--keys in all); an erase has no object, its paste is one watermark and its keys several.
+
+Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
+original UI painted them, written with rewrite.editfile. Each edit is applied (rank 1, fast solver) at every
+layer of --layers and scored on --eval-n held-out samples (z seed 2, truncation 1.0: the model's full
+distribution, whose class rates are the data's; see metrics/common.py for the measures); the layer with
+the best effectiveness (ties: the smallest change outside the edited region) names the file
+`NAME_layerN.json` in notebooks/masks/demo/. The choices and scores go to metrics/results/demo_edits.json
+with the checkpoint's hash: `ensure_current_edits` remakes the edits when the checkpoint (or PROCEDURE) changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from metrics.common import (
+    EDIT_DIR,
+    EDIT_TRUNCATION,
+    EVAL_SEED,
+    EVAL_TRUNCATION,
+    MIN_PIXELS,
+    RESULTS,
+    ROOT,
+    TOPS,
+    ZSAMPLE,
+    Samples,
+    Snapshot,
+    class_mask,
+    dilate,
+    erase_scores,
+    fmt,
+    load_snapshot,
+    markdown_table,
+    pct,
+    rel,
+    replacement_scores,
+    sample,
+    setup_torch,
+    write_json,
+)
+from rewrite import editfile
+from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
+from rewrite.solvers import EditRecord
+from utils.demo import Segmenter, load_segmenter
+from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
+from utils.zdataset import z_dataset_for_model, z_sample_for_model
+
+PROVENANCE = RESULTS / 'demo_edits.json'
+PROCEDURE = 2                   # bump when choosing or scoring changes: older edit files are then remade
+MASK_SIZE = 256                 # the original UI's canvas
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """An edit to make: copy `object` (None: erase), paste onto / erase `paste`; `dst` should appear."""
+
+    name: str
+    object: tuple[str, ...] | None
+    paste: tuple[str, ...]
+    dst: str | None
+
+
+PLANS = (
+    EditPlan('dome2spire', object=('spire',), paste=('dome',), dst='spire'),
+    EditPlan('towertop2tree', object=('tree',), paste=TOPS, dst='tree'),
+    EditPlan('erase_watermark', object=None, paste=('watermark',), dst=None),
+)
+PLAN = {p.name: p for p in PLANS}
+
+
+@dataclass(frozen=True)
+class Region:
+    """One connected region of image `imgnum` of the z-sample: bool [H, W]."""
+
+    imgnum: int
+    mask: np.ndarray
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+# ---------------------------------------------------------------------------------------------------
+# choosing regions and painting masks
+# ---------------------------------------------------------------------------------------------------
+
+def is_clear(rows: slice, cols: slice, shape: tuple[int, int]) -> bool:
+    """A component's box is one object: at most half the image each way, not touching the border."""
+    h, w = shape
+    small = (rows.stop - rows.start) * 2 <= h and (cols.stop - cols.start) * 2 <= w
+    inside = rows.start > 0 and cols.start > 0 and rows.stop < h and cols.stop < w
+    return small and inside
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray | None:
+    """The largest clear 4-connected component (see is_clear) of a bool [H, W] mask with at least
+    MIN_PIXELS pixels (ties: the first in scan order); None if there is none."""
+    comps, _ = ndimage.label(mask)
+    best = None
+    for k, (rows, cols) in enumerate(ndimage.find_objects(comps), start=1):
+        comp = comps == k
+        if is_clear(rows, cols, mask.shape) and comp.sum() >= MIN_PIXELS and (best is None or comp.sum() > best.sum()):
+            best = comp
+    return best
+
+
+def clearest_regions(labels: torch.Tensor, names: Sequence[str], exclude: Sequence[int] = ()) -> list[Region]:
+    """Per image (except `exclude`), its largest single region of `names`; largest first, then by imgnum."""
+    masks = class_mask(labels, names).numpy()
+    found = []
+    for imgnum, mask in enumerate(masks):
+        comp = None if imgnum in exclude else largest_component(mask)
+        if comp is not None:
+            found.append(Region(imgnum, comp))
+    return sorted(found, key=lambda r: (-r.area, r.imgnum))
+
+
+def stand_on_base(paste: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    """`paste` plus, when `obj` is taller, the rows above it (within its columns) up to obj's height."""
+    rows, cols = np.nonzero(paste)
+    obj_rows = np.nonzero(obj.any(axis=1))[0]
+    height = obj_rows.max() - obj_rows.min() + 1
+    bottom = rows.max() + 1
+    out = paste.copy()
+    if height > bottom - rows.min():
+        out[max(0, bottom - height):bottom, cols.min():cols.max() + 1] = True
+    return out
+
+
+def painted(mask: np.ndarray, dilate_px: int, size: int = MASK_SIZE) -> str:
+    """A region dilated by `dilate_px` pixels, scaled (nearest) to size x size, as a mask data URL."""
+    grown = dilate(torch.from_numpy(mask), dilate_px).numpy()
+    scale = size // mask.shape[0]
+    return editfile.encode_mask(np.kron(grown, np.ones((scale, scale))).astype(np.float32))
+
+
+def choose_regions(plan: EditPlan, labels: torch.Tensor, n_keys: int) -> dict:
+    """{'object': Region | None, 'paste': Region, 'key': [Region]} for `plan` from the z-sample's labels."""
+    obj = None
+    if plan.object is not None:
+        found = clearest_regions(labels, plan.object)
+        if not found:
+            raise RuntimeError(f'{plan.name}: no image of the z-sample shows a clear {"/".join(plan.object)} '
+                               'by the segmenter (the model may need more training)')
+        obj = found[0]
+    pastes = clearest_regions(labels, plan.paste, exclude=() if obj is None else (obj.imgnum,))
+    if not pastes:
+        raise RuntimeError(f'{plan.name}: no image of the z-sample shows a clear {"/".join(plan.paste)} '
+                           'by the segmenter (the model may need more training)')
+    return {'object': obj, 'paste': pastes[0], 'key': pastes[:n_keys]}
+
+
+def build_request(regions: dict, dilate_px: int) -> dict:
+    """The edit request (the shared JSON format) for chosen regions."""
+    obj, paste = regions['object'], regions['paste']
+    request = {}
+    if obj is not None:
+        request['object'] = [obj.imgnum, painted(obj.mask, dilate_px)]
+    paste_mask = paste.mask if obj is None else stand_on_base(paste.mask, obj.mask)
+    request['paste'] = [paste.imgnum, painted(paste_mask, dilate_px)]
+    request['key'] = [[r.imgnum, painted(r.mask, dilate_px)] for r in regions['key']]
+    return request
+
+
+# ---------------------------------------------------------------------------------------------------
+# applying and scoring
+# ---------------------------------------------------------------------------------------------------
+
+def apply_plan(gw: SeqStyleGanRewriter, plan: EditPlan, request, solver: str = 'fast', **options) -> EditRecord:
+    """Applies an edit of `plan` (rank 1) to gw.model."""
+    if plan.object is None:
+        return gw.apply_erase(request, rank=1, solver=solver, **options)
+    return gw.apply_edit(request, rank=1, solver=solver, **options)
+
+
+def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Samples) -> dict:
+    if plan.dst is None:
+        return erase_scores(segmenter, before, after, plan.paste[0])
+    return replacement_scores(segmenter, before, after, plan.paste, plan.dst)
+
+
+def best_layer(scores: dict[int, dict]) -> int:
+    """The layer with the highest effectiveness (nan counts lowest); ties: least change outside."""
+    def rank(layer):
+        s = scores[layer]
+        eff = s.get('effectiveness', float('nan'))
+        return (-(eff if np.isfinite(eff) else -1.0), s.get('mean_abs_change_outside', float('inf')), layer)
+    usable = [layer for layer, s in scores.items() if 'error' not in s]
+    if not usable:
+        raise RuntimeError(f'the edit failed at every layer: { {k: s["error"] for k, s in scores.items()} }')
+    return min(usable, key=rank)
+
+
+def score_layers(model, zds, plans: Sequence[EditPlan], requests: dict, layers: Sequence[int],
+                 segmenter: Segmenter, eval_z: torch.Tensor, before: Samples, batch: int) -> dict:
+    """{plan name: {layer: scores}} for every plan applied at every layer (fast solver, rank 1)."""
+    scores = {p.name: {} for p in plans}
+    for layer in layers:
+        gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
+        for plan in plans:
+            gw.revert()
+            try:
+                record = apply_plan(gw, plan, requests[plan.name])
+            except RewriteError as e:
+                scores[plan.name][layer] = {'error': str(e)}
+                continue
+            after = sample(gw.model, eval_z, segmenter, batch, f'{plan.name} layer {layer}', EVAL_TRUNCATION)
+            scores[plan.name][layer] = score_plan(plan, segmenter, before, after) | {
+                'final_loss': record.final_loss, 'seconds': record.seconds}
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------------
+# making the files
+# ---------------------------------------------------------------------------------------------------
+
+def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (5, 6, 7, 8),
+               eval_n: int = 400, n_keys: int = 4, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
+               batch: int = 32, out_dir: Path = EDIT_DIR, provenance: Path = PROVENANCE,
+               plans: Sequence[EditPlan] = PLANS) -> dict:
+    """Chooses, scores and writes the edits; returns the provenance record (also written)."""
+    model = snapshot.model(truncation)
+    zds = z_dataset_for_model(model, ZSAMPLE)
+    pool = sample(model, zds.tensors[0], segmenter, batch, desc='z-sample')
+    regions = {p.name: choose_regions(p, pool.labels, n_keys) for p in plans}
+    requests = {name: build_request(r, dilate_px) for name, r in regions.items()}
+    eval_z = z_sample_for_model(model, eval_n, seed=EVAL_SEED)
+    before = sample(model, eval_z, segmenter, batch, 'held-out samples', EVAL_TRUNCATION)
+    scores = score_layers(model, zds, plans, requests, layers, segmenter, eval_z, before, batch)
+    record = {'procedure': PROCEDURE, 'checkpoint': snapshot.describe(), 'truncation': truncation, 'zsample': ZSAMPLE,
+              'eval_n': eval_n, 'eval_seed': EVAL_SEED, 'eval_truncation': EVAL_TRUNCATION,
+              'layers_tried': list(layers), 'dilate_px': dilate_px, 'mask_size': MASK_SIZE, 'solver': 'fast',
+              'rank': 1, 'edits': {}}
+    for plan in plans:
+        layer = best_layer(scores[plan.name])
+        path = write_edit(out_dir, plan.name, layer, requests[plan.name])
+        record['edits'][plan.name] = {'file': rel(path), 'layer': layer,
+                                      'regions': describe_regions(regions[plan.name]),
+                                      'scores_by_layer': scores[plan.name]}
+    write_json(provenance, record)
+    return record
+
+
+def write_edit(out_dir: Path, name: str, layer: int, request: dict) -> Path:
+    """Writes NAME_layerN.json (validated, atomic) and removes NAME_layerM.json of other layers."""
+    path = Path(out_dir) / f'{name}_layer{layer}.json'
+    editfile.save_edit(path, request, num_images=ZSAMPLE)
+    for stale in Path(out_dir).glob(f'{name}_layer*.json'):
+        if stale != path:
+            stale.unlink()
+    return path
+
+
+def describe_regions(regions: dict) -> dict:
+    obj = regions['object']
+    return {'object': None if obj is None else {'imgnum': obj.imgnum, 'pixels': obj.area},
+            'paste': {'imgnum': regions['paste'].imgnum, 'pixels': regions['paste'].area},
+            'key': [{'imgnum': r.imgnum, 'pixels': r.area} for r in regions['key']]}
+
+
+def read_provenance(provenance: Path = PROVENANCE) -> dict | None:
+    try:
+        return json.loads(Path(provenance).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def edits_are_current(snapshot: Snapshot, provenance: Path = PROVENANCE) -> bool:
+    """True when the bundled edits were made for this checkpoint by this procedure and their files exist."""
+    record = read_provenance(provenance)
+    if not record or record.get('procedure') != PROCEDURE:
+        return False
+    if record.get('checkpoint', {}).get('sha256') != snapshot.sha256:
+        return False
+    return all((ROOT / e['file']).is_file() for e in record['edits'].values())
+
+
+def ensure_current_edits(snapshot: Snapshot, segmenter: Segmenter, remake: bool = True, **options) -> dict:
+    """The provenance of the bundled edits, remade first when they were made for another checkpoint."""
+    if not edits_are_current(snapshot):
+        if not remake:
+            print('warning: the bundled demo edits were made for another checkpoint snapshot '
+                  '(run python -m metrics.make_demo_edits)')
+        else:
+            print(f'the bundled demo edits are not from this procedure for checkpoint {snapshot.sha256}: remaking them')
+            return make_edits(snapshot, segmenter, **options)
+    return read_provenance()
+
+
+def summary_table(record: dict) -> str:
+    rows = []
+    for name, e in record['edits'].items():
+        for layer, s in e['scores_by_layer'].items():
+            rows.append([name, layer, 'yes' if int(layer) == e['layer'] else '',
+                         s.get('error', pct(s['effectiveness'])),
+                         s.get('n_with_source', ''), fmt(s.get('mean_abs_change_outside', float('nan')), 4)])
+    return markdown_table(['edit', 'layer', 'chosen', 'effectiveness', 'n with source', 'mean abs change outside'],
+                          rows)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
+    p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each layer')
+    p.add_argument('--keys', type=int, default=4, help='context regions per edit')
+    p.add_argument('--dilate', type=int, default=1, help='pixels (at 64 px) the masks grow beyond the regions')
+    p.add_argument('--truncation', type=float, default=EDIT_TRUNCATION)
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
+    p.add_argument('--out-dir', type=Path, default=EDIT_DIR)
+    p.add_argument('--provenance', type=Path, default=PROVENANCE)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_torch(args.threads)
+    snapshot = load_snapshot(args.checkpoint)
+    record = make_edits(snapshot, load_segmenter(), layers=args.layers, eval_n=args.eval_n, n_keys=args.keys,
+                        dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
+                        out_dir=args.out_dir, provenance=args.provenance)
+    print(f'checkpoint {snapshot.sha256} (iteration {snapshot.train_info.get("iterations")})')
+    print(summary_table(record))
+    for e in record['edits'].values():
+        print(f'wrote {e["file"]}')
+    print(f'wrote {rel(args.provenance)}')
+
+
+if __name__ == '__main__':
+    main()
