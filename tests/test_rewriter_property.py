@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from rewrite import editfile
-from rewrite.ganrewrite import SeqStyleGanRewriter
 from test_rewriter import LAYER, box_mask, tiny_model
+
+from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.zdataset import z_dataset_for_model
 
 FIELDS = ('object', 'paste', 'key', 'query')
@@ -65,7 +64,7 @@ def malformed(draw):
 def gw():
     model = tiny_model(3)
     rewriter = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
-    rewriter.c_matrix                                       # statistics once, outside the examples
+    _ = rewriter.c_matrix                                   # statistics once, outside the examples
     return rewriter
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REFERENCE, layout_checkpoint, need_shared
+
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.stylegan2 import load_seq_stylegan, model_from_checkpoint
 from utils.zdataset import z_dataset_for_model

@@ -86,6 +86,7 @@ def export_generator(g_ema: SeqStyleGAN2, path: Path, **info) -> None:
 
 def save_grid(g_ema: SeqStyleGAN2, path: Path, n: int = 64) -> None:
     from PIL import Image
+
     from utils.zdataset import z_sample_for_model
     g = copy.deepcopy(g_ema).eval()
     g.noise_mode = 'const'
