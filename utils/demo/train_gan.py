@@ -192,7 +192,8 @@ def parse_args(argv=None):
     p.add_argument('--save-every', type=int, default=250)
     p.add_argument('--sample-every', type=int, default=500)
     p.add_argument('--state', default=str(WEIGHTS / 'toychurch64-train.pt'))
-    p.add_argument('--export', default=str(WEIGHTS / 'toychurch64.pt'))
+    p.add_argument('--export', default='runs/demo/toychurch64-latest.pt',
+                   help='EMA generator export (copy it to utils/demo/weights/toychurch64.pt to ship it)')
     p.add_argument('--samples', default='runs/demo-samples')
     p.add_argument('--restart', action='store_true', help='ignore an existing state file')
     return p.parse_args(argv)
