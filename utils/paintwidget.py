@@ -3,7 +3,7 @@
 The picture and the mask live in Python: each mouse event paints a soft round brush into a float
 mask [size, size] in [0, 1], and the widget re-encodes the picture with the mask tinted over it
 (JPEG by default: a 256 px frame encodes in about a millisecond). Mouse moves are throttled in the
-browser. The mask exports to, and loads from, the edit files' data URL (rewrite.editfile): an RGBA
+browser. The mask exports to, and loads from, the edit files' data URL (utils.masks): an RGBA
 PNG, unpainted pixels (0, 0, 0, 0), painted ones white with the brush's soft alpha.
 
 `mouse_message` and `dispatch_dom_event` script the widget with the very messages the browser sends.
@@ -19,7 +19,7 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
-from rewrite.editfile import decode_mask_rgba, encode_mask, resize_mask
+from utils.masks import decode_mask_rgba, encode_mask, resize_mask
 
 MOUSE_EVENTS = ['mousedown', 'mousemove', 'mouseup', 'mouseleave']
 BLANK_GRAY = 242                     # what an empty widget shows
