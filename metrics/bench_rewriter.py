@@ -54,13 +54,15 @@ def edit_request() -> dict:
     return {'object': [3, editfile.encode_mask(box)], 'paste': [5, editfile.encode_mask(paste)]}
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median seconds of each fn, run in turns (A B A B ...) so that load drift hits all alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [float(np.median(ts)) for ts in times]
 
 
 def bench_layer(model, zds, layer: int, n: int, niter: int, repeats: int, request: dict) -> dict:
@@ -77,7 +79,7 @@ def bench_layer(model, zds, layer: int, n: int, niter: int, repeats: int, reques
         gather_key_statistics(lambda z: gw.context_model(z).fmap, zs, batch, progress=False)
 
     bare()                                                    # warm-up
-    t_bare, t_stats = median_time(bare, repeats), median_time(stats, repeats)
+    t_bare, t_stats = interleaved_medians([bare, stats], repeats)
     gw._stats = gw.collect_statistics()
     original = gw.apply_edit(request, rank=1, niter=niter, solver='original')
     gw.undo()
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument('--n', type=int, default=1000, help='z-sample size for the statistics')
     p.add_argument('--layers', type=int, nargs='+', default=[8, 6, 10])
     p.add_argument('--niter', type=int, default=2001)
-    p.add_argument('--repeats', type=int, default=1)
+    p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default=str(ROOT / 'metrics' / 'results' / 'rewriter_bench.json'))
     args = p.parse_args(argv)
