@@ -181,7 +181,7 @@ def parse_args(argv=None):
     p.add_argument('--style-dim', type=int, default=128)
     p.add_argument('--n-mlp', type=int, default=4)
     p.add_argument('--lr', type=float, default=0.002)
-    p.add_argument('--r1', type=float, default=0.2)
+    p.add_argument('--r1', type=float, default=2.0, help='R1 weight (0.2 let D win and G collapse early)')
     p.add_argument('--d-reg-every', type=int, default=16)
     p.add_argument('--mixing', type=float, default=0.9)
     p.add_argument('--ema-kimg', type=float, default=2.0)
