@@ -16,7 +16,6 @@ keys to the goal values, L1 loss, while the weight changes only along the contex
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -284,10 +283,3 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
             update_callback(len(losses) - 1, loss.item())
     final = target.loss(lam).item()
     return lam if final < best[0] else best[1]
-
-
-def timed(fn: Callable, *args, **kwargs):
-    """(result, seconds) of fn(*args, **kwargs)."""
-    t0 = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - t0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -120,8 +120,3 @@ def cache_filename(meta: dict) -> str:
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-
-
-def sample_indices(n: int, rank: int = 0, world: int = 1) -> Sequence[int]:
-    """The z indices handled by one of `world` processes."""
-    return range(rank, n, world)
