@@ -31,7 +31,7 @@ def test_second_moment_matches_float64_over_batches():
     c = x.T @ x / len(x)
     assert stat.count == len(x)
     assert np.abs(stat.moment().numpy() - c).max() / np.abs(c).max() <= 1e-6
-    assert np.allclose(stat.mean().numpy(), x.mean(0), rtol=1e-9)
+    assert np.allclose(stat.mean().numpy(), x.mean(0), rtol=1e-6)
     assert np.allclose(stat.mean_square().numpy(), (x ** 2).mean(0), rtol=1e-6)
     exact = SecondMoment()
     exact.add(torch.cat(batches).double())

@@ -40,8 +40,9 @@ class SecondMoment:
             self.sum_xxt = torch.zeros(c, c, dtype=torch.float64, device=x.device)
             self.sum_x = torch.zeros(c, dtype=torch.float64, device=x.device)
         for start in range(0, x.shape[0], self.chunk):
-            self.sum_xxt += upper_block_gram(x[start:start + self.chunk], self.blocks).double()
-        self.sum_x += x.sum(0, dtype=torch.float64)
+            part = x[start:start + self.chunk]
+            self.sum_xxt += upper_block_gram(part, self.blocks).double()
+            self.sum_x += part.sum(0).double()             # (a float64 reduction would cost half the gram)
         self.count += x.shape[0]
 
     def merge(self, other: SecondMoment) -> None:
@@ -88,10 +89,9 @@ def upper_block_gram(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
     blocks are zero): x [N, C]."""
     c = x.shape[1]
     out = torch.zeros(c, c, dtype=x.dtype, device=x.device)
-    xt = x.t().contiguous()
     size = -(-c // blocks)
     for start in range(0, c, size):
-        out[start:start + size, start:] = xt[start:start + size] @ x[:, start:]
+        out[start:start + size, start:] = x[:, start:start + size].t() @ x[:, start:]
     return out
 
 
