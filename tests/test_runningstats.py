@@ -64,3 +64,11 @@ def test_quantiles_match_numpy():
     cdf = qs.normalize(x.t())
     empirical = (x.t()[:, :, None] >= x.t()[:, None, :]).float().mean(2)      # naive CDF
     assert (cdf - empirical).abs().max() < 2e-3
+
+
+def test_quantile_sample_keeps_copies_not_views():
+    x = features(4096, 8, 5)
+    qs = QuantileSample(per_batch=64)
+    qs.add(x)
+    assert qs.rows[0].untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    assert qs.rows[0].untyped_storage().nbytes() == 64 * 8 * 4          # only the kept rows

@@ -112,7 +112,8 @@ class QuantileSample:
         if self.kept >= self.capacity:
             return
         step = max(1, x.shape[0] // self.per_batch)
-        rows = x.detach()[::step][: self.capacity - self.kept].float().cpu()
+        # a copy: a view would keep every batch's whole key tensor alive
+        rows = x.detach()[::step][: self.capacity - self.kept].to('cpu', torch.float32, copy=True)
         self.rows.append(rows)
         self.kept += rows.shape[0]
         self._table = None
