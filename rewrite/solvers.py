@@ -168,22 +168,19 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
     with torch.no_grad():
         target = LowRankTarget(layer, w0, key, val, context)
         losses, candidates = [], []
+        bound = max_change * w0.norm().item()        # ||Lambda D|| = ||Lambda||: D has orthonormal rows
         for ridge in ridges:
             lam, loss = _reweighted_least_squares(target, rounds, ridge, losses, update_callback)
-            change = (torch.einsum('od,di->oi', lam, _expand_context(context, k)).norm() / w0.norm()).item()
-            candidates.append((change > max_change, loss, lam))
-        _, best_loss, lam = min(candidates, key=lambda c: (c[0], c[1]))
+            candidates.append((lam.norm().item() > bound, loss, lam))
+        over, best_loss, lam = min(candidates, key=lambda c: (c[0], c[1]))
+        if over:                                          # every candidate too large: shrink onto the bound
+            lam = lam * (bound / lam.norm().item())
+            best_loss = target.loss(lam).item()
     if polish > 0:
-        lam = _polish(target, lam, polish, lr * 0.1, best_loss, losses, update_callback)
+        lam = _polish(target, lam, polish, lr * 0.1, best_loss, losses, update_callback, max_norm=bound)
     with torch.no_grad():
         weight[...] = _lambda_weight(w0, lam.reshape(1, o, r, k, k), context)
     return losses
-
-
-def _expand_context(context: torch.Tensor, k: int) -> torch.Tensor:
-    """[r, I] -> [r k k, I k k]: the map from flattened Lambda rows to flattened weight rows."""
-    eye = torch.eye(k * k, dtype=context.dtype, device=context.device)
-    return torch.einsum('di,ab->daib', context, eye).reshape(context.shape[0] * k * k, -1)
 
 
 class LowRankTarget:
@@ -259,9 +256,10 @@ def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, 
 
 
 def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, best_loss: float,
-            losses, update_callback, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+            losses, update_callback, max_norm: float = math.inf, betas=(0.9, 0.999),
+            eps: float = 1e-8) -> torch.Tensor:
     """Adam (written out: a few tensor ops, no optimiser machinery) on Lambda for the exact loss of
-    the explicit target; returns the best iterate."""
+    the explicit target, projected onto ||Lambda|| <= max_norm; returns the best iterate."""
     lam = lam0.clone()
     m, v = torch.zeros_like(lam), torch.zeros_like(lam)
     best = (best_loss, lam0.clone())
@@ -278,6 +276,9 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
         v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
         m_hat, v_hat = m / (1 - betas[0] ** step), v / (1 - betas[1] ** step)
         lam = lam - lr * m_hat / (v_hat.sqrt() + eps)
+        norm = lam.norm().item()
+        if norm > max_norm:
+            lam = lam * (max_norm / norm)
         losses.append(loss.item())
         if update_callback is not None:
             update_callback(len(losses) - 1, loss.item())
