@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from scipy.linalg import LinAlgWarning
 from tqdm.auto import tqdm
 
+from utils import imgviz
 from utils.demo import CLASSES, Segmenter, frechet_distance
 from utils.fileio import atomic_write_text
 from utils.stylegan2 import SeqStyleGAN2
@@ -65,6 +66,15 @@ REGION_RADIUS = 3
 # ---------------------------------------------------------------------------------------------------
 # setup and the checkpoint snapshot
 # ---------------------------------------------------------------------------------------------------
+
+def add_snapshot_args(parser, out_dir: Path, out_help: str = 'where the results go') -> None:
+    """The options every demo-world script shares: batch, threads, edit freshness, checkpoint, output."""
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--keep-edits', action='store_true', help='do not remake stale bundled edits (only warn)')
+    parser.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
+    parser.add_argument('--out-dir', type=Path, default=out_dir, help=out_help)
+
 
 def setup_torch(threads: int = 1, seed: int = 0) -> None:
     """One thread (the CPU is shared) and a fixed seed."""
@@ -166,18 +176,12 @@ def segmenter_features(segmenter: Segmenter, images: torch.Tensor, batch: int = 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return imgviz.to_uint8_batch(images)
 
 
 def tile(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
     """uint8 [N, H, W, 3] -> one uint8 grid image on white, `pad` pixels between tiles."""
-    n, h, w, _ = images.shape
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for k, im in enumerate(images):
-        y, x = pad + (k // cols) * (h + pad), pad + (k % cols) * (w + pad)
-        grid[y:y + h, x:x + w] = im
-    return grid
+    return imgviz.tile(images, cols=cols, pad=pad, background=255)
 
 
 # ---------------------------------------------------------------------------------------------------

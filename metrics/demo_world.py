@@ -38,12 +38,12 @@ from metrics.common import (
     WEIGHTS,
     ZSAMPLE,
     Snapshot,
+    add_snapshot_args,
     bundled_edit,
     edit_layer,
     fmt,
     frechet,
     generate,
-    load_snapshot,
     machine_info,
     markdown_table,
     pct,
@@ -51,18 +51,16 @@ from metrics.common import (
     rel,
     sample,
     segmenter_features,
-    setup_torch,
     tile,
     to_uint8,
     write_json,
 )
-from metrics.make_demo_edits import PLAN, apply_plan, ensure_current_edits, score_plan
+from metrics.make_demo_edits import PLAN, apply_plan, open_snapshot, score_plan
 from rewrite.ganrewrite import SeqStyleGanRewriter
-from utils.demo import Segmenter, load_segmenter, render_batch
+from utils.demo import Segmenter, render_batch
 from utils.demo.scenes import images_to_tensor
 from utils.demo.train_gan import DATA_OFFSET
 from utils.fileio import atomic_path, atomic_write_text
-from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PRESENCE_CLASSES = ('dome', 'spire', 'flattop', 'tree', 'watermark')
@@ -337,21 +335,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=2000, help='samples for fidelity (model and data, each)')
     p.add_argument('--edit-n', type=int, default=None, help='samples that score the edits (default: --n)')
-    p.add_argument('--batch', type=int, default=32)
     p.add_argument('--speed-repeats', type=int, default=20)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--keep-edits', action='store_true', help='do not remake stale bundled edits (only warn)')
-    p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
-    p.add_argument('--out-dir', type=Path, default=WEIGHTS, help='where the card, JSON and grid go')
+    add_snapshot_args(p, WEIGHTS, 'where the card, JSON and grid go')
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    setup_torch(args.threads)
-    snapshot, segmenter = load_snapshot(args.checkpoint), load_segmenter()
-    print(f'checkpoint {snapshot.sha256}, iteration {snapshot.train_info.get("iterations")}')
-    provenance = ensure_current_edits(snapshot, segmenter, remake=not args.keep_edits, batch=args.batch)
+    snapshot, segmenter, provenance = open_snapshot(args)
     model = snapshot.model(1.0)
     res = {'checkpoint': snapshot.describe(), 'train_info': snapshot.train_info, 'architecture': architecture(model),
            'machine': machine_info(args.threads),

@@ -44,24 +44,21 @@ from metrics.common import (
     REGION_RADIUS,
     RESULTS,
     ZSAMPLE,
+    add_snapshot_args,
     bundled_edit,
     edit_layer,
     fmt,
-    load_snapshot,
     machine_info,
     markdown_table,
     pct,
     rel,
     sample,
-    setup_torch,
     write_json,
 )
-from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, ensure_current_edits, score_plan
+from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, open_snapshot, score_plan
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.solvers import EditRecord
-from utils.demo import load_segmenter
 from utils.fileio import atomic_path, atomic_write_text
-from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 MAX_SOLVER_GAP = 0.05           # original vs fast solver effectiveness, as a share
@@ -269,20 +266,13 @@ def parse_args(argv=None):
     p.add_argument('--n', type=int, default=1000, help='held-out samples that score each method')
     p.add_argument('--niter', type=int, default=2001, help='iterations of the original solver and of fine-tuning')
     p.add_argument('--zero-units', type=int, default=8, help='units zeroed by the dissection baseline')
-    p.add_argument('--batch', type=int, default=32)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--keep-edits', action='store_true', help='do not remake stale bundled edits (only warn)')
-    p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
-    p.add_argument('--out-dir', type=Path, default=RESULTS)
+    add_snapshot_args(p, RESULTS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
-    setup_torch(opts.threads)
-    snapshot, segmenter = load_snapshot(opts.checkpoint), load_segmenter()
-    print(f'checkpoint {snapshot.sha256}, iteration {snapshot.train_info.get("iterations")}')
-    ensure_current_edits(snapshot, segmenter, remake=not opts.keep_edits, batch=opts.batch)
+    snapshot, segmenter, _ = open_snapshot(opts)
     res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
            'settings': {'n': opts.n, 'niter': opts.niter, 'zero_units': opts.zero_units, 'batch': opts.batch,
                         'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION,

@@ -297,6 +297,17 @@ def edits_are_current(snapshot: Snapshot, provenance: Path = PROVENANCE) -> bool
     return all((ROOT / e['file']).is_file() for e in record['edits'].values())
 
 
+def open_snapshot(opts):
+    """The start of every demo-world script (options from common.add_snapshot_args): torch set up,
+    the checkpoint read once, the segmenter, and the bundled edits brought up to date.
+    Returns (snapshot, segmenter, edits provenance)."""
+    setup_torch(opts.threads)
+    snapshot, segmenter = load_snapshot(opts.checkpoint), load_segmenter()
+    print(f'checkpoint {snapshot.sha256}, iteration {snapshot.train_info.get("iterations")}')
+    provenance = ensure_current_edits(snapshot, segmenter, remake=not opts.keep_edits, batch=opts.batch)
+    return snapshot, segmenter, provenance
+
+
 def ensure_current_edits(snapshot: Snapshot, segmenter: Segmenter, remake: bool = True, **options) -> dict:
     """The provenance of the bundled edits, remade first when they were made for another checkpoint."""
     if not edits_are_current(snapshot):

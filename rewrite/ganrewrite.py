@@ -587,10 +587,12 @@ class SeqStyleGanRewriter:
     def render_image_batch(self, imgnums: Sequence[int], key: torch.Tensor | None = None,
                            level: float | None = None, mask=None, **kwargs) -> list[Image.Image]:
         results = []
-        for chunk, z in self._batches(list(imgnums)):
-            images = self.sample_image_from_latent(z)
+        for _, z in self._batches(list(imgnums)):
+            with torch.no_grad():
+                keys = self.context_model(z)
+                images = self.rendering_model(self.target_model(keys))
             if key is not None and level is not None:
-                maps = self.key_response_maps(key, chunk)
+                maps = (keys.fmap * key.to(self.device, torch.float32)[None, :, None, None]).sum(1)
                 results += [imgviz.masked_image(img, m, level=level, **kwargs) for img, m in zip(images, maps)]
             elif mask is not None:
                 area = self.area(mask, self.x_shape[2]) if isinstance(mask, str) else torch.as_tensor(mask)

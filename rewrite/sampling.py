@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from utils import imgviz
 from utils.zdataset import z_sample_for_model
 
 FID_SEED_OFFSET = 1_000_007
@@ -149,14 +150,7 @@ def contact_sheet(images: Sequence[np.ndarray], cols: int = GRID_COLUMNS) -> np.
     """Tiles uint8 images [H, W, 3] row-major, `cols` per row (black where the last row is short)."""
     if not images:
         raise ValueError('contact_sheet needs at least one image')
-    h, w, c = images[0].shape
-    cols = min(cols, len(images))
-    rows = -(-len(images) // cols)
-    sheet = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for n, image in enumerate(images):
-        r, q = divmod(n, cols)
-        sheet[r * h:(r + 1) * h, q * w:(q + 1) * w] = image
-    return sheet
+    return imgviz.tile(images, cols=min(cols, len(images)))
 
 
 def write_contact_sheet(out_dir: str | os.PathLike, indices: Sequence[int],

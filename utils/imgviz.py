@@ -10,8 +10,27 @@ from PIL import Image
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """img [3, H, W] in [-1, 1] -> uint8 [H, W, 3]."""
-    arr = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return arr.permute(1, 2, 0).cpu().numpy()
+    return to_uint8_batch(img[None])[0]
+
+
+def to_uint8_batch(images: torch.Tensor) -> np.ndarray:
+    """images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3] (rounded)."""
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return arr.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def tile(images, cols: int = 8, pad: int = 0, background: int = 0) -> np.ndarray:
+    """uint8 images [N, H, W, C] (array or sequence) -> one grid, row-major, `cols` per row,
+    `pad` pixels of `background` around and between tiles (short last row left as background)."""
+    if len(images) == 0:
+        raise ValueError('tile needs at least one image')
+    h, w, c = images[0].shape
+    rows = -(-len(images) // cols)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), background, np.uint8)
+    for k, im in enumerate(images):
+        y, x = pad + (k // cols) * (h + pad), pad + (k % cols) * (w + pad)
+        grid[y:y + h, x:x + w] = im
+    return grid
 
 
 def as_image(img: torch.Tensor) -> Image.Image:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.imgviz import tile
+
 CLASSES = ('sky', 'ground', 'building', 'window', 'door', 'dome', 'spire',
            'flattop', 'tree', 'watermark')
 N_CLASSES = len(CLASSES)
@@ -397,14 +399,7 @@ class SceneDataset(Dataset):
 def scene_grid(indices: Sequence[int], cols: int = 8, size: int = 64,
                pad: int = 2) -> np.ndarray:
     """Tile rendered scenes into one uint8 [H,W,3] image."""
-    images = render_batch(indices, size)[0]
-    rows = -(-len(images) // cols)
-    step = size + pad
-    grid = np.full((rows * step + pad, cols * step + pad, 3), 255, np.uint8)
-    for k, im in enumerate(images):
-        y, x = pad + (k // cols) * step, pad + (k % cols) * step
-        grid[y:y + size, x:x + size] = im
-    return grid
+    return tile(render_batch(indices, size)[0], cols=cols, pad=pad, background=255)
 
 
 def save_scene_grid(path: str | Path, indices: Sequence[int] = range(64),

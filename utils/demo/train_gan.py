@@ -18,13 +18,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
+from utils import imgviz
 from utils.demo.scenes import scenes_as_tensor
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.stylegan2.checkpoint import atomic_torch_save
 from utils.stylegan2.discriminator import Discriminator
 from utils.stylegan2.layers import DataBag
+from utils.zdataset import z_sample_for_model
 
 WEIGHTS = Path(__file__).resolve().parent / 'weights'
 DATA_OFFSET = 2_000_000          # training scenes never overlap the held-out scenes 0..999999
@@ -85,22 +88,13 @@ def export_generator(g_ema: SeqStyleGAN2, path: Path, **info) -> None:
 
 
 def save_grid(g_ema: SeqStyleGAN2, path: Path, n: int = 64) -> None:
-    from PIL import Image
-
-    from utils.zdataset import z_sample_for_model
+    """An 8-column grid of z-sample images 0..n-1 of the EMA generator (const noise)."""
     g = copy.deepcopy(g_ema).eval()
     g.noise_mode = 'const'
     with torch.no_grad():
-        img = g(z_sample_for_model(g, n))
-    img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte()
-    cols = 8
-    rows = (n + cols - 1) // cols
-    s = img.shape[-1]
-    grid = torch.zeros(3, rows * s, cols * s, dtype=torch.uint8)
-    for i in range(n):
-        grid[:, (i // cols) * s:(i // cols + 1) * s, (i % cols) * s:(i % cols + 1) * s] = img[i]
+        images = imgviz.to_uint8_batch(g(z_sample_for_model(g, n)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    Image.fromarray(imgviz.tile(images, cols=8)).save(path)
 
 
 def train(args) -> None:
