@@ -176,6 +176,14 @@ class SeqStyleGanRewriter:
         """The z's [N, D] the key statistics are gathered over (the first stats_size of the z-sample)."""
         return self._all_zs()[:self.stats_size]
 
+    def sample_styles(self, n: int = 64) -> torch.Tensor:
+        """The target layer's styles [n, I] for the first n z's of the statistics sample (mapping
+        network and the layer's modulation only)."""
+        zs = self.statistics_zs()[:n].to(self.device)
+        layer = self.model.get_submodule(f'layer{self.layernum}')
+        with torch.no_grad():
+            bag = self.model.latents(self.model.style(self.model.bag_in(zs)))
+            return layer.sconv.mconv.modulation(layer[0](bag)).style
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
         return solve_moment(self.c_matrix.to(k.device), k.double()).to(k.dtype)
@@ -362,8 +370,9 @@ class SeqStyleGanRewriter:
         weight = self.target_weights()
         context = context.to(weight)
         if solver == 'fast':
+            solver_options.setdefault('styles', self.sample_styles())
             return insert_fast(self._target_with_weight, self._target_layer(key), weight, key, val, context,
-                               lr=lr, update_callback=update_callback, **solver_options)
+                               update_callback=update_callback, **solver_options)
         if solver == 'linear' or self.use_linear_insert:
             return insert_linear(self._target_with_weight, weight, key, val, context, niter, lr, update_callback)
         return insert_original(self._target, weight, key, val, context, niter, piter, lr,

@@ -10,7 +10,9 @@ keys to the goal values, L1 loss, while the weight changes only along the contex
 - `insert_fast`: the target's output written as an explicit function of Lambda (conv responses of
   the context directions, demodulation energy as a quadratic in Lambda), solved by least squares
   through the inverted leaky ReLU with the demodulation re-estimated and reweighted towards L1,
-  then polished by Adam on that explicit exact loss; no network pass while solving.
+  then polished by Adam on that explicit exact loss; no network pass while solving. Its loss also
+  counts how much the change rescales every other image through the demodulation (the styles of
+  a z-sample at this layer), which otherwise grows with the change and disturbs the whole image.
 """
 
 from __future__ import annotations
@@ -149,9 +151,10 @@ def _conv_response(x: torch.Tensor, weight: torch.Tensor, layer: TargetLayer) ->
 
 
 def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.nn.Parameter, key,
-                val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 200,
-                lr: float = 0.05, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
-                update_callback=None) -> list[float]:
+                val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 300,
+                polish_lr: float = 0.03, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
+                update_callback=None, styles: torch.Tensor | None = None,
+                preserve: float = 0.3) -> list[float]:
     """Closed-form rank-constrained insert (see module docstring). Edits `weight` in place.
 
     key: the goal key bag (fmap [1, I, h, w], style [1, I]); val [1, O, H, W].
@@ -160,13 +163,16 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
     normal equations) it runs `rounds` of reweighted least squares (demodulation re-estimated,
     weights moving the fit towards L1), keeping the lowest-loss iterate whose change stays within
     max_change * ||W|| (a huge low-rank change would dominate the demodulation and disturb every
-    other image); then `polish` Adam steps (lr/10) on the exact L1 loss, keeping the best.
+    other image); then `polish` Adam steps on the exact L1 loss, keeping the best. The Adam step
+    starts at polish_lr times the RMS element of a Lambda as large as W0 and decays to 0 (cosine).
+    styles [N, I] (the layer's styles for a z-sample) with preserve > 0 add the demodulation
+    term of LowRankTarget to the loss (None: the goal's L1 alone).
     losses: the exact loss after each round and polish step.
     """
     w0 = weight.detach().clone()                               # [1, O, I, k, k]
     o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
     with torch.no_grad():
-        target = LowRankTarget(layer, w0, key, val, context)
+        target = LowRankTarget(layer, w0, key, val, context, styles, preserve)
         losses, candidates = [], []
         bound = max_change * w0.norm().item()        # ||Lambda D|| = ||Lambda||: D has orthonormal rows
         for ridge in ridges:
@@ -177,10 +183,36 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
             lam = lam * (bound / lam.norm().item())
             best_loss = target.loss(lam).item()
     if polish > 0:
-        lam = _polish(target, lam, polish, lr * 0.1, best_loss, losses, update_callback, max_norm=bound)
+        step = polish_lr * w0.norm().item() / math.sqrt(lam.numel())    # relative to an RMS weight
+        lam = _polish(target, lam, polish, step, best_loss, losses, update_callback, max_norm=bound)
     with torch.no_grad():
         weight[...] = _lambda_weight(w0, lam.reshape(1, o, r, k, k), context)
     return losses
+
+
+class DemodEnergy:
+    """The demodulation energy of each output channel, for styles s [N, I], as a quadratic in
+    Lambda [O, r k k] (W = W0 + Lambda D):
+
+        energy(Lambda)[n, o] = E0 + 2 <Lambda_o, G_n,o> + sum_q Lambda_oq^T M_n Lambda_oq
+        demod(Lambda)[n, o]  = 1 / sqrt(scale^2 energy + eps)
+    """
+
+    def __init__(self, w0: torch.Tensor, styles: torch.Tensor, context: torch.Tensor, scale: float):
+        o, i = w0.shape[1], w0.shape[2]
+        w = w0[0].reshape(o, i, -1)                                                       # [O, I, k k]
+        s2 = styles.to(w0).pow(2)                                                         # [N, I]
+        self.o, self.r, self.scale = o, context.shape[0], scale
+        self.e0 = torch.einsum('oiq,ni->no', w.pow(2), s2)                                # [N, O]
+        self.g = torch.einsum('oiq,ni,di->nodq', w, s2, context).reshape(len(s2), o, -1)  # [N, O, r k k]
+        self.m = torch.einsum('di,ni,ei->nde', context, s2, context)                      # [N, r, r]
+
+    def demod(self, lam: torch.Tensor) -> torch.Tensor:
+        """[N, O]"""
+        lam3 = lam.reshape(self.o, self.r, -1)
+        lam_gram = (lam3 @ lam3.transpose(1, 2)).reshape(self.o, -1)                      # [O, r r]
+        energy = self.e0 + 2 * (self.g * lam).sum(-1) + self.m.reshape(len(self.m), -1) @ lam_gram.t()
+        return torch.rsqrt(self.scale ** 2 * energy + ops.DEMOD_EPS)
 
 
 class LowRankTarget:
@@ -189,12 +221,18 @@ class LowRankTarget:
 
         pre(Lambda)    = conv(k, W0) + Lambda A^T           A [P, r k k]: response of each tap of each
                                                             context direction to the keys (+ blur)
-        energy(Lambda) = E0 + 2 <Lambda, G> + sum_q Lambda_q^T M Lambda_q     (demodulation, style s)
-        out(Lambda)    = lrelu(pre / sqrt(scale^2 energy + eps) + bias + noise) * sqrt 2
+        demod(Lambda)  = DemodEnergy of the goal's style s
+        out(Lambda)    = lrelu(pre * demod + bias + noise) * sqrt 2
+
+    loss(Lambda) is the L1 error of out against the goal value plus, with `styles` (a sample's
+    styles at this layer [N, I]) and preserve > 0, preserve * mean|val| * the mean relative change
+    of the demodulation over those styles: a rank-limited change still rescales every output
+    channel of every image through the demodulation, which this term keeps small.
     """
 
-    def __init__(self, layer: TargetLayer, w0: torch.Tensor, key, val: torch.Tensor, context: torch.Tensor):
-        o, i, k = w0.shape[1], w0.shape[2], w0.shape[-1]
+    def __init__(self, layer: TargetLayer, w0: torch.Tensor, key, val: torch.Tensor, context: torch.Tensor,
+                 styles: torch.Tensor | None = None, preserve: float = 0.0):
+        o, k = w0.shape[1], w0.shape[-1]
         r = context.shape[0]
         self.o, self.r, self.kk, self.layer = o, r, k * k, layer
         kmap, style = key['fmap'].detach(), key['style'].detach()[0]
@@ -202,10 +240,13 @@ class LowRankTarget:
         taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
         self.design = _conv_response(proj, taps, layer)[0].reshape(r * k * k, -1).t()     # [P, r k k]
         self.base = _conv_response(kmap, w0[0], layer)[0].reshape(o, -1)                   # [O, P]
-        s2 = style.pow(2)
-        self.e0 = torch.einsum('oiq,i->o', w0[0].reshape(o, i, -1).pow(2), s2)             # [O]
-        self.g = torch.einsum('oiq,i,di->odq', w0[0].reshape(o, i, -1), s2, context).reshape(o, -1)
-        self.m = torch.einsum('di,i,ei->de', context, s2, context)                         # [r, r]
+        self.goal_energy = DemodEnergy(w0, style[None], context, layer.scale)
+        self.sample_energy = None
+        if styles is not None and preserve > 0 and layer.demodulate:
+            self.sample_energy = DemodEnergy(w0, styles, context, layer.scale)
+            self.sample_demod0 = self.sample_energy.demod(torch.zeros(o, r * k * k, dtype=w0.dtype,
+                                                                      device=w0.device))
+            self.preserve = preserve * val.abs().mean().item()
         self.offset = (layer.bias[:, None] + layer.noise.reshape(1, -1)).expand(o, -1)     # [O, P]
         self.val = val[0].reshape(o, -1)
         u, slope = _inverse_activation(val)
@@ -213,18 +254,28 @@ class LowRankTarget:
         self.slope = slope[0].reshape(o, -1)
 
     def demod(self, lam: torch.Tensor) -> torch.Tensor:
+        """The goal's demodulation [O]."""
         if not self.layer.demodulate:
             return torch.ones(self.o, dtype=lam.dtype, device=lam.device)
-        lam3 = lam.reshape(self.o, self.r, self.kk)
-        energy = self.e0 + 2 * (lam * self.g).sum(1) + torch.einsum('odq,de,oeq->o', lam3, self.m, lam3)
-        return torch.rsqrt(self.layer.scale ** 2 * energy + ops.DEMOD_EPS)
+        return self.goal_energy.demod(lam)[0]
+
+    def demod_change(self, lam: torch.Tensor) -> torch.Tensor:
+        """RMS of demod / demod(0) - 1 over the sample's styles and the output channels (0 without)."""
+        if self.sample_energy is None:
+            return lam.new_zeros(())
+        return (self.sample_energy.demod(lam) / self.sample_demod0 - 1).pow(2).mean().sqrt()
 
     def output(self, lam: torch.Tensor) -> torch.Tensor:
         pre = self.base + lam @ self.design.t()
         return ops.fused_leaky_relu(pre * self.demod(lam)[:, None] + self.offset)
 
-    def loss(self, lam: torch.Tensor) -> torch.Tensor:
+    def goal_loss(self, lam: torch.Tensor) -> torch.Tensor:
         return (self.output(lam) - self.val).abs().mean()
+
+    def loss(self, lam: torch.Tensor) -> torch.Tensor:
+        if self.sample_energy is None:
+            return self.goal_loss(lam)
+        return self.goal_loss(lam) + self.preserve * self.demod_change(lam)
 
 
 def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, losses, update_callback):
@@ -259,7 +310,8 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
             losses, update_callback, max_norm: float = math.inf, betas=(0.9, 0.999),
             eps: float = 1e-8) -> torch.Tensor:
     """Adam (written out: a few tensor ops, no optimiser machinery) on Lambda for the exact loss of
-    the explicit target, projected onto ||Lambda|| <= max_norm; returns the best iterate."""
+    the explicit target, step size lr decaying to 0 (cosine), projected onto ||Lambda|| <= max_norm;
+    returns the best iterate."""
     lam = lam0.clone()
     m, v = torch.zeros_like(lam), torch.zeros_like(lam)
     best = (best_loss, lam0.clone())
@@ -275,7 +327,8 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
         m.mul_(betas[0]).add_(grad, alpha=1 - betas[0])
         v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
         m_hat, v_hat = m / (1 - betas[0] ** step), v / (1 - betas[1] ** step)
-        lam = lam - lr * m_hat / (v_hat.sqrt() + eps)
+        step_lr = lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps))
+        lam = lam - step_lr * m_hat / (v_hat.sqrt() + eps)
         norm = lam.norm().item()
         if norm > max_norm:
             lam = lam * (max_norm / norm)
