@@ -39,7 +39,16 @@ from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.zdataset import z_dataset_for_model
 
 from . import sampling
-from .distributed import World, all_reduce_sum, barrier, broadcast_module, gather_to_main, process_group, world_from_env
+from .distributed import (
+    World,
+    all_agree,
+    all_reduce_sum,
+    barrier,
+    broadcast_module,
+    gather_to_main,
+    process_group,
+    world_from_env,
+)
 from .editfile import EditFileError, load_edit
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
 from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
@@ -345,7 +354,11 @@ def edit_summary(record) -> str:
 
 
 def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:
-    """Rank 0 applies the edit; the other ranks receive its weights, so every rank samples the same model."""
+    """Every rank gathers its share of the key statistics into the cache; rank 0 applies the edit and the
+    other ranks receive its weights, so every rank samples the same model."""
+    if world.is_distributed:
+        gw = make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and world.is_main)
+        cached_statistics(gw, spec.cachedir, world)
     edited = model
     if world.is_main:
         gw, record = run_edit(model, spec)
@@ -411,18 +424,28 @@ def run_stats(args, world: World) -> None:
     cachedir = _cachedir(args)
     gw = make_rewriter(model, args.layer, args.zsample, cachedir, progress=not args.quiet and world.is_main,
                        batch_size=args.batch)
+    path, stats = cached_statistics(gw, cachedir, world)
+    if not world.is_main:
+        return
+    if stats is None:
+        print(f'statistics already cached: {path}')
+    else:
+        print(f'layer {args.layer}: second moment of {stats.count} keys x {stats.c_matrix.shape[0]} channels '
+              f'over {len(gw.statistics_zs())} images in {world.size} process(es); wrote {path}')
+
+
+def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> tuple[Path, KeyStatistics | None]:
+    """Makes sure the rewriter's key statistics are in `cachedir`, gathered across every rank when they are
+    not: (the cache file, the statistics gathered now, or None when they were cached already)."""
     zs, meta = statistics_inputs(gw)
     path = cachedir / cache_filename(meta)
-    if KeyStatistics.load(path, meta) is not None:
-        if world.is_main:
-            print(f'statistics already cached: {path}')
-        return
+    if all_agree(KeyStatistics.load(path, meta) is not None, world):
+        return path, None
     stats = gather_statistics(gw, zs, world)
     if world.is_main:
         stats.save(path, meta)
-        print(f'layer {args.layer}: second moment of {stats.count} keys x {stats.c_matrix.shape[0]} channels '
-              f'over {len(zs)} images in {world.size} process(es); wrote {path}')
     barrier(world)
+    return path, stats
 
 
 def statistics_inputs(gw: SeqStyleGanRewriter) -> tuple[torch.Tensor, dict]:
