@@ -68,7 +68,7 @@ from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
-PROCEDURE = 2                   # bump when choosing or scoring changes: older edit files are then remade
+PROCEDURE = 3                   # bump when choosing or scoring changes: older edit files are then remade
 MASK_SIZE = 256                 # the original UI's canvas
 
 
