@@ -1,6 +1,6 @@
 """Makes the bundled edits of the demo model with the tool itself, as a user of the painting UI would.
 
-    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys 4] [--dilate 1]
+    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys 16] [--dilate 1]
 
 Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(model, 1000), truncation
 0.5 as the tool shows it; image numbers index it), segment it with the demo segmenter, and per edit:
@@ -68,7 +68,7 @@ from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
-PROCEDURE = 3                   # bump when choosing or scoring changes: older edit files are then remade
+PROCEDURE = 4                   # bump when choosing or scoring changes: older edit files are then remade
 MASK_SIZE = 256                 # the original UI's canvas
 
 
@@ -237,7 +237,7 @@ def score_layers(model, zds, plans: Sequence[EditPlan], requests: dict, layers: 
 # ---------------------------------------------------------------------------------------------------
 
 def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (5, 6, 7, 8),
-               eval_n: int = 400, n_keys: int = 4, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
+               eval_n: int = 400, n_keys: int = 16, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
                batch: int = 32, out_dir: Path = EDIT_DIR, provenance: Path = PROVENANCE,
                plans: Sequence[EditPlan] = PLANS) -> dict:
     """Chooses, scores and writes the edits; returns the provenance record (also written)."""
@@ -335,7 +335,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
     p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each layer')
-    p.add_argument('--keys', type=int, default=4, help='context regions per edit')
+    p.add_argument('--keys', type=int, default=16, help='context regions per edit')
     p.add_argument('--dilate', type=int, default=1, help='pixels (at 64 px) the masks grow beyond the regions')
     p.add_argument('--truncation', type=float, default=EDIT_TRUNCATION)
     p.add_argument('--batch', type=int, default=32)
