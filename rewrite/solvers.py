@@ -225,8 +225,8 @@ class LowRankTarget:
         out(Lambda)    = lrelu(pre * demod + bias + noise) * sqrt 2
 
     loss(Lambda) is the L1 error of out against the goal value plus, with `styles` (a sample's
-    styles at this layer [N, I]) and preserve > 0, preserve * mean|val| * the mean relative change
-    of the demodulation over those styles: a rank-limited change still rescales every output
+    styles at this layer [N, I]) and preserve > 0, preserve * mean|val| * the RMS relative change
+    of the demodulation over those styles and channels: a rank-limited change still rescales every output
     channel of every image through the demodulation, which this term keeps small.
     """
 
@@ -263,7 +263,8 @@ class LowRankTarget:
         """RMS of demod / demod(0) - 1 over the sample's styles and the output channels (0 without)."""
         if self.sample_energy is None:
             return lam.new_zeros(())
-        return (self.sample_energy.demod(lam) / self.sample_demod0 - 1).pow(2).mean().sqrt()
+        # (+1e-12: a finite gradient at Lambda = 0)
+        return ((self.sample_energy.demod(lam) / self.sample_demod0 - 1).pow(2).mean() + 1e-12).sqrt()
 
     def output(self, lam: torch.Tensor) -> torch.Tensor:
         pre = self.base + lam @ self.design.t()

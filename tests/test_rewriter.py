@@ -315,3 +315,10 @@ def test_sample_styles_are_the_layers_styles(gw):
     with torch.no_grad():
         expected = gw.context_model(zs).style
     assert torch.allclose(gw.sample_styles(5), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_solver_polish_alone_starts_from_zero(gw, request_dict):
+    # no least-squares rounds: the polish starts at Lambda = 0, where the demodulation term is at its minimum
+    record = gw.apply_edit(request_dict, rank=1, solver='fast', rounds=0, polish=50)
+    gw.undo()
+    assert np.isfinite(record.final_loss) and record.final_loss < record.initial_loss
