@@ -66,6 +66,7 @@ from utils.zdataset import z_dataset_for_model, z_sample_for_model
 PRESENCE_CLASSES = ('dome', 'spire', 'flattop', 'tree', 'watermark')
 MAX_PRESENCE_DIFF = 8.0         # points
 MIN_IMAGES_PER_S = 100.0
+MIN_SPIRE_EFFECTIVENESS = 0.60  # share of samples with a dome that show a spire where it was
 MAX_TOWER_CHANGE = 0.05
 MAX_WATERMARK_AFTER = 0.03
 MAX_WATERMARK_CHANGE = 0.03
@@ -164,6 +165,9 @@ def goals(fid: dict, speed: dict, edits: dict) -> list[dict]:
                           f'per CPU second {speed["images_per_cpu_s"]:.1f})',
                  'pass': speed['best_images_per_s'] >= MIN_IMAGES_PER_S})
     d2s, wm = edits['dome2spire'], edits['erase_watermark']
+    rows.append({'goal': f'dome2spire: effectiveness >= {pct(MIN_SPIRE_EFFECTIVENESS)}',
+                 'value': pct(d2s['effectiveness']),
+                 'pass': bool(d2s['effectiveness'] >= MIN_SPIRE_EFFECTIVENESS)})
     rows.append({'goal': f'dome2spire: mean abs change outside towers <= {MAX_TOWER_CHANGE}',
                  'value': fmt(d2s['mean_abs_change_outside'], 4),
                  'pass': bool(d2s['mean_abs_change_outside'] <= MAX_TOWER_CHANGE)})

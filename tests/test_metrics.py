@@ -237,10 +237,10 @@ def test_best_layer_prefers_effectiveness_then_preservation():
 def test_goals_pass_fail_and_not_measurable():
     fid = {'presence_diff_points': {'dome': -8.0, 'spire': 8.5}}
     speed = {'batch': 32, 'images_per_s': 90.0, 'best_images_per_s': 120.0, 'images_per_cpu_s': 130.0}
-    edits = {'dome2spire': {'mean_abs_change_outside': 0.05},
+    edits = {'dome2spire': {'effectiveness': 0.59, 'mean_abs_change_outside': 0.05},
              'erase_watermark': {'rate_before': 0.05, 'rate_after': 0.0, 'mean_abs_change_outside': 0.031}}
     result = [r['pass'] for r in goals(fid, speed, edits)]
-    assert result == [True, False, True, True, None, False]
+    assert result == [True, False, True, False, True, None, False]
 
 
 def test_snapshot_reads_train_info_once(tmp_path):
