@@ -28,6 +28,7 @@ the change outside, per method).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 MAX_SOLVER_GAP = 0.05           # original vs fast solver effectiveness, as a share
-PITER = 10                      # the original solver's projection interval
+PITER = inspect.signature(SeqStyleGanRewriter.apply_edit).parameters['piter'].default   # projection interval
 
 
 @dataclass(frozen=True)

@@ -338,14 +338,17 @@ def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path,
     return SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=progress, batch_size=batch_size)
 
 
-def run_edit(model: SeqStyleGAN2, spec: EditSpec):
-    """(rewriter after applying the edit, its EditRecord). The rewriter's .model is the edited generator."""
-    gw = make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress)
+def spec_rewriter(model: SeqStyleGAN2, spec: EditSpec, progress: bool = True) -> SeqStyleGanRewriter:
+    """The rewriter the edit `spec` runs in (its .model is a copy of `model`)."""
+    return make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and progress)
+
+
+def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
+    """Applies the edit to gw.model; returns its EditRecord."""
     try:
-        record = gw.apply_edit(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver)
+        return gw.apply_edit(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver)
     except (RewriteError, FloatingPointError) as e:
         raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
-    return gw, record
 
 
 def edit_summary(record) -> str:
@@ -356,16 +359,13 @@ def edit_summary(record) -> str:
 def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:
     """Every rank gathers its share of the key statistics into the cache; rank 0 applies the edit and the
     other ranks receive its weights, so every rank samples the same model."""
+    gw = spec_rewriter(model, spec, progress=world.is_main)
     if world.is_distributed:
-        gw = make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and world.is_main)
         cached_statistics(gw, spec.cachedir, world)
-    edited = model
     if world.is_main:
-        gw, record = run_edit(model, spec)
-        edited = gw.model
-        print(edit_summary(record), file=sys.stderr)
-    broadcast_module(edited, world)
-    return edited.eval()
+        print(edit_summary(run_edit(gw, spec)), file=sys.stderr)
+    broadcast_module(gw.model, world)
+    return gw.model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -410,7 +410,8 @@ def run_apply(args, world: World) -> None:
     model = load_model(args.model, args.truncation, device)
     spec = edit_spec_from_args(args, model)
     check_writable_file(args.out, '--out')
-    gw, record = run_edit(model, spec)
+    gw = spec_rewriter(model, spec)
+    record = run_edit(gw, spec)
     info = spec.describe() | {'edit_file': str(args.edit), 'truncation': args.truncation,
                               'initial_loss': record.initial_loss, 'final_loss': record.final_loss}
     save_checkpoint(gw.model, args.out, edit_info=json.dumps(info))
@@ -519,7 +520,8 @@ def run_demo(args, world: World) -> None:
     args.layer = demo_layer(args.layer, args.edit)
     spec = edit_spec_from_args(args, model)
     check_writable_file(args.out, '--out')
-    gw, record = run_edit(model, spec)
+    gw = spec_rewriter(model, spec)
+    record = run_edit(gw, spec)
     used = request_images(spec.request)
     shown = (used + [i for i in range(args.zsample) if i not in used])[:args.images]
     z = gw.get_zs(shown)

@@ -183,7 +183,9 @@ class SeqStyleGanRewriter:
         layer = self.model.get_submodule(f'layer{self.layernum}')
         with torch.no_grad():
             bag = self.model.latents(self.model.style(self.model.bag_in(zs)))
-            return layer.sconv.mconv.modulation(layer[0](bag)).style
+            bag = layer[0](bag)                            # the layer's PickLatent: w for this layer
+            return layer.sconv.mconv.modulation(bag).style
+
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
         return solve_moment(self.c_matrix.to(k.device), k.double()).to(k.dtype)
@@ -562,12 +564,15 @@ class SeqStyleGanRewriter:
 
     def key_response_maps(self, key: torch.Tensor, imgnums: Sequence[int]) -> torch.Tensor:
         """Response k . key at every key pixel: [N, h, w]."""
-        tensorkey = key.to(self.device, torch.float32)[None, :, None, None]
         maps = []
         with torch.no_grad():
             for _, z in self._batches(imgnums):
-                maps.append((self.context_model(z).fmap * tensorkey).sum(1))
+                maps.append(self._key_response(self.context_model(z).fmap, key))
         return torch.cat(maps)
+
+    def _key_response(self, fmap: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """fmap [N, I, h, w] . key [I] -> [N, h, w]."""
+        return (fmap * key.to(self.device, torch.float32)[None, :, None, None]).sum(1)
 
     def ranking_for_key(self, key: torch.Tensor, k: int = 12):
         """(the k image numbers whose strongest response to `key` is highest, response quantiles
@@ -601,7 +606,7 @@ class SeqStyleGanRewriter:
                 keys = self.context_model(z)
                 images = self.rendering_model(self.target_model(keys))
             if key is not None and level is not None:
-                maps = (keys.fmap * key.to(self.device, torch.float32)[None, :, None, None]).sum(1)
+                maps = self._key_response(keys.fmap, key)
                 results += [imgviz.masked_image(img, m, level=level, **kwargs) for img, m in zip(images, maps)]
             elif mask is not None:
                 area = self.area(mask, self.x_shape[2]) if isinstance(mask, str) else torch.as_tensor(mask)

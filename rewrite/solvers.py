@@ -234,7 +234,7 @@ class LowRankTarget:
                  styles: torch.Tensor | None = None, preserve: float = 0.0):
         o, k = w0.shape[1], w0.shape[-1]
         r = context.shape[0]
-        self.o, self.r, self.kk, self.layer = o, r, k * k, layer
+        self.o, self.r, self.layer = o, r, layer
         kmap, style = key['fmap'].detach(), key['style'].detach()[0]
         proj = torch.einsum('bihw,di->bdhw', kmap, context)                               # [1, r, h, w]
         taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
@@ -246,7 +246,7 @@ class LowRankTarget:
             self.sample_energy = DemodEnergy(w0, styles, context, layer.scale)
             self.sample_demod0 = self.sample_energy.demod(torch.zeros(o, r * k * k, dtype=w0.dtype,
                                                                       device=w0.device))
-            self.preserve = preserve * val.abs().mean().item()
+            self.preserve_weight = preserve * val.abs().mean().item()      # in the units of the L1 loss
         self.offset = (layer.bias[:, None] + layer.noise.reshape(1, -1)).expand(o, -1)     # [O, P]
         self.val = val[0].reshape(o, -1)
         u, slope = _inverse_activation(val)
@@ -276,7 +276,7 @@ class LowRankTarget:
     def loss(self, lam: torch.Tensor) -> torch.Tensor:
         if self.sample_energy is None:
             return self.goal_loss(lam)
-        return self.goal_loss(lam) + self.preserve * self.demod_change(lam)
+        return self.goal_loss(lam) + self.preserve_weight * self.demod_change(lam)
 
 
 def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, losses, update_callback):
