@@ -1,7 +1,8 @@
 """Shared pieces of the demo-world metrics: the checkpoint snapshot, sampling and segmenting, regions,
 the edit measures, and output (JSON, markdown tables).
 
-Definitions used by every script (label maps come from the demo segmenter, 64x64 px):
+Definitions used by every script (label maps come from the demo segmenter, 64x64 px, with each tower
+top voted to a single kind: `utils.demo.segmenter.vote_tops`):
 
 - present: a class covers at least MIN_PIXELS pixels of a label map (as `utils.demo.presence`).
 - dilate(mask, r): square (Chebyshev) dilation by r pixels: a pixel joins when any pixel within r rows
@@ -166,7 +167,7 @@ def sample(model: SeqStyleGAN2, z: torch.Tensor, segmenter: Segmenter, batch: in
     """Images of model(z) (at `truncation` when given, else the model's own) and their labels."""
     with at_truncation(model, model.truncation if truncation is None else truncation):
         images = generate(model, z, batch, desc)
-    return Samples(images, segmenter.segment(images))
+    return Samples(images, segmenter.segment(images, vote=True))
 
 
 def segmenter_features(segmenter: Segmenter, images: torch.Tensor, batch: int = 64) -> torch.Tensor:

@@ -89,7 +89,7 @@ def data_samples(n: int, segmenter: Segmenter, chunk: int = 250) -> tuple[torch.
         images.append(images_to_tensor(im))
         truth.append(torch.from_numpy(lab.astype(np.int64)))
     images = torch.cat(images)
-    return images, torch.cat(truth), segmenter.segment(images)
+    return images, torch.cat(truth), segmenter.segment(images, vote=True)
 
 
 def fidelity(snapshot: Snapshot, segmenter: Segmenter, n: int, batch: int) -> dict:
@@ -99,7 +99,8 @@ def fidelity(snapshot: Snapshot, segmenter: Segmenter, n: int, batch: int) -> di
     real_images, real_truth, real_labels = data_samples(n, segmenter)
     rates = {'data': presence_rates(real_labels, PRESENCE_CLASSES),
              'data_true_labels': presence_rates(real_truth, PRESENCE_CLASSES),
-             'model': presence_rates(fake.labels, PRESENCE_CLASSES)}
+             'model': presence_rates(fake.labels, PRESENCE_CLASSES),
+             'model_pixel_labels': presence_rates(segmenter.segment(fake.images), PRESENCE_CLASSES)}
     diff = {c: 100 * (rates['model'][c] - rates['data'][c]) for c in PRESENCE_CLASSES}
     f_fake, f_real = segmenter_features(segmenter, fake.images), segmenter_features(segmenter, real_images)
     half = n // 2
@@ -189,9 +190,11 @@ def goals(fid: dict, speed: dict, edits: dict) -> list[dict]:
 def presence_table(fid: dict) -> str:
     p = fid['presence']
     return markdown_table(
-        ['class', 'data (true labels)', 'data (segmenter)', 'model (segmenter)', 'model - data', 'within 8 points'],
+        ['class', 'data (true labels)', 'data (segmenter)', 'model (segmenter)', 'model - data', 'within 8 points',
+         'model (per-pixel labels, no vote)'],
         [[c, pct(p['data_true_labels'][c]), pct(p['data'][c]), pct(p['model'][c]),
-          f'{fid["presence_diff_points"][c]:+.1f}', abs(fid['presence_diff_points'][c]) <= MAX_PRESENCE_DIFF]
+          f'{fid["presence_diff_points"][c]:+.1f}', abs(fid['presence_diff_points'][c]) <= MAX_PRESENCE_DIFF,
+          pct(p['model_pixel_labels'][c]) if 'model_pixel_labels' in p else 'n/a']
          for c in PRESENCE_CLASSES])
 
 
@@ -266,7 +269,11 @@ z-sample images 0..63 (`z_sample_for_model(model, 64)`, seed 1), truncation 1.0,
 
 ## Fidelity to the data (by the demo segmenter)
 
-A class is present when it covers at least 4 pixels of the segmenter's label map. Data: scenes
+A class is present when it covers at least 4 pixels of the segmenter's label map, after each tower top
+(an 8-connected region of dome, spire and flat-top pixels) is given the kind most of its pixels have: the
+world has one kind of top per tower, and on the model's soft images the per-pixel labels of one top often
+mix kinds (blurred crenellations read partly as dome). The vote leaves the data's labels unchanged; the
+last column shows the model's rates without it. Data: scenes
 0..{fid['n'] - 1}; model: {fid['n']} z-samples (seed 1) at truncation 1.0. Goal: every difference within
 {MAX_PRESENCE_DIFF:g} points.
 

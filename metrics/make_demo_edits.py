@@ -1,6 +1,6 @@
 """Makes the bundled edits of the demo model with the tool itself, as a user of the painting UI would.
 
-    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys 16] [--dilate 1]
+    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys K] [--dilate 1]
 
 Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(model, 1000), truncation
 0.5 as the tool shows it; image numbers index it), segment it with the demo segmenter, and per edit:
@@ -12,7 +12,7 @@ Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(m
   object's height when the object is taller (so the copy stands on the paste region's base, as a user
   would paint a spire on a dome's tower);
 - key (context): the paste region and the next clearest regions of the paste classes in other images
-  (--keys in all); an erase has no object, its paste is one watermark and its keys several.
+  (the plan's count in all, or --keys); an erase has no object, its paste is one watermark and its keys several.
 
 Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
 original UI painted them, written with rewrite.editfile. Each edit is applied (rank 1, fast solver) at every
@@ -68,24 +68,29 @@ from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
-PROCEDURE = 4                   # bump when choosing or scoring changes: older edit files are then remade
+PROCEDURE = 5                   # bump when choosing or scoring changes: older edit files are then remade
 MASK_SIZE = 256                 # the original UI's canvas
 
 
 @dataclass(frozen=True)
 class EditPlan:
-    """An edit to make: copy `object` (None: erase), paste onto / erase `paste`; `dst` should appear."""
+    """An edit to make: copy `object` (None: erase), paste onto / erase `paste`; `dst` should appear.
+
+    keys: how many context regions a user would collect (e.g. with search by context). Tower tops vary
+    in colour, size and shape, so a rule over all of them needs many examples; the watermark is the
+    same bar in every image, and more examples of it only widen the change."""
 
     name: str
     object: tuple[str, ...] | None
     paste: tuple[str, ...]
     dst: str | None
+    keys: int
 
 
 PLANS = (
-    EditPlan('dome2spire', object=('spire',), paste=('dome',), dst='spire'),
-    EditPlan('towertop2tree', object=('tree',), paste=TOPS, dst='tree'),
-    EditPlan('erase_watermark', object=None, paste=('watermark',), dst=None),
+    EditPlan('dome2spire', object=('spire',), paste=('dome',), dst='spire', keys=32),
+    EditPlan('towertop2tree', object=('tree',), paste=TOPS, dst='tree', keys=32),
+    EditPlan('erase_watermark', object=None, paste=('watermark',), dst=None, keys=16),
 )
 PLAN = {p.name: p for p in PLANS}
 
@@ -156,8 +161,9 @@ def painted(mask: np.ndarray, dilate_px: int, size: int = MASK_SIZE) -> str:
     return editfile.encode_mask(np.kron(grown, np.ones((scale, scale))).astype(np.float32))
 
 
-def choose_regions(plan: EditPlan, labels: torch.Tensor, n_keys: int) -> dict:
-    """{'object': Region | None, 'paste': Region, 'key': [Region]} for `plan` from the z-sample's labels."""
+def choose_regions(plan: EditPlan, labels: torch.Tensor, n_keys: int | None = None) -> dict:
+    """{'object': Region | None, 'paste': Region, 'key': [Region]} for `plan` from the z-sample's labels
+    (n_keys context regions; default: the plan's)."""
     obj = None
     if plan.object is not None:
         found = clearest_regions(labels, plan.object)
@@ -169,7 +175,7 @@ def choose_regions(plan: EditPlan, labels: torch.Tensor, n_keys: int) -> dict:
     if not pastes:
         raise RuntimeError(f'{plan.name}: no image of the z-sample shows a clear {"/".join(plan.paste)} '
                            'by the segmenter (the model may need more training)')
-    return {'object': obj, 'paste': pastes[0], 'key': pastes[:n_keys]}
+    return {'object': obj, 'paste': pastes[0], 'key': pastes[:n_keys or plan.keys]}
 
 
 def build_request(regions: dict, dilate_px: int) -> dict:
@@ -237,7 +243,7 @@ def score_layers(model, zds, plans: Sequence[EditPlan], requests: dict, layers: 
 # ---------------------------------------------------------------------------------------------------
 
 def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (5, 6, 7, 8),
-               eval_n: int = 400, n_keys: int = 16, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
+               eval_n: int = 400, n_keys: int | None = None, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
                batch: int = 32, out_dir: Path = EDIT_DIR, provenance: Path = PROVENANCE,
                plans: Sequence[EditPlan] = PLANS) -> dict:
     """Chooses, scores and writes the edits; returns the provenance record (also written)."""
@@ -335,7 +341,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
     p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each layer')
-    p.add_argument('--keys', type=int, default=16, help='context regions per edit')
+    p.add_argument('--keys', type=int, default=None,
+                   help="context regions per edit (default: each plan's, 32 for tower tops, 16 for the watermark)")
     p.add_argument('--dilate', type=int, default=1, help='pixels (at 64 px) the masks grow beyond the regions')
     p.add_argument('--truncation', type=float, default=EDIT_TRUNCATION)
     p.add_argument('--batch', type=int, default=32)

@@ -372,7 +372,8 @@ class SeqStyleGanRewriter:
         weight = self.target_weights()
         context = context.to(weight)
         if solver == 'fast':
-            solver_options.setdefault('styles', self.sample_styles())
+            if solver_options.get('preserve', 0.0) > 0:
+                solver_options.setdefault('styles', self.sample_styles())
             return insert_fast(self._target_with_weight, self._target_layer(key), weight, key, val, context,
                                update_callback=update_callback, **solver_options)
         if solver == 'linear' or self.use_linear_insert:

@@ -154,7 +154,7 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
                 val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 300,
                 polish_lr: float = 0.03, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
                 update_callback=None, styles: torch.Tensor | None = None,
-                preserve: float = 0.3) -> list[float]:
+                preserve: float = 0.0) -> list[float]:
     """Closed-form rank-constrained insert (see module docstring). Edits `weight` in place.
 
     key: the goal key bag (fmap [1, I, h, w], style [1, I]); val [1, O, H, W].
@@ -166,7 +166,9 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
     other image); then `polish` Adam steps on the exact L1 loss, keeping the best. The Adam step
     starts at polish_lr times the RMS element of a Lambda as large as W0 and decays to 0 (cosine).
     styles [N, I] (the layer's styles for a z-sample) with preserve > 0 add the demodulation
-    term of LowRankTarget to the loss (None: the goal's L1 alone).
+    term of LowRankTarget to the loss (default: the goal's L1 alone, the original's objective). The
+    term trades effectiveness for preservation: on the demo model's dome-to-spire edit, preserve=0.3
+    cut the change outside the towers from 0.022 to 0.014 but the converted domes from 50% to 35%.
     losses: the exact loss after each round and polish step.
     """
     w0 = weight.detach().clone()                               # [1, O, I, k, k]

@@ -14,6 +14,7 @@ from utils.demo.segmenter import (
     iou_from_confusion,
     load_segmenter,
     save_segmenter,
+    vote_tops,
 )
 
 
@@ -105,3 +106,38 @@ def test_held_out_iou(model):
     per_class = dict(zip(CLASSES, iou.tolist(), strict=True))
     assert iou.mean() >= 0.85, per_class
     assert min(per_class.values()) >= 0.6, per_class
+
+
+def _ids(*names):
+    return [CLASSES.index(n) for n in names]
+
+
+def test_vote_gives_each_top_its_majority_kind():
+    sky, dome, spire, flat, building = _ids('sky', 'dome', 'spire', 'flattop', 'building')
+    lab = torch.full((2, 8, 8), sky)
+    lab[0, 1, 0:3] = torch.tensor([dome, flat, flat])       # top A: 2 flat, 1 dome
+    lab[0, 2, 0:3] = building
+    lab[0, 1, 5:7] = torch.tensor([spire, dome])            # top B ...
+    lab[0, 2, 7] = spire                                    # ... joined diagonally: 2 spire vs 1 dome
+    lab[1, 4, 4:6] = torch.tensor([spire, dome])            # a tie -> the first in TOP_KINDS (dome)
+    got = vote_tops(lab)
+    want = lab.clone()
+    want[0, 1, 0:3] = flat
+    want[0, 1, 5:7] = spire
+    want[1, 4, 4:6] = dome
+    assert torch.equal(got, want)
+    assert got.dtype == lab.dtype and got.shape == lab.shape
+    assert lab[0, 1, 0] == dome                             # the input is untouched
+    assert torch.equal(vote_tops(lab[0]), want[0])          # a single [H, W] map
+
+
+def test_vote_leaves_rendered_labels_unchanged():
+    _, labels = render_batch(range(200))
+    truth = torch.from_numpy(labels.astype(np.int64))
+    assert torch.equal(vote_tops(truth), truth)
+
+
+def test_segment_with_vote_equals_vote_of_segment(model):
+    x = scenes_as_tensor(range(8))
+    assert torch.equal(model.segment(x, vote=True), vote_tops(model.segment(x)))
+

@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
-from utils.demo.scenes import CLASSES
+from utils.demo.scenes import CLASS_ID, CLASSES, TOP_KINDS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / 'weights' / 'segmenter.pt'
 
@@ -76,16 +78,51 @@ class Segmenter(nn.Module):
         return torch.cat([s.mean(dim=(2, 3)) for s in skips[-2:]], dim=1)
 
     @torch.no_grad()
-    def segment(self, images: torch.Tensor, batch_size: int = 64
-                ) -> torch.Tensor:
-        """Per-pixel argmax labels: [N,3,H,W] in [-1,1] -> int64 [N,H,W]."""
+    def segment(self, images: torch.Tensor, batch_size: int = 64,
+                vote: bool = False) -> torch.Tensor:
+        """Labels of images [N,3,H,W] in [-1,1] -> int64 [N,H,W].
+
+        Per-pixel argmax; with ``vote``, each tower top then takes one kind
+        (``vote_tops``).
+        """
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         out = [self(chunk.to(device)).argmax(dim=1).to(images.device)
                for chunk in images.split(batch_size)]
         self.train(was_training)
-        return torch.cat(out)
+        labels = torch.cat(out)
+        return vote_tops(labels) if vote else labels
+
+
+def vote_tops(labels: torch.Tensor) -> torch.Tensor:
+    """Give every tower top a single kind, the one most of its pixels have.
+
+    In the demo world each tower has one top (dome, spire or flat top), but
+    on soft generated images the per-pixel labels of one top often mix
+    kinds (blurred crenellations read partly as dome). Each 8-connected
+    region of top pixels is relabelled with its majority kind (ties: the
+    first in ``TOP_KINDS``); other pixels are unchanged.
+
+    labels: integer [..., H, W] -> a new tensor of the same shape and dtype.
+    """
+    top_ids = np.array([CLASS_ID[k] for k in TOP_KINDS])
+    kind_of = np.full(len(CLASSES), -1)
+    kind_of[top_ids] = np.arange(len(top_ids))
+    maps = labels.detach().cpu().numpy().copy()
+    flat = maps.reshape(-1, *maps.shape[-2:])
+    eight = np.ones((3, 3), dtype=bool)
+    for m in flat:
+        is_top = kind_of[m] >= 0
+        region, n = ndimage.label(is_top, structure=eight)
+        if n == 0:
+            continue
+        r = region[is_top]
+        votes = np.bincount(r * len(top_ids) + kind_of[m[is_top]],
+                            minlength=(n + 1) * len(top_ids))
+        winner = top_ids[votes.reshape(n + 1, len(top_ids)).argmax(1)]
+        m[is_top] = winner[r]
+    return torch.from_numpy(maps).to(labels.device)
 
 
 def load_segmenter(path: str | Path | None = None,
