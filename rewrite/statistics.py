@@ -43,17 +43,13 @@ def gather_key_statistics(key_fn: Callable[[torch.Tensor], torch.Tensor], zs: to
     """Runs key_fn(z batch) -> keys [B, C, H, W] over zs [N, D] and accumulates the statistics."""
     moment = SecondMoment()
     qs = QuantileSample() if quantiles else None
-    device = None
     with torch.no_grad():
         for start in tqdm(range(0, len(zs), batch_size), desc='key statistics', disable=not progress,
                           leave=False):
             keys = key_fn(zs[start:start + batch_size])
-            device = keys.device
-            flat = flatten_keys(keys)
-            moment.add(flat)
+            moment.add_maps(keys)
             if qs is not None:
-                qs.add(flat)
-    del device
+                qs.add_maps(keys)
     return moment, qs
 
 
