@@ -298,7 +298,7 @@ The bundled edits (`notebooks/masks/demo/`, made by `python -m metrics.make_demo
 itself for this checkpoint, at the tool's truncation {EDIT_TRUNCATION}) applied with rank 1 and the fast
 solver, scored on {res['edits']['dome2spire']['n']} held-out z's (seed {EVAL_SEED}) at truncation
 {EVAL_TRUNCATION} (the model's full distribution, where the data has about 25% watermarks), every image
-segmented before and after the edit (64 px label maps):
+segmented before and after the edit (64 px label maps, each tower top voted to one kind as above):
 
 - **effectiveness** (dome2spire): among samples with a dome before, the share with at least 4 pixels that
   are spire after the edit, were not spire before, and lie within {REGION_RADIUS} px of the dome (square
