@@ -51,7 +51,7 @@ from .distributed import (
 )
 from .editfile import EditFileError, load_edit
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
-from .statistics import KeyStatistics, cache_filename, weights_fingerprint
+from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
 
 DEFAULT_TRUNCATION = 0.5            # what the original release sampled and edited with
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
@@ -467,10 +467,10 @@ def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -
     moment, rows = SecondMoment(), {}
     with torch.no_grad():
         for b in tqdm(world.shard(range(len(starts))), desc='key statistics', disable=not gw.progress):
-            keys = gw.context_model(zs[starts[b]:starts[b] + batch].to(gw.device)).fmap
-            moment.add_maps(keys)
-            subsample = QuantileSample(capacity=keys[:, 0].numel())   # the rows a QuantileSample keeps of this batch
-            subsample.add_maps(keys)
+            keys = flatten_keys(gw.context_model(zs[starts[b]:starts[b] + batch].to(gw.device)).fmap)
+            moment.add(keys)
+            subsample = QuantileSample(capacity=keys.shape[0])   # the rows a QuantileSample keeps of this batch
+            subsample.add(keys)
             rows[b] = torch.cat(subsample.rows)
     quantiles = QuantileSample()
     for _, r in sorted(gather_to_main(rows, world).items()):

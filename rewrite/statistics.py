@@ -43,13 +43,17 @@ def gather_key_statistics(key_fn: Callable[[torch.Tensor], torch.Tensor], zs: to
     """Runs key_fn(z batch) -> keys [B, C, H, W] over zs [N, D] and accumulates the statistics."""
     moment = SecondMoment()
     qs = QuantileSample() if quantiles else None
+    device = None
     with torch.no_grad():
         for start in tqdm(range(0, len(zs), batch_size), desc='key statistics', disable=not progress,
                           leave=False):
             keys = key_fn(zs[start:start + batch_size])
-            moment.add_maps(keys)
+            device = keys.device
+            flat = flatten_keys(keys)
+            moment.add(flat)
             if qs is not None:
-                qs.add_maps(keys)
+                qs.add(flat)
+    del device
     return moment, qs
 
 

@@ -1,7 +1,7 @@
 """Running statistics over batches of feature vectors, mergeable across processes.
 
     stat = SecondMoment()
-    for x in batches:          # x [N, C]; or stat.add_maps(fmap [N, C, H, W]) for every pixel's vector
+    for x in batches:          # x [N, C]
         stat.add(x)
     stat.moment()              # E[x x^T], float64 [C, C]
 """
@@ -14,12 +14,11 @@ import torch
 class SecondMoment:
     """Uncentered second moment E[x x^T], plus E[x] and E[x^2] per unit, accumulated in float64.
 
-    add(x [N, C]) or add_maps(fmap [N, C, *spatial]); merge(other) sums the accumulators of another
-    instance (e.g. another rank). Float32 input is multiplied in float32 chunks of at most `chunk`
-    samples (relative error ~1e-7) and summed in float64; only the upper block-triangle of x^T x is
-    computed (the product is symmetric). With the float32 products, and maps used in their own
-    channel-first layout, this keeps the statistics close to a bare forward pass. float64 input is
-    multiplied in float64.
+    add(x [N, C]); merge(other) sums the accumulators of another instance (e.g. another rank).
+    Float32 input is multiplied in float32 chunks of at most `chunk` rows (relative error ~1e-7)
+    and summed in float64; only the upper block-triangle of x^T x is computed (the product is
+    symmetric), which with the float32 products keeps the statistics close to a bare forward pass.
+    float64 input is multiplied in float64.
     """
 
     def __init__(self, state: dict | None = None, chunk: int = 4096, blocks: int = 4):
@@ -31,34 +30,20 @@ class SecondMoment:
             self.load_state_dict(state)
 
     def add(self, x: torch.Tensor) -> None:
-        """Rows of x [N, C] are samples."""
         if x.dim() != 2:
             raise ValueError(f'SecondMoment.add expects [N, C], got shape {tuple(x.shape)}')
-        self._accumulate(x.t().contiguous()[None])     # (products of strided views lose accuracy)
-
-    def add_maps(self, fmap: torch.Tensor) -> None:
-        """Every position of channel-first feature maps [N, C, *spatial] is a sample (the same
-        statistics as add() of the per-position vectors, without transposing the maps)."""
-        if fmap.dim() < 3:
-            raise ValueError(f'SecondMoment.add_maps expects [N, C, *spatial], got shape {tuple(fmap.shape)}')
-        self._accumulate(fmap.flatten(2))
-
-    def _accumulate(self, x: torch.Tensor) -> None:
-        """x [G, C, L]: G groups of L samples each (columns)."""
         x = x.detach()
         if not x.is_floating_point() or x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        g, c, length = x.shape
         if self.sum_xxt is None:
+            c = x.shape[1]
             self.sum_xxt = torch.zeros(c, c, dtype=torch.float64, device=x.device)
             self.sum_x = torch.zeros(c, dtype=torch.float64, device=x.device)
-        per = max(1, self.chunk // length)              # groups per product: about `chunk` samples
-        for first in range(0, g, per):
-            for start in range(0, length, self.chunk):
-                part = x[first:first + per, :, start:start + self.chunk]
-                self.sum_xxt += upper_block_gram(part, self.blocks).double()
-                self.sum_x += part.sum((0, 2)).double()  # (a float64 reduction would cost half the gram)
-        self.count += g * length
+        for start in range(0, x.shape[0], self.chunk):
+            part = x[start:start + self.chunk]
+            self.sum_xxt += upper_block_gram(part, self.blocks).double()
+            self.sum_x += part.sum(0).double()             # (a float64 reduction would cost half the gram)
+        self.count += x.shape[0]
 
     def merge(self, other: SecondMoment) -> None:
         if other.sum_xxt is None:
@@ -100,14 +85,13 @@ class SecondMoment:
 
 
 def upper_block_gram(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
-    """sum_g x_g x_g^T [C, C] computed only on the row blocks' upper trapezoids (entries below the
-    diagonal blocks are zero): x [G, C, L]."""
+    """x^T x [C, C] computed only on the row blocks' upper trapezoids (entries below the diagonal
+    blocks are zero): x [N, C]."""
     c = x.shape[1]
     out = torch.zeros(c, c, dtype=x.dtype, device=x.device)
     size = -(-c // blocks)
     for start in range(0, c, size):
-        product = x[:, start:start + size] @ x[:, start:].transpose(1, 2)     # [G, size, C - start]
-        out[start:start + size, start:] = product[0] if len(product) == 1 else product.sum(0)
+        out[start:start + size, start:] = x[:, start:start + size].t() @ x[:, start:]
     return out
 
 
@@ -115,9 +99,7 @@ class QuantileSample:
     """Per-unit quantiles from a fixed-size, deterministic subsample of the rows added.
 
     add(x [N, C]) keeps `per_batch` evenly spaced rows of each batch (up to `capacity` rows);
-    add_maps(fmap [N, C, *spatial]) the same of its per-position vectors (in the order of
-    fmap.permute(0, 2, 3, 1).reshape(-1, C)); quantiles(levels) -> [C, L]; normalize(x [C, N]) -> the
-    empirical CDF value of each entry.
+    quantiles(levels) -> [C, L]; normalize(x [C, N]) -> the empirical CDF value of each entry.
     """
 
     def __init__(self, capacity: int = 200_000, per_batch: int = 2048, resolution: int = 1000):
@@ -127,22 +109,11 @@ class QuantileSample:
         self._table: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.detach()
-        self._keep(x.shape[0], x.device, lambda rows: x[rows])
-
-    def add_maps(self, fmap: torch.Tensor) -> None:
-        x = fmap.detach().flatten(2)                   # [N, C, L]
-        length = x.shape[2]
-        self._keep(x.shape[0] * length, x.device, lambda rows: x[rows // length, :, rows % length])
-
-    def _keep(self, n_rows: int, device: torch.device, take) -> None:
-        """Keeps the evenly spaced rows of a batch of n_rows; take(indices [R]) -> those rows [R, C]."""
         if self.kept >= self.capacity:
             return
-        step = max(1, n_rows // self.per_batch)
-        index = torch.arange(0, n_rows, step, device=device)[: self.capacity - self.kept]
+        step = max(1, x.shape[0] // self.per_batch)
         # a copy: a view would keep every batch's whole key tensor alive
-        rows = take(index).to('cpu', torch.float32, copy=True)
+        rows = x.detach()[::step][: self.capacity - self.kept].to('cpu', torch.float32, copy=True)
         self.rows.append(rows)
         self.kept += rows.shape[0]
         self._table = None
