@@ -15,6 +15,9 @@ top voted to a single kind: `utils.demo.segmenter.vote_tops`):
 - replaced (per sample that had the source class before): at least MIN_PIXELS pixels that are the
   target class after the edit, were not the target class before, and lie within dilate(source(before), r).
 - effectiveness: replaced samples / samples that had the source class.
+- collateral (of a replacement, e.g. dome -> spire): among samples with another tower top kind (flat top)
+  and no source class before, the share where that kind's region now shows the target class; a specific
+  edit keeps it near 0.
 - mean absolute change outside: the mean of |after - before| over the three channels of every pixel
   outside the edit region, pooled over all samples, images in [-1, 1].
 - feature change outside: the edited image with the unedited pixels put back inside the edit region
@@ -287,13 +290,26 @@ def preservation(segmenter: Segmenter, before: Samples, after: Samples, region: 
     }
 
 
+def collateral(before: torch.Tensor, after: torch.Tensor, src: Sequence[str], others: Sequence[str], dst: str,
+               radius: int = REGION_RADIUS) -> tuple[float, int]:
+    """(share of maps with `others` but no source present whose `others` region now shows dst, that number)."""
+    bystanders = present(before, others) & ~present(before, src)
+    n = int(bystanders.sum())
+    hits = replaced(before, after, others, dst, radius) & bystanders
+    return (float(hits.sum()) / n if n else float('nan')), n
+
+
 def replacement_scores(segmenter: Segmenter, before: Samples, after: Samples, src: Sequence[str], dst: str,
-                       radius: int = REGION_RADIUS) -> dict:
-    """Scores of an edit that should turn `src` into `dst` (region: the towers, before or after)."""
+                       radius: int = REGION_RADIUS, others: Sequence[str] = ()) -> dict:
+    """Scores of an edit that should turn `src` into `dst` (region: the towers, before or after); with
+    `others` (classes the edit should leave alone), also its collateral rate on them."""
     eff, n_src = effectiveness(before.labels, after.labels, src, dst, radius)
     region = dilate(tower(before.labels) | tower(after.labels), radius)
-    return {'n': len(before.labels), 'n_with_source': n_src, 'effectiveness': eff,
-            **preservation(segmenter, before, after, region)}
+    scores = {'n': len(before.labels), 'n_with_source': n_src, 'effectiveness': eff}
+    if others:
+        scores['collateral'], scores['n_bystanders'] = collateral(before.labels, after.labels, src, others, dst,
+                                                                  radius)
+    return scores | preservation(segmenter, before, after, region)
 
 
 def erase_scores(segmenter: Segmenter, before: Samples, after: Samples, name: str,
@@ -358,6 +374,11 @@ def fmt(value, digits: int = 3) -> str:
 
 def pct(value: float) -> str:
     return 'n/a' if not np.isfinite(value) else f'{100 * value:.1f}%'
+
+
+def collateral_text(scores: dict) -> str:
+    """'86.5% (355)': the collateral rate (the samples it is over); 'n/a' for scores without one."""
+    return f'{pct(scores["collateral"])} ({scores["n_bystanders"]})' if 'collateral' in scores else 'n/a'
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:

@@ -40,6 +40,7 @@ from metrics.common import (
     Snapshot,
     add_snapshot_args,
     bundled_edit,
+    collateral_text,
     edit_layer,
     fmt,
     frechet,
@@ -211,12 +212,13 @@ def edit_table(edits: dict) -> str:
     d2s, wm = edits['dome2spire'], edits['erase_watermark']
     return markdown_table(
         ['edit', 'layer', 'samples (with source)', 'effectiveness', 'rate before -> after',
+         'collateral: flat tops turned spire (samples)',
          'mean abs change outside', 'feature change outside', 'label change outside', 'seconds'],
         [['dome2spire', d2s['layer'], f'{d2s["n"]} ({d2s["n_with_source"]})', pct(d2s['effectiveness']), '',
-          fmt(d2s['mean_abs_change_outside'], 4), fmt(d2s['feature_change_outside'], 4),
+          collateral_text(d2s), fmt(d2s['mean_abs_change_outside'], 4), fmt(d2s['feature_change_outside'], 4),
           pct(d2s['label_change_outside']), fmt(d2s['edit_seconds'], 1)],
          ['erase_watermark', wm['layer'], f'{wm["n"]} ({wm["n_with_source"]})', pct(wm['effectiveness']),
-          f'{pct(wm["rate_before"])} -> {pct(wm["rate_after"])}', fmt(wm['mean_abs_change_outside'], 4),
+          f'{pct(wm["rate_before"])} -> {pct(wm["rate_after"])}', '', fmt(wm['mean_abs_change_outside'], 4),
           fmt(wm['feature_change_outside'], 4), pct(wm['label_change_outside']), fmt(wm['edit_seconds'], 1)]])
 
 

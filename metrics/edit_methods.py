@@ -48,6 +48,7 @@ from metrics.common import (
     ZSAMPLE,
     add_snapshot_args,
     bundled_edit,
+    collateral_text,
     edit_layer,
     fmt,
     machine_info,
@@ -167,9 +168,10 @@ def agreement_text(agreements: list[dict]) -> str:
 
 def replace_table(result: dict) -> str:
     return markdown_table(
-        ['method', 'samples (with dome)', 'effectiveness', 'mean abs change outside', 'feature change outside',
-         'label change outside', 'Frechet to unedited', 'seconds', 'final loss'],
-        [[r['method'], f'{r["n"]} ({r["n_with_source"]})', pct(r['effectiveness']),
+        ['method', 'samples (with dome)', 'effectiveness', 'collateral: flat tops turned spire (samples)',
+         'mean abs change outside', 'feature change outside', 'label change outside', 'Frechet to unedited',
+         'seconds', 'final loss'],
+        [[r['method'], f'{r["n"]} ({r["n_with_source"]})', pct(r['effectiveness']), collateral_text(r),
           fmt(r['mean_abs_change_outside'], 4), fmt(r['feature_change_outside'], 4), pct(r['label_change_outside']),
           fmt(r['frechet_to_unedited'], 3), fmt(r['seconds'], 1), fmt(r['final_loss'], 4)]
          for r in result['rows']])

@@ -202,9 +202,11 @@ def apply_plan(gw: SeqStyleGanRewriter, plan: EditPlan, request, solver: str = '
 
 
 def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Samples) -> dict:
+    """The plan's scores; a replacement of some tower tops is also scored on the other kinds of top."""
     if plan.dst is None:
         return erase_scores(segmenter, before, after, plan.paste[0])
-    return replacement_scores(segmenter, before, after, plan.paste, plan.dst)
+    others = tuple(t for t in TOPS if t not in plan.paste and t != plan.dst) if set(plan.paste) <= set(TOPS) else ()
+    return replacement_scores(segmenter, before, after, plan.paste, plan.dst, others=others)
 
 
 def best_layer(scores: dict[int, dict]) -> int:

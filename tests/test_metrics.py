@@ -11,6 +11,7 @@ import torch
 from metrics import common
 from metrics.common import (
     class_mask,
+    collateral,
     dilate,
     effectiveness,
     feature_change_outside,
@@ -127,6 +128,25 @@ def test_effectiveness_counts_new_spires_where_domes_were():
     assert n == 3
     assert eff == pytest.approx(1 / 3)
     assert replaced(before, after, ('dome',), 'spire', radius=1).tolist() == [True, False, False, False]
+
+
+def test_collateral_counts_other_tops_turned_without_a_source():
+    before = torch.stack([
+        label_map(['sffss', 'sffss', 'sssss']),       # a flat top only, becomes a spire: collateral
+        label_map(['sffss', 'sffss', 'sssss']),       # a flat top only, stays
+        label_map(['sffdd', 'sffdd', 'sssss']),       # flat top beside a dome: not a bystander
+        label_map(['sssss', 'sssss', 'sssss']),       # no top at all
+    ])
+    after = torch.stack([
+        label_map(['sppss', 'sppss', 'sssss']),
+        label_map(['sffss', 'sffss', 'sssss']),
+        label_map(['spppp', 'spppp', 'sssss']),
+        label_map(['sssss', 'sssss', 'sssss']),
+    ])
+    rate, n = collateral(before, after, ('dome',), ('flattop',), 'spire', radius=1)
+    assert (rate, n) == (0.5, 2)
+    rate, n = collateral(before[3:], after[3:], ('dome',), ('flattop',), 'spire', radius=1)
+    assert n == 0 and rate != rate                    # nan: nothing to count
 
 
 def test_replacement_must_be_near_the_source():
