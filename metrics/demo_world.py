@@ -37,6 +37,7 @@ from metrics.common import (
     REGION_RADIUS,
     WEIGHTS,
     ZSAMPLE,
+    Samples,
     Snapshot,
     add_snapshot_args,
     bundled_edit,
@@ -60,6 +61,7 @@ from metrics.make_demo_edits import PLAN, apply_plan, open_snapshot, score_plan
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.demo import Segmenter, render_batch
 from utils.demo.scenes import images_to_tensor
+from utils.demo.segmenter import vote_tops
 from utils.demo.train_gan import DATA_OFFSET
 from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
@@ -96,12 +98,14 @@ def data_samples(n: int, segmenter: Segmenter, chunk: int = 250) -> tuple[torch.
 def fidelity(snapshot: Snapshot, segmenter: Segmenter, n: int, batch: int) -> dict:
     """Presence rates and Frechet distances, model (truncation 1.0) vs data, by the segmenter."""
     model = snapshot.model(1.0)
-    fake = sample(model, z_sample_for_model(model, n, seed=1), segmenter, batch, desc='model samples')
+    images = generate(model, z_sample_for_model(model, n, seed=1), batch, desc='model samples')
+    pixel_labels = segmenter.segment(images)
+    fake = Samples(images, vote_tops(pixel_labels))
     real_images, real_truth, real_labels = data_samples(n, segmenter)
     rates = {'data': presence_rates(real_labels, PRESENCE_CLASSES),
              'data_true_labels': presence_rates(real_truth, PRESENCE_CLASSES),
              'model': presence_rates(fake.labels, PRESENCE_CLASSES),
-             'model_pixel_labels': presence_rates(segmenter.segment(fake.images), PRESENCE_CLASSES)}
+             'model_pixel_labels': presence_rates(pixel_labels, PRESENCE_CLASSES)}
     diff = {c: 100 * (rates['model'][c] - rates['data'][c]) for c in PRESENCE_CLASSES}
     f_fake, f_real = segmenter_features(segmenter, fake.images), segmenter_features(segmenter, real_images)
     half = n // 2
@@ -195,7 +199,7 @@ def presence_table(fid: dict) -> str:
          'model (per-pixel labels, no vote)'],
         [[c, pct(p['data_true_labels'][c]), pct(p['data'][c]), pct(p['model'][c]),
           f'{fid["presence_diff_points"][c]:+.1f}', abs(fid['presence_diff_points'][c]) <= MAX_PRESENCE_DIFF,
-          pct(p['model_pixel_labels'][c]) if 'model_pixel_labels' in p else 'n/a']
+          pct(p['model_pixel_labels'][c])]
          for c in PRESENCE_CLASSES])
 
 

@@ -109,20 +109,19 @@ def vote_tops(labels: torch.Tensor) -> torch.Tensor:
     top_ids = np.array([CLASS_ID[k] for k in TOP_KINDS])
     kind_of = np.full(len(CLASSES), -1)
     kind_of[top_ids] = np.arange(len(top_ids))
-    maps = labels.detach().cpu().numpy().copy()
-    flat = maps.reshape(-1, *maps.shape[-2:])
-    eight = np.ones((3, 3), dtype=bool)
-    for m in flat:
-        is_top = kind_of[m] >= 0
-        region, n = ndimage.label(is_top, structure=eight)
-        if n == 0:
-            continue
-        r = region[is_top]
-        votes = np.bincount(r * len(top_ids) + kind_of[m[is_top]],
-                            minlength=(n + 1) * len(top_ids))
-        winner = top_ids[votes.reshape(n + 1, len(top_ids)).argmax(1)]
-        m[is_top] = winner[r]
-    return torch.from_numpy(maps).to(labels.device)
+    maps = labels.detach().cpu().numpy()
+    stack = maps.reshape(-1, *maps.shape[-2:])
+    is_top = kind_of[stack] >= 0
+    within_a_map = np.zeros((3, 3, 3), dtype=bool)
+    within_a_map[1] = True                             # 8-connected in each map, never across maps
+    region, n = ndimage.label(is_top, structure=within_a_map)
+    r = region[is_top]
+    votes = np.bincount(r * len(top_ids) + kind_of[stack[is_top]],
+                        minlength=(n + 1) * len(top_ids))
+    winner = top_ids[votes.reshape(n + 1, len(top_ids)).argmax(1)]
+    voted = stack.copy()
+    voted[is_top] = winner[r]
+    return torch.from_numpy(voted.reshape(maps.shape)).to(labels.device)
 
 
 def load_segmenter(path: str | Path | None = None,
