@@ -34,7 +34,6 @@ import io
 import json
 import os
 import platform
-import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from scipy.linalg import LinAlgWarning
 from tqdm.auto import tqdm
 
+from rewrite import editfile
 from utils import imgviz
 from utils.demo import CLASSES, Segmenter, frechet_distance
 from utils.fileio import atomic_write_text
@@ -328,16 +328,16 @@ def erase_scores(segmenter: Segmenter, before: Samples, after: Samples, name: st
 # edit files
 # ---------------------------------------------------------------------------------------------------
 
-def edit_layer(path: Path) -> int:
-    """The layer N in an edit file name like dome2spire_layer6.json."""
-    m = re.search(r'_layer(\d+)$', Path(path).stem)
-    if not m:
-        raise ValueError(f'{path}: the file name does not say its layer (expected NAME_layerN.json)')
-    return int(m[1])
+def edit_setting(path: Path) -> tuple[int, int]:
+    """(layer N, rank R) of an edit file named NAME_layerN.json (rank 1) or NAME_layerN_rankR.json."""
+    layer, rank = editfile.setting_from_name(path)
+    if layer is None:
+        raise ValueError(f'{path}: the file name does not say its layer (expected NAME_layerN[_rankR].json)')
+    return layer, rank
 
 
 def bundled_edit(name: str, folder: Path = EDIT_DIR) -> Path:
-    """The one file NAME_layerN.json in `folder`."""
+    """The one file NAME_layerN[_rankR].json in `folder`."""
     found = sorted(folder.glob(f'{name}_layer*.json'))
     if len(found) != 1:
         raise FileNotFoundError(f'expected one {name}_layerN.json in {folder}, found {[p.name for p in found]} '

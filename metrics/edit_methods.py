@@ -49,7 +49,7 @@ from metrics.common import (
     add_snapshot_args,
     bundled_edit,
     collateral_text,
-    edit_layer,
+    edit_setting,
     fmt,
     machine_info,
     markdown_table,
@@ -76,11 +76,11 @@ class Method:
     run: Callable[[SeqStyleGanRewriter, EditPlan, dict, argparse.Namespace], EditRecord]
 
 
-def ours(solver: str, low_rank: bool = True, projected_gradient: bool = False) -> Callable:
+def ours(solver: str, low_rank: bool = True, projected_gradient: bool = False, rank: int = 1) -> Callable:
     def run(gw, plan, request, opts):
         gw.low_rank_insert, gw.low_rank_gradient = low_rank, projected_gradient
         try:
-            return apply_plan(gw, plan, request, solver=solver, niter=opts.niter)
+            return apply_plan(gw, plan, request, rank=rank, solver=solver, niter=opts.niter)
         finally:
             gw.low_rank_insert, gw.low_rank_gradient = True, False
     return run
@@ -125,7 +125,9 @@ ERASE_METHODS = (
 def compare(snapshot, segmenter, name: str, methods, opts) -> dict:
     """Every method on the bundled edit `name`: {'file', 'layer', 'rows': [...]}."""
     plan, path = PLAN[name], bundled_edit(name)
-    request, layer = json.loads(path.read_text()), edit_layer(path)
+    (layer, rank), request = edit_setting(path), json.loads(path.read_text())
+    if rank != 1:                                             # the bundled setting, beside the rank-1 rows
+        methods = (*methods, Method(f'ours, rank {rank} (bundled setting), fast solver', ours('fast', rank=rank)))
     model = snapshot.model(EDIT_TRUNCATION)
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, ZSAMPLE), layer, progress=False)
     _ = gw.stats                                              # gathered once, outside the timings
@@ -142,7 +144,7 @@ def compare(snapshot, segmenter, name: str, methods, opts) -> dict:
                      **score_plan(plan, segmenter, before, after)})
         print(f'{name}: {method.name}: effectiveness {pct(rows[-1]["effectiveness"])}, '
               f'change outside {rows[-1]["mean_abs_change_outside"]:.4f}, {seconds:.1f} s')
-    return {'file': rel(path), 'layer': layer, 'rows': rows}
+    return {'file': rel(path), 'layer': layer, 'rank': rank, 'rows': rows}
 
 
 def solver_agreement(rows: list[dict], original: str = ORIGINAL) -> dict:
@@ -197,7 +199,7 @@ truncation {EDIT_TRUNCATION}, scored on {res['settings']['n']} held-out z's (see
 {res['settings']['zero_units']} units. Measures as defined in `metrics/common.py` (regions dilated by
 {res['settings']['region_radius']} px); seconds on a shared CPU, {res['machine']['torch_threads']} thread(s).
 
-## Dome to spire (`{rep['file']}`, layer {rep['layer']})
+## Dome to spire (`{rep['file']}`, layer {rep['layer']}, bundled rank {rep['rank']})
 
 {replace_table(rep)}
 
@@ -207,7 +209,7 @@ The original solver with the release's settings re-projects the weight onto the 
 {PITER} steps while Adam keeps moments of the unconstrained gradient, so its final loss can end above
 its starting loss; with the release's own projected-gradient option it converges.
 
-## Erasing the watermark (`{era['file']}`, layer {era['layer']})
+## Erasing the watermark (`{era['file']}`, layer {era['layer']}, bundled rank {era['rank']})
 
 {erase_table(era)}
 

@@ -1,6 +1,6 @@
 """Makes the bundled edits of the demo model with the tool itself, as a user of the painting UI would.
 
-    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--eval-n 400] [--keys K] [--dilate 1]
+    python -m metrics.make_demo_edits [--layers 5 6 7 8] [--ranks 1 2 3] [--eval-n 400] [--keys K] [--dilate 1]
 
 Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(model, 1000), truncation
 0.5 as the tool shows it; image numbers index it), segment it with the demo segmenter, and per edit:
@@ -15,12 +15,16 @@ Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(m
   (the plan's count in all, or --keys); an erase has no object, its paste is one watermark and its keys several.
 
 Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
-original UI painted them, written with rewrite.editfile. Each edit is applied (rank 1, fast solver) at every
-layer of --layers and scored on --eval-n held-out samples (z seed 2, truncation 1.0: the model's full
-distribution, whose class rates are the data's; see metrics/common.py for the measures); the layer with
-the best effectiveness (ties: the smallest change outside the edited region) names the file
-`NAME_layerN.json` in notebooks/masks/demo/. The choices and scores go to metrics/results/demo_edits.json
-with the checkpoint's hash: `ensure_current_edits` remakes the edits when the checkpoint (or PROCEDURE) changed.
+original UI painted them, written with rewrite.editfile. Each edit is applied (fast solver) at every layer of
+--layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 2, truncation 1.0: the
+model's full distribution, whose class rates are the data's; see metrics/common.py for the measures). The
+setting is chosen as a user would compare them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of
+the most effective one, the one that changes least outside the edited region (a higher rank gives the
+change more freedom, so it is chosen only where it works better or disturbs less). The chosen setting names
+the file `NAME_layerN.json` (rank 1) or `NAME_layerN_rankR.json` in notebooks/masks/demo/ (the format itself has no
+layer or rank field; `python -m rewrite demo` and the metrics read them from the name). The choices and
+scores go to metrics/results/demo_edits.json with the checkpoint's hash: `ensure_current_edits` remakes the
+edits when the checkpoint (or PROCEDURE) changed.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
-PROCEDURE = 5                   # bump when choosing or scoring changes: older edit files are then remade
+PROCEDURE = 6                   # bump when choosing or scoring changes: older edit files are then remade
+EFFECTIVENESS_TOLERANCE = 0.05  # settings this close to the most effective count as equally effective
 MASK_SIZE = 256                 # the original UI's canvas
 
 
@@ -194,11 +199,12 @@ def build_request(regions: dict, dilate_px: int) -> dict:
 # applying and scoring
 # ---------------------------------------------------------------------------------------------------
 
-def apply_plan(gw: SeqStyleGanRewriter, plan: EditPlan, request, solver: str = 'fast', **options) -> EditRecord:
-    """Applies an edit of `plan` (rank 1) to gw.model."""
+def apply_plan(gw: SeqStyleGanRewriter, plan: EditPlan, request, rank: int = 1, solver: str = 'fast',
+               **options) -> EditRecord:
+    """Applies an edit of `plan` at `rank` to gw.model."""
     if plan.object is None:
-        return gw.apply_erase(request, rank=1, solver=solver, **options)
-    return gw.apply_edit(request, rank=1, solver=solver, **options)
+        return gw.apply_erase(request, rank=rank, solver=solver, **options)
+    return gw.apply_edit(request, rank=rank, solver=solver, **options)
 
 
 def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Samples) -> dict:
@@ -209,34 +215,45 @@ def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Sam
     return replacement_scores(segmenter, before, after, plan.paste, plan.dst, others=others)
 
 
-def best_layer(scores: dict[int, dict]) -> int:
-    """The layer with the highest effectiveness (nan counts lowest); ties: least change outside."""
-    def rank(layer):
-        s = scores[layer]
-        eff = s.get('effectiveness', float('nan'))
-        return (-(eff if np.isfinite(eff) else -1.0), s.get('mean_abs_change_outside', float('inf')), layer)
-    usable = [layer for layer, s in scores.items() if 'error' not in s]
+Setting = tuple[int, int]               # (layer, rank)
+
+
+def best_setting(scores: dict[Setting, dict]) -> Setting:
+    """The (layer, rank) a user would settle on (see the module docstring): of the settings whose
+    effectiveness is within EFFECTIVENESS_TOLERANCE of the best (nan counts lowest), the one with the
+    least change outside the edited region (ties: the lower rank, then the lower layer)."""
+    usable = {setting: s for setting, s in scores.items() if 'error' not in s}
     if not usable:
-        raise RuntimeError(f'the edit failed at every layer: { {k: s["error"] for k, s in scores.items()} }')
-    return min(usable, key=rank)
+        raise RuntimeError(f'the edit failed at every setting: { {k: s["error"] for k, s in scores.items()} }')
+
+    def effectiveness(setting):
+        eff = usable[setting].get('effectiveness', float('nan'))
+        return eff if np.isfinite(eff) else -1.0
+
+    best = max(effectiveness(s) for s in usable)
+    near = [s for s in usable if effectiveness(s) >= best - EFFECTIVENESS_TOLERANCE]
+    return min(near, key=lambda s: (usable[s].get('mean_abs_change_outside', float('inf')), s[1], s[0]))
 
 
-def score_layers(model, zds, plans: Sequence[EditPlan], requests: dict, layers: Sequence[int],
-                 segmenter: Segmenter, eval_z: torch.Tensor, before: Samples, batch: int) -> dict:
-    """{plan name: {layer: scores}} for every plan applied at every layer (fast solver, rank 1)."""
+def score_settings(model, zds, plans: Sequence[EditPlan], requests: dict, layers: Sequence[int],
+                   ranks: Sequence[int], segmenter: Segmenter, eval_z: torch.Tensor, before: Samples,
+                   batch: int) -> dict:
+    """{plan name: {(layer, rank): scores}} for every plan applied at every layer and rank (fast solver)."""
     scores = {p.name: {} for p in plans}
     for layer in layers:
         gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
         for plan in plans:
-            gw.revert()
-            try:
-                record = apply_plan(gw, plan, requests[plan.name])
-            except RewriteError as e:
-                scores[plan.name][layer] = {'error': str(e)}
-                continue
-            after = sample(gw.model, eval_z, segmenter, batch, f'{plan.name} layer {layer}', EVAL_TRUNCATION)
-            scores[plan.name][layer] = score_plan(plan, segmenter, before, after) | {
-                'final_loss': record.final_loss, 'seconds': record.seconds}
+            for rank in ranks:
+                gw.revert()
+                try:
+                    record = apply_plan(gw, plan, requests[plan.name], rank=rank)
+                except RewriteError as e:
+                    scores[plan.name][layer, rank] = {'error': str(e)}
+                    continue
+                after = sample(gw.model, eval_z, segmenter, batch, f'{plan.name} layer {layer} rank {rank}',
+                               EVAL_TRUNCATION)
+                scores[plan.name][layer, rank] = score_plan(plan, segmenter, before, after) | {
+                    'final_loss': record.final_loss, 'seconds': record.seconds}
     return scores
 
 
@@ -245,9 +262,9 @@ def score_layers(model, zds, plans: Sequence[EditPlan], requests: dict, layers: 
 # ---------------------------------------------------------------------------------------------------
 
 def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (5, 6, 7, 8),
-               eval_n: int = 400, n_keys: int | None = None, dilate_px: int = 1, truncation: float = EDIT_TRUNCATION,
-               batch: int = 32, out_dir: Path = EDIT_DIR, provenance: Path = PROVENANCE,
-               plans: Sequence[EditPlan] = PLANS) -> dict:
+               ranks: Sequence[int] = (1, 2, 3), eval_n: int = 400, n_keys: int | None = None, dilate_px: int = 1,
+               truncation: float = EDIT_TRUNCATION, batch: int = 32, out_dir: Path = EDIT_DIR,
+               provenance: Path = PROVENANCE, plans: Sequence[EditPlan] = PLANS) -> dict:
     """Chooses, scores and writes the edits; returns the provenance record (also written)."""
     model = snapshot.model(truncation)
     zds = z_dataset_for_model(model, ZSAMPLE)
@@ -256,24 +273,26 @@ def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] =
     requests = {name: build_request(r, dilate_px) for name, r in regions.items()}
     eval_z = z_sample_for_model(model, eval_n, seed=EVAL_SEED)
     before = sample(model, eval_z, segmenter, batch, 'held-out samples', EVAL_TRUNCATION)
-    scores = score_layers(model, zds, plans, requests, layers, segmenter, eval_z, before, batch)
+    scores = score_settings(model, zds, plans, requests, layers, ranks, segmenter, eval_z, before, batch)
     record = {'procedure': PROCEDURE, 'checkpoint': snapshot.describe(), 'truncation': truncation, 'zsample': ZSAMPLE,
               'eval_n': eval_n, 'eval_seed': EVAL_SEED, 'eval_truncation': EVAL_TRUNCATION,
-              'layers_tried': list(layers), 'dilate_px': dilate_px, 'mask_size': MASK_SIZE, 'solver': 'fast',
-              'rank': 1, 'edits': {}}
+              'layers_tried': list(layers), 'ranks_tried': list(ranks),
+              'effectiveness_tolerance': EFFECTIVENESS_TOLERANCE,
+              'dilate_px': dilate_px, 'mask_size': MASK_SIZE, 'solver': 'fast', 'edits': {}}
     for plan in plans:
-        layer = best_layer(scores[plan.name])
-        path = write_edit(out_dir, plan.name, layer, requests[plan.name])
-        record['edits'][plan.name] = {'file': rel(path), 'layer': layer,
+        layer, rank = best_setting(scores[plan.name])
+        path = write_edit(out_dir, plan.name, layer, rank, requests[plan.name])
+        record['edits'][plan.name] = {'file': rel(path), 'layer': layer, 'rank': rank,
                                       'regions': describe_regions(regions[plan.name]),
-                                      'scores_by_layer': scores[plan.name]}
+                                      'scores': [{'layer': lay, 'rank': r, **s}
+                                                 for (lay, r), s in scores[plan.name].items()]}
     write_json(provenance, record)
     return record
 
 
-def write_edit(out_dir: Path, name: str, layer: int, request: dict) -> Path:
-    """Writes NAME_layerN.json (validated, atomic) and removes NAME_layerM.json of other layers."""
-    path = Path(out_dir) / f'{name}_layer{layer}.json'
+def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict) -> Path:
+    """Writes NAME_layerN[_rankR].json (validated, atomic) and removes the files of other settings."""
+    path = Path(out_dir) / editfile.name_for_setting(name, layer, rank)
     editfile.save_edit(path, request, num_images=ZSAMPLE)
     for stale in Path(out_dir).glob(f'{name}_layer*.json'):
         if stale != path:
@@ -331,17 +350,19 @@ def ensure_current_edits(snapshot: Snapshot, segmenter: Segmenter, remake: bool 
 def summary_table(record: dict) -> str:
     rows = []
     for name, e in record['edits'].items():
-        for layer, s in e['scores_by_layer'].items():
-            rows.append([name, layer, 'yes' if int(layer) == e['layer'] else '',
-                         s.get('error', pct(s['effectiveness'])),
+        for s in e['scores']:
+            chosen = (s['layer'], s['rank']) == (e['layer'], e['rank'])
+            rows.append([name, s['layer'], s['rank'], 'yes' if chosen else '',
+                         s.get('error', pct(s.get('effectiveness', float('nan')))),
                          s.get('n_with_source', ''), fmt(s.get('mean_abs_change_outside', float('nan')), 4)])
-    return markdown_table(['edit', 'layer', 'chosen', 'effectiveness', 'n with source', 'mean abs change outside'],
-                          rows)
+    return markdown_table(['edit', 'layer', 'rank', 'chosen', 'effectiveness', 'n with source',
+                           'mean abs change outside'], rows)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
+    p.add_argument('--ranks', type=int, nargs='+', default=[1, 2, 3], help='ranks of the weight change to try')
     p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each layer')
     p.add_argument('--keys', type=int, default=None,
                    help="context regions per edit (default: each plan's, 32 for tower tops, 16 for the watermark)")
@@ -359,7 +380,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_torch(args.threads)
     snapshot = load_snapshot(args.checkpoint)
-    record = make_edits(snapshot, load_segmenter(), layers=args.layers, eval_n=args.eval_n, n_keys=args.keys,
+    record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks, eval_n=args.eval_n,
+                        n_keys=args.keys,
                         dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
                         out_dir=args.out_dir, provenance=args.provenance)
     print(f'checkpoint {snapshot.sha256} (iteration {snapshot.train_info.get("iterations")})')

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -49,7 +48,7 @@ from .distributed import (
     process_group,
     world_from_env,
 )
-from .editfile import EditFileError, load_edit
+from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
 from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
 
@@ -180,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='edit file (default: the first bundled demo edit)')
     p.add_argument('--layer', type=int, default=None,
                    help=f'layer to rewrite (default: layerN in the edit\'s file name, else {DEMO_LAYER})')
-    p.add_argument('--rank', type=_int_at_least(1), default=1, help='rank of the weight change (default 1)')
+    p.add_argument('--rank', type=_int_at_least(1), default=None,
+                   help="rank of the weight change (default: rankR in the edit's file name, else 1)")
     p.add_argument('--solver', choices=SOLVERS, default='fast',
                    help="optimizer (default: fast, seconds on a CPU; 'original' is the paper's 2001 Adam steps)")
     p.add_argument('--niter', type=_int_at_least(1), default=2001, help='optimizer iterations (default 2001)')
@@ -499,11 +499,11 @@ def demo_edit_file(requested: Path | None) -> Path:
     return found[0]
 
 
-def demo_layer(requested: int | None, edit_path: Path) -> int:
-    if requested is not None:
-        return requested
-    m = re.search(r'layer(\d+)', edit_path.stem)
-    return int(m[1]) if m else DEMO_LAYER
+def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[int, int]:
+    """(layer, rank): the ones asked for, else those the edit's file name records (NAME_layerN[_rankR])."""
+    named_layer, named_rank = setting_from_name(edit_path)
+    layer = layer if layer is not None else named_layer if named_layer is not None else DEMO_LAYER
+    return layer, rank if rank is not None else named_rank
 
 
 def request_images(request: dict) -> list[int]:
@@ -517,7 +517,7 @@ def run_demo(args, world: World) -> None:
     device = pick_device(args.device, world)
     model = load_model(args.model, args.truncation, device)
     args.edit = demo_edit_file(args.edit)
-    args.layer = demo_layer(args.layer, args.edit)
+    args.layer, args.rank = demo_setting(args.layer, args.rank, args.edit)
     spec = edit_spec_from_args(args, model)
     check_writable_file(args.out, '--out')
     gw = spec_rewriter(model, spec)
@@ -528,7 +528,7 @@ def run_demo(args, world: World) -> None:
     with torch.no_grad():
         before, after = sampling.to_uint8(model(z)), sampling.to_uint8(gw.model(z))
     sampling.write_png(sampling.contact_sheet(list(before) + list(after), cols=len(shown)), args.out)
-    print(f'demo edit {args.edit} on layer {args.layer}')
+    print(f'demo edit {args.edit} on layer {args.layer}, rank {args.rank}')
     for line in demo_metrics(model, gw, record, before, after, shown):
         print(line)
     print(f'wrote {args.out} (top row: images {shown} of the original model; bottom row: the edited model)')

@@ -55,6 +55,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,24 @@ __all__ = ['FIELDS', 'MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'EditFileError', 'EditR
 FIELDS = ('object', 'paste', 'key', 'query')
 PAIR_FIELDS = ('object', 'paste', 'query')
 EDIT_FIELDS = ('object', 'paste', 'key')
+
+
+SETTING_IN_NAME = re.compile(r'_layer(\d+)(?:_rank(\d+))?$')
+
+
+def setting_from_name(path: str | os.PathLike) -> tuple[int | None, int]:
+    """(layer N, rank R) that an edit file's name records: NAME_layerN.json, NAME_layerN_rankR.json
+    (the bundled demo edits are named so; the format itself has no such fields). Layer None when the
+    name says none; rank 1 unless the name says otherwise."""
+    m = SETTING_IN_NAME.search(Path(path).stem)
+    if not m:
+        return None, 1
+    return int(m[1]), int(m[2]) if m[2] else 1
+
+
+def name_for_setting(name: str, layer: int, rank: int = 1) -> str:
+    """The file name that records (layer, rank): the inverse of setting_from_name."""
+    return f'{name}_layer{layer}' + (f'_rank{rank}' if rank != 1 else '') + '.json'
 
 
 def bounding_box(mask: torch.Tensor | np.ndarray) -> tuple[int, int, int, int]:

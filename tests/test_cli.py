@@ -82,11 +82,11 @@ def edit_args(files, niter=NITER) -> list:
             '--cachedir', files['cache'], '--quiet']
 
 
-def in_memory_edit(files) -> SeqStyleGAN2:
+def in_memory_edit(files, rank: int = 1) -> SeqStyleGAN2:
     """The edited generator made directly with the rewriter, as the CLI should."""
     model = load(files['ckpt'])
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, ZSAMPLE), LAYER, progress=False)
-    gw.apply_edit(json.loads(files['edit'].read_text()), rank=1, niter=NITER, solver='original')
+    gw.apply_edit(json.loads(files['edit'].read_text()), rank=rank, niter=NITER, solver='original')
     return gw.model
 
 
@@ -306,6 +306,24 @@ def test_demo_with_an_edit_writes_before_after_grid(files, tmp_path, capsys):
     for col in range(8):
         np.testing.assert_array_equal(grid[:32, 32 * col:32 * col + 32], before[col])
         np.testing.assert_array_equal(grid[32:, 32 * col:32 * col + 32], after[col])
+
+
+def test_demo_takes_layer_and_rank_from_the_edit_file_name(files, tmp_path, capsys):
+    named = tmp_path / f'edit_layer{LAYER}_rank2.json'
+    named.write_bytes(files['edit'].read_bytes())
+    grid_path = tmp_path / 'demo.png'
+    code, stdout, _ = run(capsys, 'demo', '--model', files['ckpt'], '--edit', named, '--niter', NITER,
+                          '--zsample', ZSAMPLE, '--cachedir', files['cache'], '--quiet', '--solver', 'original',
+                          '--out', grid_path)
+    assert code == 0 and f'on layer {LAYER}, rank 2' in stdout and 'rank 2, loss' in stdout
+    shown = [3, 5, 7, 0, 1, 2, 4, 6]
+    z = torch.from_numpy(np.random.RandomState(1).standard_normal(ZSAMPLE * 64).reshape(ZSAMPLE, 64)).float()
+    with torch.no_grad():
+        after = numpy_uint8(in_memory_edit(files, rank=2)(z[shown]))
+    np.testing.assert_array_equal(read_png(grid_path)[32:], np.concatenate(list(after), axis=1))
+    # flags still win over the name
+    assert cli.demo_setting(3, 1, named) == (3, 1) and cli.demo_setting(None, None, named) == (LAYER, 2)
+    assert cli.demo_setting(None, None, tmp_path / 'plain.json') == (cli.DEMO_LAYER, 1)
 
 
 def test_demo_without_bundled_edits_says_so(tmp_path, capsys, monkeypatch):

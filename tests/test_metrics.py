@@ -21,18 +21,20 @@ from metrics.common import (
     replaced,
     tower,
 )
-from metrics.demo_world import goals
+from metrics.demo_world import EARLY_NOTE, goals, missed_goals_note
 from metrics.make_demo_edits import (
+    EFFECTIVENESS_TOLERANCE,
     PLAN,
     PROCEDURE,
     Region,
     apply_plan,
-    best_layer,
+    best_setting,
     clearest_regions,
     edits_are_current,
     largest_component,
     painted,
     stand_on_base,
+    write_edit,
 )
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
@@ -238,16 +240,41 @@ def test_painted_mask_is_the_dilated_region_at_256():
     assert np.array_equal(decoded, expected)
 
 
-def test_best_layer_prefers_effectiveness_then_preservation():
-    scores = {5: {'effectiveness': 0.4, 'mean_abs_change_outside': 0.02},
-              6: {'effectiveness': 0.6, 'mean_abs_change_outside': 0.05},
-              7: {'effectiveness': 0.6, 'mean_abs_change_outside': 0.03},
-              8: {'error': 'the mask selects nothing'}}
-    assert best_layer(scores) == 7
-    assert best_layer({5: {'effectiveness': float('nan'), 'mean_abs_change_outside': 0.0},
-                       6: {'effectiveness': 0.0, 'mean_abs_change_outside': 0.1}}) == 6
+def test_best_setting_prefers_effectiveness_then_preservation():
+    scores = {(5, 1): {'effectiveness': 0.4, 'mean_abs_change_outside': 0.02},
+              (6, 1): {'effectiveness': 0.6, 'mean_abs_change_outside': 0.05},
+              (7, 1): {'effectiveness': 0.6, 'mean_abs_change_outside': 0.03},
+              (8, 1): {'error': 'the mask selects nothing'}}
+    assert best_setting(scores) == (7, 1)
+    assert best_setting({(5, 1): {'effectiveness': float('nan'), 'mean_abs_change_outside': 0.0},
+                         (6, 1): {'effectiveness': 0.0, 'mean_abs_change_outside': 0.1}}) == (6, 1)
     with pytest.raises(RuntimeError):
-        best_layer({8: {'error': 'no'}})
+        best_setting({(8, 1): {'error': 'no'}})
+
+
+def test_best_setting_takes_the_least_change_among_the_nearly_most_effective():
+    tol = EFFECTIVENESS_TOLERANCE
+    scores = {(6, 1): {'effectiveness': 0.50, 'mean_abs_change_outside': 0.02},
+              (7, 1): {'effectiveness': 0.70 - tol / 2, 'mean_abs_change_outside': 0.03},
+              (7, 2): {'effectiveness': 0.70, 'mean_abs_change_outside': 0.04},
+              (7, 3): {'effectiveness': 0.70 - tol / 4, 'mean_abs_change_outside': 0.03},
+              (8, 2): {'error': 'rank 2 exceeds the selected pixels'}}
+    assert best_setting(scores) == (7, 1)                     # within the tolerance; least change; lower rank
+    scores[7, 1]['effectiveness'] = 0.70 - 2 * tol           # now clearly less effective
+    assert best_setting(scores) == (7, 3)
+    scores[7, 3]['mean_abs_change_outside'] = 0.05
+    assert best_setting(scores) == (7, 2)
+
+
+def test_write_edit_names_the_setting_and_removes_other_settings(tmp_path):
+    request = {'paste': [0, editfile.encode_mask(np.ones((8, 8), np.float32))],
+               'key': [[1, editfile.encode_mask(np.ones((8, 8), np.float32))]]}
+    first = write_edit(tmp_path, 'erase', 7, 1, request)
+    assert first.name == 'erase_layer7.json' and common.edit_setting(first) == (7, 1)
+    second = write_edit(tmp_path, 'erase', 6, 2, request)
+    assert second.name == 'erase_layer6_rank2.json' and common.edit_setting(second) == (6, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['erase_layer6_rank2.json']
+    assert common.bundled_edit('erase', tmp_path) == second
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +290,15 @@ def test_goals_pass_fail_and_not_measurable():
     assert result == [True, False, True, False, True, None, False]
 
 
+def test_missed_goals_note_only_for_the_checkpoint_it_was_written_for(tmp_path):
+    notes = tmp_path / 'MISSED_GOALS.md'
+    assert missed_goals_note('abc', notes) == EARLY_NOTE                 # no notes file
+    notes.write_text('<!-- checkpoint: abc -->\nTried a lower rank: 0.04.\n')
+    text = missed_goals_note('abc', notes)
+    assert '## What was tried' in text and 'Tried a lower rank: 0.04.' in text and 'checkpoint:' not in text
+    assert missed_goals_note('def', notes) == EARLY_NOTE                 # written for another checkpoint
+
+
 def test_snapshot_reads_train_info_once(tmp_path):
     torch.manual_seed(0)
     model = SeqStyleGAN2(8, style_dim=16, n_mlp=1, channels={4: 8, 8: 8})
@@ -276,12 +312,14 @@ def test_snapshot_reads_train_info_once(tmp_path):
         assert torch.allclose(snap.model(1.0)(z), model(z), atol=1e-6)
 
 
-def test_edit_layer_from_file_name(tmp_path):
-    assert common.edit_layer(tmp_path / 'dome2spire_layer6.json') == 6
-    with pytest.raises(ValueError):
-        common.edit_layer(tmp_path / 'dome2spire.json')
+def test_edit_setting_from_file_name(tmp_path):
+    assert common.edit_setting(tmp_path / 'dome2spire_layer6.json') == (6, 1)
+    assert common.edit_setting(tmp_path / 'dome2spire_layer8_rank3.json') == (8, 3)
+    for bad in ('dome2spire.json', 'dome2spire_rank2.json'):
+        with pytest.raises(ValueError, match='does not say its layer'):
+            common.edit_setting(tmp_path / bad)
     (tmp_path / 'a_layer5.json').write_text('{}')
-    (tmp_path / 'a_layer7.json').write_text('{}')
+    (tmp_path / 'a_layer7_rank2.json').write_text('{}')
     with pytest.raises(FileNotFoundError):
         common.bundled_edit('a', tmp_path)
 
@@ -308,10 +346,11 @@ def test_bundled_edit_parses_and_applies(name, demo_model):
     assert (request.object is None) == (PLAN[name].object is None)
     assert request.paste is not None and len(request.context) >= 1
     assert all(s.size == 256 for _, s in request.selections())
-    gw = SeqStyleGanRewriter(demo_model, z_dataset_for_model(demo_model, common.ZSAMPLE), common.edit_layer(path),
+    layer, rank = common.edit_setting(path)
+    gw = SeqStyleGanRewriter(demo_model, z_dataset_for_model(demo_model, common.ZSAMPLE), layer,
                              stats_size=64, progress=False)
     w0 = gw.target_weights().detach().clone()
-    record = apply_plan(gw, PLAN[name], json.loads(path.read_text()), solver='fast')
+    record = apply_plan(gw, PLAN[name], json.loads(path.read_text()), rank=rank, solver='fast')
     assert np.isfinite(record.final_loss)
     assert not torch.equal(gw.target_weights(), w0)
     assert torch.isfinite(gw.target_weights()).all()
