@@ -225,6 +225,7 @@ Regenerate: `python -m metrics.edit_methods --n {res['settings']['n']} --niter {
 
 COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75))
 METHOD_COLORS = {m.name: COLORS[k % len(COLORS)] for k, m in enumerate(REPLACE_METHODS)}
+OTHER_COLOR = (127, 127, 127)   # rows beside the fixed methods (the bundled rank's row)
 
 
 def _font(size: int):
@@ -255,7 +256,7 @@ def draw_panel(draw: ImageDraw.ImageDraw, x0: int, title: str, xlabel: str, rows
     draw.text(((left + right) // 2, bottom + 24), xlabel, fill='black', font=small, anchor='mt')
     draw.text((x0 + 4, top - 20), 'mean abs change outside (lower: better)', fill='black', font=small)
     for k, r in enumerate(rows):
-        color = METHOD_COLORS[r['method']]
+        color = METHOD_COLORS.get(r['method'], OTHER_COLOR)
         eff, change = r['effectiveness'], r['mean_abs_change_outside']
         if np.isfinite(eff) and np.isfinite(change):
             cx, cy = px(100 * eff), py(change)
@@ -287,12 +288,18 @@ def parse_args(argv=None):
     p.add_argument('--n', type=int, default=1000, help='held-out samples that score each method')
     p.add_argument('--niter', type=int, default=2001, help='iterations of the original solver and of fine-tuning')
     p.add_argument('--zero-units', type=int, default=8, help='units zeroed by the dissection baseline')
+    p.add_argument('--report-only', action='store_true',
+                   help='only rewrite edit_methods.md and .png from the last edit_methods.json')
     add_snapshot_args(p, RESULTS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
+    if opts.report_only:
+        res = json.loads((opts.out_dir / 'edit_methods.json').read_text())
+        write_report(res, opts.out_dir)
+        return res
     snapshot, segmenter, _ = open_snapshot(opts)
     res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
            'settings': {'n': opts.n, 'niter': opts.niter, 'zero_units': opts.zero_units, 'batch': opts.batch,
@@ -307,12 +314,17 @@ def main(argv=None) -> dict:
     res['acceptance'] = {'original_and_fast_agree_on_dome2spire': agree[0]['pass'],
                          'original_projected_gradient_and_fast_agree_on_dome2spire': agree[1]['pass']}
     write_json(opts.out_dir / 'edit_methods.json', res)
-    plot(res, opts.out_dir / 'edit_methods.png')
-    text = report(res)
-    atomic_write_text(opts.out_dir / 'edit_methods.md', text)
-    print(text)
-    print(f'wrote {rel(opts.out_dir)}/edit_methods.{{json,md,png}}')
+    write_report(res, opts.out_dir)
     return res
+
+
+def write_report(res: dict, out_dir: Path) -> None:
+    """edit_methods.png and edit_methods.md from the figures (as in edit_methods.json)."""
+    plot(res, out_dir / 'edit_methods.png')
+    text = report(res)
+    atomic_write_text(out_dir / 'edit_methods.md', text)
+    print(text)
+    print(f'wrote {rel(out_dir)}/edit_methods.{{json,md,png}}')
 
 
 if __name__ == '__main__':

@@ -34,6 +34,7 @@ from . import editfile, solvers
 from .ganrewrite import RewriteError
 
 SOLVER_CHOICES = ('fast', 'original', 'linear')
+ERASE_UNITS = 30                 # the original's drank: units zeroed by Erase (of 512 in its models)
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
@@ -217,6 +218,11 @@ class GanRewriteApp(widgets.VBox):
                                                 layout=widgets.Layout(width='170px'))
         self.piter_box = widgets.BoundedIntText(value=piter, min=1, max=10000, description='proj every',
                                                 layout=widgets.Layout(width='160px'))
+        channels = int(self.gw.k_shape[1])
+        self.drank_box = widgets.BoundedIntText(value=min(ERASE_UNITS, channels), min=1, max=channels,
+                                                description='erase units', layout=widgets.Layout(width='170px'),
+                                                tooltip='Erase: how many of the context\'s top units are zeroed '
+                                                        f'in the goal (the original used {ERASE_UNITS} of 512)')
         self.solver_box = widgets.Dropdown(options=SOLVER_CHOICES, value=solver, description='solver',
                                            layout=widgets.Layout(width='190px'))
         self.solver_box.observe(self._solver_changed, names='value')
@@ -270,7 +276,7 @@ class GanRewriteApp(widgets.VBox):
                 widgets.HBox([left, self.grid]),
                 widgets.HBox([self.numbers_box, self.match_btn, self.brush_slider, self.clear_btn]),
                 widgets.HBox([self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
-                              self.erase_btn, self.undo_btn, self.revert_btn]),
+                              self.drank_box, self.erase_btn, self.undo_btn, self.revert_btn]),
                 widgets.HBox([self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn]),
                 widgets.HBox([self.progress, self.loss_label]),
                 self.message_line,
@@ -635,7 +641,8 @@ class GanRewriteApp(widgets.VBox):
     @reports_errors('Erase')
     def erase(self, _button=None) -> None:
         request = self._checked_request(('paste',), 'Erase')
-        record = self._rewrite(self.gw.apply_erase, request, 'erasing from the model...', drank=30)
+        record = self._rewrite(self.gw.apply_erase, request, 'erasing from the model...',
+                               drank=int(self.drank_box.value))
         self.show_message(f'erased the context from the model (loss {record.final_loss:.4g}, {record.seconds:.1f} s)')
 
     @reports_errors('Undo')

@@ -247,6 +247,20 @@ def test_erase_uses_the_paste_region_and_context(app, gw):
     assert gw.history[-1][0].kind == 'erase'
 
 
+def test_erase_zeroes_as_many_units_as_the_setting_says(app, gw, monkeypatch):
+    assert app.drank_box.value == min(30, gw.k_shape[1]) and app.drank_box.max == gw.k_shape[1]
+    asked = []
+    real = gw.normdissect_units
+    monkeypatch.setattr(gw, 'normdissect_units', lambda pairs, rank: asked.append(rank) or real(pairs, rank))
+    paint(app, 2, [(20, 20), (40, 40)])
+    app.paste_btn.click()
+    app.context_btn.click()
+    app.drank_box.value = 3
+    app.erase_btn.click()
+    assert app.message.startswith('erased'), app.message
+    assert asked == [3]
+
+
 def test_search_and_matches(app, gw):
     paint(app, 2, [(20, 20), (40, 40)])
     app.context_btn.click()
