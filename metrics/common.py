@@ -63,6 +63,8 @@ TOWER_BODY = ('building', 'window', 'door')
 EDIT_TRUNCATION = 0.5               # the rewriting tool's default (python -m rewrite, the notebook)
 ZSAMPLE = 1000                      # the z-sample that image numbers of edit files index (seed 1)
 EVAL_SEED = 2                       # z's for scoring edits: held out from the edit's z-sample (seed 1)
+SELECTION_SEED = 3                  # z's on which make_demo_edits picks each edit's layer and rank: apart from
+                                    # the scoring z's, so the reported figures are not the ones it chose by
 EVAL_TRUNCATION = 1.0               # edits are scored on the model's full distribution (as the data's rates)
 REGION_RADIUS = 3
 

@@ -16,8 +16,9 @@ Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(m
 
 Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
 original UI painted them, written with rewrite.editfile. Each edit is applied (fast solver) at every layer of
---layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 2, truncation 1.0: the
-model's full distribution, whose class rates are the data's; see metrics/common.py for the measures). The
+--layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 3, truncation 1.0: the
+model's full distribution, whose class rates are the data's; see metrics/common.py for the measures; the
+metrics that report the edits score them on other z's, seed 2). The
 setting is chosen as a user would compare them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of
 the most effective one, the one that changes least outside the edited region (a higher rank gives the
 change more freedom, so it is chosen only where it works better or disturbs less). The chosen setting names
@@ -42,11 +43,11 @@ from scipy import ndimage
 from metrics.common import (
     EDIT_DIR,
     EDIT_TRUNCATION,
-    EVAL_SEED,
     EVAL_TRUNCATION,
     MIN_PIXELS,
     RESULTS,
     ROOT,
+    SELECTION_SEED,
     TOPS,
     ZSAMPLE,
     Samples,
@@ -72,7 +73,7 @@ from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
-PROCEDURE = 6                   # bump when choosing or scoring changes: older edit files are then remade
+PROCEDURE = 7                   # bump when choosing or scoring changes: older edit files are then remade
 EFFECTIVENESS_TOLERANCE = 0.05  # settings this close to the most effective count as equally effective
 MASK_SIZE = 256                 # the original UI's canvas
 
@@ -271,11 +272,11 @@ def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] =
     pool = sample(model, zds.tensors[0], segmenter, batch, desc='z-sample')
     regions = {p.name: choose_regions(p, pool.labels, n_keys) for p in plans}
     requests = {name: build_request(r, dilate_px) for name, r in regions.items()}
-    eval_z = z_sample_for_model(model, eval_n, seed=EVAL_SEED)
+    eval_z = z_sample_for_model(model, eval_n, seed=SELECTION_SEED)
     before = sample(model, eval_z, segmenter, batch, 'held-out samples', EVAL_TRUNCATION)
     scores = score_settings(model, zds, plans, requests, layers, ranks, segmenter, eval_z, before, batch)
     record = {'procedure': PROCEDURE, 'checkpoint': snapshot.describe(), 'truncation': truncation, 'zsample': ZSAMPLE,
-              'eval_n': eval_n, 'eval_seed': EVAL_SEED, 'eval_truncation': EVAL_TRUNCATION,
+              'eval_n': eval_n, 'selection_seed': SELECTION_SEED, 'eval_truncation': EVAL_TRUNCATION,
               'layers_tried': list(layers), 'ranks_tried': list(ranks),
               'effectiveness_tolerance': EFFECTIVENESS_TOLERANCE,
               'dilate_px': dilate_px, 'mask_size': MASK_SIZE, 'solver': 'fast', 'edits': {}}

@@ -40,7 +40,7 @@ from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.demo import CLASSES, load_segmenter
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
-from utils.zdataset import z_dataset_for_model
+from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 ID = {name: i for i, name in enumerate(CLASSES)}
 
@@ -297,6 +297,16 @@ def test_missed_goals_note_only_for_the_checkpoint_it_was_written_for(tmp_path):
     text = missed_goals_note('abc', notes)
     assert '## What was tried' in text and 'Tried a lower rank: 0.04.' in text and 'checkpoint:' not in text
     assert missed_goals_note('def', notes) == EARLY_NOTE                 # written for another checkpoint
+
+
+def test_edit_settings_are_chosen_on_other_zs_than_the_reported_scores():
+    """make_demo_edits picks layer and rank on z's that the card and the methods table do not score on."""
+    model = SeqStyleGAN2(8, style_dim=16, n_mlp=1, channels={4: 8, 8: 8})
+    chosen_on = z_sample_for_model(model, 400, seed=common.SELECTION_SEED)
+    scored_on = z_sample_for_model(model, 2000, seed=common.EVAL_SEED)
+    edit_sample = z_sample_for_model(model, common.ZSAMPLE, seed=1)
+    for other in (scored_on, edit_sample):
+        assert torch.cdist(chosen_on, other).min() > 1e-3
 
 
 def test_snapshot_reads_train_info_once(tmp_path):
