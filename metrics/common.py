@@ -338,6 +338,12 @@ def edit_setting(path: Path) -> tuple[int, int]:
     return layer, rank
 
 
+def bundled_request(name: str, folder: Path = EDIT_DIR) -> tuple[Path, int, int, dict]:
+    """(file, layer, rank, request) of the bundled edit NAME_layerN[_rankR].json in `folder`."""
+    path = bundled_edit(name, folder)
+    return (path, *edit_setting(path), json.loads(path.read_text()))
+
+
 def bundled_edit(name: str, folder: Path = EDIT_DIR) -> Path:
     """The one file NAME_layerN[_rankR].json in `folder`."""
     found = sorted(folder.glob(f'{name}_layer*.json'))

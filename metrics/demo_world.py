@@ -15,8 +15,8 @@ checkpoint (metrics.make_demo_edits; --keep-edits only warns).
   shared; the median is reported too).
 - Edit quality (the paper's section 5.1 on the demo world; definitions in metrics/common.py): the bundled
   dome-to-spire edit and watermark erase (fast solver, at the layer and rank their file names record; made at
-  the tool's truncation 0.5), scored
-  on N held-out z's (seed 2) at truncation 1.0: effectiveness and the change outside the edited region.
+  the tool's truncation 0.5), scored on N held-out z's (seed 2) at truncation 1.0: effectiveness and the
+  change outside the edited region.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ from metrics.common import (
     Samples,
     Snapshot,
     add_snapshot_args,
-    bundled_edit,
+    bundled_request,
     collateral_text,
-    edit_setting,
     fmt,
     frechet,
     generate,
@@ -152,10 +151,9 @@ def edit_quality(snapshot: Snapshot, segmenter: Segmenter, n: int, batch: int) -
     before = sample(model, z, segmenter, batch, 'unedited samples', EVAL_TRUNCATION)
     results = {}
     for name in ('dome2spire', 'erase_watermark'):
-        path = bundled_edit(name)
-        layer, rank = edit_setting(path)
+        path, layer, rank, request = bundled_request(name)
         gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
-        record = apply_plan(gw, PLAN[name], json.loads(path.read_text()), rank=rank, solver='fast')
+        record = apply_plan(gw, PLAN[name], request, rank=rank, solver='fast')
         after = sample(gw.model, z, segmenter, batch, f'{name} samples', EVAL_TRUNCATION)
         results[name] = {'file': rel(path), 'layer': layer, 'rank': rank, 'solver': 'fast',
                          'edit_seconds': record.seconds, 'edit_truncation': EDIT_TRUNCATION,

@@ -47,9 +47,8 @@ from metrics.common import (
     RESULTS,
     ZSAMPLE,
     add_snapshot_args,
-    bundled_edit,
+    bundled_request,
     collateral_text,
-    edit_setting,
     fmt,
     machine_info,
     markdown_table,
@@ -123,9 +122,10 @@ ERASE_METHODS = (
 # ---------------------------------------------------------------------------------------------------
 
 def compare(snapshot, segmenter, name: str, methods, opts) -> dict:
-    """Every method on the bundled edit `name`: {'file', 'layer', 'rows': [...]}."""
-    plan, path = PLAN[name], bundled_edit(name)
-    (layer, rank), request = edit_setting(path), json.loads(path.read_text())
+    """Every method on the bundled edit `name` (plus the fast solver at its bundled rank when that is not 1):
+    {'file', 'layer', 'rank', 'rows': [...]}."""
+    plan = PLAN[name]
+    path, layer, rank, request = bundled_request(name)
     if rank != 1:                                             # the bundled setting, beside the rank-1 rows
         methods = (*methods, Method(f'ours, rank {rank} (bundled setting), fast solver', ours('fast', rank=rank)))
     model = snapshot.model(EDIT_TRUNCATION)

@@ -18,14 +18,14 @@ Masks are the segmenter's regions dilated by --dilate pixels (as a painter would
 original UI painted them, written with rewrite.editfile. Each edit is applied (fast solver) at every layer of
 --layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 3, truncation 1.0: the
 model's full distribution, whose class rates are the data's; see metrics/common.py for the measures; the
-metrics that report the edits score them on other z's, seed 2). The
-setting is chosen as a user would compare them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of
-the most effective one, the one that changes least outside the edited region (a higher rank gives the
-change more freedom, so it is chosen only where it works better or disturbs less). The chosen setting names
-the file `NAME_layerN.json` (rank 1) or `NAME_layerN_rankR.json` in notebooks/masks/demo/ (the format itself has no
-layer or rank field; `python -m rewrite demo` and the metrics read them from the name). The choices and
-scores go to metrics/results/demo_edits.json with the checkpoint's hash: `ensure_current_edits` remakes the
-edits when the checkpoint (or PROCEDURE) changed.
+metrics that report the edits score them on other z's, seed 2). The setting is chosen as a user would compare
+them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of the most effective one, the one that
+changes least outside the edited region (a higher rank gives the change more freedom, so it is chosen only
+where it works better or disturbs less). The chosen setting names the file `NAME_layerN.json` (rank 1) or
+`NAME_layerN_rankR.json` in notebooks/masks/demo/ (the format itself has no layer or rank field; `python -m
+rewrite demo` and the metrics read them from the name). The choices and scores go to
+metrics/results/demo_edits.json with the checkpoint's hash: `ensure_current_edits` remakes the edits when the
+checkpoint (or PROCEDURE) changed.
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
     p.add_argument('--ranks', type=int, nargs='+', default=[1, 2, 3], help='ranks of the weight change to try')
-    p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each layer')
+    p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each setting')
     p.add_argument('--keys', type=int, default=None,
                    help="context regions per edit (default: each plan's, 32 for tower tops, 16 for the watermark)")
     p.add_argument('--dilate', type=int, default=1, help='pixels (at 64 px) the masks grow beyond the regions')
@@ -382,8 +382,7 @@ def main(argv=None) -> None:
     setup_torch(args.threads)
     snapshot = load_snapshot(args.checkpoint)
     record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks, eval_n=args.eval_n,
-                        n_keys=args.keys,
-                        dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
+                        n_keys=args.keys, dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
                         out_dir=args.out_dir, provenance=args.provenance)
     print(f'checkpoint {snapshot.sha256} (iteration {snapshot.train_info.get("iterations")})')
     print(summary_table(record))

@@ -38,6 +38,7 @@ from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys,
 
 KEY_METHODS = ('zca', 'svd', 'mean', 'gandissect')
 SOLVERS = ('original', 'fast', 'linear')
+ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
 
 
 class RewriteError(ValueError):
@@ -437,7 +438,7 @@ class SeqStyleGanRewriter:
         return self._run_insert('edit', req, goal_in, goal_out, context, rank, niter, piter, lr,
                                 update_callback, solver, solver_options)
 
-    def apply_erase(self, request, rank: int = 1, drank: int = 30, niter: int = 2001, piter: int = 10,
+    def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
                     lr: float = 0.05, update_callback: Callable | None = None, solver: str = 'original',
                     **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed)."""

@@ -31,10 +31,9 @@ from utils.paintwidget import PaintWidget, encode_picture
 from utils.stylegan2 import save_checkpoint
 
 from . import editfile, solvers
-from .ganrewrite import RewriteError
+from .ganrewrite import ERASE_UNITS, RewriteError
 
 SOLVER_CHOICES = ('fast', 'original', 'linear')
-ERASE_UNITS = 30                 # the original's drank: units zeroed by Erase (of 512 in its models)
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
