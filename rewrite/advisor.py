@@ -1,0 +1,425 @@
+"""Which layer, which rank? A label-free edit advisor.
+
+    advice = advise(model, zds, request, layers=None, ranks=(1, 2, 3), cachedir='cache')
+    print(advice.text_table())
+    best = advice.best                 # Candidate(layer=8, rank=3, ...), or None when nothing worked
+
+For every layer (default: every styled conv layer whose feature maps are large enough for the
+request's masks to select something; a layer that cannot hold them is kept in the table with the
+reason) and every rank, the request is applied with the fast solver to a fresh rewriter of that
+layer (one rewriter per layer, so the key statistics are gathered or read from `cachedir` once per
+layer; `gw.revert()` between ranks) and scored from the model and the request alone, no labels:
+
+- fit: how much of the goal loss the edit removed at the layer, (initial - final) / initial, in [0, 1].
+- paste: the mean |pixel change| (images in [-1, 1], averaged over RGB) inside the pasted region of
+  the goal image (the object's mask pasted where the edit pastes it; for an erase, the paste mask).
+- reach: on `heldout` samples not in the z-sample, the mean |pixel change| where the rule applies:
+  pixels where the context key (the request's rank-1 context direction at this layer) responds at
+  least as strongly as the median pixel of the request's own context regions.
+- leak: the mean |pixel change| everywhere else (outside those pixels grown by LEAK_MARGIN of the
+  image side); with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
+  `preserve_leak`, the mean |pixel change| inside those regions.
+- size: the relative weight change ||W' - W|| / ||W|| of the rewritten layer.
+
+Ranking (the rule a user follows when comparing settings by eye, and the one the ground truth of
+metrics/make_demo_edits.py uses with segmenter labels): a setting's *effect* is reach * fit (a change
+where the rule applies, in the direction the example asked for). Of the settings whose effect is at
+least (1 - EFFECT_TOLERANCE) of the largest, the one that leaks least wins; `score` orders the whole
+table the same way: 1 + (1 - leak / largest leak) for those near the best effect (in [1, 2]), effect /
+largest effect for the rest (in [0, 1)). With preserve regions, leak is the larger of the two leaks.
+Skipped or failed settings score nan and come last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from utils.zdataset import z_sample_for_model
+
+from . import editfile
+from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
+from .ganrewrite import RewriteError, SeqStyleGanRewriter
+
+HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
+HELDOUT_N = 48
+EFFECT_TOLERANCE = 0.15     # settings whose effect is within this share of the best count as equally effective
+TARGET_QUANTILE = 0.5       # held-out pixels responding >= this quantile of the context pixels are the targets
+LEAK_MARGIN = 1 / 16        # the targets grow by this share of the image side before 'elsewhere' begins
+PREVIEW = 6                 # held-out samples kept per setting for pictures
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass
+class Candidate:
+    """One (layer, rank) of the sweep and its label-free scores (nan where not measured).
+
+    previews (not in to_json): uint8 [PREVIEW, H, W, 3] edited held-out images and float [PREVIEW, H, W]
+    change maps, and the bool [PREVIEW, H, W] target maps, for pictures."""
+
+    layer: int
+    rank: int
+    fit: float = math.nan
+    paste: float = math.nan
+    reach: float = math.nan
+    leak: float = math.nan
+    preserve_leak: float | None = None
+    size: float = math.nan
+    effect: float = math.nan
+    score: float = math.nan
+    initial_loss: float = math.nan
+    final_loss: float = math.nan
+    seconds: float = 0.0
+    skipped: str | None = None
+    previews: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is None
+
+    @property
+    def total_leak(self) -> float:
+        """The leak the ranking uses: held-out leak, or the preserve regions' when that is larger."""
+        if self.preserve_leak is None or not math.isfinite(self.preserve_leak):
+            return self.leak
+        return max(self.leak, self.preserve_leak)
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != 'previews'}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class Advice:
+    """The sweep's table (best first; skipped settings last) and its best setting (None if none worked)."""
+
+    table: list[Candidate]
+    heldout_n: int
+    heldout_seed: int
+    seconds: float
+    before_previews: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.table[0] if self.table and self.table[0].ok else None
+
+    def to_json(self) -> dict:
+        best = self.best
+        return {'best': None if best is None else {'layer': best.layer, 'rank': best.rank},
+                'heldout_n': self.heldout_n, 'heldout_seed': self.heldout_seed, 'seconds': self.seconds,
+                'effect_tolerance': EFFECT_TOLERANCE, 'target_quantile': TARGET_QUANTILE,
+                'leak_margin': LEAK_MARGIN, 'table': [c.to_json() for c in self.table]}
+
+    def text_table(self) -> str:
+        """The table as aligned text, best first."""
+        head = ['layer', 'rank', 'score', 'effect', 'fit', 'paste', 'reach', 'leak', 'preserve', 'size', 's']
+        rows = []
+        for c in self.table:
+            if not c.ok:
+                rows.append([str(c.layer), str(c.rank), 'skipped: ' + c.skipped])
+                continue
+            rows.append([str(c.layer), str(c.rank), _num(c.score, 3), _num(c.effect, 4), _num(c.fit, 3),
+                         _num(c.paste, 4), _num(c.reach, 4), _num(c.leak, 4),
+                         '-' if c.preserve_leak is None else _num(c.preserve_leak, 4), _num(c.size, 4),
+                         f'{c.seconds:.1f}'])
+        widths = [max(len(r[i]) for r in [head] + [r for r in rows if len(r) > i]) for i in range(len(head))]
+        lines = ['  '.join(h.rjust(w) for h, w in zip(head, widths))]
+        for r in rows:
+            cells = [x.rjust(w) for x, w in zip(r, widths)] if len(r) == len(head) else [
+                r[0].rjust(widths[0]), r[1].rjust(widths[1]), r[2]]
+            lines.append('  '.join(cells))
+        return '\n'.join(lines)
+
+
+def _num(value: float, digits: int) -> str:
+    return 'n/a' if value is None or not math.isfinite(value) else f'{value:.{digits}f}'
+
+
+# ---------------------------------------------------------------------------------------------------
+# the request
+# ---------------------------------------------------------------------------------------------------
+
+def read_request(request: Mapping | str | os.PathLike) -> dict:
+    """The request as a JSON dict (from a dict, JSON text or a file); RewriteError naming the problem."""
+    if isinstance(request, Mapping):
+        return dict(request)
+    if isinstance(request, str) and request.lstrip()[:1] in ('{', '['):
+        text, where = request, 'request'
+    elif isinstance(request, (str, os.PathLike)):
+        try:
+            text, where = Path(request).read_text(encoding='utf-8'), str(request)
+        except (OSError, UnicodeDecodeError) as e:
+            raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} '
+                               f'({getattr(e, "strerror", None) or e})') from None
+    else:
+        raise RewriteError(f'request: expected an edit (dict, JSON text or file), got {type(request).__name__}')
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise RewriteError(f'request: {where} is not valid JSON ({e})') from None
+    if not isinstance(obj, dict):
+        raise RewriteError(f'request: {where} must hold a JSON object, got {type(obj).__name__}')
+    return obj
+
+
+def parse_preserve(value, num_images: int) -> list[editfile.Selection]:
+    """The request's `preserve` regions: a list of [imgnum, mask] pairs (or one pair)."""
+    if value is None:
+        return []
+    pairs = [value] if (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[1], str)) else value
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise RewriteError('preserve: must be a non-empty list of [imgnum, mask] pairs')
+    out = []
+    for j, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise RewriteError(f'preserve[{j}]: must be an [imgnum, mask] pair')
+        try:
+            sel = editfile.Selection(pair[0], pair[1])
+        except editfile.EditFileError as e:
+            raise RewriteError(f'preserve[{j}].{e.field}: {e.reason}') from None
+        if sel.imgnum >= num_images:
+            raise RewriteError(f'preserve[{j}].imgnum: image {sel.imgnum} is outside the z-sample '
+                               f'(0..{num_images - 1})')
+        out.append(sel)
+    return out
+
+
+def check_request(request: dict, num_images: int) -> editfile.EditRequest:
+    """The parsed request (its `preserve` field left to the rewriter); RewriteError when malformed or when
+    it has no paste region (the advisor scores how the paste example changed)."""
+    try:
+        req = editfile.parse_edit({k: v for k, v in request.items() if k != 'preserve'}, num_images=num_images)
+    except editfile.EditFileError as e:
+        raise RewriteError(str(e)) from None
+    if req.paste is None:
+        raise RewriteError("paste: the advisor needs a 'paste' region (an edit or an erase), the request has none")
+    return req
+
+
+def mask_resolution(model, layer: int) -> int:
+    """The smaller of layer N's input and output feature-map sizes (an upsampling layer doubles)."""
+    res = model.layer_resolution(layer)
+    return res // 2 if model.get_submodule(f'layer{layer}.sconv.mconv.dconv').upsample else res
+
+
+def layer_skip_reason(req: editfile.EditRequest, model, layer: int) -> str | None:
+    """Why `layer` cannot carry the request (a mask selects nothing at its resolution), or None."""
+    try:
+        req.check(resolution=mask_resolution(model, layer))
+    except editfile.EditFileError as e:
+        return f'{e.field}: {e.reason}'
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# measures
+# ---------------------------------------------------------------------------------------------------
+
+def pasted_region(req: editfile.EditRequest, resolution: int) -> torch.Tensor:
+    """float [R, R] in [0, 1]: where the edit pastes, at image resolution `resolution`. For an edit,
+    the object's mask (cropped to its box) pasted centred on the paste mask's box, as
+    paste_from_selection pastes values; for an erase, the paste mask."""
+    paste = req.paste.mask_at(resolution)
+    if req.object is None:
+        return paste
+    obj = req.object.mask_at(resolution)
+    t, l, b, r = positive_bounding_box(obj)
+    clip = obj[t:b, l:r]
+    out, _ = paste_clip_at_center(torch.zeros(1, 1, resolution, resolution), clip[None, None],
+                                  centered_location(paste), clip)
+    return out[0, 0]
+
+
+def weighted_mean_change(change: torch.Tensor, weight: torch.Tensor) -> float:
+    """sum(change * weight) / sum(weight); change and weight broadcastable; nan when the weight is 0."""
+    total = float((weight.float()).expand_as(change).sum())
+    return float((change * weight.float()).sum()) / total if total > 0 else math.nan
+
+
+def change_map(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """|after - before| averaged over RGB: [N, H, W] from images [N, 3, H, W] in [-1, 1]."""
+    return (after.clamp(-1, 1) - before.clamp(-1, 1)).abs().mean(1)
+
+
+def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square dilation of bool [N, H, W] by `radius` pixels."""
+    if radius <= 0:
+        return mask.clone()
+    return F.max_pool2d(mask.float()[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+
+
+def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, image_size: int,
+                batch: int = 16) -> torch.Tensor:
+    """bool [N, H, W] at image resolution: held-out pixels (z [N, D]) where the rank-1 context direction
+    responds at least as strongly as the TARGET_QUANTILE quantile of the context regions' own pixels."""
+    pairs = [(s.imgnum, s.mask_url) for s in req.context]
+    direction = gw.multi_key_from_selection(pairs, rank=1)[0]
+    res = gw.k_shape[2]
+    own = []
+    for imgnum, url in pairs:
+        response = gw.key_response_maps(direction, [imgnum])[0]
+        own.append(response[editfile.mask_from_url(url, res).to(response.device) > 0.5])
+    own = torch.cat(own)
+    if own.numel() == 0:            # every context mask is faint at this resolution: use its painted pixels
+        own = torch.cat([gw.key_response_maps(direction, [i])[0][editfile.mask_from_url(u, res) > 0]
+                         for i, u in pairs])
+    level = torch.quantile(own.float().cpu(), TARGET_QUANTILE)
+    maps = []
+    with torch.no_grad():
+        for chunk in z.split(batch):
+            maps.append(gw._key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
+    maps = torch.cat(maps).float()[:, None]
+    return F.interpolate(maps, size=(image_size, image_size), mode='nearest')[:, 0] > 0
+
+
+def render(model, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """model(z) in batches, no gradients: [N, 3, H, W]."""
+    with torch.no_grad():
+        return torch.cat([model(chunk) for chunk in z.split(batch)]).detach().cpu()
+
+
+def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
+    """Fills effect and score (see the module docstring) and returns the table best first."""
+    usable = [c for c in table if c.ok and math.isfinite(c.reach) and math.isfinite(c.fit)]
+    for c in usable:
+        c.effect = c.reach * max(c.fit, 0.0)
+    if usable:
+        top = max(c.effect for c in usable)
+        near = [c for c in usable if top > 0 and c.effect >= (1 - EFFECT_TOLERANCE) * top]
+        worst = max((c.total_leak for c in near if math.isfinite(c.total_leak)), default=0.0)
+        for c in usable:
+            if c in near:
+                c.score = 1.0 + (1.0 - c.total_leak / worst if worst > 0 else 1.0)
+            else:
+                c.score = c.effect / top if top > 0 else 0.0
+
+    def order(c: Candidate):
+        return (-c.score if math.isfinite(c.score) else math.inf, c.rank, c.layer)
+    return sorted(table, key=order)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sweep
+# ---------------------------------------------------------------------------------------------------
+
+def default_layers(model) -> list[int]:
+    return list(model.layer_numbers)
+
+
+def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequence[int] = (1, 2, 3),
+           cachedir: str | Path | None = None, heldout: int = HELDOUT_N, heldout_seed: int = HELDOUT_SEED,
+           progress: bool = True, callback: ProgressCallback | None = None, batch: int = 16,
+           **solver_options) -> Advice:
+    """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
+
+    model: a SeqStyleGAN2 (mconv='seq'); it is never changed (each layer's rewriter edits a copy).
+    zds: the z-sample image numbers index. request: an edit dict, JSON text or file path.
+    layers: default every layer whose resolution lets the masks select something (others are listed as
+    skipped with the reason). callback(done, total, 'layer L rank R') after each setting.
+    solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
+    """
+    t0 = time.perf_counter()
+    raw = read_request(request)
+    req = check_request(raw, len(zds))
+    preserve = parse_preserve(raw.get('preserve'), len(zds))
+    layers = default_layers(model) if layers is None else list(layers)
+    ranks = list(ranks)
+    if not layers or not ranks:
+        raise RewriteError('layers and ranks must each list at least one value')
+    for lay in layers:
+        if isinstance(lay, bool) or not isinstance(lay, (int, np.integer)):
+            raise RewriteError(f'layers: expected layer numbers, got {lay!r}')
+        try:
+            model.check_layer(int(lay))
+        except ValueError as e:
+            raise RewriteError(f'layers: {e}') from None
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise RewriteError(f'ranks: expected positive integers, got {r!r}')
+    if isinstance(heldout, bool) or not isinstance(heldout, int) or heldout < 1:
+        raise RewriteError(f'heldout: expected a positive number of samples, got {heldout!r}')
+
+    device = next(model.parameters()).device
+    z_ho = z_sample_for_model(model, heldout, seed=heldout_seed).to(device)
+    before_ho = render(model, z_ho, batch)
+    size = before_ho.shape[-1]
+    z_all = zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
+    z_goal = z_all[req.paste.imgnum][None].to(device)
+    before_goal = render(model, z_goal)
+    region = pasted_region(req, size)
+    z_pres = torch.stack([z_all[s.imgnum] for s in preserve]).to(device) if preserve else None
+    before_pres = render(model, z_pres, batch) if preserve else None
+    pres_masks = torch.stack([s.mask_at(size) for s in preserve]) if preserve else None
+    margin = max(1, round(size * LEAK_MARGIN))
+
+    table, total, done = [], len(layers) * len(ranks), 0
+    bar = tqdm(total=total, desc='advise', disable=not progress, leave=False)
+    try:
+        for layer in layers:
+            reason = layer_skip_reason(req, model, layer)
+            gw, targets = None, None
+            if reason is None:
+                try:
+                    gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False)
+                    targets = target_maps(gw, req, z_ho, size, batch)
+                except RewriteError as e:
+                    reason = str(e)
+            for rank in ranks:
+                cand = Candidate(layer=layer, rank=rank)
+                if reason is not None:
+                    cand.skipped = reason
+                else:
+                    _measure(cand, gw, raw, rank, z_ho, before_ho, targets, margin, z_goal, before_goal, region,
+                             z_pres, before_pres, pres_masks, batch, solver_options)
+                table.append(cand)
+                done += 1
+                bar.update(1)
+                if callback is not None:
+                    callback(done, total, f'layer {layer} rank {rank}')
+    finally:
+        bar.close()
+    before_prev = (before_ho[:PREVIEW].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return Advice(score_candidates(table), heldout, heldout_seed, time.perf_counter() - t0, before_prev)
+
+
+def _measure(cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int, z_ho, before_ho, targets, margin,
+             z_goal, before_goal, region, z_pres, before_pres, pres_masks, batch, solver_options) -> None:
+    """Applies the request at `rank` on gw (reverted first and after) and fills cand's measures."""
+    gw.revert()
+    w0 = gw.target_weights().detach().clone()
+    try:
+        record = gw.apply_request(request, rank=rank, solver='fast', **solver_options)
+    except (RewriteError, FloatingPointError) as e:
+        cand.skipped = f'the edit failed: {" ".join(str(e).split())}'
+        return
+    try:
+        cand.seconds = record.seconds
+        cand.initial_loss, cand.final_loss = record.initial_loss, record.final_loss
+        if math.isfinite(record.initial_loss) and record.initial_loss > 0:
+            cand.fit = (record.initial_loss - record.final_loss) / record.initial_loss
+        cand.size = float((gw.target_weights().detach() - w0).norm() / w0.norm().clamp(min=1e-30))
+        after_goal = render(gw.model, z_goal)
+        cand.paste = weighted_mean_change(change_map(before_goal, after_goal)[0], region)
+        after_ho = render(gw.model, z_ho, batch)
+        change = change_map(before_ho, after_ho)
+        cand.reach = weighted_mean_change(change, targets)
+        cand.leak = weighted_mean_change(change, ~grow(targets, margin))
+        if z_pres is not None:
+            cand.preserve_leak = weighted_mean_change(change_map(before_pres, render(gw.model, z_pres, batch)),
+                                                      pres_masks)
+        cand.previews = {'after': after_ho[:PREVIEW].clamp(-1, 1).add(1).mul(127.5).round().byte()
+                         .permute(0, 2, 3, 1).numpy(),
+                         'change': change[:PREVIEW].numpy(), 'targets': targets[:PREVIEW].numpy()}
+    finally:
+        gw.revert()
