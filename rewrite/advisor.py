@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 from utils.zdataset import z_sample_for_model
 
 from . import editfile
-from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
+from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 
 HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
 HELDOUT_N = 48
