@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from utils.fileio import atomic_write_text
 from utils.runningstats import QuantileSample, SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.zdataset import z_dataset_for_model
 
-from . import sampling
+from . import advisor, sampling
 from .distributed import (
     World,
     all_agree,
@@ -189,6 +190,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, default=Path('demo_before_after.png'), help='grid PNG to write')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(run=run_demo)
+
+    p = sub.add_parser('advise', help='suggest a --layer and --rank for an edit (a label-free sweep)',
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description='Applies the edit with the fast solver at every layer of --layers and rank\n'
+                                   'of --ranks and scores each setting from the model and the edit alone (no\n'
+                                   'labels), on --heldout samples that are not in the z-sample:\n'
+                                   '  fit    share of the goal loss at the layer that the edit removed (0..1)\n'
+                                   '  paste  mean |pixel change| inside the pasted region of the paste image\n'
+                                   '  reach  mean |pixel change| of held-out samples where the context key '
+                                   'responds\n         strongly (the pixels the new rule should change)\n'
+                                   '  leak   mean |pixel change| of held-out samples elsewhere (should stay 0)\n'
+                                   '  preserve  mean |pixel change| in the edit\'s preserve regions, if any\n'
+                                   '  size   relative change of the layer\'s weight, |W\' - W| / |W|\n'
+                                   '  effect reach x fit\n'
+                                   '  score  the ranking: of the settings whose effect is within '
+                                   f'{int(100 * advisor.EFFECT_TOLERANCE)}% of the\n         best, the one '
+                                   'that leaks least is best (score 1..2, higher leaks less);\n         the '
+                                   'others score effect / best effect (0..1)\n'
+                                   'Pixel changes are of images in [-1, 1], averaged over RGB. Writes\n'
+                                   'DIR/advice.json (the table) and DIR/advice.png (first row: held-out samples;\n'
+                                   'then for each of the --top settings the edited samples and their leak maps:\n'
+                                   'change in red, the rule\'s targets outlined in green), and prints the\n'
+                                   'suggested --layer/--rank.')
+    _add_model_args(p)
+    p.add_argument('--edit', type=Path, required=True, help='edit file (JSON saved by the rewriting UI)')
+    p.add_argument('--layers', type=int, nargs='+', default=None,
+                   help='layers to try (default: every layer; those too small for the masks are listed as skipped)')
+    p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
+    p.add_argument('--heldout', type=_int_at_least(1), default=advisor.HELDOUT_N,
+                   help=f'held-out samples that score each setting (default {advisor.HELDOUT_N})')
+    _add_stats_args(p)
+    p.add_argument('--top', type=_int_at_least(1), default=3, help='settings shown in the picture (default 3)')
+    p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(run=run_advise)
     return parser
 
 
@@ -544,6 +580,46 @@ def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before
     yield f'relative change of the layer {gw.layernum} weight: {change.item():.4g}'
     yield 'mean |pixel change| (0-255) per image: ' + ', '.join(
         f'{i}: {d:.2f}' for i, d in zip(shown, diff, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# advise
+# ---------------------------------------------------------------------------------------------------
+
+def run_advise(args, world: World) -> None:
+    """Sweeps layers x ranks for --edit; prints the table, writes advice.json and advice.png in --out."""
+    single_process(world, 'advise')
+    device = pick_device(args.device, world)
+    model = load_model(args.model, args.truncation, device)
+    for layer in args.layers or []:
+        check_layer(model, layer)
+    try:
+        request = advisor.read_request(args.edit)         # validated by advise, before anything is written
+        advisor.check_request(request, args.zsample)
+    except RewriteError as e:
+        raise CliError(f'bad --edit {args.edit}: {_one_line(e)}') from None
+    check_writable_dir(args.out, '--out')
+    cachedir = _cachedir(args)
+    zds = z_dataset_for_model(model, size=args.zsample, seed=1)
+    try:
+        advice = advisor.advise(model, zds, request, layers=args.layers, ranks=args.ranks, cachedir=cachedir,
+                                heldout=args.heldout, progress=not args.quiet)
+    except RewriteError as e:
+        raise CliError(f'cannot advise on --edit {args.edit}: {_one_line(e)}') from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {'edit_file': str(args.edit), 'model': str(args.model), 'truncation': args.truncation,
+            'zsample': args.zsample}
+    atomic_write_text(args.out / 'advice.json', json.dumps(info | advice.to_json(), indent=1) + '\n')
+    wrote = [args.out / 'advice.json']
+    if advice.best is not None:
+        sampling.write_png(advisor.advice_picture(advice, top=args.top), args.out / 'advice.png')
+        wrote.append(args.out / 'advice.png')
+    print(advice.text_table())
+    if advice.best is None:
+        print('no setting worked (see the table)')
+    else:
+        print(f'suggested: --layer {advice.best.layer} --rank {advice.best.rank}')
+    print(f'sweep {advice.seconds:.1f}s; wrote {", ".join(str(p) for p in wrote)}')
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -423,3 +423,33 @@ def _measure(cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int,
                          'change': change[:PREVIEW].numpy(), 'targets': targets[:PREVIEW].numpy()}
     finally:
         gw.revert()
+
+
+# ---------------------------------------------------------------------------------------------------
+# pictures
+# ---------------------------------------------------------------------------------------------------
+
+def change_picture(change: np.ndarray, targets: np.ndarray, full_scale: float = 0.5) -> np.ndarray:
+    """The leak map of one sample: |change| [H, W] as red on black (full red at `full_scale`, images in
+    [-1, 1]), the rule's targets (bool [H, W]) outlined in green. uint8 [H, W, 3]."""
+    from utils.imgviz import region_border
+    red = np.clip(np.asarray(change) / full_scale, 0, 1) * 255
+    out = np.zeros((*red.shape, 3), np.uint8)
+    out[..., 0] = red.round().astype(np.uint8)
+    border = region_border(torch.as_tensor(np.asarray(targets, dtype=bool))).numpy()
+    out[border] = (0, 200, 0)
+    return out
+
+
+def advice_picture(advice: Advice, top: int = 3, pad: int = 2) -> np.ndarray:
+    """uint8 [H', W', 3] grid, one column per held-out sample: the first row the unedited samples, then for
+    each of the `top` best settings two rows: the edited samples and their leak maps (change_picture)."""
+    from utils.imgviz import tile
+    if advice.before_previews is None or not len(advice.before_previews):
+        raise ValueError('the advice has no previews')
+    cols = len(advice.before_previews)
+    rows = list(advice.before_previews)
+    for c in [c for c in advice.table if c.ok and c.previews][:top]:
+        rows += list(c.previews['after'])
+        rows += [change_picture(ch, t) for ch, t in zip(c.previews['change'], c.previews['targets'])]
+    return tile(rows, cols=cols, pad=pad, background=255)
