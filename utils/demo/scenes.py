@@ -10,6 +10,19 @@ anti-aliasing), so every drawn pixel carries exactly one label. Shapes are
 painted back to front; a later shape overrides both colour and label.
 
 ``save_scene_grid('grid.png')`` writes an 8x8 grid of scenes 0..63.
+
+Scene families. ``family='church'`` (the default) is the world the shipped
+demo GAN and segmenter were trained on; it is pinned. ``family='glow'`` is
+the same scene with one causal rule added (the analogue of the paper's
+section 5.3 "windows cause reflections" rule): the windows are lit with
+probability ``GLOW_LIT_RATE`` (drawn from a second RNG stream, so every other
+parameter of scene ``i`` is the church scene's), and **lit windows cast a
+glow on the ground in front of the building**: the ground rectangle
+``x in [building x0, building x1), y in [building y1, building y1 +
+GLOW_DEPTH)`` (64-px units) is alpha-blended towards ``GLOW_RGB`` with
+``GLOW_ALPHA``, exactly when the windows are lit. Glow-family labels index
+``RULE_CLASSES`` (``CLASSES`` plus ``lit_window`` for the cause and ``glow``
+for the effect); dark windows keep the label ``window``.
 """
 
 from __future__ import annotations
@@ -31,6 +44,14 @@ CLASSES = ('sky', 'ground', 'building', 'window', 'door', 'dome', 'spire',
 N_CLASSES = len(CLASSES)
 CLASS_ID = MappingProxyType({name: i for i, name in enumerate(CLASSES)})
 TOP_KINDS = ('dome', 'spire', 'flattop')
+FAMILIES = ('church', 'glow')
+RULE_CLASSES = CLASSES + ('lit_window', 'glow')  # labels of the 'glow' family
+N_RULE_CLASSES = len(RULE_CLASSES)
+RULE_CLASS_ID = MappingProxyType({name: i for i, name in enumerate(RULE_CLASSES)})
+GLOW_LIT_RATE = 0.5
+GLOW_DEPTH = 6  # rows of ground below the building that the glow covers, 64-px units
+GLOW_RGB = (255.0, 226.0, 140.0)
+GLOW_ALPHA = 0.55
 
 UNIT = 64  # geometry is sampled in pixels of a 64x64 canvas
 WATERMARK_RATE = 0.25
@@ -94,7 +115,7 @@ class _Canvas:
         colour = np.broadcast_to(np.asarray(colour, np.float64),
                                  self.image.shape)
         self.image[mask] = colour[mask]
-        self.labels[mask] = CLASS_ID[label]
+        self.labels[mask] = RULE_CLASS_ID[label]
 
     def box(self, x0: float, y0: float, x1: float, y1: float) -> tuple:
         """Convert a 64-unit box to an integer pixel box at this size."""
@@ -191,6 +212,35 @@ def _sample(index: int) -> dict:
     return p
 
 
+def _glow_rule(p: dict, index: int) -> dict:
+    """The 'glow' family's parameters: scene ``index`` with windows lit at ``GLOW_LIT_RATE``.
+
+    The draw uses its own stream (seeded by ``(index, 1)``) so every church parameter is unchanged.
+    """
+    rng = np.random.RandomState([index % (2 ** 32), 1])
+    lit = bool(rng.rand() < GLOW_LIT_RATE)
+    p = dict(p)
+    p['window'] = dict(p['window'], label='lit_window' if lit else 'window',
+                       rgb=_jitter(rng, _WINDOW_LIT if lit else _WINDOW_DARK, 10))
+    p['glow'] = lit
+    return p
+
+
+def glow_region(building_box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The rule's effect region (x0, y0, x1, y1), 64-px units, for a building box in 64-px units."""
+    x0, _, x1, y1 = building_box
+    return (x0, y1, x1, min(UNIT, y1 + GLOW_DEPTH))
+
+
+def _draw_glow(c: _Canvas, p: dict) -> tuple:
+    """Blend the ground below the building towards GLOW_RGB; returns the glow's pixel box."""
+    b = p['building']
+    box = glow_region((b['x0'], b['y0'], b['x1'], b['y1']))
+    mask = c.rect(*box)
+    c.paint(mask, c.image * (1 - GLOW_ALPHA) + np.asarray(GLOW_RGB) * GLOW_ALPHA, 'glow')
+    return c.box(*box)
+
+
 def _highlight(c: _Canvas, rgb: np.ndarray, cx: float, cy: float,
                r: float) -> np.ndarray:
     """Colour field of a ball lit from the upper left, [size,size,3]."""
@@ -273,12 +323,12 @@ def _draw_openings(c: _Canvas, p: dict, towers: list[tuple]) -> int:
         for k in range(n):
             x0 = start + k * (w['w'] + w['gap'])
             c.paint(c.rect(x0, wy0, x0 + w['w'], wy0 + w['h']), w['rgb'],
-                    'window')
+                    w.get('label', 'window'))
             count += 1
     for t in p['towers']:
         x0 = (t['x0'] + t['x1'] - 3) // 2
         c.paint(c.rect(x0, t['y0'] + 3, x0 + 3, t['y0'] + 8), w['rgb'],
-                'window')
+                w.get('label', 'window'))
         count += 1
     x0, dw = d['x0'], d['w']
     arch_y = b['y1'] - d['h'] + dw / 2
@@ -306,16 +356,25 @@ def _watermark_mask(c: _Canvas) -> np.ndarray:
 
 
 def render_scene(index: int, size: int = 64,
-                 watermark: bool | None = None) -> Scene:
+                 watermark: bool | None = None, family: str = 'church') -> Scene:
     """Render scene ``index`` at ``size`` x ``size`` pixels.
 
     ``watermark`` forces the watermark on/off (None: the scene's own draw);
-    every other pixel is unaffected by this switch.
+    every other pixel is unaffected by this switch. ``family`` is one of
+    ``FAMILIES`` (see the module docstring); 'glow' scenes label with ``RULE_CLASSES``
+    and their meta adds ``windows_lit`` (the cause) and ``glow_box`` (the effect's
+    pixel box, also given when the glow is absent).
     """
+    if family not in FAMILIES:
+        raise ValueError(f'family: expected one of {FAMILIES}, got {family!r}')
     p = _sample(index)
+    if family == 'glow':
+        p = _glow_rule(p, index)
     has_wm = p['watermark'] if watermark is None else bool(watermark)
     c = _Canvas(size)
     _draw_background(c, p)
+    if p.get('glow'):
+        _draw_glow(c, p)
     towers = _draw_building(c, p)
     top_boxes = [_draw_top(c, p, t) for t in p['towers']]
     n_windows = _draw_openings(c, p, towers)
@@ -342,13 +401,16 @@ def render_scene(index: int, size: int = 64,
         'n_windows': n_windows, 'n_trees': len(tree_boxes),
         'tree_boxes': tree_boxes, 'has_watermark': has_wm,
         'watermark_box': c.box(*WATERMARK_BOX)}
+    if family == 'glow':
+        meta.update(family='glow', windows_lit=bool(p['glow']),
+                    glow_box=c.box(*glow_region((b['x0'], b['y0'], b['x1'], b['y1']))))
     return Scene(image=image, labels=c.labels, meta=meta)
 
 
-def render_batch(indices: Iterable[int], size: int = 64
+def render_batch(indices: Iterable[int], size: int = 64, family: str = 'church'
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Render several scenes: (uint8 [N,size,size,3], uint8 [N,size,size])."""
-    scenes = [render_scene(int(i), size) for i in indices]
+    scenes = [render_scene(int(i), size, family=family) for i in indices]
     return (np.stack([s.image for s in scenes]),
             np.stack([s.labels for s in scenes]))
 
@@ -359,31 +421,31 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.float().div(127.5).sub(1.0).contiguous()
 
 
-def scenes_as_tensor(indices: Iterable[int], size: int = 64) -> torch.Tensor:
+def scenes_as_tensor(indices: Iterable[int], size: int = 64, family: str = 'church') -> torch.Tensor:
     """Rendered scenes as the GAN sees them: float32 [N,3,size,size] in [-1,1]."""
-    return images_to_tensor(render_batch(indices, size)[0])
+    return images_to_tensor(render_batch(indices, size, family)[0])
 
 
 def presence(labels: np.ndarray | torch.Tensor,
-             min_pixels: int = 4) -> np.ndarray:
+             min_pixels: int = 4, n_classes: int = N_CLASSES) -> np.ndarray:
     """Which classes cover at least ``min_pixels`` pixels of each map.
 
-    labels: integer [N,H,W] -> bool [N, N_CLASSES].
+    labels: integer [N,H,W] -> bool [N, n_classes] (``N_RULE_CLASSES`` for 'glow' labels).
     """
     lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor)
                      else labels).astype(np.int64)
     n = lab.shape[0]
-    flat = lab.reshape(n, -1) + np.arange(n)[:, None] * N_CLASSES
-    counts = np.bincount(flat.ravel(), minlength=n * N_CLASSES)
-    return counts.reshape(n, N_CLASSES) >= min_pixels
+    flat = lab.reshape(n, -1) + np.arange(n)[:, None] * n_classes
+    counts = np.bincount(flat.ravel(), minlength=n * n_classes)
+    return counts.reshape(n, n_classes) >= min_pixels
 
 
 class SceneDataset(Dataset):
     """Scenes ``start .. stop-1`` as (image float [3,H,W] in [-1,1], labels long [H,W])."""
 
-    def __init__(self, start: int = 0, stop: int = 1000, size: int = 64
-                 ) -> None:
-        self.start, self.stop, self.size = start, stop, size
+    def __init__(self, start: int = 0, stop: int = 1000, size: int = 64,
+                 family: str = 'church') -> None:
+        self.start, self.stop, self.size, self.family = start, stop, size, family
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -391,20 +453,20 @@ class SceneDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(i)
-        scene = render_scene(self.start + i, self.size)
+        scene = render_scene(self.start + i, self.size, family=self.family)
         image = images_to_tensor(scene.image[None])[0]
         return image, torch.from_numpy(scene.labels.astype(np.int64))
 
 
 def scene_grid(indices: Sequence[int], cols: int = 8, size: int = 64,
-               pad: int = 2) -> np.ndarray:
+               pad: int = 2, family: str = 'church') -> np.ndarray:
     """Tile rendered scenes into one uint8 [H,W,3] image."""
-    return tile(render_batch(indices, size)[0], cols=cols, pad=pad, background=255)
+    return tile(render_batch(indices, size, family)[0], cols=cols, pad=pad, background=255)
 
 
 def save_scene_grid(path: str | Path, indices: Sequence[int] = range(64),
-                    cols: int = 8, size: int = 64) -> None:
+                    cols: int = 8, size: int = 64, family: str = 'church') -> None:
     """Write ``scene_grid`` of ``indices`` as a PNG."""
     from PIL import Image
 
-    Image.fromarray(scene_grid(indices, cols, size)).save(path, format='PNG', optimize=True)
+    Image.fromarray(scene_grid(indices, cols, size, family=family)).save(path, format='PNG', optimize=True)

@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from utils.demo.scenes import CLASS_ID, CLASSES, TOP_KINDS
+from utils.demo.scenes import CLASS_ID, CLASSES, N_RULE_CLASSES, TOP_KINDS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / 'weights' / 'segmenter.pt'
 
@@ -107,7 +107,7 @@ def vote_tops(labels: torch.Tensor) -> torch.Tensor:
     labels: integer [..., H, W] -> a new tensor of the same shape and dtype.
     """
     top_ids = np.array([CLASS_ID[k] for k in TOP_KINDS])
-    kind_of = np.full(len(CLASSES), -1)
+    kind_of = np.full(max(len(CLASSES), N_RULE_CLASSES), -1)  # also for 'glow'-family labels
     kind_of[top_ids] = np.arange(len(top_ids))
     maps = labels.detach().cpu().numpy()
     stack = maps.reshape(-1, *maps.shape[-2:])
@@ -134,10 +134,12 @@ def load_segmenter(path: str | Path | None = None,
     return model.to(device).eval()
 
 
-def save_segmenter(model: Segmenter, path: str | Path) -> None:
-    """Save weights and config in the format ``load_segmenter`` reads."""
+def save_segmenter(model: Segmenter, path: str | Path, classes: tuple[str, ...] = CLASSES) -> None:
+    """Save weights and config in the format ``load_segmenter`` reads (``classes``: the label names)."""
+    if len(classes) != model.config['n_classes']:
+        raise ValueError(f'classes: expected {model.config["n_classes"]} names, got {len(classes)}')
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({'config': dict(model.config), 'classes': list(CLASSES),
+    torch.save({'config': dict(model.config), 'classes': list(classes),
                 'state_dict': state}, path)
 
 

@@ -2,6 +2,12 @@
 
     python -m utils.demo.train_gan --iters 15000            # resumes from the state file if present
 
+The glow-rule demo model (scene family 'glow', see utils/demo/scenes.py) is fine-tuned from the shipped
+church model's training state into its own state file (see utils/demo/weights/REFLECTION_TRAINING.md):
+
+    python -m utils.demo.train_gan --family glow --init-from utils/demo/weights/toychurch64-train.pt \
+        --state utils/demo/weights/glowchurch64-train.pt --export utils/demo/weights/glowchurch64.pt ...
+
 Non-saturating logistic loss, lazy R1 on reals, EMA generator, Adam(0, 0.99) with lazy-regularisation
 correction, style mixing. The generator is the project's own SeqStyleGAN2 (split modulated convs:
 plain convolutions and depthwise blurs), so the shipped EMA weights load with load_seq_stylegan.
@@ -22,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils import imgviz
-from utils.demo.scenes import scenes_as_tensor
+from utils.demo.scenes import FAMILIES, scenes_as_tensor
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.stylegan2.checkpoint import atomic_torch_save
 from utils.stylegan2.discriminator import Discriminator
@@ -115,12 +121,18 @@ def train(args) -> None:
         start, wall = int(st['iteration']), float(st['wall_seconds'])
         torch.set_rng_state(st['rng'])
         print(f'resumed from {state_path} at iteration {start}')
+    elif args.init_from:
+        # fine-tuning: every weight and optimiser moment from another run's state, iterations counted from 0
+        st = torch.load(args.init_from, map_location='cpu', weights_only=True)
+        for obj, key in [(g, 'g'), (d, 'd'), (g_ema, 'g_ema'), (g_opt, 'g_optim'), (d_opt, 'd_optim')]:
+            obj.load_state_dict(st[key])
+        print(f'initialised from {args.init_from} (its iteration {int(st["iteration"])}); fine-tuning from 0')
     decay = 0.5 ** (args.batch / (args.ema_kimg * 1000))
     bar = tqdm(range(start, args.iters), initial=start, total=args.iters, dynamic_ncols=True)
     t0 = time.time()
     for it in bar:
         idx = [DATA_OFFSET + (it * args.batch + j) % args.data_size for j in range(args.batch)]
-        real = scenes_as_tensor(idx, args.size)
+        real = scenes_as_tensor(idx, args.size, args.family)
         if args.augment_flip:
             flip = torch.rand(args.batch) < 0.5
             real[flip] = real[flip].flip(-1)
@@ -161,7 +173,8 @@ def train(args) -> None:
                                'args': json.dumps(vars(args))}, state_path)
             export_generator(g_ema, Path(args.export), iterations=done, wall_seconds=round(elapsed),
                              **{k: v for k, v in vars(args).items() if k in
-                                ('size', 'channels', 'style_dim', 'n_mlp', 'batch', 'lr', 'r1', 'mixing')})
+                                ('size', 'channels', 'style_dim', 'n_mlp', 'batch', 'lr', 'r1', 'mixing',
+                                 'family', 'init_from')})
         if done % args.sample_every == 0 or done == args.iters:
             save_grid(g_ema, Path(args.samples) / f'iter{done:06d}.png')
 
@@ -190,6 +203,9 @@ def parse_args(argv=None):
                    help='EMA generator export (copy it to utils/demo/weights/toychurch64.pt to ship it)')
     p.add_argument('--samples', default='runs/demo-samples')
     p.add_argument('--restart', action='store_true', help='ignore an existing state file')
+    p.add_argument('--family', default='church', choices=FAMILIES, help='scene family of the training data')
+    p.add_argument('--init-from', default=None,
+                   help='fine-tune: when the state file does not exist yet, start from this state file instead')
     return p.parse_args(argv)
 
 
