@@ -71,10 +71,10 @@ class PixelNorm(nn.Module):
 
 
 class MappingLinear(EqualLinear):
-    """One layer of the mapping network, acting on the bag's latent."""
+    """One layer of the mapping network, acting on the bag's latent: [B, in_dim] -> [B, dim]."""
 
-    def __init__(self, dim: int, lr_mul: float = 0.01):
-        super().__init__(dim, dim, lr_mul=lr_mul, activate=True)
+    def __init__(self, dim: int, lr_mul: float = 0.01, in_dim: int | None = None):
+        super().__init__(dim if in_dim is None else in_dim, dim, lr_mul=lr_mul, activate=True)
 
     def forward(self, d: DataBag) -> DataBag:
         return d.updated(latent=self.linear(d.latent))
@@ -284,40 +284,54 @@ class NoiseInjection(nn.Module):
 
 
 class BiasLeakyReLU(nn.Module):
-    """The activation after each styled conv: leaky_relu(fmap + bias, 0.2) * sqrt(2)."""
+    """The activation after each styled conv: leaky_relu(fmap + bias, 0.2) * sqrt(2).
 
-    def __init__(self, channels: int):
+    With `clamp` set (NVlabs' `conv_clamp`), the result is then clamped to [-clamp, clamp].
+    """
+
+    def __init__(self, channels: int, clamp: float | None = None):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.clamp = clamp
 
     def forward(self, d: DataBag) -> DataBag:
-        return d.updated(fmap=ops.fused_leaky_relu(d.fmap, self.bias))
+        return d.updated(fmap=ops.clamp_activation(ops.fused_leaky_relu(d.fmap, self.bias), self.clamp))
+
+    def extra_repr(self) -> str:
+        return '' if self.clamp is None else f'clamp={self.clamp}'
 
 
 class StyledConv(nn.Sequential):
     """mconv (modulated 3x3 conv) -> noise -> activate."""
 
     def __init__(self, in_channel: int, out_channel: int, style_dim: int, noise_index: int,
-                 upsample: bool = False, mconv: str = 'seq', blur_taps=(1, 3, 3, 1)):
+                 upsample: bool = False, mconv: str = 'seq', blur_taps=(1, 3, 3, 1),
+                 clamp: float | None = None):
         super().__init__(OrderedDict([
             ('mconv', modulated_conv(mconv, in_channel, out_channel, 3, style_dim,
                                      upsample=upsample, blur_taps=blur_taps)),
             ('noise', NoiseInjection(noise_index)),
-            ('activate', BiasLeakyReLU(out_channel)),
+            ('activate', BiasLeakyReLU(out_channel, clamp)),
         ]))
 
 
 class ToRGB(nn.Module):
-    """output = modulated 1x1 conv of fmap (no demodulation) + bias (+ the upsampled skip)."""
+    """output = modulated 1x1 conv of fmap (no demodulation) + bias (+ the upsampled skip).
 
-    def __init__(self, in_channel: int, style_dim: int, skip: bool, mconv: str = 'seq'):
+    With `clamp` set (NVlabs' `conv_clamp`), this layer's RGB is clamped to [-clamp, clamp]
+    before the skip is added.
+    """
+
+    def __init__(self, in_channel: int, style_dim: int, skip: bool, mconv: str = 'seq',
+                 clamp: float | None = None):
         super().__init__()
         self.mconv = modulated_conv(mconv, in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.skip = skip
+        self.clamp = clamp
 
     def forward(self, d: DataBag) -> DataBag:
-        rgb = self.mconv(d).fmap + self.bias
+        rgb = ops.clamp_activation(self.mconv(d).fmap + self.bias, self.clamp)
         if self.skip:
             rgb = rgb + d.output
         return d.updated(output=rgb)

@@ -36,6 +36,13 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch
     return F.leaky_relu_(x, LRELU_SLOPE).mul_(LRELU_GAIN)       # in place on a fresh tensor
 
 
+def clamp_activation(x: torch.Tensor, clamp: float | None) -> torch.Tensor:
+    """x clamped to [-clamp, clamp] (NVlabs' `conv_clamp`); x itself when clamp is None."""
+    if clamp is None:
+        return x
+    return x.clamp(-clamp, clamp)
+
+
 def _needs_grad(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
