@@ -6,7 +6,9 @@
   direction d that best maps keys to goal values (least squares), and the projection of any change
   onto that direction.
 
-Still to come (issue 17): interventions, the per-layer search, metrics and the prober widget.
+- ``unit_intervention``: add or remove the cause by setting units inside a painted mask (for ``nethook.Trace``).
+
+Still to come (issue 17): the per-layer search, metrics, notebook and the prober widget.
 """
 
 from __future__ import annotations
@@ -71,3 +73,30 @@ def rank_one_update(weight: torch.Tensor, keys: torch.Tensor, values: torch.Tens
         raise ValueError('direction: orthogonal to every key, so no change along it can move the values')
     lam = (values - weight @ keys) @ kd / denom                             # [out]
     return torch.outer(lam, direction)
+
+
+def unit_intervention(units: torch.Tensor, mask: torch.Tensor, value: torch.Tensor | float):
+    """An ``edit_output`` for ``nethook.Trace`` that sets ``units`` of a layer's feature map inside ``mask``.
+
+    Adds the cause (``value``: e.g. each unit's high quantile, [len(units)] or a scalar) or removes it
+    (``value=0``) where mask is 1, blending by the mask's weight in [0, 1]:
+    fmap[:, units] <- (1 - m) fmap[:, units] + m value.
+
+    units: int64 [U]; mask: float [h, w] or [N, 1, h, w] at the layer's resolution (resized bilinearly
+    otherwise). Usage: ``with nethook.Trace(model, 'layer5', edit_output=unit_intervention(...)): model(z)``.
+    """
+    units = torch.as_tensor(units, dtype=torch.long)
+
+    def edit(bag, _layer):
+        fmap = bag['fmap']
+        m = mask.to(fmap.dtype)
+        m = m.reshape(1, 1, *m.shape) if m.dim() == 2 else m
+        if m.shape[-2:] != fmap.shape[-2:]:
+            m = F.interpolate(m, size=fmap.shape[-2:], mode='bilinear', align_corners=False)
+        val = torch.as_tensor(value, dtype=fmap.dtype).reshape(1, -1, 1, 1) if torch.as_tensor(value).dim() \
+            else torch.as_tensor(value, dtype=fmap.dtype)
+        fmap = fmap.clone()
+        fmap[:, units] = (1 - m) * fmap[:, units] + m * val
+        return bag.updated(fmap=fmap)
+
+    return edit

@@ -53,3 +53,26 @@ def test_projection_is_rank_one_and_idempotent():
     assert torch.allclose(p @ d, delta @ d)                       # unchanged along d
     with pytest.raises(ValueError, match='direction'):
         project_rank_one(delta, torch.ones(7))
+
+
+def test_unit_intervention_sets_units_inside_the_mask_only():
+    from rewrite.rulechange import unit_intervention
+    from utils.nethook import Trace
+    from utils.stylegan2 import load_seq_stylegan
+    from utils.zdataset import z_sample_for_model
+
+    model = load_seq_stylegan('demo')
+    z = z_sample_for_model(model, 2)
+    mask = torch.zeros(16, 16)
+    mask[4:8, 4:8] = 1.0
+    units = torch.tensor([3, 7])
+    with torch.no_grad(), Trace(model, 'layer5') as plain:
+        model(z)
+    with torch.no_grad(), Trace(model, 'layer5', edit_output=unit_intervention(units, mask, 5.0)) as tr:
+        model(z)
+    before, after = plain.output['fmap'], tr.output['fmap']
+    assert after.shape[-1] == 16
+    assert torch.equal(after[:, units][..., 4:8, 4:8], torch.full((2, 2, 4, 4), 5.0))
+    keep = torch.ones_like(after, dtype=torch.bool)
+    keep[:, units, 4:8, 4:8] = False
+    assert torch.equal(after[keep], before[keep])
