@@ -225,7 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(run=run_advise)
+
+    p = sub.add_parser('convert', help="convert an NVlabs StyleGAN2-ADA .pkl to the {'g_ema', 'latent_avg'} .pt layout",
+                       description='Reads IN.pkl as data (nothing it carries runs) and writes OUT.pt atomically.')
+    p.add_argument('source', type=Path, help='the NVlabs network-snapshot-*.pkl')
+    p.add_argument('dest', type=Path, help='the .pt file to write')
+    p.set_defaults(run=run_convert)
     return parser
+
+
+def run_convert(args: argparse.Namespace, world) -> None:
+    """convert IN.pkl OUT.pt: load_seq_stylegan(IN.pkl) then save_checkpoint (conv_clamp kept)."""
+    if args.source.suffix.lower() != '.pkl':
+        raise CliError(f'convert: {args.source} is not a .pkl file (NVlabs StyleGAN2-ADA snapshot expected)')
+    model = load_model(str(args.source), truncation=1.0, device=torch.device('cpu'))
+    if world.is_main:
+        save_checkpoint(model, args.dest)
+        print(f'wrote {args.dest}: {model.size} px, style_dim {model.style_dim}, conv_clamp {model.conv_clamp}')
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 
 from utils.fileio import atomic_path
 
+from .ada_pickle import read_ada_checkpoint
 from .model import SeqStyleGAN2
 
 RELEASE_URL = 'http://rewriting.csail.mit.edu/data/models/'
@@ -25,6 +27,8 @@ RELEASE_FILES = {
 }
 RELEASE_SIZES = {name: 256 for name in RELEASE_FILES} | {'faces': 1024, 'car': 512}
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / 'demo' / 'weights' / 'toychurch64.pt'
+MAX_LOG_SIZE = 12          # 4096 px: the largest generator a checkpoint may declare
+MAX_WIDTH = 16384          # the widest layer (style_dim or channels) a checkpoint may declare
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -36,17 +40,62 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no checkpoint file at {path}')
-    try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-torch files
-        raise ValueError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})') from e
+    if path.suffix.lower() == '.pkl':          # an NVlabs StyleGAN2-ADA snapshot, read as data
+        return read_ada_checkpoint(path)
+    data = _torch_load_lazily(path)
     if not isinstance(data, dict):
         raise ValueError(f'{path} holds a {type(data).__name__}, not a checkpoint dict')
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f'{path}: checkpoint keys must be strings, found {", ".join(repr(k)[:40] for k in odd[:8])}')
     if 'g_ema' in data:
-        return {'g_ema': data['g_ema'], 'latent_avg': data.get('latent_avg')}
-    if any(k.startswith('style.') for k in data):
-        return {'g_ema': data, 'latent_avg': data.get('latents.latent_avg')}
-    raise ValueError(f'{path} has no generator weights: expected a g_ema entry, found {sorted(data)[:8]}')
+        ckpt = {'g_ema': data['g_ema'], 'latent_avg': data.get('latent_avg')}
+        check_state_tensors(ckpt['g_ema'], path, 'g_ema')
+    elif any(k.startswith('style.') for k in data):
+        ckpt = {'g_ema': data, 'latent_avg': data.get('latents.latent_avg')}
+        check_state_tensors(data, path, 'the state dict')
+    else:
+        raise ValueError(f'{path} has no generator weights: expected a g_ema entry, found {sorted(data)[:8]}')
+    latent_avg = ckpt['latent_avg']
+    if latent_avg is not None and not (isinstance(latent_avg, torch.Tensor) and latent_avg.is_floating_point()
+                                       and latent_avg.dim() <= 2):
+        shown = f'{latent_avg.dtype} tensor' if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+        raise ValueError(f'{path}: latent_avg must be a real floating-point tensor [style_dim], got {shown}')
+    ckpt['conv_clamp'] = data.get('conv_clamp')
+    return ckpt
+
+
+def _torch_load_lazily(path: Path):
+    """torch.load(weights_only=True), memory-mapped when the file's format allows it, so that tensor
+    metadata can be checked before any value is read into memory."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) files cannot be memory-mapped; any other error repeats below
+        pass
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, non-torch files
+        raise ValueError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})') from e
+
+
+def check_state_tensors(state_dict, path: str | os.PathLike = 'checkpoint', where: str = 'g_ema') -> None:
+    """Every entry of a generator state dict is a named, real floating-point tensor whose values the
+    file really holds (no broadcast views claiming more elements than their storage has: a tiny file
+    must not make the loader build a huge model). ValueError naming the key otherwise."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f'{path}: {where} must be a dict of tensors, got {type(state_dict).__name__}')
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise ValueError(f'{path}: {where} keys must be strings, found {key!r:.40}')
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f'{path}: {where}[{key!r}] must be a tensor, got {type(value).__name__} {value!r:.40}')
+        if not value.is_floating_point():
+            raise ValueError(f'{path}: {where}[{key!r}] is a {value.dtype} tensor; expected real floating-point '
+                             'weights (complex, bool and integer values are refused)')
+        held = value.untyped_storage().nbytes()
+        if value.numel() * value.element_size() > held:
+            raise ValueError(f'{path}: {where}[{key!r}] claims shape {tuple(value.shape)} '
+                             f'({value.numel()} values) but the file holds {held // value.element_size()} for it')
 
 
 def infer_config(state_dict: dict) -> dict:
@@ -62,19 +111,53 @@ def infer_config(state_dict: dict) -> dict:
     if n_convs == 0 or n_convs % 2:
         raise ValueError(f'expected an even, non-zero number of convs.* layers, found {n_convs}')
     log_size = n_convs // 2 + 2
-    channels = {4: state_dict['conv1.conv.weight'].shape[1]}
+    if log_size > MAX_LOG_SIZE:
+        raise ValueError(f'{n_convs} convs.* layers declare a {2 ** log_size}px generator; '
+                         f'at most {2 ** MAX_LOG_SIZE}px is supported')
+    channels = {4: _dim(state_dict, 'conv1.conv.weight', 5, 1)}
     for r in range(3, log_size + 1):
-        channels[2 ** r] = state_dict[f'convs.{2 * (r - 3)}.conv.weight'].shape[1]
-    return dict(size=2 ** log_size, style_dim=state_dict['style.1.weight'].shape[0],
+        channels[2 ** r] = _dim(state_dict, f'convs.{2 * (r - 3)}.conv.weight', 5, 1)
+    return dict(size=2 ** log_size, style_dim=_dim(state_dict, 'style.1.weight', 2, 0),
                 n_mlp=n_mlp, channels=channels)
+
+
+def _dim(state_dict: dict, key: str, ndim: int, axis: int) -> int:
+    """Size `axis` of the `ndim`-d tensor at `key`, within MAX_WIDTH; ValueError naming the key otherwise."""
+    value = state_dict.get(key)
+    if not isinstance(value, torch.Tensor) or value.dim() != ndim:
+        shown = f'shape {tuple(value.shape)}' if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f'{key}: expected a {ndim}-d tensor, got {shown}')
+    size = int(value.shape[axis])
+    if not 1 <= size <= MAX_WIDTH:
+        raise ValueError(f'{key}: a width of {size} (shape {tuple(value.shape)}) is outside 1..{MAX_WIDTH}')
+    return size
 
 
 def model_from_checkpoint(ckpt: dict, truncation: float = 1.0, mconv: str = 'seq') -> SeqStyleGAN2:
     """Builds the generator that fits `ckpt` (from read_checkpoint) and loads it."""
-    config = infer_config(ckpt['g_ema'])
+    config = infer_config(ckpt['g_ema']) | checkpoint_options(ckpt)
+    with torch.device('meta'):        # every shape and value checked before the model is allocated
+        skeleton = SeqStyleGAN2(**config, truncation=truncation, mconv=mconv)
+    skeleton.check_state_dict(ckpt['g_ema'], latent_avg=ckpt['latent_avg'])
     model = SeqStyleGAN2(**config, truncation=truncation, mconv=mconv)
     model.load_state_dict(ckpt['g_ema'], latent_avg=ckpt['latent_avg'])
     return model.eval()
+
+
+def checkpoint_options(ckpt: dict) -> dict:
+    """SeqStyleGAN2 options a checkpoint holds beyond its shapes: `conv_clamp` (an entry beside g_ema,
+    written for models converted from NVlabs pickles) and `z_dim` (style.1.weight's input width, when
+    it differs from style_dim). ValueError naming the entry when it is malformed."""
+    options = {}
+    clamp = ckpt.get('conv_clamp')
+    if clamp is not None:
+        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not 0 < clamp < math.inf:
+            raise ValueError(f'conv_clamp must be a positive finite number (or absent), got {clamp!r:.40}')
+        options['conv_clamp'] = float(clamp)
+    first = ckpt['g_ema'].get('style.1.weight')
+    if isinstance(first, torch.Tensor) and first.dim() == 2 and first.shape[1] != first.shape[0]:
+        options['z_dim'] = _dim(ckpt['g_ema'], 'style.1.weight', 2, 1)
+    return options
 
 
 def _release_file(name: str) -> Path:
@@ -127,4 +210,6 @@ def save_checkpoint(model: SeqStyleGAN2, path: str | os.PathLike, **extra) -> No
     StyleGAN2 tools and by load_seq_stylegan. `extra` entries (e.g. args) are stored alongside."""
     ckpt = {'g_ema': model.checkpoint_state_dict(),
             'latent_avg': model.latents.latent_avg.detach().clone(), **extra}
+    if model.conv_clamp is not None:       # NVlabs' conv_clamp, kept by models converted from .pkl files
+        ckpt['conv_clamp'] = float(model.conv_clamp)
     atomic_torch_save({k: (v.cpu() if torch.is_tensor(v) else v) for k, v in ckpt.items()}, path)

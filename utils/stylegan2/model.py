@@ -59,11 +59,17 @@ class SeqStyleGAN2(nn.Sequential):
         mconv: 'seq' (modulate, plain conv, demodulate: rewritable) or 'fused' (grouped conv).
         channels: optional {resolution: width} (or a list by resolution 4, 8, ...) for custom models.
         noise_mode: 'const' (the stored noise maps), 'random' or 'zero'.
+        lr_mlp: learning-rate multiplier of the mapping layers (weights are stored divided by it).
+        blur_taps: the 1D FIR filter of upsampling (NVlabs' `resample_filter`).
+        z_dim: width of z, the mapping network's input (default style_dim).
+        conv_clamp: when set (NVlabs' `conv_clamp`, e.g. 256), every styled conv's activation and
+            every toRGB output is clamped to [-conv_clamp, conv_clamp]; None (default): no clamping.
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  truncation: float = 1.0, mconv: str = 'seq', channels=None,
-                 noise_mode: str = 'const', lr_mlp: float = 0.01, blur_taps=(1, 3, 3, 1)):
+                 noise_mode: str = 'const', lr_mlp: float = 0.01, blur_taps=(1, 3, 3, 1),
+                 z_dim: int | None = None, conv_clamp: float | None = None):
         log_size = int(math.log2(size))
         if size < 8 or 2 ** log_size != size:
             raise ValueError(f'size must be a power of two >= 8, not {size}')
@@ -74,28 +80,39 @@ class SeqStyleGAN2(nn.Sequential):
         missing = [2 ** r for r in range(2, log_size + 1) if 2 ** r not in channels]
         if missing:
             raise ValueError(f'channels has no width for resolutions {missing}')
+        z_dim = style_dim if z_dim is None else int(z_dim)
+        if conv_clamp is not None:
+            conv_clamp = float(conv_clamp)
+            if not (math.isfinite(conv_clamp) and conv_clamp > 0):
+                raise ValueError(f'conv_clamp must be a positive finite number or None, not {conv_clamp}')
+        if n_mlp < 1 and z_dim != style_dim:
+            raise ValueError(f'z_dim ({z_dim}) differs from style_dim ({style_dim}) but there are no mapping layers')
+        mapping = [MappingLinear(style_dim, lr_mlp, in_dim=z_dim if i == 0 else None) for i in range(n_mlp)]
+        clamp = conv_clamp
         n_latent = 2 * log_size - 2
         steps = [
             ('bag_in', InputLatent()),
-            ('style', nn.Sequential(PixelNorm(), *[MappingLinear(style_dim, lr_mlp) for _ in range(n_mlp)])),
+            ('style', nn.Sequential(PixelNorm(), *mapping)),
             ('latents', AdjustLatent(n_latent, style_dim, truncation)),
             ('noises', NoiseBuffers(size, mode=noise_mode)),
             ('input', ConstantInput(channels[4])),
-            ('layer2', _styled_layer(0, channels[4], channels[4], style_dim, False, mconv, blur_taps)),
-            ('to_rgb1', _rgb_layer(1, channels[4], style_dim, False, mconv)),
+            ('layer2', _styled_layer(0, channels[4], channels[4], style_dim, False, mconv, blur_taps, clamp)),
+            ('to_rgb1', _rgb_layer(1, channels[4], style_dim, False, mconv, clamp)),
         ]
         for r in range(3, log_size + 1):
             c_in, c_out, n = channels[2 ** (r - 1)], channels[2 ** r], 2 * r - 3
             steps += [
                 (f'up_rgb{r - 2}', UpsampleRGB(blur_taps)),
-                (f'layer{n}', _styled_layer(n - 2, c_in, c_out, style_dim, True, mconv, blur_taps)),
-                (f'layer{n + 1}', _styled_layer(n - 1, c_out, c_out, style_dim, False, mconv, blur_taps)),
-                (f'to_rgb{r - 1}', _rgb_layer(n, c_out, style_dim, True, mconv)),
+                (f'layer{n}', _styled_layer(n - 2, c_in, c_out, style_dim, True, mconv, blur_taps, clamp)),
+                (f'layer{n + 1}', _styled_layer(n - 1, c_out, c_out, style_dim, False, mconv, blur_taps, clamp)),
+                (f'to_rgb{r - 1}', _rgb_layer(n, c_out, style_dim, True, mconv, clamp)),
             ]
         steps.append(('output', ReturnOutput()))
         super().__init__(OrderedDict(steps))
         self.size = size
         self.style_dim = style_dim
+        self.z_dim = z_dim
+        self.conv_clamp = conv_clamp
         self.n_mlp = n_mlp
         self.n_latent = n_latent
         self.mconv = mconv
@@ -138,8 +155,13 @@ class SeqStyleGAN2(nn.Sequential):
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture."""
-        return dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
-                    channels=dict(self.channels), mconv=self.mconv, truncation=self.truncation)
+        config = dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
+                      channels=dict(self.channels), mconv=self.mconv, truncation=self.truncation)
+        if self.z_dim != self.style_dim:
+            config['z_dim'] = self.z_dim
+        if self.conv_clamp is not None:
+            config['conv_clamp'] = self.conv_clamp
+        return config
 
     # ---- checkpoint layout -----------------------------------------------------------------
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
@@ -155,10 +177,29 @@ class SeqStyleGAN2(nn.Sequential):
         anything is copied: a missing, unexpected or mis-shaped key raises CheckpointMismatchError
         naming them all, and leaves the model unchanged.
         """
+        own = self.state_dict()
+        translated = self.check_state_dict(state_dict, strict=strict, latent_avg=latent_avg)
+        if 'latents.latent_avg' not in translated and self.truncation != 1.0:
+            warnings.warn('no latent_avg given: truncation pulls toward the current latent_avg', stacklevel=2)
+        with torch.no_grad():
+            for k, v in translated.items():
+                own[k].copy_(v)
+        return torch.nn.modules.module._IncompatibleKeys([], [])
+
+    def check_state_dict(self, state_dict, strict: bool = True,
+                         latent_avg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What load_state_dict would copy, under this module's key names, after every check (keys,
+        types, dtypes, shapes, finiteness; CheckpointMismatchError naming them all). Reads nothing
+        but shapes and values, so it works on a skeleton built on the 'meta' device too."""
+        if not isinstance(state_dict, Mapping):
+            raise CheckpointMismatchError(f'expected a state dict (a dict of tensors), got {type(state_dict).__name__}')
+        odd = [k for k in state_dict if not isinstance(k, str)]
+        if odd:
+            raise CheckpointMismatchError(f'state dict keys must be strings, got {_show_keys(odd)}')
         if 'g_ema' in state_dict and not any(k.startswith('style.') for k in state_dict):
             if latent_avg is None:
                 latent_avg = state_dict.get('latent_avg')
-            state_dict = state_dict['g_ema']
+            return self.check_state_dict(state_dict['g_ema'], strict, latent_avg)
         own = self.state_dict()
         if 'latents.latent_avg' in state_dict:
             if latent_avg is None:
@@ -167,28 +208,23 @@ class SeqStyleGAN2(nn.Sequential):
         to_ours = {checkpoint_key(k): k for k in own}
         translated = {(k if k in own else to_ours.get(k, k)): v for k, v in state_dict.items()}
         if latent_avg is not None:
-            translated['latents.latent_avg'] = torch.as_tensor(latent_avg).reshape(-1)
-        elif self.truncation != 1.0:
-            warnings.warn('no latent_avg given: truncation pulls toward the current latent_avg', stacklevel=2)
+            translated['latents.latent_avg'] = _latent_avg_tensor(latent_avg, self.style_dim)
         _check_fits(own, translated, strict)
-        with torch.no_grad():
-            for k, v in translated.items():
-                own[k].copy_(v)
-        return torch.nn.modules.module._IncompatibleKeys([], [])
+        return translated
 
 
-def _styled_layer(latent_index, c_in, c_out, style_dim, upsample, mconv, blur_taps):
+def _styled_layer(latent_index, c_in, c_out, style_dim, upsample, mconv, blur_taps, clamp=None):
     return nn.Sequential(OrderedDict([
         (f'lat{latent_index}', PickLatent(latent_index)),
         ('sconv', StyledConv(c_in, c_out, style_dim, noise_index=latent_index, upsample=upsample,
-                             mconv=mconv, blur_taps=blur_taps)),
+                             mconv=mconv, blur_taps=blur_taps, clamp=clamp)),
     ]))
 
 
-def _rgb_layer(latent_index, c_in, style_dim, skip, mconv):
+def _rgb_layer(latent_index, c_in, style_dim, skip, mconv, clamp=None):
     return nn.Sequential(OrderedDict([
         (f'lat{latent_index}', PickLatent(latent_index)),
-        ('rgb', ToRGB(c_in, style_dim, skip=skip, mconv=mconv)),
+        ('rgb', ToRGB(c_in, style_dim, skip=skip, mconv=mconv, clamp=clamp)),
     ]))
 
 
@@ -220,16 +256,53 @@ def checkpoint_key(key: str) -> str:
     return key
 
 
+def _show_keys(keys: list) -> str:
+    shown = ', '.join(repr(k)[:60] for k in keys[:8])
+    return shown + (f', ... ({len(keys)} in all)' if len(keys) > 8 else '')
+
+
+def _latent_avg_tensor(latent_avg, style_dim: int):
+    """latent_avg as a flat tensor, or a CheckpointMismatchError naming it and what was expected."""
+    expected = f'expected a float tensor of {style_dim} values'
+    if isinstance(latent_avg, torch.Tensor):
+        return latent_avg.reshape(-1)
+    if isinstance(latent_avg, (list, tuple)) or type(latent_avg).__module__ == 'numpy':
+        try:
+            array = torch.as_tensor(latent_avg)
+        except (TypeError, ValueError, RuntimeError):
+            array = None
+        if array is not None:
+            return array.reshape(-1)
+    text = repr(latent_avg)
+    raise CheckpointMismatchError(f'latent_avg: {expected}, got {type(latent_avg).__name__} '
+                                  f'{text[:40] + "..." if len(text) > 40 else text}')
+
+
+def _dtype_problem(value: torch.Tensor, own: torch.Tensor) -> bool:
+    """True when a checkpoint value cannot stand for a model tensor: complex, bool or integer values
+    for floating-point weights (copying would drop the imaginary part or invent values)."""
+    return own.is_floating_point() and not value.is_floating_point()
+
+
 def _check_fits(own: dict, given: dict, strict: bool) -> None:
+    not_tensors = [f'{checkpoint_key(k)} ({type(v).__name__})' for k, v in given.items()
+                   if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointMismatchError('checkpoint does not fit this SeqStyleGAN2 (model left unchanged); '
+                                      f'keys whose values are not tensors: {", ".join(not_tensors[:12])}')
     missing = [k for k in own if k not in given] if strict else []
     unexpected = [k for k in given if k not in own]
+    wrong_dtype = [f'{checkpoint_key(k)}: {v.dtype} (expected a real floating-point tensor)'
+                   for k, v in given.items() if k in own and _dtype_problem(v, own[k])]
     misshaped = [f'{checkpoint_key(k)}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                  for k, v in given.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     nonfinite = [checkpoint_key(k) for k, v in given.items()
-                 if k in own and v.is_floating_point() and not torch.isfinite(v).all()]
+                 if k in own and tuple(v.shape) == tuple(own[k].shape) and v.is_floating_point()
+                 and not torch.isfinite(v).all()]
     problems = []
     for title, keys in [('missing keys', [checkpoint_key(k) for k in missing]),
                         ('unexpected keys', [checkpoint_key(k) for k in unexpected]),
+                        ('keys of the wrong dtype', wrong_dtype),
                         ('mis-shaped keys', misshaped), ('keys with NaN or inf', nonfinite)]:
         if keys:
             shown = ', '.join(keys[:12]) + (f', ... ({len(keys)} in all)' if len(keys) > 12 else '')
