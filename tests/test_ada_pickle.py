@@ -152,3 +152,26 @@ def test_edit_applies_to_converted_model(tmp_path):
     z = torch.randn(2, 512)
     with torch.no_grad():
         assert torch.allclose(again(z), gw.model(z), atol=1e-5)
+
+
+def _edited_pickle(tmp_path, edit) -> object:
+    """ada64.pkl with one init setting of G_ema changed (the file's records, rewritten as data)."""
+    from utils.stylegan2.ada_pickle import read_ada_pickle
+    data = read_ada_pickle(_ada_pkl())
+    edit(data['G_ema'])
+    return data
+
+
+def test_conditional_and_stylegan3_refused(tmp_path):
+    from utils.stylegan2.ada_pickle import ada_checkpoint
+
+    def conditional(g):
+        g.state['_init_kwargs'] = {**g.init_kwargs, 'c_dim': 10}
+
+    def stylegan3(g):
+        g.child('synthesis').state['_modules'] = {'input': g.child('synthesis').child('b4')}
+
+    with pytest.raises(AdaPickleError, match=r'class-conditional generator \(c_dim=10\)'):
+        ada_checkpoint(_edited_pickle(tmp_path, conditional))
+    with pytest.raises(AdaPickleError, match='StyleGAN3'):
+        ada_checkpoint(_edited_pickle(tmp_path, stylegan3))
