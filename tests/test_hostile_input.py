@@ -1,0 +1,110 @@
+"""Hostile and broken input (issue 14): every failure gets a clear error naming the key or field and
+what was expected, with nothing changed. Grouped by area: checkpoints, ..."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(size=8, style_dim=16, n_mlp=2, channels={4: 8, 8: 8})
+
+
+@pytest.fixture()
+def tiny_ckpt(tmp_path) -> dict:
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(**TINY)
+    save_checkpoint(model, tmp_path / 'ok.pt')
+    return torch.load(tmp_path / 'ok.pt', weights_only=True)
+
+
+def save(tmp_path, obj, name='bad.pt') -> Path:
+    path = tmp_path / name
+    torch.save(obj, path)
+    return path
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+def test_integer_where_a_tensor_belongs_names_the_key(tiny_ckpt, tmp_path):
+    tiny_ckpt['g_ema']['conv1.conv.weight'] = 3
+    with pytest.raises(ValueError, match=r"conv1\.conv\.weight.*must be a tensor, got int"):
+        load_seq_stylegan(save(tmp_path, tiny_ckpt))
+
+
+def test_integer_top_level_keys_are_refused(tiny_ckpt, tmp_path):
+    tiny_ckpt[7] = torch.zeros(1)
+    with pytest.raises(ValueError, match='keys must be strings, found 7'):
+        load_seq_stylegan(save(tmp_path, tiny_ckpt))
+
+
+@pytest.mark.parametrize('latent_avg', ['abc', {'a': 1}])
+def test_latent_avg_of_the_wrong_type_names_it(tiny_ckpt, tmp_path, latent_avg):
+    tiny_ckpt['latent_avg'] = latent_avg
+    with pytest.raises(ValueError, match='latent_avg must be a real floating-point tensor'):
+        load_seq_stylegan(save(tmp_path, tiny_ckpt))
+    model = SeqStyleGAN2(**TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match='latent_avg: expected a float tensor of 16 values'):
+        model.load_state_dict(tiny_ckpt['g_ema'], latent_avg=latent_avg)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('dtype', [torch.complex64, torch.bool, torch.int64])
+def test_complex_bool_and_integer_weights_are_refused(tiny_ckpt, tmp_path, dtype):
+    key = 'convs.0.conv.weight'
+    tiny_ckpt['g_ema'][key] = tiny_ckpt['g_ema'][key].to(dtype)
+    with pytest.raises(ValueError, match=rf"{key}.*{dtype}.*real floating-point"):
+        load_seq_stylegan(save(tmp_path, tiny_ckpt))
+    model = SeqStyleGAN2(**TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=rf'wrong dtype: {key}: {dtype}'):
+        model.load_state_dict(tiny_ckpt['g_ema'], latent_avg=tiny_ckpt['latent_avg'])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_broadcast_views_claiming_more_values_than_stored_are_refused(tiny_ckpt, tmp_path):
+    tiny_ckpt['g_ema']['conv1.conv.weight'] = torch.zeros(1).expand(1, 6000, 6000, 3, 3)
+    with pytest.raises(ValueError, match=r"conv1\.conv\.weight.*claims shape \(1, 6000, 6000, 3, 3\)"):
+        load_seq_stylegan(save(tmp_path, tiny_ckpt))
+
+
+PEAK_SCRIPT = '''
+import resource, sys
+from utils.stylegan2 import load_seq_stylegan
+try:
+    load_seq_stylegan(sys.argv[1])
+except ValueError as e:
+    print('ERROR', e)
+print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+'''
+
+
+@pytest.mark.parametrize('channels', [6000, 30000])
+def test_claimed_widths_are_checked_before_anything_is_allocated(tiny_ckpt, tmp_path, channels):
+    """A small file whose first conv claims `channels` outputs: the architecture it implies would need
+    1.3 GB (6000) or 32 GB (30000) of weights; the mismatch must be reported without building it."""
+    tiny_ckpt['g_ema']['conv1.conv.weight'] = torch.randn(1, channels, 8, 1, 1)
+    path = save(tmp_path, tiny_ckpt)
+    assert path.stat().st_size < 2_000_000
+    env = os.environ | {'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    out = subprocess.run([sys.executable, '-c', PEAK_SCRIPT, str(path)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300).stdout
+    assert 'ERROR' in out and 'conv1.conv.weight' in out, out
+    peak = float(out.split('PEAK_MB')[1])
+    assert peak < 900, f'peak memory {peak:.0f} MB: the claimed architecture was allocated'
+
+
+def test_a_good_checkpoint_still_loads_bit_identically(tiny_ckpt, tmp_path):
+    model = load_seq_stylegan(save(tmp_path, tiny_ckpt, 'good.pt'))
+    ours = model.checkpoint_state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in tiny_ckpt['g_ema'].items())
+    assert json.dumps(sorted(ours)) == json.dumps(sorted(tiny_ckpt['g_ema']))
