@@ -6,6 +6,8 @@ An edit request is a JSON object with some of these fields (see ../shared/README
     paste:  [imgnum, mask]            where the copy is pasted
     key:    [[imgnum, mask], ...]     context examples (absent: the paste region is the only one)
     query:  [imgnum, mask]            region used for search/matching
+    preserve: [[imgnum, mask], ...]   regions whose layer outputs must stay as they are (optional; the
+                                      original tool ignores fields it does not know)
 
 `imgnum` indexes the seeded z-sample; `mask` is a ``data:image/png;base64,...`` URL of a square RGBA PNG
 whose unpainted pixels are (0, 0, 0, 0) and painted ones white with an alpha fading at the brush edge.
@@ -56,6 +58,7 @@ import json
 import numbers
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +91,14 @@ __all__ = ['FIELDS', 'MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'EditFileError', 'EditR
            'bounding_box', 'decode_mask_rgba', 'encode_mask', 'load_edit', 'mask_from_url', 'parse_edit',
            'resize_mask', 'save_edit', 'selection_from_mask', 'union_masks', 'validate_request']
 
-FIELDS = ('object', 'paste', 'key', 'query')
+FIELDS = ('object', 'paste', 'key', 'query', 'preserve')
+LIST_FIELDS = ('key', 'preserve')
 PAIR_FIELDS = ('object', 'paste', 'query')
 EDIT_FIELDS = ('object', 'paste', 'key')
 
+
+MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
+MAX_INT_DIGITS = 20
 
 SETTING_IN_NAME = re.compile(r'_layer(\d+)(?:_rank(\d+))?$')
 
@@ -182,12 +189,13 @@ def _parse_pair(value: object, where: str) -> Selection:
         raise err.within(where) from None
 
 
-def _parse_key(value: object) -> list[Selection]:
+def _parse_key(value: object, name: str = 'key') -> list[Selection]:
+    """A list field (`key` or `preserve`): at least one [imgnum, mask] pair."""
     if not isinstance(value, (list, tuple)):
-        raise EditFileError('key', f'must be a list of [imgnum, mask] pairs, got {_describe(value)}')
+        raise EditFileError(name, f'must be a list of [imgnum, mask] pairs, got {_describe(value)}')
     if not value:
-        raise EditFileError('key', 'must list at least one [imgnum, mask] pair (leave the field out instead)')
-    return [_parse_pair(pair, f'key[{index}]') for index, pair in enumerate(value)]
+        raise EditFileError(name, 'must list at least one [imgnum, mask] pair (leave the field out instead)')
+    return [_parse_pair(pair, f'{name}[{index}]') for index, pair in enumerate(value)]
 
 
 @dataclass
@@ -198,10 +206,12 @@ class EditRequest:
     paste: Selection | None = None
     key: list[Selection] = field(default_factory=list)
     query: Selection | None = None
+    preserve: list[Selection] = field(default_factory=list)
     field_order: tuple[str, ...] = field(default=FIELDS, compare=False, repr=False)
 
     def __post_init__(self):
         self.key = list(self.key)
+        self.preserve = list(self.preserve)
         self.field_order = tuple(self.field_order)
         self._check_structure()
 
@@ -210,11 +220,13 @@ class EditRequest:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Selection):
                 raise EditFileError(name, f'must be a Selection or None, got {_describe(value)}')
-        if not isinstance(self.key, list):
-            raise EditFileError('key', f'must be a list of Selections, got {_describe(self.key)}')
-        for index, selection in enumerate(self.key):
-            if not isinstance(selection, Selection):
-                raise EditFileError(f'key[{index}]', f'must be a Selection, got {_describe(selection)}')
+        for name in LIST_FIELDS:
+            selections = getattr(self, name)
+            if not isinstance(selections, list):
+                raise EditFileError(name, f'must be a list of Selections, got {_describe(selections)}')
+            for index, selection in enumerate(selections):
+                if not isinstance(selection, Selection):
+                    raise EditFileError(f'{name}[{index}]', f'must be a Selection, got {_describe(selection)}')
         if self.object is None and self.paste is None and not self.key:
             raise EditFileError('request', 'needs at least one of object, paste or key')
         if not set(self.field_order) <= set(FIELDS) or len(set(self.field_order)) != len(self.field_order):
@@ -230,13 +242,14 @@ class EditRequest:
     def present_fields(self) -> list[str]:
         """Names of the fields set, in file order (those missing from field_order last, in FIELDS order)."""
         order = [*self.field_order, *(name for name in FIELDS if name not in self.field_order)]
-        return [name for name in order if (self.key if name == 'key' else getattr(self, name) is not None)]
+        return [name for name in order
+                if (getattr(self, name) if name in LIST_FIELDS else getattr(self, name) is not None)]
 
     def selections(self) -> Iterator[tuple[str, Selection]]:
         """(field path, selection) for every selection, in file order: ('paste', s), ('key[0]', s), ..."""
         for name in self.present_fields():
-            if name == 'key':
-                yield from ((f'key[{index}]', selection) for index, selection in enumerate(self.key))
+            if name in LIST_FIELDS:
+                yield from ((f'{name}[{index}]', selection) for index, selection in enumerate(getattr(self, name)))
             else:
                 yield name, getattr(self, name)
 
@@ -260,7 +273,7 @@ class EditRequest:
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""
         self._check_structure()
-        return {name: ([selection.to_json() for selection in self.key] if name == 'key'
+        return {name: ([selection.to_json() for selection in getattr(self, name)] if name in LIST_FIELDS
                        else getattr(self, name).to_json())
                 for name in self.present_fields()}
 
@@ -276,7 +289,8 @@ class EditRequest:
             raise EditFileError('request', f'needs at least one of object, paste or key, got {list(obj) or "none"}')
         pairs = {name: _parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
         key = _parse_key(obj['key']) if 'key' in obj else []
-        request = cls(**pairs, key=key, field_order=tuple(obj))
+        preserve = _parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
+        request = cls(**pairs, key=key, preserve=preserve, field_order=tuple(obj))
         request.check(num_images, resolution)
         return request
 
@@ -294,9 +308,18 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return result
 
 
+def _parse_int(text: str) -> int:
+    """JSON integers, refusing absurdly long ones (Python would raise an internal ValueError past 4300 digits)."""
+    digits = len(text.lstrip('-'))
+    if digits > MAX_INT_DIGITS:
+        raise EditFileError('request', f'an integer of {digits} digits (image numbers have at most '
+                                       f'{MAX_INT_DIGITS} digits)')
+    return int(text)
+
+
 def _loads(text: str) -> object:
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_int=_parse_int)
     except json.JSONDecodeError as err:
         raise EditFileError('request', f'not valid JSON ({err.msg} at line {err.lineno} column {err.colno})') from None
     except RecursionError:
@@ -330,11 +353,29 @@ def parse_edit(obj: Mapping | str | Path, num_images: int | None = None,
     return validate_request(obj, num_images, layer_resolution)
 
 
+def read_edit_bytes(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The bytes of an edit file, read with a bound: a FIFO, device (/dev/zero) or folder is refused
+    without blocking (EditFileError 'request'), as is a file over `limit` bytes (MAX_EDIT_BYTES)."""
+    limit = MAX_EDIT_BYTES if limit is None else limit
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    with os.fdopen(fd, 'rb') as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise EditFileError('request', f'{path} is not a regular file (a FIFO, device or folder cannot be '
+                                           'an edit file)')
+        if info.st_size > limit:
+            raise EditFileError('request', f'{path} has {info.st_size} bytes; an edit file has at most {limit}')
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise EditFileError('request', f'{path} has more than {limit} bytes; an edit file has at most {limit}')
+    return data
+
+
 def load_edit(path: str | os.PathLike, num_images: int | None = None,
               layer_resolution: int | None = None) -> EditRequest:
     """Reads and validates an edit file; errors in the file name it (OSError if it cannot be read)."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_edit_bytes(path)
     try:
         return validate_request(_loads(raw.decode('utf-8')), num_images, layer_resolution)
     except UnicodeDecodeError as err:
