@@ -358,11 +358,12 @@ def read_edit_bytes(path: str | os.PathLike, limit: int | None = None) -> bytes:
     without blocking (EditFileError 'request'), as is a file over `limit` bytes (MAX_EDIT_BYTES)."""
     limit = MAX_EDIT_BYTES if limit is None else limit
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise EditFileError('request', f'{path} is not a regular file (a FIFO, device or folder cannot be '
+                                       'an edit file)')
     with os.fdopen(fd, 'rb') as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise EditFileError('request', f'{path} is not a regular file (a FIFO, device or folder cannot be '
-                                           'an edit file)')
         if info.st_size > limit:
             raise EditFileError('request', f'{path} has {info.st_size} bytes; an edit file has at most {limit}')
         data = f.read(limit + 1)

@@ -108,3 +108,54 @@ def test_a_good_checkpoint_still_loads_bit_identically(tiny_ckpt, tmp_path):
     ours = model.checkpoint_state_dict()
     assert all(torch.equal(ours[k], v) for k, v in tiny_ckpt['g_ema'].items())
     assert json.dumps(sorted(ours)) == json.dumps(sorted(tiny_ckpt['g_ema']))
+
+
+# ---- edit files -----------------------------------------------------------------------------------
+
+def _edit_path_cases(tmp_path) -> dict:
+    fifo = tmp_path / 'fifo.json'
+    os.mkfifo(fifo)
+    return {'fifo': fifo, 'dev_zero': Path('/dev/zero'), 'folder': tmp_path}
+
+
+@pytest.mark.parametrize('case', ['fifo', 'dev_zero', 'folder'])
+def test_non_regular_edit_files_are_refused_without_blocking(tmp_path, case):
+    from rewrite.editfile import EditFileError, load_edit
+    path = _edit_path_cases(tmp_path)[case]
+    if not path.exists():
+        pytest.skip(f'{path} does not exist on this system')
+    with pytest.raises(EditFileError, match='is not a regular file'):
+        load_edit(path)
+
+
+def test_edit_file_reads_are_bounded(tmp_path):
+    from rewrite.editfile import EditFileError, read_edit_bytes
+    path = tmp_path / 'big.json'
+    path.write_bytes(b' ' * 1001)
+    with pytest.raises(EditFileError, match='has 1001 bytes; an edit file has at most 1000'):
+        read_edit_bytes(path, limit=1000)
+    assert read_edit_bytes(path, limit=1001) == b' ' * 1001
+
+
+def test_a_5000_digit_image_number_is_a_clear_error(tmp_path):
+    from rewrite.editfile import EditFileError, load_edit
+    path = tmp_path / 'huge.json'
+    path.write_text('{"key": [[' + '9' * 5000 + ', "data:image/png;base64,"]]}')
+    with pytest.raises(EditFileError, match='an integer of 5000 digits'):
+        load_edit(path)
+
+
+@pytest.mark.parametrize('case', ['fifo', 'huge'])
+def test_cli_reports_bad_edit_files_in_one_line(tmp_path, tiny_ckpt, capsys, case):
+    from rewrite import __main__ as cli
+    ckpt = save(tmp_path, tiny_ckpt, 'model.pt')
+    if case == 'fifo':
+        edit = _edit_path_cases(tmp_path)['fifo']
+    else:
+        edit = tmp_path / 'huge.json'
+        edit.write_text('{"key": [[' + '9' * 5000 + ', "x"]]}')
+    code = cli.main(['apply', '--model', str(ckpt), '--edit', str(edit), '--layer', '3',
+                     '--out', str(tmp_path / 'out.pt'), '--cachedir', str(tmp_path / 'cache'), '--quiet'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1 and '--edit' in err, err
+    assert not (tmp_path / 'out.pt').exists()
