@@ -13,7 +13,7 @@ from test_rewriter import LAYER, box_mask, tiny_model
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.zdataset import z_dataset_for_model
 
-FIELDS = ('object', 'paste', 'key', 'query')
+FIELDS = ('object', 'paste', 'key', 'query', 'preserve')
 GOOD_MASK = box_mask(256, 64, 64, 160, 160)
 VANISHING = box_mask(1024, 0, 0, 1, 1)             # one pixel of 1024: nothing at 16x16
 PROPERTY = settings(max_examples=1100, derandomize=True, deadline=None, database=None,
@@ -34,7 +34,7 @@ def valid() -> dict:
 @st.composite
 def malformed(draw):
     request = valid()
-    kind = draw(st.sampled_from(['field', 'pair', 'imgnum', 'mask', 'key', 'drop', 'whole']))
+    kind = draw(st.sampled_from(['field', 'pair', 'imgnum', 'mask', 'key', 'preserve', 'drop', 'whole']))
     field = draw(st.sampled_from(['object', 'paste']))
     if kind == 'field':
         request[draw(st.sampled_from(FIELDS))] = draw(junk)
@@ -49,6 +49,12 @@ def malformed(draw):
     elif kind == 'key':
         j = draw(st.integers(0, 1))
         request['key'][j] = draw(st.one_of(junk, st.lists(junk, min_size=2, max_size=2)))
+    elif kind == 'preserve':                           # issue 13: malformed preserve regions
+        good = [[4, GOOD_MASK], [5, GOOD_MASK]]
+        j = draw(st.integers(0, 1))
+        good[j] = draw(st.one_of(junk, st.lists(junk, min_size=2, max_size=2).filter(lambda p: p[1] != VANISHING),
+                                 st.tuples(st.integers(min_value=40), st.just(GOOD_MASK))))
+        request['preserve'] = draw(st.sampled_from([good, [], 'x', {'0': good[0]}]))
     elif kind == 'drop':
         for f in draw(st.lists(st.sampled_from(['object', 'paste']), min_size=1, unique=True)):
             request.pop(f)
