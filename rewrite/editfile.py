@@ -98,7 +98,7 @@ EDIT_FIELDS = ('object', 'paste', 'key')
 
 
 MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
-MAX_INT_DIGITS = 20
+MAX_INT_DIGITS = 1000      # longer JSON integers are not converted (see LongInteger)
 
 SETTING_IN_NAME = re.compile(r'_layer(\d+)(?:_rank(\d+))?$')
 
@@ -308,13 +308,20 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return result
 
 
-def _parse_int(text: str) -> int:
-    """JSON integers, refusing absurdly long ones (Python would raise an internal ValueError past 4300 digits)."""
+class LongInteger:
+    """A JSON integer too long to convert (Python raises an internal ValueError past 4300 digits): kept as
+    a placeholder, so that the field holding it is named when it is validated."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f'<integer of {self.digits} digits>'
+
+
+def _parse_int(text: str) -> int | LongInteger:
     digits = len(text.lstrip('-'))
-    if digits > MAX_INT_DIGITS:
-        raise EditFileError('request', f'an integer of {digits} digits (image numbers have at most '
-                                       f'{MAX_INT_DIGITS} digits)')
-    return int(text)
+    return LongInteger(digits) if digits > MAX_INT_DIGITS else int(text)
 
 
 def _loads(text: str) -> object:
