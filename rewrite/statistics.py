@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -95,13 +96,20 @@ class KeyStatistics:
             with np.load(path, allow_pickle=False) as data:
                 if str(data['meta']) != repr(sorted(meta.items())):
                     return None
-                moment = SecondMoment({'count': int(data['count']), 'sum_xxt': torch.from_numpy(data['sum_xxt']),
-                                       'sum_x': torch.from_numpy(data['sum_x'])})
-                qs = None
-                if 'quantile_table' in data:
-                    qs = QuantileSample()
-                    qs.load_state_dict({'table': torch.from_numpy(data['quantile_table'])})
-        except (OSError, KeyError, ValueError):
+                count, sum_xxt, sum_x = data['count'], data['sum_xxt'], data['sum_x']
+                table = data['quantile_table']            # both writers store it: a file without it is broken
+                c = sum_x.shape[0] if sum_x.ndim == 1 else -1
+                if not (count.ndim == 0 and count.dtype.kind in 'iu' and int(count) > 0
+                        and sum_xxt.dtype == np.float64 and sum_x.dtype == np.float64
+                        and sum_xxt.shape == (c, c) and table.dtype.kind == 'f' and table.ndim == 2
+                        and table.shape[0] == c and np.isfinite(sum_xxt).all() and np.isfinite(sum_x).all()
+                        and np.isfinite(table).all()):
+                    return None
+                moment = SecondMoment({'count': int(count), 'sum_xxt': torch.from_numpy(sum_xxt),
+                                       'sum_x': torch.from_numpy(sum_x)})
+                qs = QuantileSample()
+                qs.load_state_dict({'table': torch.from_numpy(table)})
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # truncated or corrupted: recompute
             return None
         return cls(moment, qs)
 

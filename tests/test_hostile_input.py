@@ -159,3 +159,42 @@ def test_cli_reports_bad_edit_files_in_one_line(tmp_path, tiny_ckpt, capsys, cas
     err = capsys.readouterr().err
     assert code == 2 and err.count('\n') == 1 and '--edit' in err, err
     assert not (tmp_path / 'out.pt').exists()
+
+
+# ---- statistics cache -------------------------------------------------------------------------------
+
+def _saved_stats(tmp_path):
+    from rewrite.statistics import KeyStatistics
+    from utils.runningstats import QuantileSample, SecondMoment
+    x = torch.randn(200, 4, dtype=torch.float64)
+    moment, qs = SecondMoment(), QuantileSample()
+    moment.add(x)
+    qs.add(x.float())
+    path, meta = tmp_path / 'stats.npz', {'version': 1, 'layer': 3}
+    KeyStatistics(moment, qs).save(path, meta)
+    return KeyStatistics, path, meta
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'flip'])
+def test_damaged_statistics_cache_reads_as_absent(tmp_path, damage):
+    KeyStatistics, path, meta = _saved_stats(tmp_path)
+    assert KeyStatistics.load(path, meta) is not None
+    data = bytearray(path.read_bytes())
+    if damage == 'truncate':
+        data = data[:len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert KeyStatistics.load(path, meta) is None       # recomputed by the caller, not an exception
+
+
+def test_inconsistent_statistics_cache_reads_as_absent(tmp_path):
+    import numpy as np
+    KeyStatistics, path, meta = _saved_stats(tmp_path)
+    with np.load(path) as data:
+        arrays = dict(data)
+    for name, bad in [('count', np.array(-5)), ('sum_xxt', arrays['sum_xxt'].astype(np.complex128)),
+                      ('quantile_table', None)]:
+        broken = {k: v for k, v in arrays.items() if k != name} | ({} if bad is None else {name: bad})
+        np.savez(path, **broken)
+        assert KeyStatistics.load(path, meta) is None, name
