@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ def check_options(niter: int, piter: int, lr: float) -> None:
         raise RewriteError(f'niter must be a non-negative integer, not {niter!r}')
     if isinstance(piter, bool) or not isinstance(piter, int) or piter < 1:
         raise RewriteError(f'piter must be a positive integer, not {piter!r}')
-    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and np.isfinite(lr) and lr > 0):   # numpy scalars too
         raise RewriteError(f'lr must be a positive finite number, not {lr!r}')
 
 

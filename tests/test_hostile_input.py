@@ -198,3 +198,16 @@ def test_inconsistent_statistics_cache_reads_as_absent(tmp_path):
         broken = {k: v for k, v in arrays.items() if k != name} | ({} if bad is None else {name: bad})
         np.savez(path, **broken)
         assert KeyStatistics.load(path, meta) is None, name
+
+
+# ---- numerics: argument validation ----------------------------------------------------------------
+
+def test_learning_rate_may_be_a_numpy_scalar_but_not_nan_or_bool():
+    import numpy as np
+
+    from rewrite.ganrewrite import RewriteError, check_options
+    check_options(niter=1, piter=1, lr=np.float32(0.05))
+    check_options(niter=1, piter=1, lr=np.float64(0.05))
+    for bad in (np.float32('nan'), True, '0.05', -1.0):
+        with pytest.raises(RewriteError, match='lr must be a positive finite number'):
+            check_options(niter=1, piter=1, lr=bad)
