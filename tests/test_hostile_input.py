@@ -95,7 +95,9 @@ def test_claimed_widths_are_checked_before_anything_is_allocated(tiny_ckpt, tmp_
     tiny_ckpt['g_ema']['conv1.conv.weight'] = torch.randn(1, channels, 8, 1, 1)
     path = save(tmp_path, tiny_ckpt)
     assert path.stat().st_size < 2_000_000
-    env = os.environ | {'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    # a clean environment: variables other tests leave behind must not change what the loader does
+    env = {'PATH': os.environ.get('PATH', ''), 'HOME': os.environ.get('HOME', '/'), 'PYTHONPATH': str(ROOT),
+           'OMP_NUM_THREADS': '1'}
     out = subprocess.run([sys.executable, '-c', PEAK_SCRIPT, str(path)], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300).stdout
     assert 'ERROR' in out and 'conv1.conv.weight' in out, out
