@@ -77,14 +77,17 @@ def test_broadcast_views_claiming_more_values_than_stored_are_refused(tiny_ckpt,
         load_seq_stylegan(save(tmp_path, tiny_ckpt))
 
 
+# The peak is this process's own high-water mark (VmHWM of /proc/self/status, reset by exec), not
+# ru_maxrss: Linux carries ru_maxrss across fork + exec, so it would report the pytest parent's size.
 PEAK_SCRIPT = '''
-import resource, sys
+import sys
 from utils.stylegan2 import load_seq_stylegan
 try:
     load_seq_stylegan(sys.argv[1])
 except ValueError as e:
     print('ERROR', e)
-print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]
+print('PEAK_MB', int(hwm.split()[1]) / 1024)
 '''
 
 
