@@ -4,12 +4,15 @@ The second moment C = E[k k^T] (uncentered, float64) defines which key direction
 its ZCA matrix C^-1/2 whitens keys, and C^-1 k gives covariance-adjusted query directions.
 Results are cached as .npz, keyed by a fingerprint of every weight the keys depend on, the layer,
 the sample size, the seed and the truncation, so a cache made for other weights is never reused.
+Each file carries a SHA-256 of its arrays (`checksum`), checked on read with the arrays' consistency:
+a damaged file is reported by a warning and recomputed, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 
@@ -20,7 +23,7 @@ from tqdm.auto import tqdm
 from utils.fileio import atomic_path
 from utils.runningstats import QuantileSample, SecondMoment
 
-STATS_VERSION = 1
+STATS_VERSION = 2                   # 2: content checksum in the file
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -87,31 +90,66 @@ class KeyStatistics:
         if self.unit_quantiles is not None:
             arrays['quantile_table'] = self.unit_quantiles.table().numpy()
         arrays['meta'] = np.array(repr(sorted(meta.items())))
+        arrays['checksum'] = np.array(arrays_checksum(arrays))
         atomic_savez(path, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike, meta: dict) -> KeyStatistics | None:
-        """The cached statistics at `path`, or None if absent, unreadable or made for other inputs."""
+        """The cached statistics at `path`, or None if absent or made for other inputs. A file that is
+        unreadable, fails its checksum or holds inconsistent arrays also gives None, with a warning."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                if str(data['meta']) != repr(sorted(meta.items())):
-                    return None
-                count, sum_xxt, sum_x = data['count'], data['sum_xxt'], data['sum_x']
-                table = data['quantile_table']            # both writers store it: a file without it is broken
-                c = sum_x.shape[0] if sum_x.ndim == 1 else -1
-                if not (count.ndim == 0 and count.dtype.kind in 'iu' and int(count) > 0
-                        and sum_xxt.dtype == np.float64 and sum_x.dtype == np.float64
-                        and sum_xxt.shape == (c, c) and table.dtype.kind == 'f' and table.ndim == 2
-                        and table.shape[0] == c and np.isfinite(sum_xxt).all() and np.isfinite(sum_x).all()
-                        and np.isfinite(table).all()):
-                    return None
-                moment = SecondMoment({'count': int(count), 'sum_xxt': torch.from_numpy(sum_xxt),
-                                       'sum_x': torch.from_numpy(sum_x)})
-                qs = QuantileSample()
-                qs.load_state_dict({'table': torch.from_numpy(table)})
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # truncated or corrupted: recompute
+                arrays = {name: data[name] for name in data.files}
+        except FileNotFoundError:
             return None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:   # truncated or corrupted
+            return _damaged(path, f'unreadable ({type(e).__name__}: {e})')
+        if 'meta' not in arrays or str(arrays['meta']) != repr(sorted(meta.items())):
+            return None                                   # another version or other inputs: recompute
+        checksum = arrays.pop('checksum', None)
+        if checksum is None or str(checksum) != arrays_checksum(arrays):
+            return _damaged(path, 'content checksum does not match')
+        problem = _inconsistency(arrays)
+        if problem:
+            return _damaged(path, problem)
+        moment = SecondMoment({'count': int(arrays['count']), 'sum_xxt': torch.from_numpy(arrays['sum_xxt']),
+                               'sum_x': torch.from_numpy(arrays['sum_x'])})
+        qs = QuantileSample()
+        qs.load_state_dict({'table': torch.from_numpy(arrays['quantile_table'])})
         return cls(moment, qs)
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `arrays` (in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f'{name}:{a.dtype.str}:{a.shape}:'.encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _inconsistency(arrays: dict[str, np.ndarray]) -> str:
+    """What is wrong with a cache's arrays ('' if nothing): counts, dtypes, shapes, finiteness."""
+    missing = {'count', 'sum_xxt', 'sum_x', 'quantile_table'} - set(arrays)
+    if missing:                                   # both writers store the quantile table
+        return f'missing arrays {sorted(missing)}'
+    count, sum_xxt, sum_x, table = (arrays[k] for k in ('count', 'sum_xxt', 'sum_x', 'quantile_table'))
+    c = sum_x.shape[0] if sum_x.ndim == 1 else -1
+    if not (count.ndim == 0 and count.dtype.kind in 'iu' and int(count) > 0):
+        return f'count must be a positive integer, got {count!r}'
+    if not (sum_xxt.dtype == np.float64 and sum_x.dtype == np.float64 and table.dtype.kind == 'f'):
+        return f'dtypes must be float64 / float64 / float, got {sum_xxt.dtype} / {sum_x.dtype} / {table.dtype}'
+    if not (sum_xxt.shape == (c, c) and table.ndim == 2 and table.shape[0] == c):
+        return f'inconsistent shapes {sum_xxt.shape} / {sum_x.shape} / {table.shape}'
+    if not (np.isfinite(sum_xxt).all() and np.isfinite(sum_x).all() and np.isfinite(table).all()):
+        return 'non-finite values'
+    return ''
+
+
+def _damaged(path: str | os.PathLike, problem: str) -> None:
+    warnings.warn(f'statistics cache {path} is damaged ({problem}); recomputing', RuntimeWarning, stacklevel=3)
+    return None
 
 
 def cache_meta(context_model: torch.nn.Module, layernum: int, zs_size: int, seed, truncation: float,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -190,19 +191,70 @@ def test_damaged_statistics_cache_reads_as_absent(tmp_path, damage):
     else:
         data[len(data) // 3] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert KeyStatistics.load(path, meta) is None       # recomputed by the caller, not an exception
+    with pytest.warns(RuntimeWarning, match='statistics cache .* is damaged'):
+        assert KeyStatistics.load(path, meta) is None       # recomputed by the caller, not an exception
 
 
-def test_inconsistent_statistics_cache_reads_as_absent(tmp_path):
+def _rewrite_arrays(path, change, checksum: bool):
+    """Saves the cache at `path` with `change`d arrays, with a checksum made for them or the old one."""
     import numpy as np
-    KeyStatistics, path, meta = _saved_stats(tmp_path)
+
+    from rewrite.statistics import arrays_checksum
     with np.load(path) as data:
         arrays = dict(data)
-    for name, bad in [('count', np.array(-5)), ('sum_xxt', arrays['sum_xxt'].astype(np.complex128)),
-                      ('quantile_table', None)]:
-        broken = {k: v for k, v in arrays.items() if k != name} | ({} if bad is None else {name: bad})
-        np.savez(path, **broken)
-        assert KeyStatistics.load(path, meta) is None, name
+    old = arrays.pop('checksum')
+    arrays = change(arrays)
+    np.savez(path, **arrays, checksum=np.array(arrays_checksum(arrays)) if checksum else old)
+
+
+def test_same_shape_corruption_fails_the_checksum(tmp_path):
+    KeyStatistics, path, meta = _saved_stats(tmp_path)
+
+    def corrupt(arrays):
+        arrays['sum_xxt'] = arrays['sum_xxt'].copy()
+        arrays['sum_xxt'][1, 2] += 1.0              # same shape, dtype, finite: only the checksum sees it
+        return arrays
+    _rewrite_arrays(path, corrupt, checksum=False)
+    with pytest.warns(RuntimeWarning, match='checksum does not match'):
+        assert KeyStatistics.load(path, meta) is None
+    _rewrite_arrays(path, lambda a: a, checksum=True)    # a good checksum of good arrays: used
+    assert KeyStatistics.load(path, meta) is not None
+
+
+@pytest.mark.parametrize('name, bad, message', [
+    ('count', -5, 'count must be a positive integer'),
+    ('sum_xxt', 'complex', 'dtypes must be float64'),
+    ('quantile_table', None, 'missing arrays'),
+])
+def test_inconsistent_statistics_cache_reads_as_absent(tmp_path, name, bad, message):
+    """Even with a checksum that matches (made for the broken arrays), inconsistent content is refused."""
+    KeyStatistics, path, meta = _saved_stats(tmp_path)
+
+    def change(arrays):
+        if bad is None:
+            return {k: v for k, v in arrays.items() if k != name}
+        value = arrays[name].astype(np.complex128) if bad == 'complex' else np.array(bad)
+        return arrays | {name: value}
+    _rewrite_arrays(path, change, checksum=True)
+    with pytest.warns(RuntimeWarning, match=message):
+        assert KeyStatistics.load(path, meta) is None
+
+
+def test_rewriter_recomputes_a_damaged_cache(tmp_path):
+    """End to end: the rewriter warns, recomputes the statistics and rewrites a valid cache file."""
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from utils.zdataset import z_dataset_for_model
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(**TINY)
+    zds = z_dataset_for_model(model, size=8)
+    first = SeqStyleGanRewriter(model, zds, layernum=3, cachedir=tmp_path).c_matrix.clone()
+    (cache,) = tmp_path.glob('*.npz')
+    _rewrite_arrays(cache, lambda a: a | {'sum_x': a['sum_x'] + 1.0}, checksum=False)
+    with pytest.warns(RuntimeWarning, match='damaged'):
+        again = SeqStyleGanRewriter(model, zds, layernum=3, cachedir=tmp_path).c_matrix
+    assert torch.equal(again, first)
+    from rewrite.statistics import KeyStatistics
+    assert KeyStatistics.load(cache, SeqStyleGanRewriter(model, zds, layernum=3, cachedir=tmp_path).cache_meta())
 
 
 # ---- numerics: argument validation ----------------------------------------------------------------
