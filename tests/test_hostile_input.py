@@ -268,3 +268,50 @@ def test_learning_rate_may_be_a_numpy_scalar_but_not_nan_or_bool():
     for bad in (np.float32('nan'), True, '0.05', -1.0):
         with pytest.raises(RewriteError, match='lr must be a positive finite number'):
             check_options(niter=1, piter=1, lr=bad)
+
+
+# ---- writes: stale temp files -----------------------------------------------------------------------
+
+KILLED_WRITER = '''
+import os, sys, time
+from utils import fileio
+with fileio.atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b'partial')
+    print(tmp, flush=True)
+    time.sleep(60)
+'''
+
+
+def test_a_killed_writers_temp_is_removed_by_the_next_save(tmp_path, tiny_ckpt):
+    """A writer killed mid-write (SIGKILL: no cleanup runs) leaves its temp; the next save_checkpoint
+    to the same path removes it, and keeps temps of live writers and files not of the pattern."""
+    import signal
+    target = tmp_path / 'model.pt'
+    writer = subprocess.Popen([sys.executable, '-c', KILLED_WRITER, str(target)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    left = Path(writer.stdout.readline().strip())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert left.is_file() and f'.model.pt.{writer.pid}-' in left.name and left.name.endswith('.tmp.pt')
+    live = tmp_path / left.name.replace(f'.{writer.pid}-', f'.{os.getpid()}-')   # this process: alive
+    foreign = tmp_path / '.model.pt.notours.tmp.pt'
+    live.write_bytes(b'x')
+    foreign.write_bytes(b'x')
+    model = SeqStyleGAN2(**TINY)
+    save_checkpoint(model, target)
+    assert not left.exists() and live.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['ok.pt', 'model.pt', live.name, foreign.name])
+    assert torch.load(target, weights_only=True)['g_ema'].keys() == tiny_ckpt['g_ema'].keys()
+
+
+def test_temps_older_than_the_age_limit_are_removed_whatever_their_pid(tmp_path):
+    from utils.fileio import STALE_TEMP_SECONDS, atomic_path, atomic_write_text, remove_stale_temps
+    target = tmp_path / 'notes.txt'
+    with atomic_path(target) as old:                     # a temp name of a live writer (this process)
+        pass
+    old.write_text('left over')                          # the temp was renamed to target: recreate it
+    assert remove_stale_temps(target) == []             # live pid, fresh: kept
+    stamp = old.stat().st_mtime - STALE_TEMP_SECONDS - 5
+    os.utime(old, (stamp, stamp))
+    atomic_write_text(target, 'done')
+    assert not old.exists() and target.read_text() == 'done'
