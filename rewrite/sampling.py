@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from utils import imgviz
+from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_sample_for_model
 
 FID_SEED_OFFSET = 1_000_007
@@ -36,7 +35,7 @@ MANIFEST_NAME = 'sample.json'
 GRID_IMAGES = 64
 GRID_COLUMNS = 8
 PIXEL_FORMAT = 'uint8(clamp(x * 0.5 + 0.5, 0, 1) * 255), truncated'
-_TEMP_RE = re.compile(r'^\.(\d+)\.png\..+\.tmp$')
+_TEMP_RE = re.compile(r'^\.(\d+)\.png\..+\.tmp(\.png)?$')     # utils.fileio.atomic_path's temp names
 
 
 class SampleFolderError(ValueError):
@@ -50,31 +49,17 @@ def image_z(model: torch.nn.Module, indices: Sequence[int], seed_offset: int = 0
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Generator output [B, 3, H, W] in ~[-1, 1] -> uint8 [B, H, W, 3], as the original's ToPILImage did."""
-    x = images.detach().float().cpu().mul(0.5).add(0.5).clamp(0, 1)
-    return x.mul(255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return imgviz.to_uint8_batch(images, truncate=True)
 
 
 def image_path(out_dir: str | os.PathLike, index: int) -> Path:
     return Path(out_dir) / f'{index:06d}.png'
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Calls write(file) on a temp file in path's folder, then renames it over `path` (removed on failure)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Saves uint8 [H, W, 3] (or [H, W]) as a PNG atomically."""
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, format='PNG'))
+    """Saves uint8 [H, W, 3] (or [H, W]) as a PNG atomically (not fsynced: samples can be regenerated)."""
+    with atomic_path(path, fsync=False) as tmp:
+        Image.fromarray(array).save(tmp, format='PNG')
 
 
 def is_complete_png(path: str | os.PathLike, size: int) -> bool:
@@ -184,4 +169,4 @@ def check_manifest(out_dir: str | os.PathLike, settings: dict) -> None:
 def write_manifest(out_dir: str | os.PathLike, settings: dict) -> None:
     """Records the settings that define the images in out_dir (atomically)."""
     text = json.dumps(settings, indent=1, sort_keys=True)
-    atomic_write(Path(out_dir) / MANIFEST_NAME, lambda f: f.write(text.encode()))
+    atomic_write_text(Path(out_dir) / MANIFEST_NAME, text)

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from utils.demo.scenes import CLASS_ID, RULE_CLASSES, images_to_tensor, render_batch
-from utils.demo.segmenter import Segmenter, evaluate_iou, load_segmenter, save_segmenter
-from utils.demo.train_segmenter import AUGMENTATION, augment, gaussian_blur, lr_at, train_indices
+from utils.demo.segmenter import Segmenter, load_segmenter, save_segmenter
+from utils.demo.train_segmenter import AUGMENTATION, fit, iou_report, train_indices
 from utils.fileio import atomic_path
 
 EVAL_INDICES = range(1000)
@@ -49,35 +47,13 @@ def grow_head(base: Segmenter) -> Segmenter:
 
 def train(base: Segmenter, iters: int, batch: int, seed: int, lr: float) -> Segmenter:
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = grow_head(base).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    bar = tqdm(range(iters), desc='fine-tune rule segmenter', mininterval=10)
-    for step in bar:
-        images, labels = render_glow(train_indices(step, batch, seed))
-        for group in opt.param_groups:
-            group['lr'] = lr_at(step, iters, lr, warmup=min(100, iters // 5))
-        loss = F.cross_entropy(model(augment(images, gen)), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f'{loss.item():.4f}')
-    return model.eval()
+    return fit(grow_head(base).train(), render_glow, iters, batch, seed, lr, warmup=min(100, iters // 5),
+               desc='fine-tune rule segmenter', mininterval=10)
 
 
 def evaluate(model: Segmenter, n: int = len(EVAL_INDICES)) -> dict:
     """Per-class IoU over held-out 'glow' scenes 0..n-1, clean and blurred (sigma 0.8 px)."""
-    images, labels = render_glow(range(n))
-    clean = evaluate_iou(model, images, labels)
-    blurred = evaluate_iou(model, gaussian_blur(images, torch.full((len(images),), 0.8)), labels)
-
-    def table(iou: torch.Tensor) -> dict[str, float]:
-        return {c: round(float(v), 4) for c, v in zip(RULE_CLASSES, iou, strict=True)}
-
-    return {'scenes': n, 'per_class_iou': table(clean), 'mean_iou': round(float(clean.mean()), 4),
-            'blurred_sigma': 0.8, 'blurred_per_class_iou': table(blurred),
-            'blurred_mean_iou': round(float(blurred.mean()), 4)}
+    return {'scenes': n} | iou_report(model, *render_glow(range(n)), RULE_CLASSES)
 
 
 def card_markdown(info: dict) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from utils.demo.scenes import CLASSES, images_to_tensor, render_batch, save_scene_grid
 from utils.demo.segmenter import Segmenter, evaluate_iou, save_segmenter
+from utils.fileio import atomic_path
 
 TRAIN_START = 1_000_000
 EVAL_INDICES = range(1000)
@@ -97,14 +97,20 @@ def lr_at(step: int, iters: int, peak: float, warmup: int = 100) -> float:
 def train(iters: int, batch: int, seed: int, lr: float, width: int
           ) -> Segmenter:
     torch.manual_seed(seed)
+    return fit(Segmenter(width), render_tensors, iters, batch, seed, lr)
+
+
+def fit(model: Segmenter, render, iters: int, batch: int, seed: int, lr: float, warmup: int = 100,
+        desc: str = 'train segmenter', mininterval: float = 5) -> Segmenter:
+    """AdamW on the cross-entropy of augmented fresh renders (render(indices) -> images [N, 3, H, W],
+    labels [N, H, W]), warm-up then cosine learning rate; returns the model in eval mode."""
     gen = torch.Generator().manual_seed(seed)
-    model = Segmenter(width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    bar = tqdm(range(iters), desc='train segmenter', mininterval=5)
+    bar = tqdm(range(iters), desc=desc, mininterval=mininterval)
     for step in bar:
-        images, labels = render_tensors(train_indices(step, batch, seed))
+        images, labels = render(train_indices(step, batch, seed))
         for group in opt.param_groups:
-            group['lr'] = lr_at(step, iters, lr)
+            group['lr'] = lr_at(step, iters, lr, warmup=warmup)
         loss = F.cross_entropy(model(augment(images, gen)), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,21 +121,24 @@ def train(iters: int, batch: int, seed: int, lr: float, width: int
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result into place."""
-    tmp = path.with_name(path.name + '.tmp')
-    write(tmp)
-    os.replace(tmp, path)
+    """Calls ``write(tmp_path)`` on a temp path beside `path`, then moves the result into place."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def evaluate(model: Segmenter) -> dict:
     """Per-class IoU over held-out scenes 0..999, clean and blurred."""
-    images, labels = render_tensors(EVAL_INDICES)
+    return iou_report(model, *render_tensors(EVAL_INDICES), CLASSES)
+
+
+def iou_report(model: Segmenter, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> dict:
+    """Per-class and mean IoU of `model` on images [N, 3, H, W] / labels [N, H, W], clean and blurred
+    (sigma 0.8 px), rounded to 4 digits."""
     clean = evaluate_iou(model, images, labels)
-    sigma = torch.full((len(images),), 0.8)
-    blurred = evaluate_iou(model, gaussian_blur(images, sigma), labels)
+    blurred = evaluate_iou(model, gaussian_blur(images, torch.full((len(images),), 0.8)), labels)
 
     def table(iou: torch.Tensor) -> dict[str, float]:
-        return {c: round(float(v), 4) for c, v in zip(CLASSES, iou, strict=True)}
+        return {c: round(float(v), 4) for c, v in zip(classes, iou, strict=True)}
 
     return {'per_class_iou': table(clean),
             'mean_iou': round(float(clean.mean()), 4),
