@@ -1,12 +1,59 @@
-"""Atomic file writes: write to a temp file in the target's folder, then rename over the target."""
+"""Atomic file writes: write to a temp file in the target's folder, then rename over the target.
+
+Temp files are named `.NAME.<pid>-<host>.<random>.tmp<suffixes>` (host: 8 hex digits of the host
+name's hash), so they can be owned by pattern: each write first removes the temps of the same target
+left by a writer that died (its pid no longer runs on this host) or older than STALE_TEMP_SECONDS
+(whatever the host, for shared folders).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+STALE_TEMP_SECONDS = 24 * 3600      # a temp this old is stale even if its pid runs (reused pids, other hosts)
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):     # no such process (or no such pid number at all)
+        return False
+    except PermissionError:                         # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Removes the temps of atomic writes to `path` whose writer died or that are older than
+    STALE_TEMP_SECONDS; returns the paths removed. Only names of this module's pattern are touched."""
+    path = Path(path)
+    suffix = re.escape('.tmp' + ''.join(path.suffixes))
+    pattern = re.compile(rf'\.{re.escape(path.name)}\.(\d+)-([0-9a-f]{{8}})\.[A-Za-z0-9_]+{suffix}')
+    now = time.time() if now is None else now
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            match = pattern.fullmatch(entry.name)
+            if not match or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                dead = match[2] == _host_tag() and not _pid_alive(int(match[1]))
+                if dead or now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
@@ -20,7 +67,9 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644, fsync: bool = True) 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp' + ''.join(path.suffixes))
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}-{_host_tag()}.',
+                               suffix='.tmp' + ''.join(path.suffixes))
     os.close(fd)
     tmp = Path(tmp)
     try:
