@@ -1,6 +1,6 @@
 """Edit files: the JSON requests saved by the rewriting UI, their masks, validation and atomic saving.
 
-An edit request is a JSON object with some of these fields (see ../shared/README.md)::
+An edit request is a JSON object with some of these fields (the format of the original tool's saved edits)::
 
     object: [imgnum, mask]            region to copy
     paste:  [imgnum, mask]            where the copy is pasted
@@ -12,26 +12,19 @@ An edit request is a JSON object with some of these fields (see ../shared/README
 `imgnum` indexes the seeded z-sample; `mask` is a ``data:image/png;base64,...`` URL of a square RGBA PNG
 whose unpainted pixels are (0, 0, 0, 0) and painted ones white with an alpha fading at the brush edge.
 
-How the original release decoded masks (davidbau/rewriting, read with the code search tool):
+How a mask is read (the original tool's decoding, reproduced exactly so its files mean the same here):
 
-- ``utils/renormalize.py``: ``from_url`` strips ``^data:image/.+;base64,``, base64-decodes and opens the
-  bytes with ``PIL.Image.open``; ``from_image`` then does ``if im.format != 'RGB': im = im.convert('RGB')``
-  (``format`` is 'PNG', so it always converts; RGBA -> RGB drops alpha without compositing, so every
-  painted pixel is (255, 255, 255) whatever its alpha, every unpainted one black), then
-  ``im.resize(size, resample=PIL.Image.BILINEAR)`` -- a PIL resize, not ``torch.nn.functional.interpolate``,
-  so there is no ``align_corners``: PIL's bilinear filter is a separable triangle on pixel centres
-  (half-pixel convention) whose support widens by the scale factor when shrinking (antialiased), and the
-  result is rounded back to 8 bits. Last, torchvision ``to_tensor`` (float32, / 255) and the identity
-  ``pt -> pt`` renormalizer; callers take ``[0]``, the red channel.
-- ``rewrite/ganrewrite.py``: ``renormalize.from_url(mask, target='pt', size=self.k_shape[2:])[0]`` for key
-  (context) and query masks (the rewritten layer's input feature map), ``size=self.v_shape[2:]`` for the
-  object and paste masks (its output); a region is ``area > 0`` (``w > 0`` in ``multi_key_from_selection``,
-  ``positive_bounding_box`` -> ``(top, left, bottom + 1, right + 1)``, ``(0, 0, 0, 0)`` when empty);
-  ``apply_edit`` uses ``request.get('key', [(p_imgnum, p_mask)])``; ``is_empty_mask`` decodes at full size
-  and tests ``sum == 0``.
-- ``rewrite/rewriteapp.py``: saves with ``json.dump(request, f, indent=1)`` (no trailing newline), fields
-  in the order the user set them; the key list comes from an OrderedDict keyed by imgnum and is deleted
-  when it becomes empty.
+- Decoding: strip ``data:image/...;base64,``, base64-decode, open the PNG, convert to RGB (RGBA -> RGB
+  drops alpha without compositing, so every painted pixel is (255, 255, 255) whatever its alpha, every
+  unpainted one black), then resize with PIL's bilinear filter (a separable triangle on pixel centres,
+  half-pixel convention, whose support widens by the scale factor when shrinking: antialiased; no
+  ``align_corners``), rounded back to 8 bits; the red channel / 255 (float32) is the mask.
+- Resolution: key (context) and query masks are decoded at the rewritten layer's input feature map,
+  object and paste masks at its output; a region is ``area > 0`` and its box is
+  ``(top, left, bottom + 1, right + 1)`` (``(0, 0, 0, 0)`` when empty). Without ``key`` the paste
+  region is the only context; a mask is empty when its full-size red channel sums to 0.
+- Writing: ``json.dump(request, f, indent=1)`` (no trailing newline), fields in the order they were
+  set; an emptied key list is removed.
 
 Because of the 8-bit rounding small regions vanish at low resolution: one painted pixel of a 1024 mask
 weighs about 255 / 128**2 < 0.5 at 8x8, 16x16 and 32x32 and rounds to 0 (it shows from 64x64 up).
