@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -36,9 +37,10 @@ from tqdm.auto import tqdm
 from utils.fileio import atomic_write_text
 from utils.runningstats import QuantileSample, SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
-from . import advisor, sampling
+from . import advisor, sampling, solvers
 from .distributed import (
     World,
     all_agree,
@@ -50,10 +52,9 @@ from .distributed import (
     world_from_env,
 )
 from .editfile import EditFileError, load_edit, setting_from_name
-from .ganrewrite import RewriteError, SeqStyleGanRewriter
+from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
 
-DEFAULT_TRUNCATION = 0.5            # what the original release sampled and edited with
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
 DEMO_EDIT_DIR = Path(__file__).resolve().parents[1] / 'notebooks' / 'masks' / 'demo'
 DEMO_LAYER = 6
@@ -117,14 +118,25 @@ def _add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
     p.add_argument('--edit', type=Path, required=edit_required, help='edit file (JSON saved by the rewriting UI)')
     p.add_argument('--layer', type=int, required=edit_required, help='the layer N to rewrite (layerN)')
     p.add_argument('--rank', type=_int_at_least(1), default=1, help='rank of the weight change (default 1)')
-    p.add_argument('--solver', choices=SOLVERS, default='original', help='optimizer (default: original)')
-    p.add_argument('--niter', type=_int_at_least(1), default=2001, help='optimizer iterations (default 2001)')
+    _add_solver_args(p)
     _add_stats_args(p)
 
 
-def _add_stats_args(p: argparse.ArgumentParser) -> None:
+def _add_solver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--solver', choices=SOLVERS, default=DEFAULT_SOLVER,
+                   help=f"optimizer (default: {DEFAULT_SOLVER}, closed form, seconds on a CPU; 'original' is the "
+                        "paper's --niter Adam steps, minutes)")
+    p.add_argument('--niter', type=_int_at_least(1), default=2001,
+                   help="iterations of the 'original' and 'linear' solvers (default 2001)")
+
+
+def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
     p.add_argument('--zsample', type=_int_at_least(1), default=DEFAULT_ZSAMPLE,
                    help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE})')
+    if stats_n:
+        p.add_argument('--stats-n', type=_int_at_least(1), default=None,
+                       help='gather the key statistics over the first N images of the z-sample only (default: '
+                            'all of it); lets an edit that refers to image 5000 (--zsample 5001) use 1000')
     p.add_argument('--cachedir', type=Path, default=None,
                    help=f'key statistics cache (default {default_cachedir()})')
 
@@ -182,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f'layer to rewrite (default: layerN in the edit\'s file name, else {DEMO_LAYER})')
     p.add_argument('--rank', type=_int_at_least(1), default=None,
                    help="rank of the weight change (default: rankR in the edit's file name, else 1)")
-    p.add_argument('--solver', choices=SOLVERS, default='fast',
-                   help="optimizer (default: fast, seconds on a CPU; 'original' is the paper's 2001 Adam steps)")
-    p.add_argument('--niter', type=_int_at_least(1), default=2001, help='optimizer iterations (default 2001)')
+    _add_solver_args(p)
     _add_stats_args(p)
     p.add_argument('--images', type=_int_at_least(1), default=8, help='image pairs in the grid (default 8)')
     p.add_argument('--out', type=Path, default=Path('demo_before_after.png'), help='grid PNG to write')
@@ -220,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
     p.add_argument('--heldout', type=_int_at_least(1), default=advisor.HELDOUT_N,
                    help=f'held-out samples that score each setting (default {advisor.HELDOUT_N})')
-    _add_stats_args(p)
+    _add_stats_args(p, stats_n=False)
     p.add_argument('--top', type=_int_at_least(1), default=3, help='settings shown in the picture (default 3)')
     p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
@@ -231,7 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('source', type=Path, help='the NVlabs network-snapshot-*.pkl')
     p.add_argument('dest', type=Path, help='the .pt file to write')
     p.set_defaults(run=run_convert)
+    for command in sub.choices.values():
+        command.add_argument('--threads', type=_int_at_least(1), default=default_threads(),
+                             help=f'CPU threads torch may use (default {default_threads()}: OMP_NUM_THREADS when '
+                                  'set, else half the logical CPUs, at most 8; 1 is best on a busy machine)')
     return parser
+
+
+def default_threads() -> int:
+    """--threads default: OMP_NUM_THREADS when it is a positive integer, else half the logical CPUs
+    (1..8). torch's own default (one per core) crawls when anything else uses the CPU."""
+    env = os.environ.get('OMP_NUM_THREADS', '').strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def run_convert(args: argparse.Namespace, world) -> None:
@@ -282,9 +305,10 @@ def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int)
     except OSError as e:
         raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
     except EditFileError as e:
-        raise CliError(f'bad --edit {path}: {_one_line(e)}') from None
-    if request.object is None or request.paste is None:
-        raise CliError(f"bad --edit {path}: an edit needs both 'object' and 'paste' regions")
+        needed = re.search(r'a z-sample of at least (\d+) images', str(e))
+        fix = (f'; pass --zsample {needed[1]} (image numbers index the z-sample; --stats-n N still gathers '
+               'the key statistics over its first N images only)') if needed else ''
+        raise CliError(f'bad --edit {path}: {_one_line(e)}{fix}') from None
     return request.to_json()
 
 
@@ -359,12 +383,14 @@ class EditSpec:
     zsample: int
     cachedir: Path
     progress: bool
+    stats_n: int | None = None
 
     def describe(self) -> dict:
         """What defines the edit's result (the request by its hash)."""
         text = json.dumps(self.request, sort_keys=True).encode()
-        return {'request_sha256': hashlib.sha256(text).hexdigest(), 'layer': self.layer, 'rank': self.rank,
-                'solver': self.solver, 'niter': self.niter, 'zsample': self.zsample}
+        described = {'request_sha256': hashlib.sha256(text).hexdigest(), 'layer': self.layer, 'rank': self.rank,
+                     'solver': self.solver, 'niter': self.niter, 'zsample': self.zsample}
+        return described | ({'stats_n': self.stats_n} if self.stats_n is not None else {})
 
 
 def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
@@ -380,31 +406,52 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     channels = model.get_submodule(f'layer{args.layer}.sconv.mconv.dconv').weight.shape[2]
     if args.rank > channels:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
+    if args.stats_n is not None and args.stats_n > args.zsample:
+        raise CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
+                       f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
-                    not args.quiet)
+                    not args.quiet, args.stats_n)
 
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
-                  batch_size: int = 8) -> SeqStyleGanRewriter:
+                  batch_size: int = 8, stats_n: int | None = None) -> SeqStyleGanRewriter:
     zds = z_dataset_for_model(model, size=zsample, seed=1)
-    return SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=progress, batch_size=batch_size)
+    return SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=progress, batch_size=batch_size,
+                               stats_size=stats_n)
 
 
 def spec_rewriter(model: SeqStyleGAN2, spec: EditSpec, progress: bool = True) -> SeqStyleGanRewriter:
     """The rewriter the edit `spec` runs in (its .model is a copy of `model`)."""
-    return make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and progress)
+    return make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and progress,
+                         stats_n=spec.stats_n)
 
 
 def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
-    """Applies the edit to gw.model; returns its EditRecord."""
-    try:
-        return gw.apply_edit(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver)
-    except (RewriteError, FloatingPointError) as e:
-        raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
+    """Applies the edit file's request to gw.model (copy and paste, erase, or context only: apply_request)
+    with a progress bar of the solver's steps; warns on stderr when the loss ended above where it started.
+    Returns the EditRecord."""
+    _ = gw.stats                                # key statistics first: they have their own progress bar
+    steps = solvers.solver_steps(spec.solver, spec.niter)
+    with tqdm(total=steps, desc=f'solving ({spec.solver})', disable=not spec.progress, leave=False) as bar:
+        def progress(_step: int, loss: float) -> None:
+            bar.set_postfix_str(f'loss {loss:.4g}', refresh=False)
+            bar.update(1)
+        try:
+            record = gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver,
+                                      update_callback=progress)
+        except (RewriteError, FloatingPointError) as e:
+            raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
+    if record.final_loss > record.initial_loss:
+        print(f'rewrite: warning: the {record.kind} ended worse than it started (loss {record.initial_loss:.4g} -> '
+              f'{record.final_loss:.4g}, solver {record.solver}); the result is kept: try another --solver, '
+              '--layer or --rank', file=sys.stderr)
+    return record
 
 
 def edit_summary(record) -> str:
-    return (f'edit applied: solver {record.solver}, rank {record.rank}, loss {record.initial_loss:.4g} -> '
+    if record.kind == 'zero':
+        return f'context rule removed: rank {record.rank} in {record.seconds:.1f}s'
+    return (f'{record.kind} applied: solver {record.solver}, rank {record.rank}, loss {record.initial_loss:.4g} -> '
             f'{record.final_loss:.4g} in {record.seconds:.1f}s')
 
 
@@ -653,9 +700,12 @@ def one_line_warnings() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit status (0 ok, 2 bad input)."""
+    """Runs one command with --threads torch threads (restored afterwards); returns the exit status
+    (0 ok, 2 bad input)."""
+    threads = torch.get_num_threads()
     try:
         args = build_parser().parse_args(argv)
+        torch.set_num_threads(args.threads)
         world = environment_world()
         with one_line_warnings(), process_group(world, timeout_s=COLLECTIVE_TIMEOUT_S):
             args.run(args, world)
@@ -665,6 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('rewrite: interrupted (no partial file is left; a sample run resumes where it stopped)', file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 

@@ -254,14 +254,27 @@ class EditRequest:
             num_images = _positive_int(num_images, 'num_images')
         if resolution is not None:
             resolution = _positive_int(resolution, 'resolution')
+        if num_images is not None:
+            self._check_image_numbers(num_images)
         for where, selection in self.selections():
-            if num_images is not None and selection.imgnum >= num_images:
-                raise EditFileError(f'{where}.imgnum', f'image {selection.imgnum} is outside the z-sample of '
-                                                       f'{num_images} images (0..{num_images - 1})')
             if resolution is not None and not selection.mask_at(resolution).any():
                 raise EditFileError(f'{where}.mask', f'selects nothing at the {resolution}x{resolution} feature-map '
                                                      'resolution (the painted area vanishes when resized '
                                                      'bilinearly); paint a larger region')
+
+    def _check_image_numbers(self, num_images: int) -> None:
+        """One EditFileError listing every image number outside a z-sample of `num_images` (the fields the
+        edit uses first, 'query', used only for search, last) and the z-sample size that would hold them."""
+        outside = sorted(((where.startswith('query'), where, s.imgnum) for where, s in self.selections()
+                          if s.imgnum >= num_images), key=lambda item: item[0])
+        if not outside:
+            return
+        listed = ', '.join(f'{where}.imgnum {imgnum}' + (' (query: used only for search)' if is_query else '')
+                           for is_query, where, imgnum in outside)
+        needed = max(imgnum for _, _, imgnum in outside) + 1
+        raise EditFileError(f'{outside[0][1]}.imgnum',
+                            f'{len(outside)} image number(s) outside the z-sample of {num_images} images '
+                            f'(0..{num_images - 1}): {listed}; a z-sample of at least {needed} images holds them')
 
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""

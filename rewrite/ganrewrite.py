@@ -39,6 +39,7 @@ from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys,
 
 KEY_METHODS = ('zca', 'svd', 'mean', 'gandissect')
 SOLVERS = ('original', 'fast', 'linear')
+DEFAULT_SOLVER = 'fast'  # the one default of apply_edit/apply_erase, the CLI and the widget; 'original' by name
 ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
 
 
@@ -366,7 +367,7 @@ class SeqStyleGanRewriter:
 
     def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int = 2001,
                piter: int = 10, lr: float = 0.05, update_callback: Callable | None = None,
-               solver: str = 'original', **solver_options) -> list[float]:
+               solver: str = DEFAULT_SOLVER, **solver_options) -> list[float]:
         """Changes the layer weight (in place) so target(key) ~ val, within span(context rows)."""
         if solver not in SOLVERS:
             raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
@@ -421,15 +422,19 @@ class SeqStyleGanRewriter:
         return pairs
 
     def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
-                   update_callback: Callable | None = None, single_key: int = -1, solver: str = 'original',
+                   update_callback: Callable | None = None, single_key: int = -1, solver: str = DEFAULT_SOLVER,
                    **solver_options) -> EditRecord:
         """Copy `object`, paste at `paste`, with `key` regions (or the paste) as context.
 
-        request: a dict in the edit-file format (or a path to one). Atomic: on a bad request,
-        an interrupt or a non-finite loss the weights are restored and an error is raised."""
+        request: a dict in the edit-file format (or a path to one). solver: 'fast' (DEFAULT_SOLVER, the
+        closed-form solver, seconds on a CPU), 'original' (the paper's niter Adam steps) or 'linear'.
+        Atomic: on a bad request, an interrupt or a non-finite loss the weights are restored and an
+        error is raised."""
         req = self._parse(request)
         if req.object is None or req.paste is None:
-            raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it)")
+            raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
+                               "for an erase ('paste' without 'object') or a context-only request use "
+                               "apply_request, which dispatches on what the request holds")
         if solver not in SOLVERS:
             raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
         check_options(niter=niter, piter=piter, lr=lr)
@@ -440,7 +445,7 @@ class SeqStyleGanRewriter:
                                 update_callback, solver, solver_options)
 
     def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
-                    lr: float = 0.05, update_callback: Callable | None = None, solver: str = 'original',
+                    lr: float = 0.05, update_callback: Callable | None = None, solver: str = DEFAULT_SOLVER,
                     **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed)."""
         req = self._parse(request)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import copy
 import functools
 import html
-import inspect
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,37 +31,59 @@ from utils.paintwidget import PaintWidget, encode_picture
 from utils.stylegan2 import save_checkpoint
 
 from . import editfile, solvers
-from .ganrewrite import ERASE_UNITS, RewriteError
+from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
 
 SOLVER_CHOICES = ('fast', 'original', 'linear')
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
-.rwa-message { min-height: 1.6em; font-family: monospace; }
+.rwa-message { min-height: 1.6em; font-family: monospace; flex: 1 1 320px; min-width: 0; }
+.rwa-message, .rwa-hint { white-space: normal; overflow-wrap: anywhere; line-height: 1.3; }
 .rwa-tray { background: #f2f2f2; overflow-x: auto; min-height: 100px; }
-.rwa-thumb { cursor: pointer; margin: 2px; }
-.rwa-grid { overflow-y: auto; border-left: 4px dashed gray; padding-left: 6px; }
+.rwa-thumb { cursor: pointer; margin: 2px; border: 3px solid transparent; }
+.rwa-thumb-selected { border-color: #1565c0; }
+.rwa-grid { border-left: 4px dashed gray; padding-left: 6px; }
+.rwa-cell { position: relative; }
+.rwa-number { position: absolute; top: 3px; left: 3px; z-index: 2; pointer-events: none; margin: 0; padding: 0 4px;
+              background: rgba(255, 255, 255, 0.8); border-radius: 3px; font: bold 12px monospace; line-height: 16px; }
+.rwa-confirm { background: #fff4e0; padding: 2px 6px; }
 </style>'''
+WARNING_COLOR = '#8a4b00'            # amber: the change happened but did not do what was asked
+WIDE = {'description_width': 'initial'}   # descriptions never cut short
 
 
 class UserError(Exception):
     """A problem with what the user asked for; shown on the message line."""
 
 
-def reports_errors(action: str) -> Callable:
+class SolveCancelled(KeyboardInterrupt):
+    """Raised from the progress callback after Cancel: the rewriter restores the weights as on an interrupt."""
+
+
+def explain(action: str, error: Exception) -> str:
+    """The message line's text for an error raised while carrying out `action`."""
+    if isinstance(error, (UserError, editfile.EditFileError, RewriteError)):
+        return str(error)
+    return f'{action} failed: {type(error).__name__}: {error}'
+
+
+def reports_errors(action: str, while_busy: bool = False) -> Callable:
     """Decorates a handler so that nothing raises into the notebook: user errors (UserError, invalid edit
-    files, requests the rewriter refuses) show as a message, anything else as '<action> failed: ...'."""
+    files, requests the rewriter refuses) show as a message, anything else as '<action> failed: ...'.
+    While a solve runs the handler is not carried out (unless `while_busy`) and the message says so, so a
+    click made during a solve is never replayed after it."""
     def decorate(handler: Callable) -> Callable:
         @functools.wraps(handler)
         def guarded(self, *args, **kwargs):
+            running = getattr(self, 'solving', None)
+            if running and not while_busy:
+                self.show_message(f'{action} was not carried out: {running} is still running '
+                                  '(wait for it to finish, or click Cancel)', warning=True)
+                return None
             try:
                 return handler(self, *args, **kwargs)
-            except (UserError, editfile.EditFileError, RewriteError) as e:
-                self.show_message(str(e), error=True)
             except Exception as e:  # noqa: BLE001 - the UI must survive anything
-                self.show_message(f'{action} failed: {type(e).__name__}: {e}', error=True)
-            finally:
-                self._hide_progress_if_idle()
+                self.show_message(explain(action, e), error=True)
         return guarded
     return decorate
 
@@ -101,6 +123,11 @@ def format_image_numbers(numbers: Sequence[int]) -> str:
     return ','.join(str(a) if a == b else f'{a}-{b}' for a, b in runs)
 
 
+def wrapping_row(*children: widgets.Widget, align: str = 'center') -> widgets.HBox:
+    """An HBox whose children wrap onto the next line instead of shrinking or being clipped."""
+    return widgets.HBox(list(children), layout=widgets.Layout(flex_flow='row wrap', align_items=align))
+
+
 def click_center(mask: np.ndarray) -> tuple[int, int] | None:
     """Centre (row, col) of the bounding box of mask > 0, or None when empty."""
     top, left, bottom, right = editfile.bounding_box(mask)
@@ -117,12 +144,7 @@ def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return moved
 
 
-def solver_steps(solver: str, niter: int, **_settings) -> int:
-    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule."""
-    if solver != 'fast':
-        return niter
-    defaults = inspect.signature(solvers.insert_fast).parameters
-    return defaults['rounds'].default * len(defaults['ridges'].default) + defaults['polish'].default
+solver_steps = solvers.solver_steps          # re-exported: the step count a progress bar needs
 
 
 def describe_record(record) -> str:
@@ -134,9 +156,14 @@ def describe_record(record) -> str:
     if 'paste' in request:
         parts.append(f'{"paste into" if record.kind == "edit" else "in"} #{request["paste"][0]}')
     parts.append(f'context {[pair[0] for pair in request.get("key", [])] or "= paste"}')
-    parts.append(f'rank {record.rank}, {record.solver}, loss {record.initial_loss:.4g} -> {record.final_loss:.4g}, '
-                 f'{record.seconds:.1f} s')
+    parts.append(f'rank {record.rank}, {record.solver}, loss {record.initial_loss:.4g} -> {record.final_loss:.4g}'
+                 f'{" (rose)" if loss_rose(record) else ""}, {record.seconds:.1f} s')
     return ', '.join(parts)
+
+
+def loss_rose(record) -> bool:
+    """Whether an edit ended with a higher loss than it started with (it made things worse)."""
+    return bool(record.final_loss > record.initial_loss)
 
 
 class GanRewriteApp(widgets.VBox):
@@ -148,12 +175,18 @@ class GanRewriteApp(widgets.VBox):
         size: side of each sample canvas in pixels; masks are painted at this resolution.
         num_canvases: number of samples in the grid.
         rank, lr, niter, piter, solver: the initial Execute Change settings.
-        columns: samples per grid row.
+        columns: samples per grid row at most (fewer when the page is narrower).
+        background: clicks on Execute Change / Erase solve in a worker thread, so the page stays live
+            and Cancel can stop the solve (calls from code, `app.execute()`, always run to the end).
+
+    While a solve runs every control but Cancel is disabled; Cancel stops it at its next step and the
+    weights stay as they were. Keys, with the mouse over the pictures: Ctrl+Z undo, Ctrl+Shift+Z or
+    Ctrl+Y redo, Delete (or Backspace) removes the selected context thumbnail.
     """
 
     def __init__(self, gw, mask_dir: str | Path | None = None, size: int = 256, num_canvases: int = 9,
-                 rank: int = 1, lr: float = 0.05, niter: int = 2001, piter: int = 10, solver: str = 'fast',
-                 columns: int = 3):
+                 rank: int = 1, lr: float = 0.05, niter: int = 2001, piter: int = 10, solver: str = DEFAULT_SOLVER,
+                 columns: int = 3, background: bool = True):
         super().__init__()
         self.add_class('rwa')
         self.gw = gw
@@ -166,7 +199,14 @@ class GanRewriteApp(widgets.VBox):
         self.showing_original = False
         self.showing_matches = False
         self.message = ''
-        self._busy = False
+        self.background = bool(background)
+        self.solving: str | None = None          # the action whose solve is running
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._was_disabled: dict = {}
+        self.selected_context: int | None = None
+        self._pending_save: Path | None = None
+        self._updating_history = False
         self._model_version = 0
         self._image_cache: dict[tuple, torch.Tensor] = {}
         self._shown: list[tuple | None] = [None] * self.num_canvases
@@ -181,7 +221,7 @@ class GanRewriteApp(widgets.VBox):
     # ---- construction ----------------------------------------------------------------------------
     def _button(self, label: str, handler: Callable, style: str = '', tooltip: str = '') -> widgets.Button:
         button = widgets.Button(description=label, button_style=style, tooltip=tooltip,
-                                layout=widgets.Layout(width='auto'))
+                                layout=widgets.Layout(width='auto', flex='0 0 auto'))
         button.on_click(handler)
         return button
 
@@ -198,31 +238,39 @@ class GanRewriteApp(widgets.VBox):
         self.clear_btn = b('Clear', self.clear_selection, tooltip='clear the painted selection')
         self.erase_btn = b('Erase', self.erase, style='warning', tooltip='remove what the context shows from the '
                                                                          'pasted region')
-        self.undo_btn = b('Undo', self.undo, tooltip='undo the last executed change')
+        self.undo_btn = b('Undo', self.undo, tooltip='undo the last executed change (Ctrl+Z over the pictures)')
+        self.redo_btn = b('Redo', self.redo, tooltip='re-apply the last undone change (Ctrl+Shift+Z or Ctrl+Y)')
+        self.cancel_btn = b('Cancel', self.cancel, tooltip='stop the running solve; the model stays as it was')
+        self.cancel_btn.disabled = True
+        self.remove_btn = b('Remove', self.remove_selected_context,
+                            tooltip='drop the selected context picture (Delete over the pictures)')
+        self.overwrite_btn = b('Overwrite', self.confirm_overwrite, style='danger', tooltip='replace the saved edit')
+        self.keep_btn = b('Keep', self.keep_saved, tooltip='keep the saved edit; type another name')
         self.revert_btn = b('Revert', self.revert, style='danger', tooltip='back to the original model')
         self.save_btn = b('Save', self.save, tooltip='save the edit under this name')
         self.load_btn = b('Load', self.load, tooltip='load the named edit')
         self.export_btn = b('Export', self.export, tooltip='save the rewritten generator as a checkpoint')
-        self.numbers_box = widgets.Text(value=format_image_numbers(self.sel), description='Images',
+        self.numbers_box = widgets.Text(value=format_image_numbers(self.sel), description='Images', style=WIDE,
                                         continuous_update=False, layout=widgets.Layout(width='260px'))
         self.numbers_box.observe(self.change_numbers, names='value')
         self.brush_slider = widgets.IntSlider(value=10, min=1, max=max(8, self.size // 4), description='brush',
-                                              continuous_update=False, layout=widgets.Layout(width='260px'))
+                                              style=WIDE, continuous_update=False, layout=widgets.Layout(width='260px'))
         self.brush_slider.observe(self.change_brush, names='value')
         self.rank_box = widgets.BoundedIntText(value=rank, min=1, max=int(self.gw.k_shape[1]), description='rank',
-                                               layout=widgets.Layout(width='140px'))
-        self.lr_box = widgets.BoundedFloatText(value=lr, min=1e-6, max=10.0, step=0.01, description='lr',
+                                               style=WIDE, layout=widgets.Layout(width='140px'))
+        self.lr_box = widgets.BoundedFloatText(value=lr, min=1e-6, max=10.0, step=0.01, description='lr', style=WIDE,
                                                layout=widgets.Layout(width='150px'))
-        self.niter_box = widgets.BoundedIntText(value=niter, min=1, max=100000, description='iterations',
+        self.niter_box = widgets.BoundedIntText(value=niter, min=1, max=100000, description='iterations', style=WIDE,
                                                 layout=widgets.Layout(width='170px'))
-        self.piter_box = widgets.BoundedIntText(value=piter, min=1, max=10000, description='proj every',
+        self.piter_box = widgets.BoundedIntText(value=piter, min=1, max=10000, description='proj every', style=WIDE,
                                                 layout=widgets.Layout(width='160px'))
         channels = int(self.gw.k_shape[1])
         self.drank_box = widgets.BoundedIntText(value=min(ERASE_UNITS, channels), min=1, max=channels,
-                                                description='erase units', layout=widgets.Layout(width='170px'),
+                                                description='erase units', style=WIDE,
+                                                layout=widgets.Layout(width='170px'),
                                                 tooltip='Erase: how many of the context\'s top units are zeroed '
                                                         f'in the goal (the original used {ERASE_UNITS} of 512)')
-        self.solver_box = widgets.Dropdown(options=SOLVER_CHOICES, value=solver, description='solver',
+        self.solver_box = widgets.Dropdown(options=SOLVER_CHOICES, value=solver, description='solver', style=WIDE,
                                            layout=widgets.Layout(width='190px'))
         self.solver_box.observe(self._solver_changed, names='value')
         self._solver_changed({'new': solver})
@@ -235,8 +283,15 @@ class GanRewriteApp(widgets.VBox):
         self.loss_label = widgets.Label(value='')
         self.message_line = widgets.HTML(value='')
         self.message_line.add_class('rwa-message')
-        self.changes_list = widgets.HTML(value='')
-        self.changes_list.add_class('rwa-changes')
+        self.history_box = widgets.Select(options=[], rows=1, description='history',
+                                          style=WIDE, layout=widgets.Layout(width='100%', display='none'))
+        self.history_box.add_class('rwa-history')
+        self.history_box.observe(self._history_clicked, names='value')
+        self.confirm_label = widgets.HTML(value='')
+        self.confirm_label.add_class('rwa-hint')
+        self.confirm_row = wrapping_row(self.confirm_label, self.overwrite_btn, self.keep_btn)
+        self.confirm_row.layout.display = 'none'
+        self.confirm_row.add_class('rwa-confirm')
 
     def _build_canvases(self) -> None:
         small = self.size * 3 // 4
@@ -255,52 +310,72 @@ class GanRewriteApp(widgets.VBox):
         self.tray = widgets.HBox(layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 12, 330)}px',
                                                        height=f'{small // 2 + 24}px'))
         self.tray.add_class('rwa-tray')
+        self.number_labels = [widgets.HTML(value='') for _ in self.canvases]
+        self.cells = [widgets.Box([label, canvas], layout=widgets.Layout(width=f'{self.size}px'))
+                      for label, canvas in zip(self.number_labels, self.canvases, strict=True)]
+        for label, cell in zip(self.number_labels, self.cells, strict=True):
+            label.add_class('rwa-number')
+            cell.add_class('rwa-cell')
 
     def _layout(self, columns: int) -> list[widgets.Widget]:
+        """Rows that wrap (nothing is clipped or shrunk in a narrow output area): the title, the actions,
+        the solver settings, the image and file controls, the status line right below them, then the
+        context / copy / paste panel and the grid (beside it when there is room for two columns of
+        samples, below it otherwise; at most `columns` per row, every row shown), then the history."""
         title = widgets.HTML(STYLE + '<span class="rwa-title">Rewriting a Deep Generative Model</span>')
-        header = widgets.HBox([title, self.search_btn, self.original_btn, self.execute_btn])
         small = f'{self.size * 3 // 4}px'
-        copy_paste = widgets.HBox([widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
-                                   for button, canvas in [(self.copy_btn, self.copy_canvas),
-                                                          (self.paste_btn, self.paste_canvas)]])
-        tray_label = widgets.Label('context (click a picture to remove it):')
-        left = widgets.VBox([widgets.HBox([self.context_btn, self.matches_btn]), tray_label, self.tray, copy_paste],
-                            layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 20, 340)}px'))
+        copy_paste = wrapping_row(*[widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
+                                    for button, canvas in [(self.copy_btn, self.copy_canvas),
+                                                           (self.paste_btn, self.paste_canvas)]])
+        tray_label = widgets.HTML('context: click a picture to select it, then Remove (or Delete) drops it')
+        tray_label.add_class('rwa-hint')
+        left = widgets.VBox([wrapping_row(self.context_btn, self.remove_btn, self.matches_btn), tray_label, self.tray,
+                             copy_paste],
+                            layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 20, 340)}px', flex='0 0 auto'))
         columns = max(1, min(columns, self.num_canvases))
-        self.grid = widgets.GridBox(self.canvases, layout=widgets.Layout(
-            grid_template_columns=f'repeat({columns}, {self.size}px)', grid_auto_rows=f'{self.size}px',
-            grid_gap='4px', align_content='flex-start', max_height=f'{2 * self.size + 60}px'))
+        cell = self.size + 4
+        self.grid = widgets.GridBox(self.cells, layout=widgets.Layout(
+            grid_template_columns=f'repeat(auto-fill, {self.size}px)', grid_auto_rows=f'{self.size}px',
+            grid_gap='4px', align_content='flex-start', flex=f'1 1 {min(columns, 2) * cell + 10}px',
+            min_width=f'{cell + 10}px', max_width=f'{columns * cell + 10}px'))
         self.grid.add_class('rwa-grid')
-        return [header,
-                widgets.HBox([left, self.grid]),
-                widgets.HBox([self.numbers_box, self.match_btn, self.brush_slider, self.clear_btn]),
-                widgets.HBox([self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
-                              self.drank_box, self.erase_btn, self.undo_btn, self.revert_btn]),
-                widgets.HBox([self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn]),
-                widgets.HBox([self.progress, self.loss_label]),
-                self.message_line,
-                self.changes_list]
+        self.body = wrapping_row(left, self.grid, align='flex-start')
+        self.body.add_class('rwa-body')
+        self.keys = ipyevents.Event(source=self.body, watched_events=['keydown'], ignore_modifier_key_events=True)
+        self.keys.on_dom_event(self.handle_key)
+        return [title,
+                wrapping_row(self.execute_btn, self.erase_btn, self.cancel_btn, self.undo_btn, self.redo_btn,
+                             self.revert_btn, self.original_btn),
+                wrapping_row(self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
+                             self.drank_box),
+                wrapping_row(self.numbers_box, self.search_btn, self.match_btn, self.brush_slider, self.clear_btn),
+                wrapping_row(self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn),
+                self.confirm_row,
+                wrapping_row(self.progress, self.loss_label, self.message_line),
+                self.body,
+                self.history_box]
 
     def _solver_changed(self, change) -> None:
         """The fast solver runs a fixed number of steps: iterations and projection apply to the others."""
         self.niter_box.disabled = self.piter_box.disabled = change['new'] == 'fast'
 
     # ---- messages and progress ---------------------------------------------------------------------
-    def show_message(self, text: str, error: bool = False) -> None:
-        """Shows one line (errors in red); `message` keeps the plain text."""
+    def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
+        """Shows one line (errors in red, warnings in amber, else green); `message` keeps the plain text."""
         self.message = text
-        color = '#b00020' if error else '#1b5e20'
+        color = '#b00020' if error else WARNING_COLOR if warning else '#1b5e20'
         self.message_line.value = f'<span style="color:{color}">{html.escape(text)}</span>'
 
     def _progress_callback(self, niter: int) -> Callable:
         """update_callback(iteration, loss) for the rewriter, expecting `niter` steps: moves the bar
-        and shows the loss at most every 0.1 s."""
-        self._busy = True
+        and shows the loss at most every 0.1 s; raises SolveCancelled once Cancel was clicked."""
         self.progress.max, self.progress.value = niter, 0
         self.progress.layout.visibility = 'visible'
         last = [0.0]
 
         def update(iteration: int, loss) -> None:
+            if self._cancel.is_set():
+                raise SolveCancelled
             now = time.monotonic()
             if now - last[0] >= 0.1 or iteration + 1 >= niter:
                 last[0] = now
@@ -308,11 +383,60 @@ class GanRewriteApp(widgets.VBox):
                 self.loss_label.value = f'iteration {iteration + 1}/{niter}  loss {float(loss):.4f}'
         return update
 
-    def _hide_progress_if_idle(self) -> None:
-        if self._busy:
-            self._busy = False
-            self.progress.value = self.progress.max
+    # ---- long solves: controls disabled, Cancel ------------------------------------------------------
+    def _controls(self) -> list[widgets.Widget]:
+        """Every control of the app but Cancel (found by walking its children, so panels added to it
+        are included): what is disabled while a solve runs."""
+        found, stack = [], list(self.children)
+        while stack:
+            widget = stack.pop()
+            stack.extend(getattr(widget, 'children', ()))
+            if widget is not self.cancel_btn and isinstance(getattr(widget, 'disabled', None), bool):
+                found.append(widget)
+        return found
+
+    def _start_solve(self, action: str, work: Callable[[], None], background: bool) -> None:
+        """Runs work() with every control but Cancel disabled, in a worker thread when `background`."""
+        self.solving = action
+        self._cancel.clear()
+        self._was_disabled = {widget: widget.disabled for widget in self._controls()}
+        for widget in self._was_disabled:
+            widget.disabled = True
+        self.cancel_btn.disabled = False
+        if background:
+            self._worker = threading.Thread(target=self._run_solve, args=(action, work), daemon=True)
+            self._worker.start()
+        else:
+            self._run_solve(action, work)
+
+    def _run_solve(self, action: str, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except SolveCancelled:
+            self.show_message(f'{action} cancelled: the model is as it was', warning=True)
+        except Exception as e:  # noqa: BLE001 - the UI must survive anything
+            self.show_message(explain(action, e), error=True)
+        finally:
             self.progress.layout.visibility = 'hidden'
+            for widget, disabled in self._was_disabled.items():
+                widget.disabled = disabled
+            self.cancel_btn.disabled = True
+            self.solving = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for a background solve to end; True when none is running any more."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+        return self.solving is None
+
+    @reports_errors('Cancel', while_busy=True)
+    def cancel(self, _button=None) -> None:
+        """Stops the running solve at its next step; the rewriter restores the weights."""
+        if not self.solving:
+            raise UserError('nothing to cancel: no change is being computed')
+        self._cancel.set()
+        self.show_message(f'cancelling {self.solving}: it stops at its next step, the model stays as it was',
+                          warning=True)
 
     # ---- pictures ------------------------------------------------------------------------------------
     def _images(self, imgnums: Sequence[int], original: bool = False) -> list[torch.Tensor]:
@@ -360,11 +484,12 @@ class GanRewriteApp(widgets.VBox):
                 self._context_version if self.showing_matches else None)
         for index, canvas in enumerate(self.canvases):
             if index >= len(shown):
-                canvas.layout.display = 'none'
+                canvas.layout.display = self.cells[index].layout.display = 'none'
                 canvas.clear_mask()
                 self._shown[index] = None
                 continue
-            canvas.layout.display = None
+            canvas.layout.display = self.cells[index].layout.display = None
+            self.number_labels[index].value = f'#{shown[index]}'
             state = (shown[index], *view)
             if self._shown[index] == state:
                 continue
@@ -398,6 +523,11 @@ class GanRewriteApp(widgets.VBox):
             picture = self._region_picture(imgnum, url, thickness=0, outside_bright=0.45, inside_color=(255, 255, 255))
             thumb.value = encode_picture(np.asarray(picture.resize((thumb_size, thumb_size))))
         self.tray.children = self.thumbs[:len(keys)]
+        self._mark_selected_thumb()
+
+    def _mark_selected_thumb(self) -> None:
+        for index, thumb in enumerate(self.thumbs):
+            (thumb.add_class if index == self.selected_context else thumb.remove_class)('rwa-thumb-selected')
 
     def _new_thumb(self, index: int) -> widgets.Image:
         thumb_size = self.size * 3 // 8
@@ -406,7 +536,7 @@ class GanRewriteApp(widgets.VBox):
                                                     min_width=f'{thumb_size}px'))
         thumb.add_class('rwa-thumb')
         thumb.events = ipyevents.Event(source=thumb, watched_events=['click'])
-        thumb.events.on_dom_event(lambda _event: self.remove_context(index))
+        thumb.events.on_dom_event(lambda _event: self.select_context(index))
         return thumb
 
     def _repaint_copy(self) -> None:
@@ -441,9 +571,25 @@ class GanRewriteApp(widgets.VBox):
         return imgviz.box_image(image, bounds, gw.v_shape[2])
 
     def _repaint_changes(self) -> None:
-        records = [record for record, _ in getattr(self.gw, 'history', [])]
-        items = ''.join(f'<li>{html.escape(describe_record(record))}</li>' for record in records)
-        self.changes_list.value = f'<b>Applied changes</b><ol>{items}</ol>' if records else ''
+        """The history list: 0 the original model, the applied changes, then the undone ones (which
+        Redo, or a click on them, re-applies); the current state is selected."""
+        applied = [record for record, _ in getattr(self.gw, 'history', [])]
+        undone = [record for record, _ in reversed(getattr(self.gw, 'undone', []))]
+        options = [('0  the original model', 0)]
+        options += [(f'{i}  {describe_record(record)}', i) for i, record in enumerate(applied, 1)]
+        options += [(f'{i}  undone: {describe_record(record)}', i) for i, record in enumerate(undone, len(applied) + 1)]
+        self._updating_history = True
+        try:
+            self.history_box.options = options
+            self.history_box.value = len(applied)
+            self.history_box.rows = min(len(options), 8)
+        finally:
+            self._updating_history = False
+        self.history_box.layout.display = None if len(options) > 1 else 'none'
+
+    def _history_clicked(self, change) -> None:
+        if not self._updating_history and change['new'] is not None:
+            self.go_to(change['new'])
 
     # ---- selection ---------------------------------------------------------------------------------
     def _select_canvas(self, index: int, _canvas: PaintWidget) -> None:
@@ -510,7 +656,37 @@ class GanRewriteApp(widgets.VBox):
         self._context_changed()
         self.show_message(f'removed image {imgnum} from the context')
 
+    @reports_errors('Select context')
+    def select_context(self, index: int) -> None:
+        """A click on context thumbnail `index` selects it (a second click deselects it)."""
+        keys = self.request.get('key', [])
+        if not 0 <= index < len(keys):
+            return
+        self.selected_context = None if self.selected_context == index else index
+        self._mark_selected_thumb()
+        self.show_message('no context picture selected' if self.selected_context is None else
+                          f'selected context image {keys[index][0]}: Remove (or Delete) drops it')
+
+    @reports_errors('Remove')
+    def remove_selected_context(self, _button=None) -> None:
+        if self.selected_context is None:
+            raise UserError('select a context picture first (click it), then Remove or press Delete')
+        self.remove_context(self.selected_context)
+
+    def handle_key(self, event: dict) -> None:
+        """ipyevents keydown with the mouse over the pictures: Ctrl+Z (or Cmd+Z) undo, Ctrl+Shift+Z or
+        Ctrl+Y redo, Delete or Backspace removes the selected context picture; other keys do nothing."""
+        key = str(event.get('key', '')).lower()
+        command = bool(event.get('ctrlKey') or event.get('metaKey'))
+        if command and key == 'z':
+            (self.redo if event.get('shiftKey') else self.undo)()
+        elif command and key == 'y':
+            self.redo()
+        elif key in ('delete', 'backspace') and not command:
+            self.remove_selected_context()
+
     def _context_changed(self) -> None:
+        self.selected_context = None
         self._context_key_cache = None
         self._context_version += 1
         if self.showing_matches and not self.request.get('key'):
@@ -620,29 +796,43 @@ class GanRewriteApp(widgets.VBox):
         editfile.validate_request(self.request, self.gw.num_images, resolution)
         return copy.deepcopy(self.request)
 
-    def _rewrite(self, apply: Callable, request: dict, doing: str, **options):
-        """Runs gw.apply_edit / apply_erase with the settings and a progress bar, then repaints."""
+    def _rewrite(self, action: str, apply: Callable, request: dict, doing: str, done: str, clicked: bool,
+                 **options) -> None:
+        """Runs gw.apply_edit / apply_erase with the settings and a progress bar, then repaints and reports;
+        in a worker thread when clicked (and `background`), so that Cancel can stop it."""
         settings = self._settings()
         self.show_message(doing)
         progress = self._progress_callback(solver_steps(**settings))
-        record = apply(request, update_callback=progress, **settings, **options)
-        self.loss_label.value = f'{len(record.losses)} steps, loss {record.initial_loss:.4f} -> {record.final_loss:.4f}'
-        self.refresh()
-        return record
+
+        def work() -> None:
+            record = apply(request, update_callback=progress, **settings, **options)
+            self.loss_label.value = (f'{len(record.losses)} steps, loss {record.initial_loss:.4f} -> '
+                                     f'{record.final_loss:.4f}')
+            self.refresh()
+            self._report_change(record, done)
+        self._start_solve(action, work, background=self.background and clicked)
+
+    def _report_change(self, record, done: str) -> None:
+        """'<done>: loss a -> b in s' in green, or, when the loss rose, a warning saying so."""
+        losses = f'loss {record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f} s'
+        if loss_rose(record):
+            self.show_message(f'the loss rose ({losses}): the model was changed, but the edit ends worse than it '
+                              'started; Undo removes it (or try another rank, solver or region)', warning=True)
+        else:
+            self.show_message(f'{done}: {losses}')
 
     @reports_errors('Execute Change')
     def execute(self, _button=None) -> None:
         request = self._checked_request(('object', 'paste'), 'Execute Change')
-        record = self._rewrite(self.gw.apply_edit, request, 'rewriting the model...')
-        self.show_message(f'changed the model: loss {record.initial_loss:.4g} -> {record.final_loss:.4g} '
-                          f'in {record.seconds:.1f} s')
+        self._rewrite('Execute Change', self.gw.apply_edit, request, 'rewriting the model...', 'changed the model',
+                      clicked=_button is not None)
 
     @reports_errors('Erase')
     def erase(self, _button=None) -> None:
         request = self._checked_request(('paste',), 'Erase')
-        record = self._rewrite(self.gw.apply_erase, request, 'erasing from the model...',
-                               drank=int(self.drank_box.value))
-        self.show_message(f'erased the context from the model (loss {record.final_loss:.4g}, {record.seconds:.1f} s)')
+        self._rewrite('Erase', self.gw.apply_erase, request, 'erasing from the model...',
+                      'erased the context from the model', clicked=_button is not None,
+                      drank=int(self.drank_box.value))
 
     @reports_errors('Undo')
     def undo(self, _button=None) -> None:
@@ -650,13 +840,35 @@ class GanRewriteApp(widgets.VBox):
         if record is None:
             raise UserError('nothing to undo: no change has been executed')
         self.refresh()
-        self.show_message(f'undid the last {record.kind}')
+        self.show_message(f'undid the last {record.kind} (Redo re-applies it)')
+
+    @reports_errors('Redo')
+    def redo(self, _button=None) -> None:
+        record = self.gw.redo()
+        if record is None:
+            raise UserError('nothing to redo: no change has been undone')
+        self.refresh()
+        self.show_message(f'redid the {record.kind}')
+
+    @reports_errors('History')
+    def go_to(self, state: int) -> None:
+        """Undoes or redoes changes until `state` of them are applied (0: the original model)."""
+        total = len(self.gw.history) + len(self.gw.undone)
+        if isinstance(state, bool) or not isinstance(state, int) or not 0 <= state <= total:
+            raise UserError(f'history: no state {state!r}; there are 0..{total}')
+        while len(self.gw.history) > state:
+            self.gw.undo()
+        while len(self.gw.history) < state:
+            self.gw.redo()
+        self.refresh()
+        self.show_message('back to the original model (Redo or the history re-applies the changes)' if state == 0
+                          else f'now at change {state} of {total}')
 
     @reports_errors('Revert')
     def revert(self, _button=None) -> None:
         self.gw.revert()
         self.refresh()
-        self.show_message('reverted to the original model')
+        self.show_message('reverted to the original model (the history is cleared)')
 
     @reports_errors('Toggle Original')
     def toggle_original(self, _button=None) -> None:
@@ -682,9 +894,34 @@ class GanRewriteApp(widgets.VBox):
 
     @reports_errors('Save')
     def save(self, _button=None) -> None:
+        """Saves the edit under the typed name; an existing file is replaced only after Overwrite."""
         path = self._edit_path()
         if not any(self.request.get(name) for name in editfile.EDIT_FIELDS):
             raise UserError('there is nothing to save: Copy, Paste or Add to Context first')
+        if path.exists():
+            self._pending_save = path
+            self.confirm_label.value = (f'<b>{html.escape(path.name)}</b> already exists in '
+                                        f'{html.escape(str(self.mask_dir))}: overwrite it?')
+            self.confirm_row.layout.display = None
+            self.show_message(f'{path.name} already exists: click Overwrite to replace it, or Keep', warning=True)
+            return
+        self._write_edit(path)
+
+    @reports_errors('Overwrite')
+    def confirm_overwrite(self, _button=None) -> None:
+        path, self._pending_save = self._pending_save, None
+        self.confirm_row.layout.display = 'none'
+        if path is None:
+            raise UserError('nothing to overwrite: click Save first')
+        self._write_edit(path)
+
+    @reports_errors('Keep')
+    def keep_saved(self, _button=None) -> None:
+        path, self._pending_save = self._pending_save, None
+        self.confirm_row.layout.display = 'none'
+        self.show_message(f'kept {path.name}: type another name to save this edit' if path else 'nothing to keep')
+
+    def _write_edit(self, path: Path) -> None:
         self.mask_dir.mkdir(parents=True, exist_ok=True)
         editfile.save_edit(path, self.request, num_images=self.gw.num_images)
         self.name_box.options = self.saved_names()

@@ -17,6 +17,7 @@ keys to the goal values, L1 loss, while the weight changes only along the contex
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ class EditRecord:
     initial_loss: float = float('nan')
     seconds: float = 0.0
     request: dict | None = None
+
+    def __repr__(self) -> str:
+        """A one-line summary (the losses of every step and the request's masks are left out)."""
+        fields = sorted(self.request or {})
+        return (f'EditRecord(kind={self.kind!r}, solver={self.solver!r}, rank={self.rank}, '
+                f'loss {self.initial_loss:.4g} -> {self.final_loss:.4g}, {len(self.losses)} steps, '
+                f'{self.seconds:.2f} s, request fields {fields})')
 
 
 def projected_conv(weight: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -340,3 +348,11 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
             update_callback(len(losses) - 1, loss.item())
     final = target.loss(lam).item()
     return lam if final < best[0] else best[1]
+
+
+def solver_steps(solver: str, niter: int, **_settings) -> int:
+    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule."""
+    if solver != 'fast':
+        return niter
+    defaults = inspect.signature(insert_fast).parameters
+    return defaults['rounds'].default * len(defaults['ridges'].default) + defaults['polish'].default

@@ -79,7 +79,8 @@ def torchrun(nproc: int) -> tuple[str, ...]:
 
 
 def edit_args(files, niter=NITER) -> list:
-    return ['--edit', files['edit'], '--layer', LAYER, '--niter', niter, '--zsample', ZSAMPLE,
+    return ['--edit', files['edit'], '--layer', LAYER, '--solver', 'original', '--niter', niter,
+            '--zsample', ZSAMPLE,
             '--cachedir', files['cache'], '--quiet']
 
 

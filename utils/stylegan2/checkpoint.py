@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ import torch
 from utils.fileio import atomic_path
 
 from .ada_pickle import read_ada_checkpoint
-from .model import SeqStyleGAN2
+from .model import SeqStyleGAN2, strip_data_parallel_prefix
 
 RELEASE_URL = 'http://rewriting.csail.mit.edu/data/models/'
 RELEASE_FILES = {
@@ -29,6 +31,7 @@ RELEASE_SIZES = {name: 256 for name in RELEASE_FILES} | {'faces': 1024, 'car': 5
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / 'demo' / 'weights' / 'toychurch64.pt'
 MAX_LOG_SIZE = 12          # 4096 px: the largest generator a checkpoint may declare
 MAX_WIDTH = 16384          # the widest layer (style_dim or channels) a checkpoint may declare
+DEFAULT_TRUNCATION = 0.5   # load_seq_stylegan's and the CLI's: what the original release sampled and edited with
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -48,8 +51,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     odd = [k for k in data if not isinstance(k, str)]
     if odd:
         raise ValueError(f'{path}: checkpoint keys must be strings, found {", ".join(repr(k)[:40] for k in odd[:8])}')
+    data = _without_data_parallel_prefix(data, path, 'the state dict')
     if 'g_ema' in data:
-        ckpt = {'g_ema': data['g_ema'], 'latent_avg': data.get('latent_avg')}
+        g_ema = data['g_ema']
+        if isinstance(g_ema, dict):
+            g_ema = _without_data_parallel_prefix(g_ema, path, 'g_ema')
+        ckpt = {'g_ema': g_ema, 'latent_avg': data.get('latent_avg')}
         check_state_tensors(ckpt['g_ema'], path, 'g_ema')
     elif any(k.startswith('style.') for k in data):
         ckpt = {'g_ema': data, 'latent_avg': data.get('latents.latent_avg')}
@@ -65,17 +72,62 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def _without_data_parallel_prefix(state: dict, path: Path, where: str) -> dict:
+    """`state` with the 'module.' prefix of a (Distributed)DataParallel-wrapped model's keys removed, with
+    a warning saying so (unchanged when not every key has it)."""
+    stripped = strip_data_parallel_prefix(state)
+    if stripped is not state:
+        warnings.warn(f"{path}: every key of {where} starts with 'module.' (a model saved inside DataParallel / "
+                      'DistributedDataParallel); the prefix was removed', stacklevel=3)
+    return stripped
+
+
+FILE_SIGNATURES = [          # (leading bytes, what a file starting with them is)
+    (b'\x89PNG\r\n\x1a\n', 'a PNG image'), (b'\xff\xd8\xff', 'a JPEG image'), (b'GIF8', 'a GIF image'),
+    (b'RIFF', 'a RIFF (WebP/WAV) file'), (b'%PDF', 'a PDF document'), (b'\x1f\x8b', 'a gzip archive'),
+    (b'\x89HDF', 'an HDF5 file (Keras/TensorFlow weights?)'), (b'\x93NUMPY', 'a NumPy .npy array'),
+    (b'{', 'a JSON or text file'), (b'[', 'a JSON or text file'), (b'<', 'an HTML/XML file'),
+]
+
+
+def describe_file(path: Path) -> str | None:
+    """What a file that is not a PyTorch checkpoint appears to be, from its first bytes (None: no idea)."""
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if not head:
+        return 'an empty file'
+    for signature, kind in FILE_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    return None
+
+
 def _torch_load_lazily(path: Path):
     """torch.load(weights_only=True), memory-mapped when the file's format allows it, so that tensor
-    metadata can be checked before any value is read into memory."""
+    metadata can be checked before any value is read into memory. A file that is not a checkpoint (an
+    image, JSON, ...) is named as what it is; torch's own advice to drop weights_only is never passed on."""
+    kind = describe_file(path)
+    expected = ("expected a PyTorch checkpoint (torch.save of {'g_ema': ..., 'latent_avg': ...} or of a "
+                'generator state dict) or an NVlabs .pkl')
+    if kind is not None:
+        raise ValueError(f'{path} is {kind}, not a model checkpoint: {expected}')
     try:
         return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception:  # legacy (non-zip) files cannot be memory-mapped; any other error repeats below
         pass
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-torch files
-        raise ValueError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})') from e
+    except pickle.UnpicklingError as e:      # weights-only refusal: objects other than tensors and containers
+        if 'Weights only load failed' not in str(e):
+            raise ValueError(f'{path} is not a readable PyTorch checkpoint (UnpicklingError: '
+                             f'{str(e).splitlines()[0][:200]}); {expected}') from e
+        raise ValueError(f'{path} is not a readable PyTorch checkpoint: it pickles Python objects other than '
+                         'tensors and plain containers (a whole model object?), which are never unpickled here '
+                         "because unpickling can run code. Save the generator's weights instead: "
+                         "torch.save({'g_ema': G.state_dict(), 'latent_avg': ...}, path)") from e
+    except Exception as e:  # truncated files, non-torch files
+        raise ValueError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0][:200] if str(e) else ""}); {expected}') from e
 
 
 def check_state_tensors(state_dict, path: str | os.PathLike = 'checkpoint', where: str = 'g_ema') -> None:
@@ -178,11 +230,13 @@ def _release_file(name: str) -> Path:
     return target
 
 
-def load_seq_stylegan(name_or_path: str | os.PathLike = 'demo', truncation: float = 1.0,
+def load_seq_stylegan(name_or_path: str | os.PathLike = 'demo', truncation: float = DEFAULT_TRUNCATION,
                       mconv: str = 'seq', device=None) -> SeqStyleGAN2:
     """A ready-to-use SeqStyleGAN2 from a checkpoint file, 'demo', or a release name
     (church, faces, horse, kitchen, bedroom, car, cat, places). The architecture is read from
-    the checkpoint's shapes. Loads with torch.load(..., weights_only=True)."""
+    the checkpoint's shapes. Loads with torch.load(..., weights_only=True). truncation: psi, default
+    DEFAULT_TRUNCATION (0.5, as the original release and the command line); 1.0 samples untruncated
+    (SeqStyleGAN2(...) and model_from_checkpoint keep the constructor's 1.0)."""
     name = str(name_or_path)
     if name == 'demo':
         path = DEMO_CHECKPOINT

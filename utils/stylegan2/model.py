@@ -15,6 +15,7 @@ layout ({'g_ema': ..., 'latent_avg': ...}); see `checkpoint_key`.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from collections import OrderedDict
@@ -149,9 +150,21 @@ class SeqStyleGAN2(nn.Sequential):
         return 2 ** ((layernum + 3) // 2)
 
     def check_layer(self, layernum: int) -> None:
+        """ValueError unless `layernum` (an int) names one of this generator's styled conv layers."""
+        if isinstance(layernum, bool) or not isinstance(layernum, numbers.Integral):
+            hint = f' (write {int(layernum)}, without quotes)' if isinstance(layernum, str) and \
+                layernum.strip().isdigit() else ''
+            raise ValueError(f'layer must be an int among {self.layer_numbers[0]}..{self.layer_numbers[-1]}, '
+                             f'got the {type(layernum).__name__} {layernum!r}{hint}')
         if layernum not in self.layer_numbers:
             raise ValueError(f'layer {layernum} does not exist: this {self.size}px generator has '
                              f'layers {self.layer_numbers[0]}..{self.layer_numbers[-1]}')
+
+    def rewrite_site(self, layernum: int):
+        """The rewrite site of layer N (`utils.stylegan2.site.StyleGAN2Site`): where the rewriter cuts,
+        the conv it edits, its styles and target piece. ValueError for a missing layer or mconv='fused'."""
+        from .site import StyleGAN2Site
+        return StyleGAN2Site(self, layernum)
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture."""
@@ -201,6 +214,7 @@ class SeqStyleGAN2(nn.Sequential):
                 latent_avg = state_dict.get('latent_avg')
             return self.check_state_dict(state_dict['g_ema'], strict, latent_avg)
         own = self.state_dict()
+        state_dict = strip_data_parallel_prefix(state_dict)
         if 'latents.latent_avg' in state_dict:
             if latent_avg is None:
                 latent_avg = state_dict['latents.latent_avg']
@@ -209,6 +223,14 @@ class SeqStyleGAN2(nn.Sequential):
         translated = {(k if k in own else to_ours.get(k, k)): v for k, v in state_dict.items()}
         if latent_avg is not None:
             translated['latents.latent_avg'] = _latent_avg_tensor(latent_avg, self.style_dim)
+        elif strict and self.truncation != 1.0:
+            raise CheckpointMismatchError(
+                f'no latent_avg: the checkpoint has no latent_avg entry (the average w that truncation '
+                f'{self.truncation} pulls toward), so it can only be used untruncated. Load it with truncation=1.0 '
+                "(command line: --truncation 1; notebook: TRUNCATION = 1.0), or pass latent_avg=... "
+                "(the training run's mean w, saved as 'latent_avg' beside 'g_ema')")
+        else:       # truncation 1.0 never reads latent_avg: the model's own (zeros when new) is kept
+            own = {k: v for k, v in own.items() if k != 'latents.latent_avg'}
         _check_fits(own, translated, strict)
         return translated
 
@@ -259,6 +281,15 @@ def checkpoint_key(key: str) -> str:
 def _show_keys(keys: list) -> str:
     shown = ', '.join(repr(k)[:60] for k in keys[:8])
     return shown + (f', ... ({len(keys)} in all)' if len(keys) > 8 else '')
+
+
+def strip_data_parallel_prefix(state_dict: Mapping) -> Mapping:
+    """The state dict without the 'module.' prefix that (Distributed)DataParallel adds to every key, when
+    every key has it (keys of a generator saved from a wrapped model); otherwise unchanged."""
+    prefix = 'module.'
+    if state_dict and all(isinstance(k, str) and k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
 
 
 def _latent_avg_tensor(latent_avg, style_dim: int):
