@@ -1,0 +1,236 @@
+"""Issue 19 (part A): what a new user meets first: one set of defaults, messages that name the field, the
+value and the fix, CLI options (--threads, --stats-n, erase-only files, progress, a warning when an edit
+ends worse), and checkpoints that are not quite what the loader expects."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_cli import box, edit_json, run
+from test_sampling import TINY
+
+from rewrite import __main__ as cli
+from rewrite.editfile import EditFileError, encode_mask, parse_edit
+from rewrite.ganrewrite import DEFAULT_SOLVER, SeqStyleGanRewriter
+from rewrite.rewriteapp import GanRewriteApp
+from rewrite.solvers import EditRecord
+from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
+from utils.zdataset import z_dataset_for_model
+
+LAYER = 6
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A tiny checkpoint with a latent_avg, an edit file, an erase-only file and a cache folder."""
+    d = tmp_path_factory.mktemp('first_use')
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(**TINY)
+    model.latents.latent_avg.copy_(torch.randn(TINY['style_dim']))
+    save_checkpoint(model, d / 'tiny.pt')
+    (d / 'edit.json').write_text(json.dumps(edit_json()))
+    erase = {key: value for key, value in edit_json().items() if key != 'object'}
+    (d / 'erase.json').write_text(json.dumps(erase))
+    return {'ckpt': d / 'tiny.pt', 'edit': d / 'edit.json', 'erase': d / 'erase.json', 'cache': d / 'cache',
+            'model': model}
+
+
+def parser_default(command: str, option: str):
+    sub = next(a for a in cli.build_parser()._actions if a.dest == 'command')
+    return next(a.default for a in sub.choices[command]._actions if a.dest == option)
+
+
+# ---- 1. one set of defaults ------------------------------------------------------------------------
+
+def test_one_solver_default_everywhere():
+    assert DEFAULT_SOLVER == 'fast'
+    for function in (SeqStyleGanRewriter.apply_edit, SeqStyleGanRewriter.apply_erase, SeqStyleGanRewriter.insert,
+                     GanRewriteApp.__init__):
+        assert inspect.signature(function).parameters['solver'].default == DEFAULT_SOLVER, function
+    for command in ('sample', 'apply', 'demo'):
+        assert parser_default(command, 'solver') == DEFAULT_SOLVER, command
+
+
+def test_one_truncation_default_for_the_loader_and_the_command_line():
+    assert inspect.signature(load_seq_stylegan).parameters['truncation'].default == DEFAULT_TRUNCATION == 0.5
+    for command in ('sample', 'apply', 'stats', 'demo', 'advise'):
+        assert parser_default(command, 'truncation') == DEFAULT_TRUNCATION, command
+    assert load_seq_stylegan('demo').truncation == 0.5
+
+
+# ---- 3. command line -------------------------------------------------------------------------------
+
+def test_every_command_takes_threads_and_main_restores_them(tiny, tmp_path, capsys, monkeypatch):
+    sub = next(a for a in cli.build_parser()._actions if a.dest == 'command')
+    for name, command in sub.choices.items():
+        assert any(a.dest == 'threads' for a in command._actions), name
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr(cli, 'run_stats', lambda args, world: seen.append(torch.get_num_threads()))
+    assert run(capsys, 'stats', '--model', tiny['ckpt'], '--layer', LAYER, '--threads', 3)[0] == 0
+    assert seen == [3] and torch.get_num_threads() == before
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')
+    assert cli.default_threads() == 2
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    for cpus, expected in [(1, 1), (2, 1), (6, 3), (64, 8), (None, 1)]:
+        monkeypatch.setattr(cli.os, 'cpu_count', lambda c=cpus: c)
+        assert cli.default_threads() == expected
+
+
+def in_memory(tiny, request: dict, zsample: int, stats_size: int | None = None, erase: bool = False):
+    model = load_seq_stylegan(tiny['ckpt'])
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, zsample), LAYER, progress=False, stats_size=stats_size)
+    record = (gw.apply_erase if erase else gw.apply_edit)(request)
+    return gw, record
+
+
+def test_stats_n_gathers_statistics_over_fewer_images_than_the_image_numbers_need(tiny, tmp_path, capsys):
+    request = edit_json()
+    request['key'][1][0] = 27                                   # image 27: the z-sample must hold 28 images
+    (tmp_path / 'far.json').write_text(json.dumps(request))
+    common = ['--model', tiny['ckpt'], '--edit', tmp_path / 'far.json', '--layer', LAYER, '--quiet',
+              '--cachedir', tmp_path / 'cache']
+    code, _, err = run(capsys, 'apply', *common, '--zsample', 20, '--out', tmp_path / 'e.pt')
+    assert code == 2 and 'key[1].imgnum 27' in err and '--zsample 28' in err and '--stats-n' in err
+    code, _, err = run(capsys, 'apply', *common, '--zsample', 28, '--stats-n', 40, '--out', tmp_path / 'e.pt')
+    assert code == 2 and '--stats-n 40 exceeds --zsample 28' in err and not (tmp_path / 'e.pt').exists()
+    code, out, _ = run(capsys, 'apply', *common, '--zsample', 28, '--stats-n', 12, '--out', tmp_path / 'e.pt')
+    assert code == 0, out
+    gw, _ = in_memory(tiny, request, 28, stats_size=12)
+    key = f'convs.{LAYER - 3}.conv.weight'
+    saved = torch.load(tmp_path / 'e.pt', weights_only=True)
+    assert torch.equal(saved['g_ema'][key], gw.model.checkpoint_state_dict()[key])
+    assert json.loads(saved['edit_info'])['stats_n'] == 12
+    cached = list((tmp_path / 'cache').glob('*.npz'))
+    assert len(cached) == 1
+    with np.load(cached[0]) as data:                           # 12 images of 16x16 key pixels
+        assert int(data['count']) == 12 * 16 * 16
+
+
+def test_apply_runs_an_erase_only_file_with_a_progress_bar(tiny, tmp_path, capsys):
+    out = tmp_path / 'erased.pt'
+    code, stdout, err = run(capsys, 'apply', '--model', tiny['ckpt'], '--edit', tiny['erase'], '--layer', LAYER,
+                            '--zsample', 20, '--cachedir', tiny['cache'], '--out', out)
+    assert code == 0, err
+    assert 'erase applied: solver fast' in stdout and 'solving (fast)' in err
+    gw, record = in_memory(tiny, json.loads(tiny['erase'].read_text()), 20, erase=True)
+    key = f'convs.{LAYER - 3}.conv.weight'
+    assert torch.equal(torch.load(out, weights_only=True)['g_ema'][key], gw.model.checkpoint_state_dict()[key])
+    assert record.final_loss < record.initial_loss
+
+
+def test_an_edit_that_ends_worse_is_reported(tiny, tmp_path, capsys, monkeypatch):
+    original = SeqStyleGanRewriter.apply_request
+
+    def worse(self, *args, **kwargs):                         # the loss rises (as it can with the original solver)
+        record = original(self, *args, **kwargs)
+        record.final_loss = record.initial_loss * 1.25
+        return record
+    monkeypatch.setattr(SeqStyleGanRewriter, 'apply_request', worse)
+    code, _, err = run(capsys, 'apply', '--model', tiny['ckpt'], '--edit', tiny['edit'], '--layer', LAYER,
+                       '--zsample', 20, '--cachedir', tiny['cache'], '--quiet', '--out', tmp_path / 'w.pt')
+    assert code == 0
+    warning = next(line for line in err.splitlines() if 'worse' in line)
+    assert warning.startswith('rewrite: warning: the edit ended worse than it started') and '--solver' in warning
+
+
+def test_api_error_for_an_erase_file_names_apply_request(tiny):
+    model = tiny['model']
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 20), LAYER, progress=False)
+    with pytest.raises(ValueError, match="both 'object'.*apply_request"):
+        gw.apply_edit(json.loads(tiny['erase'].read_text()))
+    record = gw.apply_request(json.loads(tiny['erase'].read_text()))
+    assert record.kind == 'erase'
+    shown = repr(record)
+    assert len(shown) < 300 and 'data:image' not in shown and str(record) == shown
+    assert "kind='erase'" in shown and f'{record.final_loss:.4g}' in shown and 'steps' in shown
+    assert shown.startswith('EditRecord(') and repr(EditRecord('edit', 'fast', 1)).startswith('EditRecord(')
+
+
+# ---- 4. messages -----------------------------------------------------------------------------------
+
+def test_layer_given_as_a_string_says_so(tiny):
+    model = tiny['model']
+    with pytest.raises(ValueError, match=r"layer must be an int among 2\.\.8, got the str '6' \(write 6, without"):
+        SeqStyleGanRewriter(model, z_dataset_for_model(model, 4), '6')
+    with pytest.raises(ValueError, match='got the float 6.0'):
+        model.check_layer(6.0)
+    model.check_layer(np.int64(6))                            # numpy integers are integers
+
+
+def test_all_image_numbers_outside_the_z_sample_in_one_message_query_last():
+    request = edit_json() | {'query': [900, encode_mask(box(0, 0, 8, 8))]}
+    request['paste'][0], request['key'][1][0] = 400, 500
+    request = {'query': request.pop('query'), **request}      # query first in the file
+    with pytest.raises(EditFileError) as err:
+        parse_edit(request, num_images=20)
+    message = str(err.value)
+    assert message.index('paste.imgnum 400') < message.index('key[1].imgnum 500') < message.index('query.imgnum 900')
+    assert '3 image number(s) outside the z-sample of 20 images' in message
+    assert 'used only for search' in message and 'at least 901 images' in message
+    assert err.value.field == 'paste.imgnum'
+
+
+def test_masks_of_any_size_are_resampled_to_the_layer():
+    """A 1024 px edit means the same as its 256 px version (masks are fractions of the image)."""
+    big, small = np.zeros((1024, 1024)), np.zeros((256, 256))
+    big[256:640, 128:512], small[64:160, 32:128] = 1, 1
+    for resolution in (8, 16, 32):
+        a = parse_edit({'paste': [1, encode_mask(big)]}).paste.mask_at(resolution)
+        b = parse_edit({'paste': [1, encode_mask(small)]}).paste.mask_at(resolution)
+        assert torch.allclose(a, b, atol=2 / 255)
+
+
+@pytest.fixture
+def bare_state(tiny):
+    return tiny['model'].checkpoint_state_dict()
+
+
+def test_checkpoint_without_latent_avg(bare_state, tmp_path):
+    torch.save({'g_ema': bare_state}, tmp_path / 'nolat.pt')
+    model = load_seq_stylegan(tmp_path / 'nolat.pt', truncation=1.0)
+    assert all(torch.equal(model.checkpoint_state_dict()[k], v) for k, v in bare_state.items())
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_seq_stylegan(tmp_path / 'nolat.pt', truncation=0.5)
+    message = str(err.value)
+    assert 'no latent_avg' in message and 'truncation 0.5' in message
+    assert 'truncation=1.0' in message and '--truncation 1' in message and 'missing keys' not in message
+    code = cli.main(['sample', '--model', str(tmp_path / 'nolat.pt'), '--n', '1', '--out', str(tmp_path / 's'),
+                     '--truncation', '1', '--quiet'])
+    assert code == 0
+
+
+def test_data_parallel_prefix_is_stripped_with_a_note(bare_state, tmp_path):
+    prefixed = {f'module.{k}': v for k, v in bare_state.items()}
+    for name, content in [('bare.pt', prefixed), ('wrapped.pt', {'g_ema': prefixed, 'latent_avg': torch.zeros(64)})]:
+        torch.save(content, tmp_path / name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            model = load_seq_stylegan(tmp_path / name, truncation=1.0)
+        assert any("starts with 'module.'" in str(w.message) and 'removed' in str(w.message) for w in caught)
+        assert all(torch.equal(model.checkpoint_state_dict()[k], v) for k, v in bare_state.items())
+    model = SeqStyleGAN2(**TINY)
+    model.load_state_dict(prefixed, latent_avg=torch.zeros(64))
+    assert torch.equal(model.checkpoint_state_dict()['style.1.weight'], bare_state['style.1.weight'])
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
+    Image.new('RGB', (8, 8)).save(tmp_path / 'photo.png')
+    (tmp_path / 'edit.json').write_text('{"paste": []}')
+    torch.save(torch.nn.Linear(2, 2), tmp_path / 'module.pt')     # a pickled object, not tensors
+    expected = {'photo.png': 'is a PNG image, not a model checkpoint', 'edit.json': 'is a JSON or text file',
+                'module.pt': 'pickles Python objects other than tensors'}
+    for name, says in expected.items():
+        with pytest.raises(ValueError) as err:
+            load_seq_stylegan(tmp_path / name)
+        message = str(err.value)
+        assert says in message and 'weights_only' not in message, message
+        code, _, stderr = run(capsys, 'sample', '--model', tmp_path / name, '--n', 1, '--out', tmp_path / 'o')
+        assert code == 2 and says in stderr and 'weights_only' not in stderr
