@@ -3,6 +3,8 @@
 from .checkpoint import load_seq_stylegan, model_from_checkpoint, read_checkpoint, save_checkpoint
 from .layers import DataBag
 from .model import CheckpointMismatchError, SeqStyleGAN2, checkpoint_key
+from .site import RewriteSite, TargetLayer, rewrite_site
 
 __all__ = ['SeqStyleGAN2', 'DataBag', 'CheckpointMismatchError', 'checkpoint_key',
-           'load_seq_stylegan', 'model_from_checkpoint', 'read_checkpoint', 'save_checkpoint']
+           'load_seq_stylegan', 'model_from_checkpoint', 'read_checkpoint', 'save_checkpoint',
+           'RewriteSite', 'TargetLayer', 'rewrite_site']
