@@ -1,6 +1,6 @@
 """SeqStyleGanRewriter: rewriting one convolution layer of a SeqStyleGAN2 as an associative memory.
 
-The layer's plain conv (`layerN.sconv.mconv.dconv`) maps keys k (its modulated input features,
+The layer's plain conv (the generator's rewrite site, utils/stylegan2/site.py) maps keys k (its input features,
 one vector per pixel) to values v (the features after demodulation, noise and activation). A user's
 selections give (a) goal pairs: the keys of a region should now produce pasted values, and (b) a
 context: a low-rank subspace D of key space, chosen with the keys' second moment C, in which
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from utils import imgviz
 from utils.nethook import subsequence
-from utils.stylegan2 import DataBag
+from utils.stylegan2 import DataBag, rewrite_site
 
 from . import editfile
 from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
@@ -58,7 +58,8 @@ def check_options(niter: int, piter: int, lr: float) -> None:
 
 
 class SeqStyleGanRewriter:
-    """Rewrites layer `layernum` of a copy of `model` (a SeqStyleGAN2 with mconv='seq').
+    """Rewrites layer `layernum` of a copy of `model` (a generator with `rewrite_site(layernum)`, e.g. a
+    SeqStyleGAN2; the site says where to cut it and which conv to edit).
 
     zds: the z-sample (TensorDataset, e.g. z_dataset_for_model(model, 1000)); image numbers in
     requests index it. Statistics of the layer's keys over zds (or its first `stats_size` z's, for
@@ -70,15 +71,13 @@ class SeqStyleGanRewriter:
                  use_linear_insert: bool = False, tight_paste: bool = True, alpha_area: bool = True,
                  key_method: str = 'zca', batch_size: int = 8, progress: bool = True,
                  stats_size: int | None = None):
-        if getattr(model, 'mconv', 'seq') != 'seq':
-            raise RewriteError("the rewriter needs the split modulated conv: build the model with mconv='seq'")
-        if hasattr(model, 'check_layer'):
-            model.check_layer(layernum)
+        try:
+            rewrite_site(model, layernum)                 # a clear error before anything is copied
+        except ValueError as e:
+            raise RewriteError(str(e)) from None
         if key_method not in KEY_METHODS:
             raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
         self.layernum = layernum
-        self.firstlayer = f'layer{layernum}.sconv.mconv.dconv'
-        self.lastlayer = f'layer{layernum}.sconv.activate'
         self.cachedir = None if cachedir is None else Path(cachedir)
         self.low_rank_insert, self.low_rank_gradient = low_rank_insert, low_rank_gradient
         self.use_linear_insert = use_linear_insert
@@ -93,11 +92,13 @@ class SeqStyleGanRewriter:
         if getattr(self.model, 'noise_mode', 'const') == 'random':
             self.model.noise_mode = 'const'           # goals and statistics must be reproducible
         self.device = next(self.model.parameters()).device
+        self.site = rewrite_site(self.model, layernum)
+        self.firstlayer, self.lastlayer = self.site.conv, self.site.target_end
         self.context_model = subsequence(self.model, upto_layer=self.firstlayer)
         self.target_model = subsequence(self.model, first_layer=self.firstlayer, last_layer=self.lastlayer)
         self.rendering_model = subsequence(self.model, after_layer=self.lastlayer)
-        self.dconv = self.model.get_submodule(self.firstlayer)
-        self.weight_name = next(n for n, p in self.target_model.named_parameters() if p is self.dconv.weight)
+        self.conv = self.model.get_submodule(self.firstlayer)
+        self.weight_name = next(n for n, p in self.target_model.named_parameters() if p is self.conv.weight)
         with torch.no_grad():
             k = self.context_model(self.get_z(0))
             v = self.target_model(k)
@@ -131,7 +132,7 @@ class SeqStyleGanRewriter:
 
     def target_weights(self) -> torch.nn.Parameter:
         """The rewritten weight [1, O, I, k, k] (shared with self.model)."""
-        return self.dconv.weight
+        return self.conv.weight
 
     # ---- key statistics ------------------------------------------------------------------------
     @property
@@ -182,12 +183,7 @@ class SeqStyleGanRewriter:
     def sample_styles(self, n: int = 64) -> torch.Tensor:
         """The target layer's styles [n, I] for the first n z's of the statistics sample (mapping
         network and the layer's modulation only)."""
-        zs = self.statistics_zs()[:n].to(self.device)
-        layer = self.model.get_submodule(f'layer{self.layernum}')
-        with torch.no_grad():
-            bag = self.model.latents(self.model.style(self.model.bag_in(zs)))
-            bag = layer[0](bag)                            # the layer's PickLatent: w for this layer
-            return layer.sconv.mconv.modulation(bag).style
+        return self.site.styles(self.statistics_zs()[:n].to(self.device))
 
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
@@ -300,17 +296,14 @@ class SeqStyleGanRewriter:
     # ---- goals from selections -----------------------------------------------------------------
     def _crop_bag(self, bag: DataBag, fmap: torch.Tensor, value_box) -> DataBag:
         """A goal-input bag with keys `fmap`, this layer's noise map cropped to value_box."""
-        noise = list(bag.noise)
-        idx = self.dconv_noise_index
-        if value_box is not None and torch.is_tensor(noise[idx]):
-            t, l, b, r = value_box
-            noise[idx] = noise[idx][:, :, t:b, l:r]
         fields = {k: v.detach() if torch.is_tensor(v) else v for k, v in bag.items() if k != 'output'}
-        return DataBag(fields).updated(fmap=fmap.detach(), noise=noise)
-
-    @property
-    def dconv_noise_index(self) -> int:
-        return self.model.get_submodule(f'layer{self.layernum}.sconv.noise').index
+        idx = self.site.noise_index
+        if idx is not None:
+            noise = fields['noise'] = list(bag.noise)
+            if value_box is not None and torch.is_tensor(noise[idx]):
+                t, l, b, r = value_box
+                noise[idx] = noise[idx][:, :, t:b, l:r]
+        return DataBag(fields).updated(fmap=fmap.detach())
 
     def object_from_selection(self, imgnum: int, mask):
         """Copied values: (activations [1, O, h, w] in the region's box, its mask [h, w], the
@@ -357,13 +350,7 @@ class SeqStyleGanRewriter:
         return self.target_model(key).fmap
 
     def _target_layer(self, key: DataBag) -> TargetLayer:
-        sconv = self.model.get_submodule(f'layer{self.layernum}.sconv')
-        blur = getattr(sconv.mconv, 'blur', None)
-        noise_map = key.noise[sconv.noise.index]
-        noise = sconv.noise.weight * noise_map if torch.is_tensor(noise_map) else torch.zeros(())
-        return TargetLayer(scale=self.dconv.scale, upsample=self.dconv.upsample, demodulate=self.dconv.demodulate,
-                           blur=None if blur is None else (lambda x: blur(DataBag(fmap=x)).fmap),
-                           noise=noise.detach(), bias=sconv.activate.bias.detach())
+        return self.site.target_layer(key)
 
     def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int = 2001,
                piter: int = 10, lr: float = 0.05, update_callback: Callable | None = None,

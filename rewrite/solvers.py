@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.stylegan2 import ops
+from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
 
 @dataclass
@@ -135,17 +136,6 @@ def insert_linear(target_with_weight: Callable, weight: torch.nn.Parameter, key,
     return losses
 
 
-@dataclass
-class TargetLayer:
-    """What the fast solver needs to know of the target piece (conv, demod, [blur], noise, bias, act)."""
-    scale: float
-    upsample: bool
-    demodulate: bool
-    blur: Callable[[torch.Tensor], torch.Tensor] | None
-    noise: torch.Tensor            # noise strength * noise map, broadcastable to the value crop
-    bias: torch.Tensor             # [O]
-
-
 def _inverse_activation(val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-activation u with leaky_relu(u) * sqrt 2 = val, and the local slope d val / d u."""
     slope = torch.where(val > 0, torch.ones_like(val), torch.full_like(val, ops.LRELU_SLOPE)) * ops.LRELU_GAIN
@@ -245,12 +235,12 @@ class LowRankTarget:
         o, k = w0.shape[1], w0.shape[-1]
         r = context.shape[0]
         self.o, self.r, self.layer = o, r, layer
-        kmap, style = key['fmap'].detach(), key['style'].detach()[0]
+        kmap = key['fmap'].detach()
         proj = torch.einsum('bihw,di->bdhw', kmap, context)                               # [1, r, h, w]
         taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
         self.design = _conv_response(proj, taps, layer)[0].reshape(r * k * k, -1).t()     # [P, r k k]
         self.base = _conv_response(kmap, w0[0], layer)[0].reshape(o, -1)                   # [O, P]
-        self.goal_energy = DemodEnergy(w0, style[None], context, layer.scale)
+        self.goal_energy = DemodEnergy(w0, layer.style[None], context, layer.scale) if layer.demodulate else None
         self.sample_energy = None
         if styles is not None and preserve > 0 and layer.demodulate:
             self.sample_energy = DemodEnergy(w0, styles, context, layer.scale)

@@ -137,8 +137,8 @@ def test_edit_stays_in_context_span_and_lowers_loss(gw, request_dict, solver):
         # a key orthogonal to the context: the plain (pre-demodulation) conv output is unchanged
         x = torch.randn(2, gw.k_shape[1], 8, 8)
         x = x - torch.einsum('bihw,di,dj->bjhw', x, d, d)
-        before = ops.plain_conv(x, w0[0], gw.dconv.scale)
-        after = ops.plain_conv(x, gw.target_weights()[0], gw.dconv.scale)
+        before = ops.plain_conv(x, w0[0], gw.conv.scale)
+        after = ops.plain_conv(x, gw.target_weights()[0], gw.conv.scale)
         assert (after - before).abs().max() <= 1e-5 * before.abs().max()
     finally:
         gw.undo()
@@ -300,11 +300,11 @@ def test_demod_energy_matches_the_weight_it_describes():
 def test_fast_solver_preserve_keeps_other_images_demodulation(gw, request_dict):
     styles = gw.sample_styles()
     w0 = gw.target_weights().detach().clone()
-    d0 = ops.demodulation(w0[0], styles, gw.dconv.scale)
+    d0 = ops.demodulation(w0[0], styles, gw.conv.scale)
     change = {}
     for preserve in (0.0, 3.0):
         record = gw.apply_edit(request_dict, rank=1, solver='fast', preserve=preserve)
-        d1 = ops.demodulation(gw.target_weights().detach()[0], styles, gw.dconv.scale)
+        d1 = ops.demodulation(gw.target_weights().detach()[0], styles, gw.conv.scale)
         change[preserve] = ((d1 / d0 - 1).pow(2).mean().sqrt().item(), record.final_loss)
         gw.undo()
     assert change[3.0][0] < 0.5 * change[0.0][0]
