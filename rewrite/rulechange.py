@@ -6,15 +6,28 @@
   direction d that best maps keys to goal values (least squares), and the projection of any change
   onto that direction.
 
-- ``unit_intervention``: add or remove the cause by setting units inside a painted mask (for ``nethook.Trace``).
-
-Still to come (issue 17): the per-layer search, metrics, notebook and the prober widget.
+- ``unit_intervention`` / ``direction_intervention``: add or remove the cause inside a painted mask (for
+  ``nethook.Trace``), by setting units or by moving the features along ``cause_direction``.
+- ``RuleChangeProblem`` / ``build_problem``: chosen samples with the cause added, the effect's region, and
+  the goal: draw there what the samples draw without the cause (the rule reversed), keep the rest.
+- ``fit_layer_change``: optimise a change of one layer's conv weight for that goal, full or rank one along a
+  key direction (``key_direction``: C^-1 k of the effect region's keys, as the paper's context key).
+- ``layer_search``: every layer's change scaled to the same change elsewhere (``scale_to_budget``), its
+  flip rate, a table and a plot (``LayerSearch``); ``changed_model`` returns the changed generator (it
+  saves with ``utils.stylegan2.save_checkpoint`` in the checkpoint layout).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
+
+from utils.nethook import Trace
 
 
 def unit_iou_ranking(acts: torch.Tensor, masks: torch.Tensor, quantile: float = 0.99
@@ -100,3 +113,316 @@ def unit_intervention(units: torch.Tensor, mask: torch.Tensor, value: torch.Tens
         return bag.updated(fmap=fmap)
 
     return edit
+
+
+# ---------------------------------------------------------------------------------------------------
+# interventions
+# ---------------------------------------------------------------------------------------------------
+
+Edit = Callable  # an edit_output for nethook.Trace: (bag, layer name) -> bag
+
+
+def cause_direction(acts: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean feature of samples that show the cause minus that of samples that do not: float [C].
+
+    acts: [N, C, h, w] one layer's features; present: bool [N] (both groups non-empty).
+    """
+    present = torch.as_tensor(present, dtype=torch.bool)
+    if acts.dim() != 4 or present.shape != (acts.shape[0],):
+        raise ValueError(f'present: expected bool [N={acts.shape[0]}] for acts [N, C, h, w], '
+                         f'got {tuple(present.shape)} and {tuple(acts.shape)}')
+    if present.all() or not present.any():
+        raise ValueError('present: expected samples both with and without the cause')
+    means = acts.float().mean((2, 3))
+    return means[present].mean(0) - means[~present].mean(0)
+
+
+def _resized(mask: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
+    m = mask.to(fmap.dtype)
+    m = m.reshape(1, 1, *m.shape) if m.dim() == 2 else m
+    return m if m.shape[-2:] == fmap.shape[-2:] else F.interpolate(m, size=fmap.shape[-2:], mode='area')
+
+
+def direction_intervention(direction: torch.Tensor, mask: torch.Tensor, strength: float = 1.0) -> Edit:
+    """An ``edit_output`` adding ``strength * direction`` to the features inside ``mask``.
+
+    direction: [C]; mask: float [h, w] or [N, 1, h, w] in [0, 1] (area-resized to the layer's resolution).
+    fmap <- fmap + strength * m * direction; a negative strength removes the cause.
+    """
+    def edit(bag, _layer):
+        fmap = bag['fmap']
+        d = direction.to(fmap.dtype).reshape(1, -1, 1, 1)
+        return bag.updated(fmap=fmap + strength * _resized(mask, fmap) * d)
+
+    return edit
+
+
+def conv_weight_name(layer: str) -> str:
+    """The parameter a change of ``layer`` (e.g. 'layer6') edits: its plain convolution weight."""
+    return f'{layer}.sconv.mconv.dconv.weight'
+
+
+def render(model: torch.nn.Module, z: torch.Tensor, cause: tuple[str, Edit] | None = None,
+           weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """model(z) [N, 3, H, W] (not clamped), with ``cause`` = (layer, edit_output) applied and any
+    parameters replaced by ``weights`` (differentiable in them when grad is enabled)."""
+    def forward():
+        return functional_call(model, weights, (z,)) if weights else model(z)
+
+    if cause is None:
+        return forward()
+    with Trace(model, cause[0], retain_output=False, edit_output=cause[1]):
+        return forward()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the change that reverses the effect
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class RuleChangeProblem:
+    """What a changed layer should do on N chosen samples with the cause added.
+
+    z: [N, D]; cause: (layer, edit_output) adding the cause to those samples; region: bool [N, H, W]
+    where the effect is; goal: [N, 3, H, W] what to draw inside region (the samples without the cause:
+    the effect reversed); reference: [N, 3, H, W] the original model's images with the cause (kept
+    outside region). keep_z: [M, D] samples drawn without intervention whose images keep_images
+    [M, 3, H, W] must not change (optional).
+    """
+
+    z: torch.Tensor
+    cause: tuple[str, Edit]
+    region: torch.Tensor
+    goal: torch.Tensor
+    reference: torch.Tensor
+    keep_z: torch.Tensor | None = None
+    keep_images: torch.Tensor | None = None
+
+
+def build_problem(model: torch.nn.Module, z: torch.Tensor, cause: tuple[str, Edit], region: torch.Tensor,
+                  keep_z: torch.Tensor | None = None) -> RuleChangeProblem:
+    """The goal 'draw inside region what the sample draws without the cause', the rest as with it."""
+    if region.dim() != 3 or region.shape[0] != z.shape[0]:
+        raise ValueError(f'region: expected bool [N={z.shape[0]}, H, W], got shape {tuple(region.shape)}')
+    with torch.no_grad():
+        goal = render(model, z).clamp(-1, 1)
+        reference = render(model, z, cause).clamp(-1, 1)
+        keep = None if keep_z is None else render(model, keep_z).clamp(-1, 1)
+    if region.shape[-2:] != goal.shape[-2:]:
+        raise ValueError(f'region: expected {tuple(goal.shape[-2:])} pixels, got {tuple(region.shape[-2:])}')
+    return RuleChangeProblem(z, cause, region.bool(), goal, reference, keep_z, keep)
+
+
+def _masked_mse(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(1).to(x.dtype)
+    return ((x - y).pow(2) * m).sum() / (m.sum() * x.shape[1]).clamp(min=1)
+
+
+def change_loss(model: torch.nn.Module, layer: str, delta: torch.Tensor, problem: RuleChangeProblem,
+                keep_weight: float = 1.0) -> torch.Tensor:
+    """Mean square error to the goal inside the region + keep_weight * (error to the reference outside
+    it + error on the kept samples), for the layer's weight changed by ``delta``."""
+    name = conv_weight_name(layer)
+    weights = {name: model.get_parameter(name).detach() + delta}
+    out = render(model, problem.z, problem.cause, weights)
+    loss = _masked_mse(out, problem.goal, problem.region)
+    keep = _masked_mse(out, problem.reference, ~problem.region)
+    if problem.keep_z is not None:
+        kept = render(model, problem.keep_z, None, weights)
+        keep = keep + _masked_mse(kept, problem.keep_images, torch.ones_like(kept[:, 0], dtype=torch.bool))
+    return loss + keep_weight * keep
+
+
+def rank_one_conv(lam: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """The conv change lam (x) d: [1, O, k, k] and [I] -> [1, O, I, k, k] (rank one over the input dim)."""
+    return torch.einsum('goyx,i->goiyx', lam, direction)
+
+
+def conv_change_rank(delta: torch.Tensor) -> int:
+    """Rank of a conv change [1, O, I, k, k] as the [O k k, I] matrix the input vectors meet (numerical
+    rank at the tensor's own precision)."""
+    return int(torch.linalg.matrix_rank(delta.reshape(-1, *delta.shape[-3:]).permute(0, 2, 3, 1)
+                                        .reshape(-1, delta.shape[-3])))
+
+
+@dataclass
+class LayerChange:
+    """A fitted change of one layer: delta [1, O, I, k, k] and the loss before each step (and after)."""
+
+    layer: str
+    delta: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+
+
+def fit_layer_change(model: torch.nn.Module, layer: str, problem: RuleChangeProblem, steps: int = 50,
+                     lr: float = 0.02, direction: torch.Tensor | None = None, keep_weight: float = 1.0
+                     ) -> LayerChange:
+    """Adam on a change of ``layer``'s conv weight minimising ``change_loss``.
+
+    direction [I]: the change is rank one, lam (x) d with only lam [1, O, k, k] optimised;
+    None: the full weight [1, O, I, k, k]. losses[0] is the loss of no change, losses[-1] the final one.
+    """
+    if steps < 1:
+        raise ValueError(f'steps: expected a positive number of steps, got {steps}')
+    w = model.get_parameter(conv_weight_name(layer))
+    if direction is not None:
+        if direction.shape != (w.shape[2],):
+            raise ValueError(f'direction: expected shape ({w.shape[2]},) for {layer}, got {tuple(direction.shape)}')
+        d = (direction / direction.norm().clamp(min=1e-12)).to(w)
+        param = torch.zeros(w.shape[0], w.shape[1], *w.shape[3:], dtype=w.dtype, requires_grad=True)
+
+        def delta():
+            return rank_one_conv(param, d)
+    else:
+        param = torch.zeros_like(w, requires_grad=True)
+
+        def delta():
+            return param
+    opt = torch.optim.Adam([param], lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = change_loss(model, layer, delta(), problem, keep_weight)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        opt.step()
+    with torch.no_grad():
+        losses.append(float(change_loss(model, layer, delta(), problem, keep_weight)))
+        return LayerChange(layer, delta().detach().clone(), losses)
+
+
+def key_direction(model: torch.nn.Module, layer: str, problem: RuleChangeProblem, ridge: float = 1e-3
+                  ) -> torch.Tensor:
+    """The context key of the effect's region: C^-1 k [I], k the region's mean key and C the keys'
+    second moment over every position (keys: the input features ``layer``'s conv meets, cause added)."""
+    with torch.no_grad(), Trace(model, f'{layer}.sconv.mconv.adain') as tr:
+        render(model, problem.z, problem.cause)
+    keys = tr.output['fmap'].double()                                        # [N, I, h, w]
+    m = _resized(problem.region.unsqueeze(1).double(), keys)                  # [N, 1, h, w]
+    if m.sum() <= 0:
+        raise ValueError('problem.region: empty, so there is no effect region to take the key from')
+    k = (keys * m).sum((0, 2, 3)) / m.sum()
+    flat = keys.transpose(0, 1).reshape(keys.shape[1], -1)
+    c = flat @ flat.T / flat.shape[1]
+    c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
+    return torch.linalg.solve(c, k).float()
+
+
+def changed_model(model: torch.nn.Module, layer: str, delta: torch.Tensor) -> torch.nn.Module:
+    """A copy of ``model`` with ``layer``'s conv weight changed by ``delta`` (the original is untouched)."""
+    new = copy.deepcopy(model)
+    with torch.no_grad():
+        new.get_parameter(conv_weight_name(layer)).add_(delta)
+    return new
+
+
+def change_outside(model: torch.nn.Module, layer: str, delta: torch.Tensor, problem: RuleChangeProblem
+                   ) -> float:
+    """Mean abs change of the clamped images outside the effect region (cause added) and over the kept
+    samples, in image units ([-1, 1] range), for the layer changed by ``delta``."""
+    name = conv_weight_name(layer)
+    weights = {name: model.get_parameter(name).detach() + delta}
+    with torch.no_grad():
+        out = render(model, problem.z, problem.cause, weights).clamp(-1, 1)
+        diff = (out - problem.reference).abs() * (~problem.region).unsqueeze(1)
+        total, count = diff.sum(), (~problem.region).sum() * out.shape[1]
+        if problem.keep_z is not None:
+            kept = render(model, problem.keep_z, None, weights).clamp(-1, 1)
+            total, count = total + (kept - problem.keep_images).abs().sum(), count + kept.numel()
+    return float(total / count.clamp(min=1))
+
+
+def scale_to_budget(model: torch.nn.Module, layer: str, delta: torch.Tensor, problem: RuleChangeProblem,
+                    budget: float, iters: int = 6) -> tuple[float, float]:
+    """(scale s in [0, 1], change outside at s): the whole change when it stays within ``budget``, else
+    the largest s found by bisection whose ``change_outside`` is at most the budget."""
+    full = change_outside(model, layer, delta, problem)
+    if full <= budget:
+        return 1.0, full
+    lo, hi, at_lo = 0.0, 1.0, 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        c = change_outside(model, layer, mid * delta, problem)
+        if c <= budget:
+            lo, at_lo = mid, c
+        else:
+            hi = mid
+    return lo, at_lo
+
+
+@dataclass
+class LayerSearch:
+    """Rows (layer, flip, change_outside, scale, loss_before, loss_after), one per layer searched."""
+
+    rows: list[dict]
+    budget: float
+    changes: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def best(self) -> str:
+        return max(self.rows, key=lambda r: r['flip'])['layer']
+
+    @property
+    def margin(self) -> float:
+        """Flip rate of the best layer minus the second best's, in points (inf with one layer)."""
+        flips = sorted((r['flip'] for r in self.rows), reverse=True)
+        return 100.0 * (flips[0] - flips[1]) if len(flips) > 1 else float('inf')
+
+    def verdict(self, points: float = 15.0) -> str:
+        if self.margin >= points:
+            return f'{self.best} is clearly best ({self.margin:.0f} points above the second best)'
+        return (f'no layer is clearly best (best {self.best}, {self.margin:.0f} points above the second; '
+                f'{points:.0f} needed): the rule is spread over layers')
+
+    def table(self) -> str:
+        """A markdown table of the rows."""
+        lines = ['| layer | flip rate | change outside | scale | loss before | loss after |',
+                 '| --- | --- | --- | --- | --- | --- |']
+        lines += [f"| {r['layer']} | {100 * r['flip']:.0f}% | {r['change_outside']:.4f} | {r['scale']:.3f} "
+                  f"| {r['loss_before']:.4f} | {r['loss_after']:.4f} |" for r in self.rows]
+        return '\n'.join(lines)
+
+    def plot(self, width: int = 360, height: int = 220):
+        """Bar chart of the flip rate per layer at the equal change elsewhere (best in red): a PIL Image."""
+        from PIL import Image, ImageDraw
+
+        image = Image.new('RGB', (width, height), 'white')
+        draw = ImageDraw.Draw(image)
+        left, top, bottom = 34, 22, height - 20
+        draw.text((4, 4), f'flip rate per layer, change outside <= {self.budget}', fill='black')
+        draw.line([(left, top), (left, bottom), (width - 4, bottom)], fill='black')
+        for pct in (0, 50, 100):
+            y = bottom - (bottom - top) * pct / 100
+            draw.text((4, y - 5), f'{pct}%', fill='black')
+        slot = (width - left - 8) / max(len(self.rows), 1)
+        for i, r in enumerate(self.rows):
+            x0 = left + 4 + i * slot
+            y = bottom - (bottom - top) * r['flip']
+            draw.rectangle([x0, y, x0 + slot * 0.7, bottom], fill=(200, 40, 40) if r['layer'] == self.best
+                           else (150, 150, 150))
+            draw.text((x0, bottom + 4), r['layer'].replace('layer', 'L'), fill='black')
+        return image
+
+
+def layer_search(model: torch.nn.Module, layers: list[str], problem: RuleChangeProblem,
+                 flip: Callable[[torch.Tensor, torch.Tensor], float], budget: float = 0.03,
+                 steps: int = 50, lr: float = 0.02, evaluation: RuleChangeProblem | None = None,
+                 progress: Callable[[str], None] | None = None) -> LayerSearch:
+    """For each layer, fit the full change on ``problem``, scale it to ``budget`` of change outside the
+    effect region (measured on ``evaluation``, default the problem itself), and score it there by
+    ``flip(reference images, changed images) -> rate in [0, 1]``."""
+    evaluation = evaluation or problem
+    rows, changes = [], {}
+    for layer in layers:
+        fit = fit_layer_change(model, layer, problem, steps=steps, lr=lr)
+        scale, outside = scale_to_budget(model, layer, fit.delta, evaluation, budget)
+        delta = scale * fit.delta
+        weights = {conv_weight_name(layer): model.get_parameter(conv_weight_name(layer)).detach() + delta}
+        with torch.no_grad():
+            after = render(model, evaluation.z, evaluation.cause, weights).clamp(-1, 1)
+        rows.append(dict(layer=layer, flip=float(flip(evaluation.reference, after)), change_outside=outside,
+                         scale=scale, loss_before=fit.losses[0], loss_after=fit.losses[-1]))
+        changes[layer] = delta
+        if progress is not None:
+            progress(f"{layer}: flip {100 * rows[-1]['flip']:.0f}%, change outside {outside:.4f}")
+    return LayerSearch(rows, budget, changes)

@@ -76,3 +76,163 @@ def test_unit_intervention_sets_units_inside_the_mask_only():
     keep = torch.ones_like(after, dtype=torch.bool)
     keep[:, units, 4:8, 4:8] = False
     assert torch.equal(after[keep], before[keep])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the procedure on a tiny generator: interventions, the rank-one change, the per-layer search
+# ---------------------------------------------------------------------------------------------------
+
+TINY16 = dict(size=16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
+
+
+@pytest.fixture(scope='module')
+def tiny_problem():
+    """A hand-made rule: adding +2 of a fixed direction at layer3 inside the upper-left quadrant; the
+    'effect' region is the lower-right quadrant of the image."""
+    from rewrite.rulechange import build_problem, direction_intervention
+    from utils.stylegan2 import SeqStyleGAN2
+    from utils.zdataset import z_sample_for_model
+
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(**TINY16).eval()
+    z = z_sample_for_model(model, 6, seed=4)
+    mask = torch.zeros(8, 8)
+    mask[:4, :4] = 1
+    direction = torch.randn(8, generator=torch.Generator().manual_seed(5))
+    region = torch.zeros(6, 16, 16, dtype=torch.bool)
+    region[:, 8:, 8:] = True
+    cause = ('layer3', direction_intervention(direction, mask, 2.0))
+    return model, build_problem(model, z, cause, region, keep_z=z_sample_for_model(model, 3, seed=6))
+
+
+def test_cause_direction_is_the_difference_of_group_means():
+    from rewrite.rulechange import cause_direction
+    acts = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    present = torch.tensor([True, False, True, False, False])
+    naive = [sum(acts[i, c].mean() for i in (0, 2)) / 2 - sum(acts[i, c].mean() for i in (1, 3, 4)) / 3
+             for c in range(3)]
+    assert torch.allclose(cause_direction(acts, present).double(), torch.stack(naive), atol=1e-6)
+    with pytest.raises(ValueError, match='present: expected samples both with and without'):
+        cause_direction(acts, torch.ones(5, dtype=torch.bool))
+
+
+def test_direction_intervention_moves_features_inside_the_mask_only():
+    from rewrite.rulechange import direction_intervention
+    from utils.stylegan2.layers import DataBag
+
+    fmap = torch.randn(2, 3, 4, 4)
+    mask = torch.zeros(4, 4)
+    mask[1:3, 0:2] = 1
+    d = torch.tensor([1.0, -2.0, 0.5])
+    out = direction_intervention(d, mask, -1.5)(DataBag(fmap=fmap), 'layerX')['fmap']
+    expected = fmap.clone()
+    expected[:, :, 1:3, 0:2] -= 1.5 * d.reshape(1, 3, 1, 1)
+    assert torch.allclose(out, expected)
+
+
+def test_key_direction_is_c_inverse_k(tiny_problem):
+    from rewrite.rulechange import key_direction, render
+    from utils.nethook import Trace
+
+    model, problem = tiny_problem
+    with torch.no_grad(), Trace(model, 'layer5.sconv.mconv.adain') as tr:
+        render(model, problem.z, problem.cause)
+    keys = tr.output['fmap'].double()                  # layer5 upsamples: keys at 8x8, region at 16x16
+    m = problem.region.double().reshape(6, 8, 2, 8, 2).mean((2, 4))
+    k = sum(keys[n, :, y, x] * m[n, y, x] for n in range(6) for y in range(8) for x in range(8)) / m.sum()
+    vecs = keys.permute(0, 2, 3, 1).reshape(-1, 8)
+    c = vecs.T @ vecs / len(vecs)
+    c += 1e-3 * c.diagonal().mean() * torch.eye(8, dtype=torch.float64)
+    expected = torch.linalg.solve(c, k)
+    got = key_direction(model, 'layer5', problem).double()
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+
+
+def test_rank_one_change_has_rank_one_and_lowers_the_loss(tiny_problem):
+    from rewrite.rulechange import change_loss, conv_change_rank, fit_layer_change, key_direction
+
+    model, problem = tiny_problem
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    d = key_direction(model, 'layer5', problem)
+    fit = fit_layer_change(model, 'layer5', problem, steps=25, lr=0.05, direction=d)
+    assert fit.delta.shape == model.get_parameter('layer5.sconv.mconv.dconv.weight').shape
+    assert conv_change_rank(fit.delta) == 1
+    m = fit.delta[0].permute(0, 2, 3, 1).reshape(-1, 8).double()    # every row parallel to d
+    assert torch.allclose(m - torch.outer(m @ d.double(), d.double()) / d.double().dot(d.double()),
+                          torch.zeros_like(m), atol=1e-6)
+    with torch.no_grad():
+        assert float(change_loss(model, 'layer5', torch.zeros_like(fit.delta), problem)) == \
+            pytest.approx(fit.losses[0], rel=1e-5)
+        assert float(change_loss(model, 'layer5', fit.delta, problem)) == pytest.approx(fit.losses[-1], rel=1e-5)
+    assert fit.losses[-1] < 0.9 * fit.losses[0]
+    full = fit_layer_change(model, 'layer5', problem, steps=25, lr=0.01)
+    assert conv_change_rank(full.delta) > 1 and full.losses[-1] < fit.losses[0]
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())   # fitting changes nothing
+
+
+def test_fit_checks_its_input(tiny_problem):
+    from rewrite.rulechange import build_problem, fit_layer_change
+
+    model, problem = tiny_problem
+    with pytest.raises(ValueError, match=r'direction: expected shape \(8,\)'):
+        fit_layer_change(model, 'layer5', problem, steps=1, direction=torch.ones(5))
+    with pytest.raises(ValueError, match='steps'):
+        fit_layer_change(model, 'layer5', problem, steps=0)
+    with pytest.raises(ValueError, match='region'):
+        build_problem(model, problem.z, problem.cause, problem.region[:2])
+
+
+def test_scale_to_budget_finds_the_largest_scale_within_it(tiny_problem):
+    from rewrite.rulechange import change_outside, fit_layer_change, scale_to_budget
+
+    model, problem = tiny_problem
+    fit = fit_layer_change(model, 'layer4', problem, steps=5, lr=0.2)
+    full = change_outside(model, 'layer4', fit.delta, problem)
+    assert full > 0
+    scale, at = scale_to_budget(model, 'layer4', fit.delta, problem, budget=full / 3, iters=8)
+    assert 0 < scale < 1 and at <= full / 3
+    assert at == pytest.approx(change_outside(model, 'layer4', scale * fit.delta, problem))
+    assert change_outside(model, 'layer4', (scale + 2 ** -7) * fit.delta, problem) > full / 3
+    assert scale_to_budget(model, 'layer4', fit.delta, problem, budget=2 * full) == (1.0, full)
+
+
+def test_layer_search_table_plot_and_verdict(tiny_problem):
+    from rewrite.rulechange import layer_search
+
+    model, problem = tiny_problem
+    calls = []
+
+    def flip(before, after):          # hand-made score: share of samples whose region moved towards the goal
+        calls.append(after.shape)
+        r = problem.region.unsqueeze(1)
+        return float(((after - problem.goal).abs() * r).sum((1, 2, 3))
+                     .lt(((before - problem.goal).abs() * r).sum((1, 2, 3))).float().mean())
+
+    search = layer_search(model, ['layer4', 'layer5', 'layer6'], problem, flip, budget=0.01, steps=3, lr=0.01)
+    assert [r['layer'] for r in search.rows] == ['layer4', 'layer5', 'layer6'] and len(calls) == 3
+    assert all(r['change_outside'] <= 0.01 + 1e-9 for r in search.rows)
+    assert search.best in search.table() and '| layer5 |' in search.table()
+    assert search.plot().size == (360, 220)
+    flips = sorted((r['flip'] for r in search.rows), reverse=True)
+    assert search.margin == pytest.approx(100 * (flips[0] - flips[1]))
+    search.rows = [dict(search.rows[0], flip=0.9), dict(search.rows[1], flip=0.5)]
+    assert search.verdict().startswith('layer4 is clearly best (40 points')
+    search.rows[1]['flip'] = 0.8
+    assert 'spread over layers' in search.verdict()
+
+
+def test_changed_model_saves_in_the_checkpoint_layout(tiny_problem, tmp_path):
+    from rewrite.rulechange import changed_model, render
+    from utils.stylegan2 import load_seq_stylegan, save_checkpoint
+
+    model, problem = tiny_problem
+    delta = 0.1 * torch.randn_like(model.get_parameter('layer5.sconv.mconv.dconv.weight'))
+    new = changed_model(model, 'layer5', delta)
+    assert not torch.equal(new.get_parameter('layer5.sconv.mconv.dconv.weight'),
+                           model.get_parameter('layer5.sconv.mconv.dconv.weight'))
+    save_checkpoint(new, tmp_path / 'changed.pt')
+    loaded = load_seq_stylegan(tmp_path / 'changed.pt', truncation=model.truncation)
+    assert set(torch.load(tmp_path / 'changed.pt', weights_only=True)) >= {'g_ema', 'latent_avg'}
+    weights = {'layer5.sconv.mconv.dconv.weight': model.get_parameter('layer5.sconv.mconv.dconv.weight') + delta}
+    with torch.no_grad():
+        assert torch.allclose(loaded(problem.z), render(model, problem.z, None, weights), atol=1e-5)
