@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import numbers
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -55,6 +57,36 @@ def check_options(niter: int, piter: int, lr: float) -> None:
         raise RewriteError(f'piter must be a positive integer, not {piter!r}')
     if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and np.isfinite(lr) and lr > 0):   # numpy scalars too
         raise RewriteError(f'lr must be a positive finite number, not {lr!r}')
+
+
+LOSS_TOLERANCE = 0.5    # an edit whose goal loss ends above (1 + this) x its initial loss is rolled back
+EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflows in the solvers
+
+
+def _real(value, low: float, strict: bool) -> bool:
+    """value is a finite real number (not bool) > low (strict) or >= low."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
+            and (value > low if strict else value >= low))
+
+
+def check_fast_options(options: dict) -> None:
+    """Clear errors for the fast solver's settings (insert_fast's keyword arguments)."""
+    known = [n for n, p in inspect.signature(insert_fast).parameters.items() if p.default is not p.empty]
+    for name in options:
+        if name not in known or name == 'update_callback':
+            raise RewriteError(f"unknown option {name!r} of the 'fast' solver (expected some of "
+                               f"{[n for n in known if n != 'update_callback']})")
+    for name in ('rounds', 'polish'):
+        value = options.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise RewriteError(f'{name} must be an integer >= 0, not {value!r}')
+    for name, strict in (('polish_lr', True), ('max_change', True), ('preserve', False)):
+        if name in options and not _real(options[name], 0.0, strict):
+            raise RewriteError(f'{name} must be a finite number {">" if strict else ">="} 0, not {options[name]!r}')
+    ridges = options.get('ridges', (1.0,))
+    if isinstance(ridges, (str, bytes)) or not hasattr(ridges, '__len__') or len(ridges) == 0 \
+            or not all(_real(r, 0.0, True) for r in ridges):
+        raise RewriteError(f'ridges must be a non-empty sequence of positive finite numbers, not {ridges!r}')
 
 
 class SeqStyleGanRewriter:
@@ -98,6 +130,10 @@ class SeqStyleGanRewriter:
         self.target_model = subsequence(self.model, first_layer=self.firstlayer, last_layer=self.lastlayer)
         self.rendering_model = subsequence(self.model, after_layer=self.lastlayer)
         self.conv = self.model.get_submodule(self.firstlayer)
+        if self.conv.weight.dtype not in EDIT_DTYPES:
+            raise RewriteError(f'the model is {self.conv.weight.dtype}, which the solvers do not support (they need '
+                               f'one of {[str(t) for t in EDIT_DTYPES]}; float16 overflows): convert it, e.g. '
+                               'model.float() or model.to(torch.bfloat16)')
         self.weight_name = next(n for n, p in self.target_model.named_parameters() if p is self.conv.weight)
         with torch.no_grad():
             k = self.context_model(self.get_z(0))
@@ -228,8 +264,8 @@ class SeqStyleGanRewriter:
         key_method = key_method or self.key_method
         if key_method not in KEY_METHODS:
             raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
-        if not 1 <= rank <= self.k_shape[1]:
-            raise RewriteError(f'rank must be between 1 and {self.k_shape[1]}, not {rank}')
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= self.k_shape[1]:
+            raise RewriteError(f'rank must be between 1 and {self.k_shape[1]} (an integer), not {rank!r}')
         if not imgnum_mask_pairs:
             raise RewriteError('no context regions were given')
         obs, w = self._keys_and_weights(imgnum_mask_pairs)
@@ -359,8 +395,10 @@ class SeqStyleGanRewriter:
         if solver not in SOLVERS:
             raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
         check_options(niter=niter, piter=piter, lr=lr)
+        if solver == 'fast':
+            check_fast_options(solver_options)
         weight = self.target_weights()
-        context = context.to(weight)
+        context = self.checked_context(context)
         if solver == 'fast':
             if solver_options.get('preserve', 0.0) > 0:
                 solver_options.setdefault('styles', self.sample_styles())
@@ -379,15 +417,52 @@ class SeqStyleGanRewriter:
         saved = {n: state[n].detach().clone() for n in names}
         t0 = time.perf_counter()
         try:
-            yield
+            yield saved
+            bad = [n for n in names if not torch.isfinite(state[n]).all()]
+            if bad:
+                raise FloatingPointError(f'the edit made non-finite weights in {bad} (the weights were restored)')
         except BaseException:
             with torch.no_grad():
                 for n, v in saved.items():
                     state[n].copy_(v)
             raise
         record.seconds = time.perf_counter() - t0
+        if record.rolled_back:
+            return
         self.history.append((record, saved))
         self._ranking_cache.clear()
+
+    def checked_context(self, context) -> torch.Tensor:
+        """Context directions [rank, I] (I: the layer's key width), finite, on the weight's device and dtype."""
+        width = self.k_shape[1]
+        if not torch.is_tensor(context) or context.dim() != 2 or not 1 <= context.shape[0] <= width \
+                or context.shape[1] != width:
+            shape = tuple(context.shape) if torch.is_tensor(context) else type(context).__name__
+            raise RewriteError(f'context must be a tensor [rank, {width}] with 1 <= rank <= {width} '
+                               f'(this layer has {width} input channels), not {shape}')
+        if not context.is_floating_point() or not torch.isfinite(context).all():
+            raise RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
+        return context.to(self.target_weights())
+
+    def _keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
+        """After a solve: warns when the goal loss ended above its initial value, and rolls the weights back
+        to `saved` (record.rolled_back) when it ended above (1 + LOSS_TOLERANCE) x the initial loss. Below
+        that a rise is kept with the warning: the original solver's periodic re-projection legitimately
+        ends a little above its start on some edits (README: 0.410 -> 0.470), as the original release does."""
+        if not record.final_loss > record.initial_loss:
+            return
+        rise = f'the goal loss rose from {record.initial_loss:.4g} to {record.final_loss:.4g} ({record.solver} solver)'
+        if record.final_loss <= record.initial_loss * (1 + LOSS_TOLERANCE):
+            record.warning = f'{rise}; the result is kept: try another solver, layer or rank'
+        else:
+            state = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for n, v in saved.items():
+                    state[n].copy_(v)
+            record.rolled_back = True
+            record.warning = (f'{rise}, more than {LOSS_TOLERANCE:.0%} above: the change was rolled back (weights '
+                              'unchanged); try a lower learning rate or another solver')
+        warnings.warn(record.warning, RuntimeWarning, stacklevel=4)
 
     def _parse(self, request) -> editfile.EditRequest:
         try:
@@ -463,22 +538,25 @@ class SeqStyleGanRewriter:
         record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json())
         with torch.no_grad():
             record.initial_loss = F.l1_loss(self._target(goal_in), goal_out).item()
-        with self._atomic_edit(record):
+        with self._atomic_edit(record) as saved:
             record.losses = self.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
                                         update_callback=update_callback, solver=solver, **solver_options)
             with torch.no_grad():
                 record.final_loss = F.l1_loss(self._target(goal_in), goal_out).item()
             if not np.isfinite(record.final_loss):
                 raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
+            self._keep_the_better(record, saved)
         record.context = context.detach().cpu()
         return record
 
     def zero(self, context: torch.Tensor, amount: float = 0.0) -> EditRecord:
         """Sets the weight's component along the context rows to `amount` (0: forget them)."""
+        context = self.checked_context(context)
+        if not _real(amount, -np.inf, True):
+            raise RewriteError(f'amount must be a finite number, not {amount!r}')
         record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
         with self._atomic_edit(record), torch.no_grad():
             weight = self.target_weights()
-            context = context.to(weight)
             ortho = weight - projected_conv(weight, context)
             weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
         return record

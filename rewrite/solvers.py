@@ -40,6 +40,8 @@ class EditRecord:
     initial_loss: float = float('nan')
     seconds: float = 0.0
     request: dict | None = None
+    warning: str = ''             # set when the goal loss ended above its initial value
+    rolled_back: bool = False     # the rise exceeded ganrewrite.LOSS_TOLERANCE: the weights were restored
 
     def __repr__(self) -> str:
         """A one-line summary (the losses of every step and the request's masks are left out)."""

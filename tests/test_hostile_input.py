@@ -315,3 +315,173 @@ def test_temps_older_than_the_age_limit_are_removed_whatever_their_pid(tmp_path)
     os.utime(old, (stamp, stamp))
     atomic_write_text(target, 'done')
     assert not old.exists() and target.read_text() == 'done'
+
+
+# ---- numerics: weight-changing paths ---------------------------------------------------------------
+
+def _edit_setup(dtype=torch.float32):
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_rewriter import LAYER, box_mask, tiny_model
+
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from utils.zdataset import z_dataset_for_model
+    model = tiny_model().to(dtype)
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
+    request = {'object': [3, box_mask(256, 40, 40, 120, 120)], 'paste': [7, box_mask(256, 128, 128, 224, 224)],
+               'key': [[7, box_mask(256, 128, 128, 224, 224)], [9, box_mask(256, 0, 0, 96, 96)]]}
+    return gw, request
+
+
+@pytest.fixture(scope='module')
+def edit_setup():
+    return _edit_setup()
+
+
+def _weights(gw) -> dict:
+    return {n: t.clone() for n, t in gw.model.state_dict().items()}
+
+
+def _unchanged(gw, before) -> bool:
+    return all(torch.equal(t, before[n]) for n, t in gw.model.state_dict().items()) and not gw.history
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_zero_with_a_non_finite_context_is_refused(edit_setup, bad):
+    from rewrite.ganrewrite import RewriteError
+    gw, _ = edit_setup
+    before = _weights(gw)
+    context = torch.zeros(1, gw.k_shape[1])
+    context[0, 0] = 1.0
+    context[0, 3] = bad
+    with pytest.raises(RewriteError, match='context must hold finite'):
+        gw.zero(context)
+    with pytest.raises(RewriteError, match='amount must be a finite number'):
+        gw.zero(torch.eye(gw.k_shape[1])[:1], amount=float('nan'))
+    assert _unchanged(gw, before)
+
+
+def test_a_solver_that_makes_non_finite_weights_is_undone(edit_setup, monkeypatch):
+    """Whatever a solver returns, non-finite weights are never committed (checked in _atomic_edit)."""
+    import rewrite.ganrewrite as ganrewrite
+    gw, request = edit_setup
+    before = _weights(gw)
+
+    def broken_solver(_target, _layer, weight, *args, **kwargs):
+        weight[0, 0, 0, 0, 0] = float('inf')
+        return [0.0]
+    monkeypatch.setattr(ganrewrite, 'insert_fast', broken_solver)
+    with pytest.raises(FloatingPointError, match='non-finite .*weights were restored'):
+        gw.apply_edit(request, solver='fast')
+    assert _unchanged(gw, before)
+
+
+def test_an_edit_whose_loss_rises_far_is_rolled_back_with_a_warning(edit_setup):
+    """The original solver with lr=1e9 (issue 14: 0.305 -> 0.747 was committed): here 0.33 -> 2.2."""
+    gw, request = edit_setup
+    before = _weights(gw)
+    with pytest.warns(RuntimeWarning, match='rolled back'):
+        record = gw.apply_edit(request, solver='original', niter=5, lr=1e9)
+    assert record.rolled_back and record.final_loss > 1.5 * record.initial_loss
+    assert 'rolled back' in record.warning and f'{record.initial_loss:.4g}' in record.warning
+    assert _unchanged(gw, before)
+
+
+@pytest.mark.parametrize('final, rolled_back', [(0.9, False), (1.2, False), (1.6, True)])
+def test_a_small_rise_is_kept_with_a_warning_a_large_one_rolled_back(edit_setup, final, rolled_back):
+    from rewrite.ganrewrite import LOSS_TOLERANCE
+    from rewrite.solvers import EditRecord
+    gw, _ = edit_setup
+    assert LOSS_TOLERANCE == 0.5
+    weight = gw.target_weights()
+    saved = {gw.firstlayer + '.weight': weight.detach().clone()}
+    with torch.no_grad():
+        weight += 1.0                                                     # "the solver's result"
+    result = weight.detach().clone()
+    record = EditRecord(kind='edit', solver='original', rank=1, initial_loss=1.0, final_loss=final)
+    try:
+        if final > 1.0:
+            with pytest.warns(RuntimeWarning, match='rose from 1 to'):
+                gw._keep_the_better(record, saved)
+        else:
+            gw._keep_the_better(record, saved)
+        assert record.rolled_back == rolled_back and bool(record.warning) == (final > 1.0)
+        assert torch.equal(weight, saved[gw.firstlayer + '.weight'] if rolled_back else result)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved[gw.firstlayer + '.weight'])
+
+
+# ---- numerics: rank, solver options and context shape -----------------------------------------------
+
+@pytest.mark.parametrize('rank', [1.5, '2', True, 0, 10 ** 6])
+def test_rank_must_be_an_integer_in_range(edit_setup, rank):
+    from rewrite.ganrewrite import RewriteError
+    gw, request = edit_setup
+    before = _weights(gw)
+    with pytest.raises(RewriteError, match=r'rank must be between 1 and 32 \(an integer\), not'):
+        gw.apply_edit(request, rank=rank)
+    assert _unchanged(gw, before)
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'ridges': ()}, 'ridges must be a non-empty sequence of positive finite numbers'),
+    ({'ridges': (0.1, float('nan'))}, 'ridges must be'),
+    ({'ridges': 0.1}, 'ridges must be'),
+    ({'preserve': float('nan')}, 'preserve must be a finite number >= 0'),
+    ({'polish_lr': -1.0}, 'polish_lr must be a finite number > 0'),
+    ({'rounds': -1}, 'rounds must be an integer >= 0'),
+    ({'polish': 2.5}, 'polish must be an integer >= 0'),
+    ({'ridge': 0.1}, "unknown option 'ridge' of the 'fast' solver"),
+])
+def test_fast_solver_options_are_checked(edit_setup, options, message):
+    from rewrite.ganrewrite import RewriteError
+    gw, request = edit_setup
+    before = _weights(gw)
+    with pytest.raises(RewriteError, match=message):
+        gw.apply_edit(request, solver='fast', **options)
+    assert _unchanged(gw, before)
+
+
+@pytest.mark.parametrize('shape', [(1, 31), (1, 33), (0, 32), (32 + 1, 32), (32,)])
+def test_a_context_of_the_wrong_shape_names_the_width(edit_setup, shape):
+    from rewrite.ganrewrite import RewriteError
+    gw, request = edit_setup
+    before = _weights(gw)
+    context = torch.randn(shape)
+    with pytest.raises(RewriteError, match=r'context must be a tensor \[rank, 32\]'):
+        gw.zero(context)
+    req = gw._parse(request)
+    goal_in, goal_out, _, _ = gw.paste_from_selection(req.paste.imgnum, req.paste.mask_url,
+                                                      *gw.object_from_selection(req.object.imgnum,
+                                                                                req.object.mask_url)[:2])
+    with pytest.raises(RewriteError, match=r'context must be a tensor \[rank, 32\]'):
+        gw.insert(goal_in, goal_out, context, solver='fast')
+    assert _unchanged(gw, before)
+
+
+# ---- dtypes -------------------------------------------------------------------------------------------
+
+def test_a_float64_model_edits_like_the_float32_one(edit_setup):
+    """z (float32) is cast to the model's dtype; the float64 edit agrees with the float32 one."""
+    gw32, request = edit_setup
+    gw64, _ = _edit_setup(torch.float64)
+    z = gw32.get_z(5)
+    assert gw64.model(z).dtype == torch.float64
+    assert (gw64.model(z).float() - gw32.model(z)).abs().max() < 1e-4
+    assert gw64.c_matrix.dtype == torch.float64
+    assert (gw64.c_matrix - gw32.c_matrix).abs().max() <= 1e-5 * gw32.c_matrix.abs().max()
+    r64 = gw64.apply_edit(request, solver='fast')
+    r32 = gw32.apply_edit(request, solver='fast')
+    gw32.revert()
+    assert gw64.target_weights().dtype == torch.float64
+    assert abs(r64.final_loss - r32.final_loss) <= 1e-3 * r32.initial_loss
+
+
+def test_bfloat16_models_edit_with_float64_statistics_and_float16_is_refused():
+    from rewrite.ganrewrite import RewriteError
+    gw, request = _edit_setup(torch.bfloat16)
+    assert gw.c_matrix.dtype == torch.float64 and torch.isfinite(gw.c_matrix).all()
+    record = gw.apply_edit(request, solver='fast')
+    assert gw.target_weights().dtype == torch.bfloat16 and record.final_loss < record.initial_loss
+    with pytest.raises(RewriteError, match=r'the model is torch.float16, which the solvers do not support'):
+        _edit_setup(torch.float16)

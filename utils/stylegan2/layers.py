@@ -48,8 +48,8 @@ class EqualLinear(nn.Module):
         self.activate = activate
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, I] -> [B, O]."""
-        out = x @ (self.weight * self.scale).t()
+        """x [B, I] -> [B, O], in the weight's dtype (z or styles of another dtype are cast)."""
+        out = x.to(self.weight.dtype) @ (self.weight * self.scale).t()
         if self.activate:
             return ops.fused_leaky_relu(out, self.bias * self.lr_mul)
         return out + self.bias * self.lr_mul
