@@ -32,9 +32,9 @@ from utils.stylegan2 import save_checkpoint
 
 from . import editfile, solvers
 from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
+from .savededits import SavedEditError, export_path, saved_edit_names, saved_edit_path, setting_note
 
 SOLVER_CHOICES = ('fast', 'original', 'linear')
-NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
 .rwa-message { min-height: 1.6em; font-family: monospace; flex: 1 1 320px; min-width: 0; }
@@ -62,7 +62,7 @@ class SolveCancelled(KeyboardInterrupt):
 
 def explain(action: str, error: Exception) -> str:
     """The message line's text for an error raised while carrying out `action`."""
-    if isinstance(error, (UserError, editfile.EditFileError, RewriteError)):
+    if isinstance(error, (UserError, editfile.EditFileError, RewriteError, SavedEditError)):
         return str(error)
     return f'{action} failed: {type(error).__name__}: {error}'
 
@@ -879,18 +879,11 @@ class GanRewriteApp(widgets.VBox):
 
     # ---- files -------------------------------------------------------------------------------------------
     def saved_names(self) -> list[str]:
-        """Names of the edits saved in mask_dir."""
-        if not self.mask_dir.is_dir():
-            return []
-        return sorted(path.stem for path in self.mask_dir.glob('*.json'))
+        """Names of the edits saved in mask_dir: NAME, then FOLDER/NAME (e.g. the bundled demo/...)."""
+        return saved_edit_names(self.mask_dir)
 
     def _edit_path(self) -> Path:
-        name = (self.name_box.value or '').strip()
-        if name.endswith('.json'):
-            name = name[:-5]
-        if not NAME_PATTERN.match(name):
-            raise UserError('type a name for the edit: letters, digits, ".", "_" or "-", no folders')
-        return self.mask_dir / f'{name}.json'
+        return saved_edit_path(self.mask_dir, self.name_box.value)
 
     @reports_errors('Save')
     def save(self, _button=None) -> None:
@@ -922,7 +915,7 @@ class GanRewriteApp(widgets.VBox):
         self.show_message(f'kept {path.name}: type another name to save this edit' if path else 'nothing to keep')
 
     def _write_edit(self, path: Path) -> None:
-        self.mask_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)      # mask_dir (or FOLDER in it)
         editfile.save_edit(path, self.request, num_images=self.gw.num_images)
         self.name_box.options = self.saved_names()
         self.show_message(f'saved {path}')
@@ -934,7 +927,11 @@ class GanRewriteApp(widgets.VBox):
             known = ', '.join(self.saved_names()) or 'none yet'
             raise UserError(f'no saved edit named {path.stem!r} in {self.mask_dir} (saved: {known})')
         self._use_request(editfile.load_edit(path, num_images=self.gw.num_images).to_json())
-        self.show_message(f'loaded {path.stem}: click Execute Change to apply it')
+        named_layer, named_rank = editfile.setting_from_name(path)
+        if named_layer == self.gw.layernum:
+            self.rank_box.value = named_rank                  # the rank its name records (NAME_layerN_rankR)
+        note = setting_note(path, self.gw.layernum)
+        self.show_message(f'loaded {path.stem}: click Execute Change to apply it{note}', warning=bool(note))
 
     @reports_errors('Set request')
     def set_request(self, request: dict) -> None:
@@ -950,8 +947,6 @@ class GanRewriteApp(widgets.VBox):
 
     @reports_errors('Export')
     def export(self, _button=None) -> None:
-        path = Path((self.export_box.value or '').strip()).expanduser()
-        if not path.name or path.is_dir():
-            raise UserError('type the checkpoint file to write, e.g. masks/rewritten.pt')
+        path = export_path(self.export_box.value)
         save_checkpoint(self.gw.model, path)
         self.show_message(f'exported the rewritten generator to {path}')

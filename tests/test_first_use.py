@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +20,14 @@ from rewrite import __main__ as cli
 from rewrite.editfile import EditFileError, encode_mask, parse_edit
 from rewrite.ganrewrite import DEFAULT_SOLVER, SeqStyleGanRewriter
 from rewrite.rewriteapp import GanRewriteApp
+from rewrite.savededits import SavedEditError, export_path, saved_edit_path
 from rewrite.solvers import EditRecord
 from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
 LAYER = 6
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -234,3 +237,39 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
         assert says in message and 'weights_only' not in message, message
         code, _, stderr = run(capsys, 'sample', '--model', tmp_path / name, '--n', 1, '--out', tmp_path / 'o')
         assert code == 2 and says in stderr and 'weights_only' not in stderr
+
+
+# ---- 1/5. the widget's saved edits: bundled ones loadable, Export never creates folders ---------------
+
+def test_bundled_edits_are_listed_and_loadable_in_the_widget(tmp_path):
+    bundled = ROOT / 'notebooks' / 'masks' / 'demo'
+    (tmp_path / 'masks' / 'demo').mkdir(parents=True)
+    for path in bundled.glob('*.json'):
+        (tmp_path / 'masks' / 'demo' / path.name).write_bytes(path.read_bytes())
+    model = load_seq_stylegan('demo')
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), 8, progress=False)
+    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=2)
+    assert 'demo/dome2spire_layer8_rank3' in app.name_box.options
+    assert set(app.saved_names()) == {f'demo/{path.stem}' for path in bundled.glob('*.json')}
+    app.name_box.value = 'demo/dome2spire_layer8_rank3'
+    app.load_btn.click()
+    assert app.message == 'loaded dome2spire_layer8_rank3: click Execute Change to apply it'
+    saved = json.loads((bundled / 'dome2spire_layer8_rank3.json').read_text())
+    assert app.rank_box.value == 3 and app.request['object'] == saved['object']
+    app.name_box.value = 'demo/towertop2tree_layer7'
+    app.load_btn.click()
+    assert 'made for layer 7' in app.message and 'rewrites layer 8' in app.message and 'LAYER = 7' in app.message
+    for bad in ('../demo/towertop2tree_layer7', '/etc/passwd', 'a/b/c', ''):
+        app.name_box.value = bad
+        app.load_btn.click()
+        assert 'type a name for the edit' in app.message and 'FOLDER/NAME' in app.message, bad
+
+
+def test_export_path_refuses_a_missing_folder(tmp_path):
+    assert export_path(f' {tmp_path / "g.pt"} ') == tmp_path / 'g.pt'
+    with pytest.raises(SavedEditError, match=r'the folder .*nowhere does not exist \(Export does not create'):
+        export_path(str(tmp_path / 'nowhere' / 'g.pt'))
+    with pytest.raises(SavedEditError, match='type the checkpoint file'):
+        export_path(str(tmp_path))
+    assert not (tmp_path / 'nowhere').exists()
+    assert saved_edit_path(tmp_path, 'demo/x.json') == tmp_path / 'demo' / 'x.json'

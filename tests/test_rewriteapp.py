@@ -372,9 +372,12 @@ def test_export_writes_a_loadable_checkpoint(app, gw, tmp_path):
     prepare_edit(app)
     app.execute_btn.click()
     app.export_box.value = str(tmp_path / 'out' / 'rewritten.pt')
+    app.export_btn.click()                                 # a missing folder is an error, never created
+    assert 'the folder' in app.message and 'does not exist' in app.message and not (tmp_path / 'out').exists()
+    (tmp_path / 'out').mkdir()
     app.export_btn.click()
     assert 'exported' in app.message
-    model = load_seq_stylegan(tmp_path / 'out' / 'rewritten.pt')
+    model = load_seq_stylegan(tmp_path / 'out' / 'rewritten.pt', truncation=1.0)     # as the test model
     z = gw.get_zs([1, 2])
     with torch.no_grad():
         assert torch.allclose(model(z), gw.sample_image_from_latent(z), atol=1e-5)
