@@ -437,10 +437,14 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
             bar.set_postfix_str(f'loss {loss:.4g}', refresh=False)
             bar.update(1)
         try:
-            record = gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver,
-                                      update_callback=progress)
+            with warnings.catch_warnings():       # a rise is reported below, once
+                warnings.filterwarnings('ignore', message='the goal loss rose', category=RuntimeWarning)
+                record = gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver,
+                                          update_callback=progress)
         except (RewriteError, FloatingPointError) as e:
             raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
+    if record.rolled_back:                      # far worse than no change: refused, nothing is written
+        raise CliError(f'the edit cannot be applied: {record.warning} (--solver, --niter, --layer, --rank)')
     if record.final_loss > record.initial_loss:
         print(f'rewrite: warning: the {record.kind} ended worse than it started (loss {record.initial_loss:.4g} -> '
               f'{record.final_loss:.4g}, solver {record.solver}); the result is kept: try another --solver, '

@@ -485,3 +485,28 @@ def test_bfloat16_models_edit_with_float64_statistics_and_float16_is_refused():
     assert gw.target_weights().dtype == torch.bfloat16 and record.final_loss < record.initial_loss
     with pytest.raises(RewriteError, match=r'the model is torch.float16, which the solvers do not support'):
         _edit_setup(torch.float16)
+
+
+def test_cli_refuses_an_edit_that_was_rolled_back(tmp_path, capsys, monkeypatch):
+    """`rewrite apply` with a solve that makes the goal far worse (the original solver at lr=1e9): exit 2,
+    one line naming the rise, nothing written."""
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_cli import edit_json
+    from test_sampling import TINY as SMALL
+
+    from rewrite import __main__ as cli
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    torch.manual_seed(0)
+    save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
+    (tmp_path / 'edit.json').write_text(json.dumps(edit_json()))
+    insert = SeqStyleGanRewriter.insert
+    monkeypatch.setattr(SeqStyleGanRewriter, 'insert', lambda self, *args, **kw: insert(
+        self, *args, **(kw | {'solver': 'original', 'niter': 5, 'lr': 1e9})))
+    out = tmp_path / 'edited.pt'
+    code = cli.main(['apply', '--model', str(tmp_path / 'small.pt'), '--edit', str(tmp_path / 'edit.json'),
+                     '--layer', '6', '--zsample', '20', '--cachedir', str(tmp_path / 'cache'), '--quiet',
+                     '--out', str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1, err
+    assert 'the edit cannot be applied: the goal loss rose from' in err and 'rolled back' in err
+    assert not out.exists()
