@@ -142,6 +142,7 @@ class SeqStyleGanRewriter:
         self.k_shape, self.v_shape, self.x_shape = tuple(k.fmap.shape), tuple(v.fmap.shape), tuple(x.shape)
         self.original_state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
         self.history: list[tuple[EditRecord, dict[str, torch.Tensor]]] = []
+        self.undone: list[tuple[EditRecord, dict[str, torch.Tensor]]] = []   # (record, weights it made), for redo
         self._stats: KeyStatistics | None = None
         self._ranking_cache: dict = {}
 
@@ -430,6 +431,7 @@ class SeqStyleGanRewriter:
         if record.rolled_back:
             return
         self.history.append((record, saved))
+        self.undone.clear()
         self._ranking_cache.clear()
 
     def checked_context(self, context) -> torch.Tensor:
@@ -606,17 +608,33 @@ class SeqStyleGanRewriter:
         if not self.history:
             return None
         record, saved = self.history.pop()
-        state = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for n, v in saved.items():
-                state[n].copy_(v)
-        self._ranking_cache.clear()
+        self.undone.append((record, self._swap_weights(saved)))
         return record
 
+    def redo(self) -> EditRecord | None:
+        """Re-applies the last undone edit (a new edit or revert() forgets undone ones); returns its
+        record (None if there is none)."""
+        if not self.undone:
+            return None
+        record, made = self.undone.pop()
+        self.history.append((record, self._swap_weights(made)))
+        return record
+
+    def _swap_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Copies `weights` into the model's parameters of those names; returns their previous values."""
+        state = dict(self.model.named_parameters())
+        previous = {n: state[n].detach().clone() for n in weights}
+        with torch.no_grad():
+            for n, v in weights.items():
+                state[n].copy_(v)
+        self._ranking_cache.clear()
+        return previous
+
     def revert(self) -> None:
-        """Restores the original model (all edits undone)."""
+        """Restores the original model (all edits undone and forgotten)."""
         self.model.load_state_dict(self.original_state)
         self.history.clear()
+        self.undone.clear()
         self._ranking_cache.clear()
 
     @contextlib.contextmanager

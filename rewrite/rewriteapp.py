@@ -341,8 +341,8 @@ class GanRewriteApp(widgets.VBox):
         self.grid.add_class('rwa-grid')
         self.body = wrapping_row(left, self.grid, align='flex-start')
         self.body.add_class('rwa-body')
-        self.keys = ipyevents.Event(source=self.body, watched_events=['keydown'], ignore_modifier_key_events=True)
-        self.keys.on_dom_event(self.handle_key)
+        self.key_events = ipyevents.Event(source=self.body, watched_events=['keydown'], ignore_modifier_key_events=True)
+        self.key_events.on_dom_event(self.handle_key)
         return [title,
                 wrapping_row(self.execute_btn, self.erase_btn, self.cancel_btn, self.undo_btn, self.redo_btn,
                              self.revert_btn, self.original_btn),
@@ -813,9 +813,13 @@ class GanRewriteApp(widgets.VBox):
         self._start_solve(action, work, background=self.background and clicked)
 
     def _report_change(self, record, done: str) -> None:
-        """'<done>: loss a -> b in s' in green, or, when the loss rose, a warning saying so."""
+        """'<done>: loss a -> b in s' in green, or, when the loss rose, a warning saying so (and whether the
+        rewriter rolled the change back)."""
         losses = f'loss {record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f} s'
-        if loss_rose(record):
+        if getattr(record, 'rolled_back', False):
+            self.show_message(f'the loss rose ({losses}), so the change was rolled back: the model is as it was '
+                              '(try a lower learning rate, another solver or region)', warning=True)
+        elif loss_rose(record):
             self.show_message(f'the loss rose ({losses}): the model was changed, but the edit ends worse than it '
                               'started; Undo removes it (or try another rank, solver or region)', warning=True)
         else:

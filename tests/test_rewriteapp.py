@@ -39,7 +39,7 @@ def gw():
 @pytest.fixture
 def app(gw, tmp_path):
     gw.revert()
-    return GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=SIZE, num_canvases=6, niter=40)
+    return GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=SIZE, num_canvases=6, niter=40, background=False)
 
 
 def paint(app: GanRewriteApp, index: int, points) -> None:
@@ -52,6 +52,13 @@ def shown(widget) -> np.ndarray:
 
 def grid_pictures(app: GanRewriteApp) -> list[bytes]:
     return [canvas.value for canvas in app.canvases]
+
+
+def press(app: GanRewriteApp, key: str, **modifiers) -> None:
+    """A keydown over the pictures, as ipyevents sends it."""
+    message = {'event': 'keydown', 'key': key, 'code': key, 'ctrlKey': False, 'shiftKey': False, 'altKey': False,
+               'metaKey': False, 'repeat': False, 'location': 0, 'target': {}}
+    dispatch_dom_event(app.key_events, {**message, **modifiers})
 
 
 def region(url: str) -> np.ndarray:
@@ -134,9 +141,16 @@ def test_context_tray_adds_replaces_and_removes_by_click(app):
     assert region(app.request['key'][1][1])[50, 50]
     thumb = app.tray.children[1]
     dispatch_dom_event(thumb.events, {'event': 'click', 'relativeX': 5, 'relativeY': 5, 'target': {}})
+    assert [k[0] for k in app.request['key']] == [0, 2, 4] and 'rwa-thumb-selected' in thumb._dom_classes
+    assert 'selected context image 2' in app.message
+    press(app, 'Delete')                                                  # the key, with the mouse over the pictures
     assert [k[0] for k in app.request['key']] == [0, 4] and len(app.tray.children) == 2
+    assert not any('rwa-thumb-selected' in t._dom_classes for t in app.thumbs) and app.selected_context is None
+    press(app, 'Delete')
+    assert 'select a context picture first' in app.message and len(app.tray.children) == 2
     for _ in range(2):
         dispatch_dom_event(app.tray.children[0].events, {'event': 'click', 'target': {}})
+        app.remove_btn.click()
     assert 'key' not in app.request and app.tray.children == ()
 
 
@@ -186,7 +200,7 @@ def test_execute_change_rewrites_and_repaints(app, gw):
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= 1
     expected = np.asarray(gw.render_image(1).resize((SIZE, SIZE), Image.BICUBIC), dtype=np.float32)
     assert np.abs(shown(app.canvases[1]) - expected).mean() < 6          # repainted from the rewritten model
-    assert len(gw.history) == 1 and 'edit' in app.changes_list.value
+    assert len(gw.history) == 1 and app.history_box.value == 1 and 'edit' in app.history_box.label
 
     app.original_btn.click()                                              # the unedited model again
     assert grid_pictures(app) == before and app.original_btn.description == 'Toggle Changed'
@@ -194,11 +208,12 @@ def test_execute_change_rewrites_and_repaints(app, gw):
     assert grid_pictures(app) == after
 
     app.execute_btn.click()
-    assert len(gw.history) == 2 and app.changes_list.value.count('<li>') == 2
+    assert len(gw.history) == 2 and len(app.history_box.options) == 3
     app.undo_btn.click()
     assert len(gw.history) == 1 and grid_pictures(app) == after and 'undid' in app.message
     app.revert_btn.click()
-    assert gw.history == [] and grid_pictures(app) == before and app.changes_list.value == ''
+    assert gw.history == [] and grid_pictures(app) == before and len(app.history_box.options) == 1
+    assert app.history_box.layout.display == 'none'
     app.undo_btn.click()
     assert 'nothing to undo' in app.message
 
@@ -384,3 +399,170 @@ def test_export_writes_a_loadable_checkpoint(app, gw, tmp_path):
     app.export_box.value = ''
     app.export_btn.click()
     assert 'type the checkpoint file' in app.message
+
+
+# ---- honest feedback, long solves, history and shortcuts (issue 19) ---------------------------------------
+def layer_weight(gw) -> torch.Tensor:
+    return gw.target_weights().detach().clone()
+
+
+def test_image_numbers_label_the_canvases(app):
+    assert [label.value for label in app.number_labels] == [f'#{n}' for n in range(6)]
+    app.numbers_box.value = '20-23, 2'
+    assert [label.value for label in app.number_labels[:5]] == ['#20', '#21', '#22', '#23', '#2']
+    assert app.cells[5].layout.display == 'none' and app.cells[4].layout.display is None
+
+
+def test_a_loss_that_rose_is_a_warning_not_a_success(app, gw, monkeypatch):
+    prepare_edit(app)
+    real = gw.apply_edit
+
+    def worse(request, **kwargs):
+        record = real(request, **kwargs)
+        record.initial_loss, record.final_loss = 0.1226, 0.1559          # as measured in issue 19
+        return record
+
+    monkeypatch.setattr(gw, 'apply_edit', worse)
+    app.execute_btn.click()
+    assert app.message.startswith('the loss rose (loss 0.1226 -> 0.1559'), app.message
+    assert 'changed the model' not in app.message and 'Undo removes it' in app.message
+    assert '#8a4b00' in app.message_line.value and '#1b5e20' not in app.message_line.value
+    assert '(rose)' in app.history_box.label
+
+    def rolled_back(request, **kwargs):                                   # what the rewriter does past its tolerance
+        record = real(request, **kwargs)
+        gw.undo()
+        record.initial_loss, record.final_loss, record.rolled_back = 0.1, 0.3, True
+        return record
+
+    monkeypatch.setattr(gw, 'apply_edit', rolled_back)
+    app.execute_btn.click()
+    assert app.message.startswith('the loss rose (loss 0.1 -> 0.3') and 'rolled back: the model is as it was' \
+        in app.message and '#8a4b00' in app.message_line.value
+
+
+def wait_until(condition, seconds: float = 60.0) -> None:
+    import time
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.01)
+
+
+def test_cancel_stops_a_running_solve_and_leaves_the_model_as_it_was(gw, tmp_path):
+    gw.revert()
+    app = GanRewriteApp(gw, mask_dir=tmp_path, size=SIZE, num_canvases=6, solver='original', niter=100000)
+    prepare_edit(app)
+    weight, pictures = layer_weight(gw), grid_pictures(app)
+    app.execute_btn.click()                                               # a click: solved in a worker thread
+    try:
+        wait_until(lambda: app.progress.value > 0)                        # inside the solver's steps
+        assert app.solving == 'Execute Change' and not app.cancel_btn.disabled
+        assert app.execute_btn.disabled and app.undo_btn.disabled and app.numbers_box.disabled
+        assert app.canvases[0].disabled and app.history_box.disabled and app.name_box.disabled
+        app.original_btn.click()                                          # clicked mid-run: refused, not queued
+        assert 'Toggle Original was not carried out: Execute Change is still running' in app.message
+        paint(app, 2, [(5, 5), (20, 20)])                                 # painting is ignored too
+        assert app.canvases[2].is_empty
+        app.cancel_btn.click()
+        assert app.wait(60)
+    finally:
+        app._cancel.set()
+        app.wait(60)
+    assert torch.equal(layer_weight(gw), weight) and gw.history == []
+    assert app.message == 'Execute Change cancelled: the model is as it was', app.message
+    assert not app.showing_original and grid_pictures(app) == pictures  # the mid-run click was not replayed
+    assert not app.execute_btn.disabled and not app.niter_box.disabled and app.cancel_btn.disabled
+    assert app.progress.layout.visibility == 'hidden'
+    app.cancel_btn.click()
+    assert 'nothing to cancel' in app.message
+
+
+def test_a_background_solve_restores_the_controls_as_they_were(gw, tmp_path):
+    gw.revert()
+    app = GanRewriteApp(gw, mask_dir=tmp_path, size=SIZE, num_canvases=6)
+    prepare_edit(app)
+    app.execute_btn.click()
+    assert app.wait(120)
+    assert app.message.startswith('changed the model') and len(gw.history) == 1
+    assert app.niter_box.disabled and app.piter_box.disabled                # still the fast solver's
+    assert not app.execute_btn.disabled and not app.canvases[0].disabled and app.cancel_btn.disabled
+
+
+def test_rewriter_redo_restores_the_exact_weights(gw):
+    gw.revert()
+    request = {'object': [0, box_url(0.2, 0.2, 0.5, 0.5)], 'paste': [1, box_url(0.4, 0.4, 0.7, 0.7)]}
+    original = layer_weight(gw)
+    gw.apply_edit(request, solver='fast')
+    first = layer_weight(gw)
+    gw.apply_edit(request, rank=2, solver='fast')
+    second = layer_weight(gw)
+    assert gw.undo().rank == 2 and torch.equal(layer_weight(gw), first)
+    assert gw.undo().rank == 1 and torch.equal(layer_weight(gw), original)
+    assert gw.undo() is None and gw.redo().rank == 1 and torch.equal(layer_weight(gw), first)
+    assert gw.redo().rank == 2 and torch.equal(layer_weight(gw), second) and gw.redo() is None
+    gw.undo()
+    gw.apply_edit(request, solver='fast')                                 # a new edit forgets the undone one
+    assert gw.redo() is None and len(gw.history) == 2
+    gw.undo()
+    gw.revert()
+    assert gw.undone == [] and gw.history == [] and torch.equal(layer_weight(gw), original)
+
+
+def box_url(top: float, left: float, bottom: float, right: float) -> str:
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    mask[int(top * SIZE):int(bottom * SIZE), int(left * SIZE):int(right * SIZE)] = 1
+    return editfile.encode_mask(mask)
+
+
+def test_shortcuts_redo_and_the_clickable_history(app, gw):
+    prepare_edit(app)
+    original = layer_weight(gw)
+    app.execute_btn.click()
+    first, first_pictures = layer_weight(gw), grid_pictures(app)
+    app.rank_box.value = 2
+    app.execute_btn.click()
+    second = layer_weight(gw)
+    assert [value for _, value in app.history_box.options] == [0, 1, 2] and app.history_box.value == 2
+
+    press(app, 'z', ctrlKey=True)                                         # Ctrl+Z: undo
+    assert len(gw.history) == 1 and torch.equal(layer_weight(gw), first) and grid_pictures(app) == first_pictures
+    assert 'undone: edit' in app.history_box.options[2][0] and app.history_box.value == 1
+    press(app, 'Z', ctrlKey=True, shiftKey=True)                          # Ctrl+Shift+Z: redo
+    assert len(gw.history) == 2 and torch.equal(layer_weight(gw), second) and 'redid the edit' in app.message
+
+    app.history_box.value = 0                                             # a click on 'the original model'
+    assert gw.history == [] and torch.equal(layer_weight(gw), original) and len(app.history_box.options) == 3
+    app.history_box.value = 2                                             # ... and on the last change
+    assert len(gw.history) == 2 and torch.equal(layer_weight(gw), second) and app.message == 'now at change 2 of 2'
+    app.history_box.value = 1
+    press(app, 'y', ctrlKey=True)                                         # Ctrl+Y: redo
+    assert torch.equal(layer_weight(gw), second)
+    press(app, 'y', ctrlKey=True)
+    assert 'nothing to redo' in app.message
+    app.go_to(7)
+    assert 'no state 7; there are 0..2' in app.message and len(gw.history) == 2
+    press(app, 'z')                                                       # no Ctrl: nothing happens
+    assert len(gw.history) == 2
+
+
+def test_save_asks_before_overwriting_a_saved_edit(app):
+    prepare_edit(app)
+    app.name_box.value = 'mine'
+    app.save_btn.click()
+    path = app.mask_dir / 'mine.json'
+    first = path.read_bytes()
+    assert app.confirm_row.layout.display == 'none'
+    paint(app, 4, [(10, 10), (30, 30)])
+    app.context_btn.click()
+    app.save_btn.click()                                                  # the name exists: asks first
+    assert path.read_bytes() == first and app.confirm_row.layout.display is None
+    assert 'mine.json already exists' in app.message and 'overwrite it?' in app.confirm_label.value
+    app.keep_btn.click()
+    assert path.read_bytes() == first and app.confirm_row.layout.display == 'none' and 'kept mine.json' in app.message
+    app.save_btn.click()
+    app.overwrite_btn.click()
+    assert app.message == f'saved {path}' and app.confirm_row.layout.display == 'none'
+    assert editfile.load_edit(path).to_json() == app.request and path.read_bytes() != first
+    app.overwrite_btn.click()
+    assert 'nothing to overwrite' in app.message
