@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -273,3 +275,38 @@ def test_export_path_refuses_a_missing_folder(tmp_path):
         export_path(str(tmp_path))
     assert not (tmp_path / 'nowhere').exists()
     assert saved_edit_path(tmp_path, 'demo/x.json') == tmp_path / 'demo' / 'x.json'
+
+
+# ---- 5. side effects of the set-up script --------------------------------------------------------
+
+FAKE_PYTHON = """#!/bin/bash
+echo "$*" >> "$LOG"
+case "$*" in
+  "-c import torch") exit ${HAVE_TORCH:-0} ;;
+  *"print(torch.__version__)"*) echo 2.13.0 ;;
+  *"print(sys.executable)"*) echo /venv/bin/python ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize('have_torch', [True, False])
+def test_install_script_names_its_kernel_and_installs_the_cpu_torch(tmp_path, have_torch):
+    """setup/install.sh run against a stand-in python that records what it is asked to do."""
+    fake = tmp_path / 'python'
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / 'calls.log'
+    env = {'PATH': os.environ['PATH'], 'PYTHON': str(fake), 'LOG': str(log), 'HAVE_TORCH': '0' if have_torch else '1'}
+    proc = subprocess.run(['bash', str(ROOT / 'setup' / 'install.sh')], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    kernel = [call for call in calls if call.startswith('-m ipykernel install')]
+    assert kernel == ["-m ipykernel install --user --name rewrite --display-name Python (rewrite)"]
+    assert "installed the Jupyter kernel 'rewrite'" in proc.stdout and 'other kernels are unchanged' in proc.stdout
+    torch_installs = [call for call in calls if call.startswith('-m pip install') and 'torch==' in call]
+    if have_torch:
+        assert torch_installs == [] and 'keeping the installed torch 2.13.0' in proc.stdout
+    else:
+        assert torch_installs == ['-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu']
