@@ -123,10 +123,8 @@ def measured_flops(model: SeqStyleGAN2, z: torch.Tensor) -> float:
 def build_pair(config: dict, seed: int = 0) -> dict[str, SeqStyleGAN2]:
     """A seq and a fused generator with the same random weights."""
     torch.manual_seed(seed)
-    seq = SeqStyleGAN2(**config, mconv='seq').eval()
-    fused = SeqStyleGAN2(**config, mconv='fused').eval()
-    fused.load_state_dict(seq.state_dict())
-    return {'seq': seq, 'fused': fused}
+    seq = SeqStyleGAN2(**config).eval()
+    return {'seq': seq, 'fused': seq.fused_copy().eval()}
 
 
 def forward_seconds(model: SeqStyleGAN2, z: torch.Tensor) -> float:
@@ -227,7 +225,7 @@ def layer_op_times(model: SeqStyleGAN2, batch: int, repeats: int = 3) -> Iterato
     """Per styled conv layer: seconds of seq's pieces (style apply, conv, demodulation) vs the fused conv."""
     gen = torch.Generator().manual_seed(0)
     for name in model.layer_numbers:
-        conv = model.get_submodule(f'layer{name}.sconv.mconv.dconv')
+        conv = model.rewrite_site(name).conv_module()
         w = conv.weight[0].detach()
         r_in = model.layer_resolution(name) // (2 if conv.upsample else 1)
         x = torch.randn(batch, w.shape[1], r_in, r_in, generator=gen)

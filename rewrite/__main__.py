@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from utils.fileio import atomic_write_text
 from utils.runningstats import QuantileSample, SecondMoment
-from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, rewrite_site, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
@@ -278,7 +278,7 @@ def _one_line(text: str) -> str:
 def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGAN2:
     """The generator named by --model, or CliError."""
     try:
-        model = load_seq_stylegan(spec, truncation=truncation, mconv='seq')
+        model = load_seq_stylegan(spec, truncation=truncation)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise CliError(f'cannot load --model {spec}: {_one_line(e)}') from None
     return model.to(device)
@@ -286,16 +286,14 @@ def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGA
 
 def check_layer(model: SeqStyleGAN2, layer: int) -> None:
     try:
-        model.check_layer(layer)
+        rewrite_site(model, layer)
     except ValueError as e:
         raise CliError(f'--layer: {e}') from None
 
 
 def mask_resolution(model: SeqStyleGAN2, layer: int) -> int:
     """The smaller of layer N's input and output feature-map sizes (upsampling layers double)."""
-    res = model.layer_resolution(layer)
-    upsamples = model.get_submodule(f'layer{layer}.sconv.mconv.dconv').upsample
-    return res // 2 if upsamples else res
+    return rewrite_site(model, layer).mask_resolution
 
 
 def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int) -> dict:
@@ -403,7 +401,7 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
         raise CliError('--edit needs --layer')
     check_layer(model, args.layer)
     request = load_edit_request(args.edit, model, args.layer, args.zsample)
-    channels = model.get_submodule(f'layer{args.layer}.sconv.mconv.dconv').weight.shape[2]
+    channels = rewrite_site(model, args.layer).in_channels
     if args.rank > channels:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
     if args.stats_n is not None and args.stats_n > args.zsample:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from utils.nethook import Trace
+from utils.stylegan2 import RewriteSite, rewrite_site
 
 
 def unit_iou_ranking(acts: torch.Tensor, masks: torch.Tensor, quantile: float = 0.99
@@ -157,9 +158,14 @@ def direction_intervention(direction: torch.Tensor, mask: torch.Tensor, strength
     return edit
 
 
-def conv_weight_name(layer: str) -> str:
+def conv_weight_name(model: torch.nn.Module, layer: str) -> str:
     """The parameter a change of ``layer`` (e.g. 'layer6') edits: its plain convolution weight."""
-    return f'{layer}.sconv.mconv.dconv.weight'
+    return layer_site(model, layer).weight_name
+
+
+def layer_site(model: torch.nn.Module, layer: str) -> RewriteSite:
+    """The generator's rewrite site of ``layer`` ('layerN', or N)."""
+    return rewrite_site(model, int(str(layer).removeprefix('layer')))
 
 
 def render(model: torch.nn.Module, z: torch.Tensor, cause: tuple[str, Edit] | None = None,
@@ -222,7 +228,7 @@ def change_loss(model: torch.nn.Module, layer: str, delta: torch.Tensor, problem
                 keep_weight: float = 1.0) -> torch.Tensor:
     """Mean square error to the goal inside the region + keep_weight * (error to the reference outside
     it + error on the kept samples), for the layer's weight changed by ``delta``."""
-    name = conv_weight_name(layer)
+    name = conv_weight_name(model, layer)
     weights = {name: model.get_parameter(name).detach() + delta}
     out = render(model, problem.z, problem.cause, weights)
     loss = _masked_mse(out, problem.goal, problem.region)
@@ -264,7 +270,7 @@ def fit_layer_change(model: torch.nn.Module, layer: str, problem: RuleChangeProb
     """
     if steps < 1:
         raise ValueError(f'steps: expected a positive number of steps, got {steps}')
-    w = model.get_parameter(conv_weight_name(layer))
+    w = model.get_parameter(conv_weight_name(model, layer))
     if direction is not None:
         if direction.shape != (w.shape[2],):
             raise ValueError(f'direction: expected shape ({w.shape[2]},) for {layer}, got {tuple(direction.shape)}')
@@ -295,9 +301,9 @@ def key_direction(model: torch.nn.Module, layer: str, problem: RuleChangeProblem
                   ) -> torch.Tensor:
     """The context key of the effect's region: C^-1 k [I], k the region's mean key and C the keys'
     second moment over every position (keys: the input features ``layer``'s conv meets, cause added)."""
-    with torch.no_grad(), Trace(model, f'{layer}.sconv.mconv.adain') as tr:
+    with torch.no_grad(), Trace(model, layer_site(model, layer).conv, retain_output=False, retain_input=True) as tr:
         render(model, problem.z, problem.cause)
-    keys = tr.output['fmap'].double()                                        # [N, I, h, w]
+    keys = tr.input['fmap'].double()                                         # [N, I, h, w]
     m = _resized(problem.region.unsqueeze(1).double(), keys)                  # [N, 1, h, w]
     if m.sum() <= 0:
         raise ValueError('problem.region: empty, so there is no effect region to take the key from')
@@ -312,7 +318,7 @@ def changed_model(model: torch.nn.Module, layer: str, delta: torch.Tensor) -> to
     """A copy of ``model`` with ``layer``'s conv weight changed by ``delta`` (the original is untouched)."""
     new = copy.deepcopy(model)
     with torch.no_grad():
-        new.get_parameter(conv_weight_name(layer)).add_(delta)
+        new.get_parameter(conv_weight_name(model, layer)).add_(delta)
     return new
 
 
@@ -320,7 +326,7 @@ def change_outside(model: torch.nn.Module, layer: str, delta: torch.Tensor, prob
                    ) -> float:
     """Mean abs change of the clamped images outside the effect region (cause added) and over the kept
     samples, in image units ([-1, 1] range), for the layer changed by ``delta``."""
-    name = conv_weight_name(layer)
+    name = conv_weight_name(model, layer)
     weights = {name: model.get_parameter(name).detach() + delta}
     with torch.no_grad():
         out = render(model, problem.z, problem.cause, weights).clamp(-1, 1)
@@ -417,7 +423,7 @@ def layer_search(model: torch.nn.Module, layers: list[str], problem: RuleChangeP
         fit = fit_layer_change(model, layer, problem, steps=steps, lr=lr)
         scale, outside = scale_to_budget(model, layer, fit.delta, evaluation, budget)
         delta = scale * fit.delta
-        weights = {conv_weight_name(layer): model.get_parameter(conv_weight_name(layer)).detach() + delta}
+        weights = {conv_weight_name(model, layer): model.get_parameter(conv_weight_name(model, layer)).detach() + delta}
         with torch.no_grad():
             after = render(model, evaluation.z, evaluation.cause, weights).clamp(-1, 1)
         rows.append(dict(layer=layer, flip=float(flip(evaluation.reference, after)), change_outside=outside,

@@ -166,6 +166,13 @@ class SeqStyleGAN2(nn.Sequential):
         from .site import StyleGAN2Site
         return StyleGAN2Site(self, layernum)
 
+    def fused_copy(self) -> SeqStyleGAN2:
+        """The same generator (weights copied) computing each modulated conv the original way, as one
+        grouped conv with per-sample weights (mconv='fused': not rewritable, for comparisons)."""
+        twin = SeqStyleGAN2(**(self.config() | {'mconv': 'fused'}), noise_mode=self.noise_mode)
+        twin.load_state_dict(self.state_dict())
+        return twin.to(next(self.parameters()).device)
+
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture."""
         config = dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
