@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from utils.stylegan2 import rewrite_site
 from utils.zdataset import z_sample_for_model
 
 from . import editfile
@@ -209,8 +210,7 @@ def check_request(request: dict, num_images: int) -> editfile.EditRequest:
 
 def mask_resolution(model, layer: int) -> int:
     """The smaller of layer N's input and output feature-map sizes (an upsampling layer doubles)."""
-    res = model.layer_resolution(layer)
-    return res // 2 if model.get_submodule(f'layer{layer}.sconv.mconv.dconv').upsample else res
+    return rewrite_site(model, layer).mask_resolution
 
 
 def layer_skip_reason(req: editfile.EditRequest, model, layer: int) -> str | None:
@@ -323,7 +323,8 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
            **solver_options) -> Advice:
     """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
 
-    model: a SeqStyleGAN2 (mconv='seq'); it is never changed (each layer's rewriter edits a copy).
+    model: a SeqStyleGAN2 (or any generator with a rewrite site); it is never changed (each layer's
+    rewriter edits a copy).
     zds: the z-sample image numbers index. request: an edit dict, JSON text or file path.
     layers: default every layer whose resolution lets the masks select something (others are listed as
     skipped with the reason). callback(done, total, 'layer L rank R') after each setting.

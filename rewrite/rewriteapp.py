@@ -792,7 +792,7 @@ class GanRewriteApp(widgets.VBox):
         hints = {'object': 'Copy a region', 'paste': 'select where it goes and click Paste'}
         if missing:
             raise UserError(f'{action} needs {" and ".join(missing)}: ' + ', then '.join(hints[m] for m in missing))
-        resolution = min(self.gw.k_shape[2], self.gw.v_shape[2])
+        resolution = self.gw.site.mask_resolution
         editfile.validate_request(self.request, self.gw.num_images, resolution)
         return copy.deepcopy(self.request)
 
