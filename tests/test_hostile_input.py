@@ -167,6 +167,59 @@ def test_cli_reports_bad_edit_files_in_one_line(tmp_path, tiny_ckpt, capsys, cas
     assert not (tmp_path / 'out.pt').exists()
 
 
+def _png(width: int, height: int, rows: int, interlace: int = 0) -> bytes:
+    """A grey 8-bit PNG whose header says width x height, holding `rows` rows of white pixels (interlaced:
+    `rows` complete Adam7 passes of a 16x16 image)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    if interlace:         # Adam7 passes of a 16x16 image (w x h): 2x2 2x2 4x2 4x4 8x4 8x8 16x8
+        passes = [(2, 2), (2, 2), (4, 2), (4, 4), (8, 4), (8, 8), (16, 8)][:rows]
+        raw = b''.join(b'\x00' + b'\xff' * w for w, h in passes for _ in range(h))
+    else:
+        raw = b''.join(b'\x00' + b'\xff' * width for _ in range(rows))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, interlace))
+            + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+@pytest.mark.parametrize('width, rows', [(4096, 1), (64, 63), (64, 0)])
+def test_a_png_mask_with_fewer_rows_than_its_header_is_refused(width, rows):
+    import base64
+
+    from rewrite.editfile import EditFileError, parse_edit
+    from utils.masks import MASK_URL_PREFIX
+    url = MASK_URL_PREFIX + base64.b64encode(_png(width, width, rows)).decode()
+    with pytest.raises(EditFileError, match=rf'^key\[0\]\.mask: the PNG header says {width}x{width} but its '
+                                            rf'image data holds only {rows} of {width} rows'):
+        parse_edit({'key': [[0, url]]})
+
+
+def test_complete_pngs_of_every_mask_mode_still_decode():
+    """Against PIL's own encoder (every mode the format allows, 1-bit and palette included) and a
+    hand-made full image: the size check accepts what is complete."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from utils.masks import MASK_MODES, MASK_URL_PREFIX, mask_from_url
+    pixels = (np.arange(40 * 40).reshape(40, 40) % 7 == 0).astype(np.uint8) * 255
+    for mode in MASK_MODES:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buf, format='PNG')
+        got = mask_from_url(MASK_URL_PREFIX + base64.b64encode(buf.getvalue()).decode(), 40)
+        assert torch.equal(got, torch.from_numpy(pixels / np.float32(255)).float()), mode
+    for interlace in (0, 1):
+        full = mask_from_url(MASK_URL_PREFIX + base64.b64encode(_png(16, 16, 16 if interlace == 0 else 7,
+                                                                     interlace)).decode(), 16)
+        assert torch.equal(full, torch.ones(16, 16))
+    with pytest.raises(ValueError, match='holds only 150 of 286 bytes'):      # 6 of the 7 passes
+        mask_from_url(MASK_URL_PREFIX + base64.b64encode(_png(16, 16, 6, 1)).decode(), 16)
+
+
 # ---- statistics cache -------------------------------------------------------------------------------
 
 def _saved_stats(tmp_path):

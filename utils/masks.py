@@ -77,6 +77,49 @@ def _png_bytes(url: object) -> bytes:
     return data
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}     # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_raw_size(width: int, height: int, bits: int, channels: int, interlaced: bool) -> int:
+    """Bytes of filtered scanlines (one filter byte per row) an image of this header decompresses to."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            total += h * (1 + -(-(w * bits * channels) // 8))
+    return total
+
+
+def _check_png_data(data: bytes) -> None:
+    """FieldError unless the PNG's image data (IDAT) decompresses to as many bytes as its header
+    (IHDR) implies: PIL silently pads a truncated image (e.g. a 4096x4096 header over one row of data)."""
+    pos, header, idat = len(PNG_SIGNATURE), None, []
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b'IHDR' and len(body) == 13:
+            header = struct.unpack('>IIBBBBB', body)
+        elif kind == b'IDAT':
+            idat.append(body)
+        elif kind == b'IEND':
+            break
+        pos += 12 + length
+    if header is None or header[3] not in _PNG_CHANNELS:
+        raise FieldError('mask', 'undecodable PNG (no valid IHDR header)')
+    width, height, bits, colour, _, _, interlace = header
+    expected = _png_raw_size(width, height, bits, _PNG_CHANNELS[colour], interlace == 1)
+    try:
+        got = len(zlib.decompressobj().decompress(b''.join(idat), expected))
+    except zlib.error as err:
+        raise FieldError('mask', f'undecodable PNG image data ({err})') from None
+    if got < expected:
+        rows = f'{got // (expected // height)} of {height} rows' if interlace == 0 else f'{got} of {expected} bytes'
+        raise FieldError('mask', f'the PNG header says {width}x{height} but its image data holds only {rows} '
+                                 '(truncated or damaged)')
+
+
 def _open_png(url: object) -> Image.Image:
     """The decoded, fully loaded PNG of a mask URL, checked to be square, of sane size, in an 8-bit mode."""
     data = _png_bytes(url)
@@ -91,6 +134,7 @@ def _open_png(url: object) -> Image.Image:
         raise FieldError('mask', f'absurd PNG size {width}x{height} (at most {MAX_MASK_SIZE}x{MAX_MASK_SIZE})')
     if image.mode not in MASK_MODES:
         raise FieldError('mask', f'unsupported PNG mode {image.mode!r} (expected one of {", ".join(MASK_MODES)})')
+    _check_png_data(data)
     try:
         image.load()
     except _DECODE_ERRORS as err:
