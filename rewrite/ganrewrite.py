@@ -683,6 +683,13 @@ class SeqStyleGanRewriter:
         self._ranking_cache[cache_key] = (top, quantiles)
         return top, quantiles
 
+    def image_with_values(self, imgnum: int, values: torch.Tensor) -> torch.Tensor:
+        """Image [3, H, W] of `imgnum` with the rewritten layer's output replaced by values [1, O, h, w]
+        (e.g. paste_from_selection's pasted values: what a goal looks like), rendered by the rest."""
+        with torch.no_grad():
+            unchanged = self.target_model(self.context_model(self.get_z(imgnum)))
+            return self.rendering_model(unchanged.updated(fmap=values))[0]
+
     def render_image(self, imgnum: int, key: torch.Tensor | None = None, level: float | None = None,
                      mask=None, **kwargs) -> Image.Image:
         """The (edited) model's image `imgnum`, optionally with the region where the key's response

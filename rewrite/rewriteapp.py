@@ -565,10 +565,7 @@ class GanRewriteApp(widgets.VBox):
         gw = self.gw
         obj_acts, obj_area, _, _ = gw.object_from_selection(object_imgnum, object_url)
         _, _, full, bounds = gw.paste_from_selection(imgnum, url, obj_acts, obj_area)
-        with torch.no_grad():
-            unchanged = gw.target_model(gw.context_model(gw.get_z(imgnum)))
-            image = gw.rendering_model(unchanged.updated(fmap=full))[0]
-        return imgviz.box_image(image, bounds, gw.v_shape[2])
+        return imgviz.box_image(gw.image_with_values(imgnum, full), bounds, gw.v_shape[2])
 
     def _repaint_changes(self) -> None:
         """The history list: 0 the original model, the applied changes, then the undone ones (which
