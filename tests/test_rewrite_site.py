@@ -181,3 +181,14 @@ def test_stylegan2_site_names_and_shapes():
         assert site.noise_index == model.get_submodule(f'layer{layernum}.sconv.noise').index
     with pytest.raises(ValueError, match="mconv='seq'"):
         SeqStyleGAN2(32, style_dim=16, n_mlp=2, channels=[8, 8, 8, 8], mconv='fused').rewrite_site(4)
+
+
+def test_image_with_values_renders_the_rest_of_the_generator(pgan):
+    gw = SeqStyleGanRewriter(pgan, z_dataset_for_model(pgan, 8), layernum=2, progress=False)
+    _, _, values, _ = gw.object_from_selection(5, square(8, 0, 0, 8))
+    z = gw.get_z(5)
+    assert torch.equal(gw.image_with_values(5, values.fmap), gw.sample_image_from_latent(z)[0])
+    zeroed = gw.image_with_values(5, torch.zeros_like(values.fmap))
+    with torch.no_grad():
+        expected = pgan.output(pgan.block3(pgan.up3(DataBag(fmap=pixel_norm(torch.zeros(1, 12, 8, 8))))))[0]
+    assert torch.allclose(zeroed, expected, atol=1e-6)
