@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from rewrite.rulechange import Edit, cause_direction, direction_intervention, render, unit_iou_ranking
+from rewrite.rulechange import (
+    Edit,
+    RuleChangeProblem,
+    build_problem,
+    cause_direction,
+    direction_intervention,
+    render,
+    unit_iou_ranking,
+)
 from utils.demo.scenes import GLOW_DEPTH, RULE_CLASS_ID, UNIT
 from utils.nethook import Trace
 
@@ -136,6 +145,25 @@ class GlowRule:
             mask = body_mask(labels).float().unsqueeze(1)
         s = self.strength if strength is None else strength
         return self.cause_layer, direction_intervention(self.dissection.direction, mask, s)
+
+    def candidates(self, z: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n of z drawn with a building and without lit windows (where the cause can be added),
+        and their labels."""
+        labels = self.labels(self.images(z))
+        keep = ~present(labels, 'lit_window') & (effect_region(labels).flatten(1).sum(1) > 0)
+        idx = torch.nonzero(keep).flatten()[:n]
+        return z[idx], labels[idx]
+
+    def problem(self, z: torch.Tensor, labels: torch.Tensor, keep_z: torch.Tensor | None = None
+                ) -> RuleChangeProblem:
+        """The rule-change problem for z (labels: theirs without intervention): the cause added in each
+        building; the region: the rule's region with and without the cause, plus any glow drawn with the
+        cause (dilated by one pixel); the goal there: the image without the cause (no glow)."""
+        cause = self.cause(labels)
+        ref_labels = self.labels(self.images(z, cause))
+        glow = (ref_labels == RULE_CLASS_ID['glow']).float().unsqueeze(1)
+        region = effect_region(labels) | effect_region(ref_labels) | (F.max_pool2d(glow, 3, 1, 1)[:, 0] > 0)
+        return build_problem(self.model, z, cause, region, keep_z)
 
     def flip(self, before: torch.Tensor, after: torch.Tensor) -> float:
         """Share of the images that show the effect ``before`` (original model, cause added) which, changed,
