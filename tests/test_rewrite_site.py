@@ -192,3 +192,16 @@ def test_image_with_values_renders_the_rest_of_the_generator(pgan):
     with torch.no_grad():
         expected = pgan.output(pgan.block3(pgan.up3(DataBag(fmap=pixel_norm(torch.zeros(1, 12, 8, 8))))))[0]
     assert torch.allclose(zeroed, expected, atol=1e-6)
+
+
+def test_widget_edits_the_plain_conv_family(pgan, request_8px, tmp_path):
+    from rewrite.rewriteapp import GanRewriteApp
+
+    gw = SeqStyleGanRewriter(pgan, z_dataset_for_model(pgan, 12), layernum=2, progress=False)
+    app = GanRewriteApp(gw, mask_dir=tmp_path, size=32, num_canvases=4, niter=40, background=False)
+    before = [canvas.value for canvas in app.canvases]
+    app.set_request(request_8px)
+    app.execute_btn.click()
+    assert app.message.startswith('changed the model'), app.message
+    assert len(gw.history) == 1 and gw.history[0][0].final_loss < gw.history[0][0].initial_loss
+    assert any(a != b for a, b in zip(before, [canvas.value for canvas in app.canvases], strict=True))
