@@ -36,6 +36,7 @@ from utils.stylegan2 import DataBag, rewrite_site
 
 from . import editfile
 from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
+from .preserve import PRESERVE_WEIGHT, PreserveSet, context_directions
 from .solvers import EditRecord, TargetLayer, insert_fast, insert_linear, insert_original, projected_conv
 from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics, solve_moment
 
@@ -259,9 +260,13 @@ class SeqStyleGanRewriter:
         return torch.cat(obs), torch.cat(weights)
 
     # ---- context keys --------------------------------------------------------------------------
-    def multi_key_from_selection(self, imgnum_mask_pairs, rank: int = 1,
-                                 key_method: str | None = None) -> torch.Tensor:
-        """Orthonormal context directions D [rank, I] from the selected regions' keys."""
+    def multi_key_from_selection(self, imgnum_mask_pairs, rank: int = 1, key_method: str | None = None,
+                                 preserve_pairs=(), preserve_weight: float = PRESERVE_WEIGHT) -> torch.Tensor:
+        """Orthonormal context directions D [rank, I] from the selected regions' keys. With preserve
+        regions ([(imgnum, mask), ...]; key_method 'zca' only) and preserve_weight > 0, the top
+        generalized eigenvectors of the context energy against C + preserve_weight * P (P: the preserve
+        keys' second moment; `rewrite.preserve.context_directions`): directions that answer to the
+        context and as little as possible to the preserve keys."""
         key_method = key_method or self.key_method
         if key_method not in KEY_METHODS:
             raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
@@ -271,6 +276,11 @@ class SeqStyleGanRewriter:
             raise RewriteError('no context regions were given')
         obs, w = self._keys_and_weights(imgnum_mask_pairs)
         with torch.no_grad():
+            if key_method == 'zca' and preserve_pairs and preserve_weight > 0:
+                if rank > obs.shape[0]:
+                    raise RewriteError(f'rank {rank} exceeds the {obs.shape[0]} selected key pixels')
+                pobs, pw = self._keys_and_weights(preserve_pairs, 'preserve')
+                return context_directions(obs, w, self.c_matrix.to(obs.device), rank, pobs, pw, preserve_weight)
             if key_method == 'zca':
                 return self._zca_key(obs, w, rank)
             if key_method == 'gandissect':
@@ -391,8 +401,10 @@ class SeqStyleGanRewriter:
 
     def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int = 2001,
                piter: int = 10, lr: float = 0.05, update_callback: Callable | None = None,
-               solver: str = DEFAULT_SOLVER, **solver_options) -> list[float]:
-        """Changes the layer weight (in place) so target(key) ~ val, within span(context rows)."""
+               solver: str = DEFAULT_SOLVER, preserve_set: PreserveSet | None = None,
+               preserve_weight: float = 0.0, **solver_options) -> list[float]:
+        """Changes the layer weight (in place) so target(key) ~ val, within span(context rows); with
+        preserve_set, the loss adds preserve_weight * the preserve regions' mask-weighted L1 change."""
         if solver not in SOLVERS:
             raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
         check_options(niter=niter, piter=piter, lr=lr)
@@ -403,12 +415,18 @@ class SeqStyleGanRewriter:
         if solver == 'fast':
             if solver_options.get('preserve', 0.0) > 0:
                 solver_options.setdefault('styles', self.sample_styles())
+            if preserve_set is not None:
+                solver_options.update(preserve_set=preserve_set, preserve_weight=preserve_weight)
             return insert_fast(self._target_with_weight, self._target_layer(key), weight, key, val, context,
                                update_callback=update_callback, **solver_options)
+        if preserve_set is not None and (solver == 'linear' or self.use_linear_insert):
+            raise RewriteError("preserve regions need the 'fast' or the 'original' solver, not 'linear'")
         if solver == 'linear' or self.use_linear_insert:
             return insert_linear(self._target_with_weight, weight, key, val, context, niter, lr, update_callback)
+        extra = None if preserve_set is None else (
+            lambda: preserve_weight * preserve_set.change(self._target(preserve_set.key)))
         return insert_original(self._target, weight, key, val, context, niter, piter, lr,
-                               self.low_rank_insert, self.low_rank_gradient, update_callback)
+                               self.low_rank_insert, self.low_rank_gradient, update_callback, extra_loss=extra)
 
     @contextlib.contextmanager
     def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
@@ -487,8 +505,12 @@ class SeqStyleGanRewriter:
 
     def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
                    update_callback: Callable | None = None, single_key: int = -1, solver: str = DEFAULT_SOLVER,
-                   **solver_options) -> EditRecord:
+                   preserve_weight: float = PRESERVE_WEIGHT, **solver_options) -> EditRecord:
         """Copy `object`, paste at `paste`, with `key` regions (or the paste) as context.
+
+        With `preserve` regions in the request and preserve_weight > 0 (0: ignore them), the context
+        directions turn away from the preserve keys and the solver's loss adds preserve_weight times
+        their outputs' mask-weighted L1 change; the record keeps the weight and that change.
 
         request: a dict in the edit-file format (or a path to one). solver: 'fast' (DEFAULT_SOLVER, the
         closed-form solver, seconds on a CPU), 'original' (the paper's niter Adam steps) or 'linear'.
@@ -502,26 +524,30 @@ class SeqStyleGanRewriter:
         if solver not in SOLVERS:
             raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
         check_options(niter=niter, piter=piter, lr=lr)
+        keep = self._preserve_pairs(req, preserve_weight)
         obj_acts, obj_area, _, _ = self.object_from_selection(req.object.imgnum, req.object.mask_url)
         goal_in, goal_out, _, _ = self.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
-        context = self.multi_key_from_selection(self._context_pairs(req, single_key), rank=rank)
+        context = self.multi_key_from_selection(self._context_pairs(req, single_key), rank=rank,
+                                                preserve_pairs=keep, preserve_weight=preserve_weight)
         return self._run_insert('edit', req, goal_in, goal_out, context, rank, niter, piter, lr,
-                                update_callback, solver, solver_options)
+                                update_callback, solver, solver_options, keep, preserve_weight)
 
     def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
                     lr: float = 0.05, update_callback: Callable | None = None, solver: str = DEFAULT_SOLVER,
-                    **solver_options) -> EditRecord:
-        """Remove what the `key` context regions show from the `paste` region (its top units zeroed)."""
+                    preserve_weight: float = PRESERVE_WEIGHT, **solver_options) -> EditRecord:
+        """Remove what the `key` context regions show from the `paste` region (its top units zeroed);
+        `preserve` regions and preserve_weight as in apply_edit."""
         req = self._parse(request)
         if req.paste is None:
             raise RewriteError("an erase needs a 'paste' region (what to erase)")
         pairs = self._context_pairs(req)
         if not 1 <= drank <= self.k_shape[1]:
             raise RewriteError(f'drank must be between 1 and {self.k_shape[1]}, not {drank}')
+        keep = self._preserve_pairs(req, preserve_weight)
         goal_in, goal_out = self.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
-        context = self.multi_key_from_selection(pairs, rank=rank)
+        context = self.multi_key_from_selection(pairs, rank=rank, preserve_pairs=keep, preserve_weight=preserve_weight)
         return self._run_insert('erase', req, goal_in, goal_out, context, rank, niter, piter, lr,
-                                update_callback, solver, solver_options)
+                                update_callback, solver, solver_options, keep, preserve_weight)
 
     def apply_request(self, request, rank: int = 1, **options) -> EditRecord:
         """Carries out whatever a saved request describes: copy and paste (`object` + `paste`) ->
@@ -535,14 +561,37 @@ class SeqStyleGanRewriter:
         context = self.multi_key_from_selection(self._context_pairs(req), rank=rank)
         return self.zero(context)
 
+    def _preserve_pairs(self, req: editfile.EditRequest, preserve_weight: float) -> list:
+        """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
+        if isinstance(preserve_weight, bool) or not (isinstance(preserve_weight, numbers.Real)
+                                                     and np.isfinite(preserve_weight) and preserve_weight >= 0):
+            raise RewriteError(f'preserve_weight must be a non-negative finite number, not {preserve_weight!r}')
+        return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
+
+    def preserve_from_selection(self, pairs) -> PreserveSet:
+        """The preserve regions [(imgnum, mask)] at the target layer: the full images' key bag
+        (batch [M]), the layer's outputs [M, O, H, W] and the masks [M, H, W] at the value resolution."""
+        weight = torch.stack([self.area(m, self.v_shape[2], f'preserve[{j}]') for j, (_, m) in enumerate(pairs)])
+        with torch.no_grad():
+            key = self.context_model(self.get_zs([i for i, _ in pairs]))
+            return PreserveSet(key, self._target(key), weight)
+
     def _run_insert(self, kind, req, goal_in, goal_out, context, rank, niter, piter, lr,
-                    update_callback, solver, solver_options) -> EditRecord:
+                    update_callback, solver, solver_options, preserve_pairs=(),
+                    preserve_weight: float = 0.0) -> EditRecord:
         record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json())
+        keep = self.preserve_from_selection(preserve_pairs) if preserve_pairs else None
+        if keep is not None:
+            record.preserve_weight = float(preserve_weight)
         with torch.no_grad():
             record.initial_loss = F.l1_loss(self._target(goal_in), goal_out).item()
         with self._atomic_edit(record) as saved:
             record.losses = self.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
-                                        update_callback=update_callback, solver=solver, **solver_options)
+                                        update_callback=update_callback, solver=solver, preserve_set=keep,
+                                        preserve_weight=preserve_weight, **solver_options)
+            if keep is not None:
+                with torch.no_grad():
+                    record.preserve_change = keep.change(self._target(keep.key)).item()
             with torch.no_grad():
                 record.final_loss = F.l1_loss(self._target(goal_in), goal_out).item()
             if not np.isfinite(record.final_loss):

@@ -1,4 +1,4 @@
-"""Context directions that respect "preserve" regions (issue 13; the library part, not yet wired in).
+"""Edits that respect "preserve" regions (issue 13): regions whose layer outputs must stay as they are.
 
 The `zca` context directions D are the top generalized eigenvectors of the context energy
 A = sum_n w_n^2 k_n k_n^T against the keys' second moment C (A d = s C d): the directions the context
@@ -10,7 +10,27 @@ possible to the keys whose outputs must stay as they are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+PRESERVE_WEIGHT = 1.0     # apply_edit / apply_erase's default weight of the preserve term (issue 13)
+
+
+@dataclass
+class PreserveSet:
+    """The preserve regions at the target layer, M images at full size.
+
+    key: the target piece's input bag (fmap [M, I, h, w], style [M, I], noise); val [M, O, H, W]: the
+    layer's outputs before the edit; weight [M, H, W]: the masks at the value resolution, in [0, 1]."""
+    key: object
+    val: torch.Tensor
+    weight: torch.Tensor
+
+    def change(self, out: torch.Tensor) -> torch.Tensor:
+        """Mask-weighted mean abs change of outputs out [M, O, H, W] against val (a scalar)."""
+        w = self.weight[:, None].to(out)
+        return ((out - self.val).abs() * w).sum() / (w.sum() * out.shape[1]).clamp(min=1e-30)
 
 
 def preserve_moment(keys: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

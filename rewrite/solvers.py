@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from utils.stylegan2 import ops
 from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
+from .preserve import PreserveSet
+
 
 @dataclass
 class EditRecord:
@@ -42,6 +44,8 @@ class EditRecord:
     request: dict | None = None
     warning: str = ''             # set when the goal loss ended above its initial value
     rolled_back: bool = False     # the rise exceeded ganrewrite.LOSS_TOLERANCE: the weights were restored
+    preserve_weight: float | None = None     # with preserve regions: the weight of their term (issue 13)
+    preserve_change: float | None = None     # mean abs change of the layer's outputs in the preserve regions
 
     def __repr__(self) -> str:
         """A one-line summary (the losses of every step and the request's masks are left out)."""
@@ -68,8 +72,10 @@ def _check_finite(loss: torch.Tensor, it: int) -> None:
 def insert_original(target: Callable, weight: torch.nn.Parameter, key, val: torch.Tensor,
                     context: torch.Tensor, niter: int = 2001, piter: int = 10, lr: float = 0.05,
                     low_rank_insert: bool = True, low_rank_gradient: bool = False,
-                    update_callback: Callable | None = None) -> list[float]:
-    """The original optimisation. target(key) -> value fmap; edits `weight` in place."""
+                    update_callback: Callable | None = None,
+                    extra_loss: Callable[[], torch.Tensor] | None = None) -> list[float]:
+    """The original optimisation. target(key) -> value fmap; edits `weight` in place.
+    extra_loss() (optional): a term added to the L1 loss each step (the preserve regions' change)."""
     losses = []
     with torch.no_grad():
         ortho_weight = weight - projected_conv(weight, context)
@@ -79,6 +85,8 @@ def insert_original(target: Callable, weight: torch.nn.Parameter, key, val: torc
         for it in range(niter):
             with torch.enable_grad():
                 loss = F.l1_loss(target(key), val)
+                if extra_loss is not None:
+                    loss = loss + extra_loss()
                 _check_finite(loss, it)
                 optimizer.zero_grad()
                 loss.backward()
@@ -154,7 +162,8 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
                 val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 300,
                 polish_lr: float = 0.03, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
                 update_callback=None, styles: torch.Tensor | None = None,
-                preserve: float = 0.0) -> list[float]:
+                preserve: float = 0.0, preserve_set: PreserveSet | None = None,
+                preserve_weight: float = 0.0) -> list[float]:
     """Closed-form rank-constrained insert (see module docstring). Edits `weight` in place.
 
     key: the goal key bag (fmap [1, I, h, w], style [1, I]); val [1, O, H, W].
@@ -169,12 +178,16 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
     term of LowRankTarget to the loss (default: the goal's L1 alone, the original's objective). The
     term trades effectiveness for preservation: on the demo model's dome-to-spire edit, preserve=0.3
     cut the change outside the towers from 0.022 to 0.014 but the converted domes from 50% to 35%.
+    preserve_set (issue 13's preserve regions) with preserve_weight > 0 adds preserve_weight times their
+    mask-weighted L1 change (`PreserveTerm`) to the loss, in the least squares and the polish alike.
     losses: the exact loss after each round and polish step.
     """
     w0 = weight.detach().clone()                               # [1, O, I, k, k]
     o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
     with torch.no_grad():
         target = LowRankTarget(layer, w0, key, val, context, styles, preserve)
+        if preserve_set is not None and preserve_weight > 0:
+            target.keep = PreserveTerm(layer, w0, preserve_set, context, preserve_weight, target.val.shape[1])
         losses, candidates = [], []
         bound = max_change * w0.norm().item()        # ||Lambda D|| = ||Lambda||: D has orthonormal rows
         for ridge in ridges:
@@ -254,6 +267,7 @@ class LowRankTarget:
         u, slope = _inverse_activation(val)
         self.pre_target = (u[0].reshape(o, -1) - self.offset)                              # wanted demod * pre
         self.slope = slope[0].reshape(o, -1)
+        self.keep: PreserveTerm | None = None           # the preserve regions' term (issue 13), if any
 
     def demod(self, lam: torch.Tensor) -> torch.Tensor:
         """The goal's demodulation [O]."""
@@ -276,25 +290,82 @@ class LowRankTarget:
         return (self.output(lam) - self.val).abs().mean()
 
     def loss(self, lam: torch.Tensor) -> torch.Tensor:
-        if self.sample_energy is None:
-            return self.goal_loss(lam)
-        return self.goal_loss(lam) + self.preserve_weight * self.demod_change(lam)
+        loss = self.goal_loss(lam)
+        if self.sample_energy is not None:
+            loss = loss + self.preserve_weight * self.demod_change(lam)
+        if self.keep is not None:
+            loss = loss + self.keep.weight * self.keep.change(lam)
+        return loss
+
+
+class PreserveTerm:
+    """The layer's outputs on the preserve regions as an explicit function of Lambda [O, r k k], as
+    LowRankTarget does for the goal: out(Lambda) = lrelu((base + Lambda A^T) * demod(Lambda) + offset)
+    at the Q selected pixels (A [Q, r k k]; demod from each region's own style; offset, the bias and
+    noise, recovered from the outputs before the edit). change(Lambda): mask-weighted mean |out - out(0)|.
+    In the least squares each pixel counts weight * u_q * P / sum(u) times a goal pixel (P goal pixels),
+    so the objective is goal L1 + weight * preserve L1."""
+
+    def __init__(self, layer: TargetLayer, w0: torch.Tensor, pset: PreserveSet, context: torch.Tensor,
+                 weight: float, goal_pixels: int):
+        o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
+        self.o, self.layer, self.weight = o, layer, weight
+        kmap = pset.key['fmap'].detach().to(w0)
+        sel = pset.weight > 0                                                             # [M, H, W]
+        proj = torch.einsum('bihw,di->bdhw', kmap, context)                               # [M, r, h, w]
+        taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
+        self.design = _conv_response(proj, taps, layer).permute(0, 2, 3, 1)[sel]         # [Q, r k k]
+        self.base = _conv_response(kmap, w0[0], layer).permute(1, 0, 2, 3)[:, sel]       # [O, Q]
+        self.image = sel.nonzero()[:, 0]                                                  # [Q]
+        self.u = pset.weight[sel].to(w0)                                                  # [Q]
+        self.row_scale = (weight * goal_pixels / self.u.sum()) * self.u.double()          # [Q]
+        self.energy = DemodEnergy(w0, pset.key['style'].detach(), context, layer.scale) if layer.demodulate else None
+        self.val = pset.val.to(w0).permute(1, 0, 2, 3)[:, sel]                           # [O, Q]
+        u0, self.slope = _inverse_activation(self.val)
+        self.pre_target = self.base * self.demod(torch.zeros(o, r * k * k, dtype=w0.dtype, device=w0.device))
+        self.offset = u0 - self.pre_target                                                # bias + noise
+
+    def demod(self, lam: torch.Tensor) -> torch.Tensor:
+        """Each pixel's demodulation [O, Q]."""
+        if self.energy is None:
+            return torch.ones_like(self.base)
+        return self.energy.demod(lam)[self.image].t()
+
+    def output(self, lam: torch.Tensor) -> torch.Tensor:
+        return ops.fused_leaky_relu((self.base + lam @ self.design.t()) * self.demod(lam) + self.offset)
+
+    def change(self, lam: torch.Tensor) -> torch.Tensor:
+        return ((self.output(lam) - self.val).abs() * self.u).sum() / (self.u.sum() * self.o)
 
 
 def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, losses, update_callback):
     """IRLS for Lambda [O, r k k] with the demodulation re-estimated each round; returns the
     iterate of lowest exact loss and that loss."""
+    keep = target.keep
     a = target.design.double()
+    if keep is not None:                                  # preserve pixels: more rows, scaled (PreserveTerm)
+        scale = torch.cat([torch.ones(a.shape[0], dtype=torch.float64, device=a.device), keep.row_scale])
+        a = torch.cat([a, keep.design.double()])
     eye = torch.eye(a.shape[1], dtype=torch.float64, device=a.device)
-    weights = torch.ones_like(target.val, dtype=torch.float64)
+    weights = torch.ones(target.o, a.shape[0], dtype=torch.float64, device=a.device)
     lam = torch.zeros(target.o, a.shape[1], dtype=target.base.dtype, device=a.device)
     best = (math.inf, lam)
     for _ in range(rounds):
         demod = target.demod(lam)
         rhs = (target.pre_target / demod[:, None] - target.base).double()                 # [O, P]
-        gram = torch.einsum('pa,op,pb->oab', a, weights, a)                               # [O, a, a]
-        gram = gram + (ridge * gram.diagonal(dim1=1, dim2=2).amax(1) + 1e-12)[:, None, None] * eye
-        lam = torch.linalg.solve(gram, torch.einsum('pa,op->oa', a, weights * rhs)).to(target.base.dtype)
+        gain = (target.slope * demod[:, None]).double()
+        row_weights = weights
+        if keep is not None:
+            keep_demod = keep.demod(lam)
+            rhs = torch.cat([rhs, (keep.pre_target / keep_demod - keep.base).double()], 1)  # [O, P + Q]
+            gain = torch.cat([gain, (keep.slope * keep_demod).double()], 1)
+            row_weights = weights * scale
+        gram = torch.einsum('pa,op,pb->oab', a, row_weights, a)                           # [O, a, a]
+        # the ridge is relative to the goal's own normal equations (preserve rows may outweigh them)
+        diag = gram.diagonal(dim1=1, dim2=2) if keep is None else torch.einsum(
+            'op,pa->oa', weights[:, :target.val.shape[1]], a[:target.val.shape[1]] ** 2)
+        gram = gram + (ridge * diag.amax(1) + 1e-12)[:, None, None] * eye
+        lam = torch.linalg.solve(gram, torch.einsum('pa,op->oa', a, row_weights * rhs)).to(target.base.dtype)
         loss = target.loss(lam).item()
         _check_finite(torch.tensor(loss), len(losses))
         losses.append(loss)
@@ -303,7 +374,6 @@ def _reweighted_least_squares(target: LowRankTarget, rounds: int, ridge: float, 
         if loss < best[0]:
             best = (loss, lam.clone())
         # towards L1 of the post-activation error: weight ~ |d val / d pre| demod / |residual|
-        gain = (target.slope * demod[:, None]).double()
         resid = (a @ lam.double().t()).t() - rhs
         weights = gain / (gain * resid).abs().clamp(min=1e-4)
     return best[1], best[0]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import preserve_reference
+import pytest
 import scipy.linalg
 import torch
+import torch.nn.functional as F
+from conftest import layout_checkpoint, need_shared
 
-from rewrite.preserve import context_directions
+from rewrite.preserve import PreserveSet, context_directions
+from rewrite.solvers import LowRankTarget, PreserveTerm, TargetLayer, _reweighted_least_squares, insert_fast
+from utils.stylegan2 import ops
 
 
 def test_context_direction_is_the_naive_generalized_eigenvector():
@@ -47,3 +55,200 @@ def test_strong_preserve_turns_the_direction_away_from_preserve_keys():
                                 torch.tensor(pkeys), torch.tensor(pw), 1e4)[0].double().numpy()
     unit = shared / np.linalg.norm(shared)
     assert abs(strict @ unit) < 0.05 < abs(loose @ unit)
+
+
+# ---- the preserve term of the fast solver ------------------------------------------------------
+
+def small_layer(i=8, o=6, k=3, demodulate=True, seed=0):
+    """A random styled conv (float64): TargetLayer, W0 [1, O, I, k, k], and a key bag maker."""
+    g = torch.Generator().manual_seed(seed)
+    layer = TargetLayer(scale=1 / np.sqrt(i * k * k), upsample=False, demodulate=demodulate, blur=None,
+                        noise=torch.zeros(()), bias=0.1 * torch.randn(o, generator=g, dtype=torch.float64))
+    w0 = torch.randn(1, o, i, k, k, generator=g, dtype=torch.float64)
+
+    def bag(fmap):
+        return {'fmap': fmap, 'style': 1 + 0.3 * torch.randn(len(fmap), i, generator=g, dtype=torch.float64)}
+    return layer, w0, bag, g
+
+
+def naive_demod(w0, style, scale):
+    """[O]: 1 / sqrt(scale^2 sum_i,taps (W0 s_i)^2 + eps), written out."""
+    w = w0[0] * style[:, None, None]
+    return 1 / np.sqrt(scale ** 2 * (w.numpy() ** 2).sum((1, 2, 3)) + ops.DEMOD_EPS)
+
+
+def naive_design(fmap, context, k, scale):
+    """[B H W, r k k]: the plain conv of the keys with each one-hot tap of each context row (F.conv2d)."""
+    cols = []
+    for j in range(context.shape[0] * k * k):
+        tap = torch.zeros(context.shape[0] * k * k, dtype=torch.float64)
+        tap[j] = 1
+        weight = torch.einsum('dyx,di->iyx', tap.reshape(-1, k, k), context)[None] * scale
+        cols.append(F.conv2d(fmap, weight, padding=k // 2).reshape(-1))
+    return torch.stack(cols, 1).numpy()
+
+
+def test_preserve_least_squares_is_the_naive_float64_solve():
+    layer, w0, bag, g = small_layer()
+    k, scale, o = 3, layer.scale, w0.shape[1]
+    context = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))[0].t()        # [2, I]
+    key = bag(torch.randn(1, 8, 5, 5, generator=g, dtype=torch.float64))
+    layer.style = key['style'][0]                                                     # the goal's style
+    val = torch.randn(1, o, 5, 5, generator=g, dtype=torch.float64)
+    pkey = bag(torch.randn(2, 8, 5, 5, generator=g, dtype=torch.float64))
+    pmask = (torch.rand(2, 5, 5, generator=g, dtype=torch.float64) - 0.3).clamp(min=0)
+    pset = PreserveSet(pkey, torch.randn(2, o, 5, 5, generator=g, dtype=torch.float64), pmask)
+    weight = 2.5
+    target = LowRankTarget(layer, w0, key, val, context)
+    target.keep = PreserveTerm(layer, w0, pset, context, weight, goal_pixels=25)
+    lam, _ = _reweighted_least_squares(target, 1, 0.0, [], None)                   # one round, no ridge
+
+    # naive: per output channel, least squares of [A; sqrt(s) A_p] lam = [rhs; 0] (at Lambda = 0 the
+    # preserve pixels' wanted change is zero), s = weight * u * P / sum(u)
+    a = naive_design(key['fmap'], context, k, scale)
+    ap = naive_design(pkey['fmap'], context, k, scale).reshape(2, 5, 5, -1)[pmask.numpy() > 0]
+    u = pmask.numpy()[pmask.numpy() > 0]
+    s = weight * u * 25 / u.sum()
+    d0 = naive_demod(w0, key['style'][0], scale)
+    gain = np.where(val[0].numpy() > 0, 1.0, ops.LRELU_SLOPE) * ops.LRELU_GAIN
+    pre = val[0].numpy() / gain - layer.bias.numpy()[:, None, None]                    # wanted demod * conv
+    base = F.conv2d(key['fmap'], w0[0] * scale, padding=1)[0].numpy()
+    rhs = (pre / d0[:, None, None] - base).reshape(o, -1)
+    stacked = np.concatenate([a, np.sqrt(s)[:, None] * ap])
+    for c in range(o):
+        ref = np.linalg.lstsq(stacked, np.concatenate([rhs[c], np.zeros(len(u))]), rcond=None)[0]
+        assert np.linalg.norm(lam[c].numpy() - ref) <= 1e-6 * np.linalg.norm(ref)
+
+
+def test_large_preserve_weight_keeps_keys_in_the_preserve_span():
+    # without demodulation the pre-demodulation outputs are the outputs (with it, the solver keeps the
+    # preserve regions' demodulated outputs, rescaling their pre-demodulation outputs to do so)
+    layer, w0, bag, g = small_layer(k=1, seed=3, demodulate=False)
+    o = w0.shape[1]
+    context = torch.linalg.qr(torch.randn(8, 3, generator=g, dtype=torch.float64))[0].t()        # [3, I]
+    v = torch.randn(8, generator=g, dtype=torch.float64)
+    coeff = torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64) + 0.5
+    pkey = bag(v[None, :, None, None] * coeff)                                       # every pixel along v
+    pset = PreserveSet(pkey, layer_output(layer, w0, pkey), torch.ones(1, 4, 4, dtype=torch.float64))
+    key = bag(torch.randn(1, 8, 4, 4, generator=g, dtype=torch.float64))
+    layer.style = key['style'][0]
+    val = layer_output(layer, w0, key) + torch.randn(1, o, 4, 4, generator=g, dtype=torch.float64)
+
+    def edited(weight_value):
+        weight = torch.nn.Parameter(w0.clone(), requires_grad=False)
+        insert_fast(None, layer, weight, key, val, context, preserve_set=pset, preserve_weight=weight_value)
+        return weight.detach()
+    w_free, w_kept = edited(0.0), edited(1e6)
+    assert (w_kept - w0).norm() > 1e-2 * w0.norm()                                  # the edit still happens
+    probe = torch.stack([2.0 * v, -0.7 * v])                                        # keys in span(v)
+    before = probe @ w0[0, :, :, 0, 0].t()
+    assert (probe @ w_kept[0, :, :, 0, 0].t() - before).norm() <= 1e-5 * before.norm()
+    assert (probe @ w_free[0, :, :, 0, 0].t() - before).norm() > 1e-2 * before.norm()
+
+
+def layer_output(layer, w0, key):
+    """The styled conv's output [B, O, H, W] written out (1x1 conv of the modulated keys, demodulated by
+    the modulated weight's norm, bias, leaky ReLU)."""
+    style = key['style']
+    w = w0[0, :, :, 0, 0][None] * layer.scale * torch.ones_like(style)[:, None, :]   # [B, O, I]
+    if layer.demodulate:
+        w = w / torch.sqrt(((w * style[:, None, :]) ** 2).sum(2, keepdim=True) + ops.DEMOD_EPS)
+    out = torch.einsum('boi,bihw->bohw', w, key['fmap'])
+    return F.leaky_relu(out + layer.bias[None, :, None, None], ops.LRELU_SLOPE) * ops.LRELU_GAIN
+
+
+def test_large_preserve_weight_keeps_the_preserve_regions_demodulated_outputs():
+    layer, w0, bag, g = small_layer(k=1, seed=4)
+    context = torch.linalg.qr(torch.randn(8, 3, generator=g, dtype=torch.float64))[0].t()
+    v = torch.randn(8, generator=g, dtype=torch.float64)
+    pkey = bag(v[None, :, None, None] * (torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64) + 0.5))
+    before = layer_output(layer, w0, pkey)
+    pset = PreserveSet(pkey, before, torch.ones(1, 4, 4, dtype=torch.float64))
+    key = bag(torch.randn(1, 8, 4, 4, generator=g, dtype=torch.float64))
+    layer.style = key['style'][0]
+    val = layer_output(layer, w0, key) + torch.randn(1, w0.shape[1], 4, 4, generator=g, dtype=torch.float64)
+    changes = []
+    for weight_value in (0.0, 1e6):
+        weight = torch.nn.Parameter(w0.clone(), requires_grad=False)
+        insert_fast(None, layer, weight, key, val, context, preserve_set=pset, preserve_weight=weight_value)
+        assert (weight - w0).norm() > 1e-2 * w0.norm()
+        changes.append((layer_output(layer, weight.detach(), pkey) - before).abs().mean() / before.abs().mean())
+    assert changes[1] <= 1e-4 < changes[0]
+
+
+# ---- files without preserve: bit-identical weights to the code before issue 13 -----------------
+
+def reference_hashes() -> dict:
+    ref = json.loads(preserve_reference.REFERENCE_FILE.read_text())
+    if ref['_platform'] != preserve_reference.platform():
+        pytest.skip(f"the reference hashes were made on {ref['_platform']}, this is {preserve_reference.platform()}"
+                    ' (float kernels differ); regenerate them there with the code before issue 13')
+    return ref
+
+
+@pytest.mark.slow
+def test_bundled_edit_files_without_preserve_give_the_previous_weights():
+    ref = reference_hashes()
+    cases = list(preserve_reference.demo_cases())
+    assert len(cases) >= 8
+    got = preserve_reference.compute_hashes('demo', preserve_reference.demo_rewriters(), cases)
+    assert got == {key: ref[key] for key in got}
+
+
+@pytest.mark.slow
+def test_original_edit_files_give_the_previous_weights():
+    ref = reference_hashes()
+    folder = need_shared() / 'original-edits'
+    cases = list(preserve_reference.orig_cases(folder))
+    assert len(cases) == 56
+    got = preserve_reference.compute_hashes('orig', preserve_reference.orig_rewriters(layout_checkpoint(256, seed=5)),
+                                            cases)
+    assert got == {key: ref[key] for key in got}
+
+
+# ---- apply_edit / apply_erase with preserve regions --------------------------------------------
+
+@pytest.fixture(scope='module')
+def demo_gw():
+    return preserve_reference.demo_rewriters()(8)
+
+
+def with_preserve(regions) -> dict:
+    edit = json.loads((preserve_reference.DEMO_EDITS / 'dome2spire_layer8_rank3.json').read_text())
+    return {**edit, 'preserve': regions}
+
+
+@pytest.mark.parametrize('solver, niter', [('fast', 1), ('original', 100)])
+def test_apply_edit_with_preserve_regions_records_and_keeps_them(demo_gw, solver, niter):
+    from test_rewriter import box_mask
+    gw = demo_gw
+    regions = [[n, box_mask(256, 0, 0, 128, 256)] for n in (3, 4, 5)]
+    keep = gw.preserve_from_selection([(n, m) for n, m in regions])
+    changes = {}
+    for weight_value in (0.0, 30.0):
+        record = gw.apply_edit(with_preserve(regions), rank=1, solver=solver, niter=niter,
+                               preserve_weight=weight_value)
+        changes[weight_value] = keep.change(gw._target(keep.key)).item()
+        if weight_value:
+            assert record.preserve_weight == weight_value
+            assert record.preserve_change == pytest.approx(changes[weight_value], rel=1e-6)
+            assert record.final_loss < record.initial_loss
+        else:
+            assert record.preserve_weight is None and record.preserve_change is None
+        gw.revert()
+    assert changes[30.0] < 0.5 * changes[0.0]
+
+
+def test_preserve_weight_and_solver_errors_leave_the_weights(demo_gw):
+    from test_rewriter import box_mask
+    gw = demo_gw
+    before = gw.target_weights().clone()
+    request = with_preserve([[3, box_mask(256, 0, 0, 128, 256)]])
+    for bad in (-1.0, float('nan'), 'x', True):
+        with pytest.raises(ValueError, match='preserve_weight'):
+            gw.apply_edit(request, rank=1, solver='fast', preserve_weight=bad)
+    with pytest.raises(ValueError, match="'linear'"):
+        gw.apply_edit(request, rank=1, solver='linear', niter=2)
+    with pytest.raises(ValueError, match=r'preserve\[0\]'):
+        gw.apply_edit(with_preserve([[gw.num_images, box_mask(256, 0, 0, 64, 64)]]), rank=1, solver='fast')
+    assert torch.equal(gw.target_weights(), before)
