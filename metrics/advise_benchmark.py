@@ -42,12 +42,8 @@ from metrics.common import (
     ZSAMPLE,
     bundled_request,
     load_snapshot,
-    machine_info,
-    markdown_table,
-    pct,
     sample,
     setup_torch,
-    write_json,
 )
 from metrics.make_demo_edits import (
     EFFECTIVENESS_TOLERANCE,
@@ -61,6 +57,7 @@ from metrics.make_demo_edits import (
     read_provenance,
     score_settings,
 )
+from metrics.report import machine_info, markdown_table, pct, write_json
 from rewrite.advisor import advise
 from utils.demo import load_segmenter
 from utils.fileio import atomic_write_text

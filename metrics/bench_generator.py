@@ -17,12 +17,9 @@ markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -35,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from metrics.report import machine_info, markdown_table, write_json  # noqa: E402
 from utils.stylegan2 import SeqStyleGAN2, ops  # noqa: E402
 
 CONFIGS = {
@@ -258,29 +256,12 @@ def profile_report(name: str, batch: int, threads: int, repeats: int) -> dict:
 # reporting
 # ---------------------------------------------------------------------------------------------------
 
-def machine_info() -> dict:
-    model = platform.processor() or 'unknown'
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {'cpu_model': model, 'logical_cpus': os.cpu_count(), 'torch': torch.__version__,
-            'python': platform.python_version(), 'platform': platform.platform(),
-            'mkldnn': torch.backends.mkldnn.is_available(),
-            'loadavg_1_5_15': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None}
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ['| model | batch | threads | mode | images/s | ms/image | GFLOP/image | GFLOP/s | seq/fused |',
-             '|---|---:|---:|---|---:|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['batch']} | {r['threads']} | {r['mode']} | {r['images_per_s']:.3g} | "
-                     f"{r['ms_per_image']:.4g} | {r['gflop_per_image']:.4g} | {r['achieved_gflop_per_s']:.3g} | "
-                     f"{r['seq_over_fused']:.3f} |")
-    return '\n'.join(lines)
+def throughput_table(rows: list[dict]) -> str:
+    return markdown_table(
+        ['model', 'batch', 'threads', 'mode', 'images/s', 'ms/image', 'GFLOP/image', 'GFLOP/s', 'seq/fused'],
+        [[r['config'], r['batch'], r['threads'], r['mode'], f"{r['images_per_s']:.3g}", f"{r['ms_per_image']:.4g}",
+          f"{r['gflop_per_image']:.4g}", f"{r['achieved_gflop_per_s']:.3g}", f"{r['seq_over_fused']:.3f}"]
+         for r in rows])
 
 
 def profile_table(report: dict) -> str:
@@ -298,19 +279,6 @@ def profile_table(report: dict) -> str:
                      f"{r['seq.style_apply']:.4f} | {r['seq.conv']:.4f} | {r['seq.demodulation']:.4f} | "
                      f"{r['seq_total']:.4f} | {r['fused.modulated_conv']:.4f} |")
     return '\n'.join(lines)
-
-
-def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             for threads in args.threads:
                 rows += bench_case(name, batch, threads, args.repeats, args.warmup)
-                print('\n'.join(markdown_table(rows[-2:]).splitlines()[2:]), flush=True)
+                print('\n'.join(throughput_table(rows[-2:]).splitlines()[2:]), flush=True)
     print()
-    print(markdown_table(rows))
+    print(throughput_table(rows))
     result = {'machine': info | {'loadavg_after': list(os.getloadavg()), 'note': args.note},
               'method': {'timing': f'median of {args.repeats} forward passes per mode after {args.warmup} warm-up, '
                                    'modes alternating; images/s = batch / median seconds',
@@ -348,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(profile_table(result['profile']))
     if out is not None:
-        write_json(result, out)
+        write_json(out, result)
         print(f'\nwrote {out}')
     return 0
 

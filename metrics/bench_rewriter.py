@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from metrics.report import machine_info, write_json
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.statistics import gather_key_statistics
-from utils.fileio import atomic_write_text
 from utils.stylegan2 import SeqStyleGAN2
 from utils.zdataset import z_dataset_for_model
 
@@ -103,13 +101,6 @@ def table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def machine() -> dict:
-    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-               platform.processor()) if os.path.exists('/proc/cpuinfo') else platform.processor()
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'load_average': os.getloadavg()}
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=1000, help='z-sample size for the statistics')
@@ -128,7 +119,7 @@ def main(argv=None) -> None:
         rows.append(bench_layer(model, zds, layer, args.n, args.niter, args.repeats, request))
         print(table(rows[-1:]), flush=True)
     print(table(rows))
-    atomic_write_text(args.out, json.dumps({'machine': machine(), 'args': vars(args), 'rows': rows}, indent=1))
+    write_json(Path(args.out), {'machine': machine_info(), 'args': vars(args), 'rows': rows})
 
 
 if __name__ == '__main__':

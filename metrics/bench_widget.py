@@ -14,9 +14,7 @@ Prints a table and writes metrics/results/widget.json (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,10 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metrics.report import machine_info, write_json  # noqa: E402
 from rewrite import editfile  # noqa: E402
 from rewrite.ganrewrite import SeqStyleGanRewriter  # noqa: E402
 from rewrite.rewriteapp import GanRewriteApp  # noqa: E402
-from utils.paintwidget import dispatch_dom_event, mouse_message  # noqa: E402
+
+sys.path.insert(0, str(ROOT / 'tests'))
+from paintevents import dispatch_dom_event, mouse_message  # noqa: E402  (tests/paintevents.py)
+
 from utils.stylegan2 import load_seq_stylegan  # noqa: E402
 from utils.zdataset import z_dataset_for_model  # noqa: E402
 
@@ -92,14 +94,6 @@ def bench_execute(gw, mask_dir: Path, repeats: int, size: int) -> tuple[dict, di
                    'repeats': repeats}
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    with os.fdopen(fd, 'w') as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', default='demo')
@@ -121,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {'stroke': stroke, 'grid32': grid, 'execute': execute, 'execute_apply_edit_only': apply_only}
     results = {
         'model': args.model, 'layer': args.layer, 'sample_size': args.sample_size, 'canvas_size': args.size,
-        'generator_size': model.size, 'torch_threads': torch.get_num_threads(), 'cpu_count': os.cpu_count(),
-        'load_average': os.getloadavg(), 'machine': platform.platform(), 'torch': torch.__version__,
+        'generator_size': model.size, 'machine': machine_info(),
         'measurements': {name: {**row, 'goal_ms': GOALS_MS.get(name)} for name, row in rows.items()},
     }
     print(f'{"measurement":<26} {"median ms":>10} {"min":>8} {"max":>8} {"goal":>7}  n')

@@ -1,5 +1,5 @@
 """Shared pieces of the demo-world metrics: the checkpoint snapshot, sampling and segmenting, regions,
-the edit measures, and output (JSON, markdown tables).
+the edit measures and edit files (machine info, JSON and tables: metrics/report.py).
 
 Definitions used by every script (label maps come from the demo segmenter, 64x64 px, with each tower
 top voted to a single kind: `utils.demo.segmenter.vote_tops`):
@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,14 +44,13 @@ import torch.nn.functional as F
 from scipy.linalg import LinAlgWarning
 from tqdm.auto import tqdm
 
+from metrics.report import ROOT, pct, rel
 from rewrite import editfile
 from utils import imgviz
 from utils.demo import CLASSES, Segmenter, frechet_distance
-from utils.fileio import atomic_write_text
 from utils.stylegan2 import SeqStyleGAN2
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT, model_from_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'metrics' / 'results'
 EDIT_DIR = ROOT / 'notebooks' / 'masks' / 'demo'
 WEIGHTS = DEMO_CHECKPOINT.parent
@@ -121,20 +119,6 @@ def load_snapshot(path: str | os.PathLike = DEMO_CHECKPOINT) -> Snapshot:
     return Snapshot(path, hashlib.sha256(data).hexdigest()[:16], ckpt)
 
 
-def rel(path: Path) -> str:
-    """`path` relative to the project root when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def machine_info(threads: int) -> dict:
-    load = os.getloadavg() if hasattr(os, 'getloadavg') else None
-    return {'platform': platform.platform(), 'machine': platform.machine(), 'cpu_count': os.cpu_count(),
-            'torch': torch.__version__, 'torch_threads': threads,
-            'load_average_1_5_15': [round(x, 2) for x in load] if load else None,
-            'note': 'shared CPU: other jobs (GAN training, other engineers) ran at the same time'}
-
-
 # ---------------------------------------------------------------------------------------------------
 # sampling and segmenting
 # ---------------------------------------------------------------------------------------------------
@@ -178,11 +162,6 @@ def sample(model: SeqStyleGAN2, z: torch.Tensor, segmenter: Segmenter, batch: in
 def segmenter_features(segmenter: Segmenter, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([segmenter.features(chunk) for chunk in images.split(batch)])
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    return imgviz.to_uint8_batch(images)
 
 
 def tile(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
@@ -357,39 +336,6 @@ def bundled_edit(name: str, folder: Path = EDIT_DIR) -> Path:
 # output
 # ---------------------------------------------------------------------------------------------------
 
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + '\n')
-
-
-def _jsonable(value):
-    if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item()
-    if isinstance(value, Path):
-        return rel(value)
-    raise TypeError(f'not JSON serialisable: {type(value).__name__}')
-
-
-def fmt(value, digits: int = 3) -> str:
-    """A table cell: floats to `digits` decimals, nan and None as n/a, booleans as pass/FAIL."""
-    if value is None:
-        return 'n/a'
-    if isinstance(value, bool):
-        return 'pass' if value else 'FAIL'
-    if isinstance(value, float):
-        return 'n/a' if not np.isfinite(value) else f'{value:.{digits}f}'
-    return str(value)
-
-
-def pct(value: float) -> str:
-    return 'n/a' if not np.isfinite(value) else f'{100 * value:.1f}%'
-
-
 def collateral_text(scores: dict) -> str:
     """'86.5% (355)': the collateral rate (the samples it is over); 'n/a' for scores without one."""
     return f'{pct(scores["collateral"])} ({scores["n_bystanders"]})' if 'collateral' in scores else 'n/a'
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(' --- ' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(fmt(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)

@@ -43,22 +43,17 @@ from metrics.common import (
     add_snapshot_args,
     bundled_request,
     collateral_text,
-    fmt,
     frechet,
     generate,
-    machine_info,
-    markdown_table,
-    pct,
     presence_rates,
-    rel,
     sample,
     segmenter_features,
     tile,
-    to_uint8,
-    write_json,
 )
 from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, PLAN, apply_plan, open_snapshot, score_plan
+from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
+from utils import imgviz
 from utils.demo import Segmenter, render_batch
 from utils.demo.scenes import images_to_tensor
 from utils.demo.segmenter import vote_tops
@@ -138,7 +133,7 @@ def sampling_speed(model: torch.nn.Module, batch: int = 32, repeats: int = 20) -
 
 def save_grid(model: torch.nn.Module, path: Path, n: int = 64) -> None:
     """An 8x8 grid of z-sample images 0 .. n-1."""
-    grid = tile(to_uint8(generate(model, z_sample_for_model(model, n))), cols=8)
+    grid = tile(imgviz.to_uint8_batch(generate(model, z_sample_for_model(model, n))), cols=8)
     with atomic_path(path) as tmp:
         Image.fromarray(grid).save(tmp, format='PNG', optimize=True)
 

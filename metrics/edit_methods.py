@@ -49,15 +49,10 @@ from metrics.common import (
     add_snapshot_args,
     bundled_request,
     collateral_text,
-    fmt,
-    machine_info,
-    markdown_table,
-    pct,
-    rel,
     sample,
-    write_json,
 )
 from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, open_snapshot, score_plan
+from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.solvers import EditRecord
 from utils.fileio import atomic_path, atomic_write_text

@@ -46,7 +46,6 @@ from metrics.common import (
     EVAL_TRUNCATION,
     MIN_PIXELS,
     RESULTS,
-    ROOT,
     SELECTION_SEED,
     TOPS,
     ZSAMPLE,
@@ -55,16 +54,12 @@ from metrics.common import (
     class_mask,
     dilate,
     erase_scores,
-    fmt,
     load_snapshot,
-    markdown_table,
-    pct,
-    rel,
     replacement_scores,
     sample,
     setup_torch,
-    write_json,
 )
+from metrics.report import ROOT, fmt, markdown_table, pct, rel, write_json
 from rewrite import editfile
 from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
 from rewrite.solvers import EditRecord

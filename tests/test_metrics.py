@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import common
+from metrics import common, report
 from metrics.common import (
     class_mask,
     collateral,
@@ -335,7 +335,7 @@ def test_edit_setting_from_file_name(tmp_path):
 
 
 def test_markdown_cells():
-    table = common.markdown_table(['a', 'b'], [[0.12345, True], [float('nan'), None]])
+    table = report.markdown_table(['a', 'b'], [[0.12345, True], [float('nan'), None]])
     assert table.splitlines()[2:] == ['| 0.123 | pass |', '| n/a | n/a |']
 
 

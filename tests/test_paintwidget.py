@@ -9,10 +9,11 @@ import pytest
 from conftest import REFERENCE, need_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paintevents import dispatch_dom_event, drag, mouse_message
 from PIL import Image
 
 from rewrite import editfile
-from utils.paintwidget import PaintWidget, dispatch_dom_event, drag, mouse_message, stroke_footprint
+from utils.paintwidget import PaintWidget, stroke_footprint
 
 
 def decoded(widget: PaintWidget) -> np.ndarray:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE, need_shared
+from paintevents import dispatch_dom_event, drag, mouse_message
 from PIL import Image
 
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask, solver_steps
-from utils.paintwidget import dispatch_dom_event, drag, mouse_message
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan
 from utils.zdataset import z_dataset_for_model
 
