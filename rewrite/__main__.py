@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_bytes, atomic_write_text
 from utils.runningstats import QuantileSample, SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, rewrite_site, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
@@ -53,10 +53,11 @@ from .distributed import (
 )
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
+from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
-DEMO_EDIT_DIR = Path(__file__).resolve().parents[1] / 'notebooks' / 'masks' / 'demo'
+DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
 DEMO_LAYER = 6
 SOLVERS = ('original', 'fast', 'linear')
 EXIT_BAD_INPUT = 2
@@ -143,7 +144,8 @@ def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='rewrite', description='Rewrite the rules of a StyleGAN2 and sample from it.')
-    sub = parser.add_subparsers(dest='command', metavar='{sample,apply,stats,demo}', parser_class=_Parser)
+    sub = parser.add_subparsers(dest='command', metavar='{sample,apply,stats,demo,advise,convert,notebook}',
+                                parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser('sample', help='write images 0..n-1 of a (possibly edited) generator as PNGs',
@@ -241,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('source', type=Path, help='the NVlabs network-snapshot-*.pkl')
     p.add_argument('dest', type=Path, help='the .pt file to write')
     p.set_defaults(run=run_convert)
+
+    p = sub.add_parser('notebook', help='copy the demonstration notebook and the bundled edits into a folder',
+                       description=f'Copies {notebooks_dir() / "rewriting-interface.ipynb"} and the bundled edits '
+                                   '(masks/demo/*.json) into DIR, for an installed package whose files live in '
+                                   'site-packages. Existing files are never replaced.')
+    p.add_argument('dest', type=Path, nargs='?', default=Path('rewrite-notebook'),
+                   help='the folder to copy into (default ./rewrite-notebook; created if missing)')
+    p.set_defaults(run=run_notebook)
     for command in sub.choices.values():
         command.add_argument('--threads', type=_int_at_least(1), default=default_threads(),
                              help=f'CPU threads torch may use (default {default_threads()}: OMP_NUM_THREADS when '
@@ -255,6 +265,24 @@ def default_threads() -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def run_notebook(args: argparse.Namespace, world) -> None:
+    """notebook [DIR]: the notebook and masks/demo/*.json copied into DIR (nothing replaced)."""
+    single_process(world, 'notebook')
+    check_writable_dir(args.dest, 'DIR')
+    files = notebook_files(args.dest)
+    missing = [str(source) for source, _ in files if not source.is_file()]
+    if missing:
+        raise CliError(f'the package has no {", ".join(missing)}: reinstall it (pip install .)')
+    existing = [str(target) for _, target in files if target.exists()]
+    if existing:
+        raise CliError(f'{", ".join(existing)} already exist(s): nothing was copied; choose another DIR or move them')
+    for source, target in files:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, source.read_bytes())
+    print(f'wrote {files[0][1]} and {len(files) - 1} bundled edits in {args.dest / "masks" / "demo"}; open it with '
+          f'`jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it)')
 
 
 def run_convert(args: argparse.Namespace, world) -> None:

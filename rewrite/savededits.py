@@ -61,3 +61,22 @@ def export_path(text: str | None) -> Path:
         raise SavedEditError(f'export: the folder {path.parent} does not exist (Export does not create folders): '
                              'create it first or choose an existing folder, e.g. masks/rewritten.pt')
     return path
+
+
+NOTEBOOK_NAME = 'rewriting-interface.ipynb'
+
+
+def notebooks_dir() -> Path:
+    """The demonstration notebook and the bundled edits (masks/demo/): the checkout's notebooks/ folder, or
+    its installed copy, the package data rewrite/notebooks/ of a non-editable install."""
+    here = Path(__file__).resolve().parent
+    installed = here / 'notebooks'
+    return installed if (installed / NOTEBOOK_NAME).is_file() else here.parent / 'notebooks'
+
+
+def notebook_files(dest: Path) -> list[tuple[Path, Path]]:
+    """(source, target) of what `rewrite notebook DEST` copies: the notebook and masks/demo/*.json."""
+    source = notebooks_dir()
+    files = [(source / NOTEBOOK_NAME, dest / NOTEBOOK_NAME)]
+    bundled = sorted((source / 'masks' / 'demo').glob('*.json'))
+    return files + [(path, dest / 'masks' / 'demo' / path.name) for path in bundled]

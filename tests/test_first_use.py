@@ -7,7 +7,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -310,3 +312,91 @@ def test_install_script_names_its_kernel_and_installs_the_cpu_torch(tmp_path, ha
         assert torch_installs == [] and 'keeping the installed torch 2.13.0' in proc.stdout
     else:
         assert torch_installs == ['-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu']
+
+
+# ---- 6. packaging: an installed copy has what its commands need; a user's utils.py does not shadow ----
+
+USER_UTILS = "X = 'the user\\'s own utils.py'\n"
+
+
+def run_python(code: str, cwd: Path, python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = os.environ | {'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    return subprocess.run([python, '-c', code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_users_utils_py_does_not_shadow_the_toolkit(tmp_path):
+    (tmp_path / 'utils.py').write_text(USER_UTILS)
+    proc = run_python('import rewrite.ganrewrite, utils.stylegan2; print(utils.stylegan2.__file__)', tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(ROOT / 'utils' / 'stylegan2' / '__init__.py')
+    assert f"a module named 'utils' ({tmp_path / 'utils.py'}) comes before" in proc.stderr
+    assert 'rename your utils.py' in proc.stderr
+    proc = run_python('import utils, rewrite', tmp_path)               # the user's utils imported first
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('ImportError') and str(tmp_path / 'utils.py') in last
+    assert 'rename your utils.py' in last and 'import rewrite before it' in last
+    proc = run_python('import rewrite, utils; print(utils.__file__)', ROOT)   # no shadow: no warning
+    assert proc.returncode == 0 and proc.stderr == '' and proc.stdout.strip() == str(ROOT / 'utils' / '__init__.py')
+
+
+def test_notebook_command_copies_the_notebook_and_bundled_edits(tmp_path, capsys):
+    dest = tmp_path / 'nb'
+    code, out, err = run(capsys, 'notebook', dest)
+    assert code == 0, err
+    source = ROOT / 'notebooks'
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file())
+    bundled = (source / 'masks' / 'demo').glob('*.json')
+    expected = ['rewriting-interface.ipynb'] + [f'masks/demo/{p.name}' for p in bundled]
+    assert copied == sorted(expected) and 'wrote' in out
+    assert all((dest / name).read_bytes() == (source / name).read_bytes() for name in expected)
+    (dest / 'rewriting-interface.ipynb').write_text('mine')
+    code, _, err = run(capsys, 'notebook', dest)
+    assert code == 2 and 'already exist' in err and 'nothing was copied' in err
+    assert (dest / 'rewriting-interface.ipynb').read_text() == 'mine'
+
+
+def source_tree(dest: Path) -> Path:
+    """The files git tracks (or would: untracked, not ignored), as they are in the working tree."""
+    listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split('\0')
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_demo_and_notebook_from_another_folder(tmp_path):
+    """pip install . (not editable) into a fresh venv that borrows torch from the system's site-packages."""
+    src = source_tree(tmp_path / 'src')
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', '--without-pip', str(venv)], check=True,
+                   timeout=300)                            # the system's pip and setuptools (no network needed)
+    python, rewrite_cmd = str(venv / 'bin' / 'python'), str(venv / 'bin' / 'rewrite')
+    proc = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', str(src)],
+                          capture_output=True, text=True, timeout=600, env=os.environ | {'PIP_NO_INDEX': '1'})
+    assert proc.returncode == 0, proc.stderr
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'utils.py').write_text(USER_UTILS)                    # and a user's utils.py beside it
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | {'OMP_NUM_THREADS': '1'}
+    located = subprocess.run([python, '-c', 'import rewrite, utils.stylegan2; print(rewrite.__file__); '
+                              'print(utils.stylegan2.__file__)'], cwd=elsewhere, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert located.returncode == 0, located.stderr
+    site = str(venv / 'lib')
+    assert all(line.startswith(site) for line in located.stdout.split()), located.stdout
+    demo = subprocess.run([rewrite_cmd, 'demo', '--stats-n', '50', '--cachedir', 'cache', '--quiet', '--threads', '1'],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr
+    assert 'demo edit' in demo.stdout and 'dome2spire_layer8_rank3' in demo.stdout
+    assert (elsewhere / 'demo_before_after.png').is_file()
+    notebook = subprocess.run([rewrite_cmd, 'notebook', 'nb'], cwd=elsewhere, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert notebook.returncode == 0, notebook.stderr
+    assert (elsewhere / 'nb' / 'rewriting-interface.ipynb').read_bytes() == \
+        (ROOT / 'notebooks' / 'rewriting-interface.ipynb').read_bytes()
+    installed = list(venv.rglob('*-train.pt'))
+    assert installed == [], 'the demo GANs\' training state must not be packaged'
