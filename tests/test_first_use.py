@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -400,3 +401,32 @@ def test_non_editable_install_runs_demo_and_notebook_from_another_folder(tmp_pat
         (ROOT / 'notebooks' / 'rewriting-interface.ipynb').read_bytes()
     installed = list(venv.rglob('*-train.pt'))
     assert installed == [], 'the demo GANs\' training state must not be packaged'
+
+
+# ---- 5. what the README's commands and the notebook write is git-ignored ---------------------------
+
+def readme_outputs(text: str) -> set[str]:
+    """Paths the README's commands write: --out/--cachedir/convert targets, .save('...') and save_checkpoint."""
+    found = set(re.findall(r'--out (\S+)', text))
+    found |= {folder.rstrip('/') + '/' for folder in re.findall(r'--cachedir (\S+)', text)}
+    found |= {folder.rstrip('/') + '/' for folder in re.findall(r'rewrite notebook (\S+)', text)}
+    found |= set(re.findall(r"(?:\.save|save_checkpoint\(gw\.model,) ?\(?'([^']+)'", text))
+    found |= {folder + '/' for folder in re.findall(r'cachedir="([^"]+)"', text)}
+    found |= set(re.findall(r'rewrite convert \S+ (\S+)', text))
+    found |= {'demo_before_after.png', 'rewrite-notebook/'}   # the defaults of rewrite demo / rewrite notebook
+    return {path for path in found if path not in ('DIR', 'FILE')}
+
+
+def test_readme_commands_and_the_notebook_write_only_ignored_paths():
+    if not (ROOT / '.git').exists():
+        pytest.skip('not a git checkout')
+    written = readme_outputs((ROOT / 'README.md').read_text())
+    assert {'samples/', 'edited/', 'edited.pt', 'edited5.png', 'advice/', 'cache/', 'my-notebook/'} <= written
+    notebook = ['notebooks/masks/scripted_example.json', 'notebooks/masks/rewritten.pt', 'notebooks/masks/cache/k.npz']
+    paths = sorted(p.rstrip('/') + ('/x' if p.endswith('/') else '') for p in written) + notebook
+    proc = subprocess.run(['git', 'check-ignore', '--no-index', *paths], cwd=ROOT, capture_output=True, text=True)
+    ignored = set(proc.stdout.split())
+    assert [p for p in paths if p not in ignored] == []
+    bundled = subprocess.run(['git', 'check-ignore', '--no-index', 'notebooks/masks/demo/dome2spire_layer8_rank3.json'],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert bundled.returncode == 1, 'the bundled edits must stay tracked'
