@@ -13,7 +13,7 @@ checkpoint (metrics.make_demo_edits; --keep-edits only warns).
   model vs data, beside data-half vs data-half (and model-half vs data-half, the same sample size).
 - Speed: images/s at batch 32 after a warm-up: the fastest of --speed-repeats timed batches (the CPU is
   shared; the median is reported too).
-- Edit quality (the paper's section 5.1 on the demo world; definitions in metrics/common.py): the bundled
+- Edit quality (the paper's section 5.1 on the demo world; definitions in utils/demo/measures.py): the bundled
   dome-to-spire edit and watermark erase (fast solver, at the layer and rank their file names record; made at
   the tool's truncation 0.5), scored on N held-out z's (seed 2) at truncation 1.0: effectiveness and the
   change outside the edited region.
@@ -35,19 +35,14 @@ from metrics.common import (
     EDIT_TRUNCATION,
     EVAL_SEED,
     EVAL_TRUNCATION,
-    REGION_RADIUS,
     WEIGHTS,
     ZSAMPLE,
-    Samples,
     Snapshot,
     add_snapshot_args,
     bundled_request,
     collateral_text,
-    frechet,
     generate,
-    presence_rates,
     sample,
-    segmenter_features,
     tile,
 )
 from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, PLAN, apply_plan, open_snapshot, score_plan
@@ -55,6 +50,13 @@ from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_js
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils import imgviz
 from utils.demo import Segmenter, render_batch
+from utils.demo.measures import (
+    REGION_RADIUS,
+    Samples,
+    frechet,
+    presence_rates,
+    segmenter_features,
+)
 from utils.demo.scenes import images_to_tensor
 from utils.demo.segmenter import vote_tops
 from utils.demo.train_gan import DATA_OFFSET

@@ -15,7 +15,7 @@ made for another checkpoint), each method edits a fresh copy of the demo generat
 
 and, for the watermark erase, ours (original and fast solvers) and zeroing the top watermark units.
 Every edited model is scored on --n held-out z's (seed 2, truncation 1.0) against the unedited model on the
-same z's (definitions in metrics/common.py): effectiveness, the change outside the edited class's region
+same z's (definitions in utils/demo/measures.py): effectiveness, the change outside the edited class's region
 (mean absolute pixel change, segmenter-feature change, label change), the Frechet distance of segmenter
 features to the unedited samples, and the seconds the edit took (statistics gathered beforehand).
 Acceptance: the original- and fast-solver rows of dome to spire agree in effectiveness within 5 points
@@ -43,7 +43,6 @@ from metrics.common import (
     EDIT_TRUNCATION,
     EVAL_SEED,
     EVAL_TRUNCATION,
-    REGION_RADIUS,
     RESULTS,
     ZSAMPLE,
     add_snapshot_args,
@@ -55,6 +54,9 @@ from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, open_snapshot, s
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.solvers import EditRecord
+from utils.demo.measures import (
+    REGION_RADIUS,
+)
 from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
@@ -191,7 +193,7 @@ def report(res: dict) -> str:
 Checkpoint `{res['checkpoint']['sha256']}` (training iteration {res['checkpoint']['iterations']}); edits made at
 truncation {EDIT_TRUNCATION}, scored on {res['settings']['n']} held-out z's (seed {EVAL_SEED}) at truncation
 {EVAL_TRUNCATION}; original solver and fine-tuning: {res['settings']['niter']} iterations; zeroing:
-{res['settings']['zero_units']} units. Measures as defined in `metrics/common.py` (regions dilated by
+{res['settings']['zero_units']} units. Measures as defined in `utils/demo/measures.py` (regions dilated by
 {res['settings']['region_radius']} px); seconds on a shared CPU, {res['machine']['torch_threads']} thread(s).
 
 ## Dome to spire (`{rep['file']}`, layer {rep['layer']}, bundled rank {rep['rank']})

@@ -17,7 +17,7 @@ Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(m
 Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
 original UI painted them, written with rewrite.editfile. Each edit is applied (fast solver) at every layer of
 --layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 3, truncation 1.0: the
-model's full distribution, whose class rates are the data's; see metrics/common.py for the measures; the
+model's full distribution, whose class rates are the data's; see utils/demo/measures.py for the measures; the
 metrics that report the edits score them on other z's, seed 2). The setting is chosen as a user would compare
 them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of the most effective one, the one that
 changes least outside the edited region (a higher rank gives the change more freedom, so it is chosen only
@@ -44,18 +44,11 @@ from metrics.common import (
     EDIT_DIR,
     EDIT_TRUNCATION,
     EVAL_TRUNCATION,
-    MIN_PIXELS,
     RESULTS,
     SELECTION_SEED,
-    TOPS,
     ZSAMPLE,
-    Samples,
     Snapshot,
-    class_mask,
-    dilate,
-    erase_scores,
     load_snapshot,
-    replacement_scores,
     sample,
     setup_torch,
 )
@@ -64,6 +57,15 @@ from rewrite import editfile
 from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
 from rewrite.solvers import EditRecord
 from utils.demo import Segmenter, load_segmenter
+from utils.demo.measures import (
+    MIN_PIXELS,
+    TOPS,
+    Samples,
+    class_mask,
+    dilate,
+    erase_scores,
+    replacement_scores,
+)
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 

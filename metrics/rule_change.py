@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from metrics.common import RESULTS, machine_info, rel, setup_torch, write_json
+from metrics.common import RESULTS, setup_torch
+from metrics.report import machine_info, rel, write_json
 from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, present
 from rewrite.rulechange import (
     change_outside,

@@ -9,18 +9,6 @@ import pytest
 import torch
 
 from metrics import common, report
-from metrics.common import (
-    class_mask,
-    collateral,
-    dilate,
-    effectiveness,
-    feature_change_outside,
-    label_change_outside,
-    mean_abs_change_outside,
-    presence_rates,
-    replaced,
-    tower,
-)
 from metrics.demo_world import EARLY_NOTE, goals, missed_goals_note
 from metrics.make_demo_edits import (
     EFFECTIVENESS_TOLERANCE,
@@ -39,6 +27,19 @@ from metrics.make_demo_edits import (
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.demo import CLASSES, load_segmenter
+from utils.demo.measures import (
+    TOPS,
+    class_mask,
+    collateral,
+    dilate,
+    effectiveness,
+    feature_change_outside,
+    label_change_outside,
+    mean_abs_change_outside,
+    presence_rates,
+    replaced,
+    tower,
+)
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
@@ -191,7 +192,7 @@ def test_feature_change_outside_ignores_changes_inside():
 
 def test_class_mask_of_several_classes():
     labels = label_map(['dpfs'])
-    assert class_mask(labels, common.TOPS).tolist() == [[True, True, True, False]]
+    assert class_mask(labels, TOPS).tolist() == [[True, True, True, False]]
 
 
 # ---------------------------------------------------------------------------------------------------
