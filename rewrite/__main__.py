@@ -53,6 +53,7 @@ from .distributed import (
 )
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
+from .preserve import PRESERVE_WEIGHT
 from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
 
@@ -129,6 +130,9 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
                         "paper's --niter Adam steps, minutes)")
     p.add_argument('--niter', type=_int_at_least(1), default=2001,
                    help="iterations of the 'original' and 'linear' solvers (default 2001)")
+    p.add_argument('--preserve-weight', type=_finite_float, default=PRESERVE_WEIGHT,
+                   help="weight of the edit file's 'preserve' regions (outputs kept as they are; default "
+                        f"{PRESERVE_WEIGHT}; 0 ignores them)")
 
 
 def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
@@ -410,12 +414,14 @@ class EditSpec:
     cachedir: Path
     progress: bool
     stats_n: int | None = None
+    preserve_weight: float = PRESERVE_WEIGHT
 
     def describe(self) -> dict:
         """What defines the edit's result (the request by its hash)."""
         text = json.dumps(self.request, sort_keys=True).encode()
         described = {'request_sha256': hashlib.sha256(text).hexdigest(), 'layer': self.layer, 'rank': self.rank,
                      'solver': self.solver, 'niter': self.niter, 'zsample': self.zsample}
+        described |= {'preserve_weight': self.preserve_weight} if 'preserve' in self.request else {}
         return described | ({'stats_n': self.stats_n} if self.stats_n is not None else {})
 
 
@@ -436,7 +442,7 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
         raise CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
                        f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
-                    not args.quiet, args.stats_n)
+                    not args.quiet, args.stats_n, args.preserve_weight)
 
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
@@ -466,7 +472,7 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
             with warnings.catch_warnings():       # a rise is reported below, once
                 warnings.filterwarnings('ignore', message='the goal loss rose', category=RuntimeWarning)
                 record = gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver,
-                                          update_callback=progress)
+                                          update_callback=progress, preserve_weight=spec.preserve_weight)
         except (RewriteError, FloatingPointError) as e:
             raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
     if record.rolled_back:                      # far worse than no change: refused, nothing is written
@@ -481,8 +487,10 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
 def edit_summary(record) -> str:
     if record.kind == 'zero':
         return f'context rule removed: rank {record.rank} in {record.seconds:.1f}s'
+    kept = ('' if record.preserve_change is None else
+            f'; preserve regions changed {record.preserve_change:.4g} (weight {record.preserve_weight:g})')
     return (f'{record.kind} applied: solver {record.solver}, rank {record.rank}, loss {record.initial_loss:.4g} -> '
-            f'{record.final_loss:.4g} in {record.seconds:.1f}s')
+            f'{record.final_loss:.4g} in {record.seconds:.1f}s{kept}')
 
 
 def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:

@@ -11,6 +11,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from conftest import layout_checkpoint, need_shared
+from test_cli import files  # noqa: F401  (the tiny checkpoint fixture)
 
 from rewrite.preserve import PreserveSet, context_directions
 from rewrite.solvers import LowRankTarget, PreserveTerm, TargetLayer, _reweighted_least_squares, insert_fast
@@ -252,3 +253,59 @@ def test_preserve_weight_and_solver_errors_leave_the_weights(demo_gw):
     with pytest.raises(ValueError, match=r'preserve\[0\]'):
         gw.apply_edit(with_preserve([[gw.num_images, box_mask(256, 0, 0, 64, 64)]]), rank=1, solver='fast')
     assert torch.equal(gw.target_weights(), before)
+
+
+# ---- the command line uses the file's preserve regions -----------------------------------------
+
+def test_cli_apply_and_sample_use_the_preserve_regions(files, tmp_path, capsys):  # noqa: F811
+    from test_cli import LAYER, NITER, ZSAMPLE, box, edit_json, in_memory_edit, load, read_png, reference_images, run
+
+    from rewrite.editfile import encode_mask
+    from utils.stylegan2 import read_checkpoint
+    edit = tmp_path / 'keep.json'
+    edit.write_text(json.dumps({**edit_json(), 'preserve': [[9, encode_mask(box(0, 0, 32, 32))]]}))
+    common = ['--edit', edit, '--layer', LAYER, '--solver', 'original', '--niter', NITER, '--zsample', ZSAMPLE,
+              '--cachedir', files['cache'], '--quiet']
+    weights = {}
+    for value in ('0', '50'):
+        out = tmp_path / f'w{value}.pt'
+        code, stdout, _ = run(capsys, 'apply', '--model', files['ckpt'], *common, '--preserve-weight', value,
+                              '--out', out)
+        assert code == 0
+        assert ('preserve regions changed' in stdout) == (value != '0')
+        weights[value] = read_checkpoint(out)['g_ema'][f'convs.{LAYER - 3}.conv.weight']
+    key = f'convs.{LAYER - 3}.conv.weight'
+    # weight 0 ignores the regions: the edit without them, bit for bit
+    assert torch.equal(weights['0'], in_memory_edit(files).checkpoint_state_dict()[key])
+    assert not torch.equal(weights['0'], weights['50'])
+    # sample --edit makes the same model as apply (default weight: preserve regions used)
+    code, _, _ = run(capsys, 'apply', '--model', files['ckpt'], *common, '--out', tmp_path / 'default.pt')
+    assert code == 0
+    edited = load(tmp_path / 'default.pt')
+    assert not torch.equal(edited.checkpoint_state_dict()[key], weights['0'])
+    code, _, _ = run(capsys, 'sample', '--model', files['ckpt'], *common, '--n', 2, '--batch', 2,
+                     '--out', tmp_path / 's', '--quiet')
+    assert code == 0
+    ref = reference_images(edited, [0, 1], batch=2)
+    for i in (0, 1):
+        np.testing.assert_array_equal(read_png(tmp_path / 's' / f'{i:06d}.png'), ref[i])
+    code, _, err = run(capsys, 'apply', '--model', files['ckpt'], *common, '--preserve-weight', '-1',
+                       '--out', tmp_path / 'bad.pt')
+    assert code != 0 and 'preserve-weight' in err and not (tmp_path / 'bad.pt').exists()
+
+
+# ---- the notebook shows a preserve edit ---------------------------------------------------------
+
+def test_notebook_preserve_example(tmp_path):
+    import nbformat
+    from test_notebook import NOTEBOOK, execute, outputs_of, text_of, with_parameters
+    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SAMPLE_SIZE=60, NUM_CANVASES=4, CANVAS_SIZE=128,
+                         MASK_DIR=str(tmp_path / 'masks'))
+    cell = next(cell for cell in nb.cells if 'preserve-example' in cell.metadata.get('tags', []))
+    assert cell.source.lstrip().startswith('# run_preserve_example()'), 'the example must not run by itself'
+    cell.source = 'run_preserve_example()'
+    execute(nb)
+    text = text_of(nb)
+    changes = [float(line.rsplit(' ', 1)[1]) for line in text.splitlines() if 'preserve region changed' in line]
+    assert len(changes) == 2 and changes[1] < 0.5 * changes[0]
+    assert len(outputs_of(nb, 'image/png')) == 3                  # original and the two weights
