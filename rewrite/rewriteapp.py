@@ -837,19 +837,20 @@ class GanRewriteApp(widgets.VBox):
 
     @reports_errors('Undo')
     def undo(self, _button=None) -> None:
-        record = self.gw.undo()
-        if record is None:
-            raise UserError('nothing to undo: no change has been executed')
-        self.refresh()
-        self.show_message(f'undid the last {record.kind} (Redo re-applies it)')
+        self._step_history(self.gw.undo, 'nothing to undo: no change has been executed',
+                           'undid the last {} (Redo re-applies it)')
 
     @reports_errors('Redo')
     def redo(self, _button=None) -> None:
-        record = self.gw.redo()
+        self._step_history(self.gw.redo, 'nothing to redo: no change has been undone', 'redid the {}')
+
+    def _step_history(self, step: Callable, nothing: str, done: str) -> None:
+        """step() (the rewriter's undo or redo) -> its record, or UserError(nothing); repaint, report done."""
+        record = step()
         if record is None:
-            raise UserError('nothing to redo: no change has been undone')
+            raise UserError(nothing)
         self.refresh()
-        self.show_message(f'redid the {record.kind}')
+        self.show_message(done.format(record.kind))
 
     @reports_errors('History')
     def go_to(self, state: int) -> None:
