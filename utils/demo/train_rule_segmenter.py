@@ -11,7 +11,6 @@ Writes the weights atomically, then ``segmenter_glow_card.{json,md}`` beside the
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ import torch
 
 from utils.demo.scenes import CLASS_ID, RULE_CLASSES, images_to_tensor, render_batch
 from utils.demo.segmenter import Segmenter, load_segmenter, save_segmenter
-from utils.demo.train_segmenter import AUGMENTATION, fit, iou_report, train_indices
+from utils.demo.train_segmenter import AUGMENTATION, fit, iou_report, train_indices, training_arguments
 from utils.fileio import atomic_path
 
 EVAL_INDICES = range(1000)
@@ -86,12 +85,7 @@ The demo segmenter fine-tuned to label the 'glow' scene family of `utils/demo/sc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--out', type=Path, default=Path('utils/demo/weights/segmenter_glow.pt'))
-    ap.add_argument('--iters', type=int, default=600)
-    ap.add_argument('--batch', type=int, default=16)
-    ap.add_argument('--seed', type=int, default=1)
-    ap.add_argument('--lr', type=float, default=1e-3)
+    ap = training_arguments(__doc__, Path('utils/demo/weights/segmenter_glow.pt'), iters=600, batch=16, seed=1, lr=1e-3)
     ap.add_argument('--eval-scenes', type=int, default=1000)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -211,14 +211,20 @@ def describe_training(args: argparse.Namespace, wall: float) -> dict:
                        f'--lr {args.lr} --width {args.width}'}
 
 
+def training_arguments(doc: str, out: Path, iters: int, batch: int, seed: int, lr: float
+                       ) -> argparse.ArgumentParser:
+    """The options both segmenter trainers take (--out, --iters, --batch, --seed, --lr), with their defaults."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument('--out', type=Path, default=out)
+    ap.add_argument('--iters', type=int, default=iters)
+    ap.add_argument('--batch', type=int, default=batch)
+    ap.add_argument('--seed', type=int, default=seed)
+    ap.add_argument('--lr', type=float, default=lr)
+    return ap
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--out', type=Path,
-                    default=Path('utils/demo/weights/segmenter.pt'))
-    ap.add_argument('--iters', type=int, default=3000)
-    ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--lr', type=float, default=3e-3)
+    ap = training_arguments(__doc__, Path('utils/demo/weights/segmenter.pt'), iters=3000, batch=32, seed=0, lr=3e-3)
     ap.add_argument('--width', type=int, default=16)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
