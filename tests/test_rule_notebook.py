@@ -23,7 +23,7 @@ def test_rule_notebook_is_stored_clean_with_parameters_first():
 def test_rule_notebook_runs_top_to_bottom(tmp_path):
     out = tmp_path / 'changed.pt'
     nb = with_parameters(nbformat.read(RULE_NOTEBOOK, as_version=4), N_DISSECT=60, N_TRAIN=3, N_EVAL=6,
-                         LAYERS='layer6,layer8', STEPS=2, RANK_ONE_STEPS=3, OUT=str(out))
+                         LAYERS='layer6,layer8', STEPS=2, RANK_ONE_STEPS=3, OUT=str(out), PROBER_SIZE=128)
     NotebookClient(nb, timeout=600, kernel_name='python3',
                    resources={'metadata': {'path': str(RULE_NOTEBOOK.parent)}}).execute()
     text = text_of(nb)
@@ -31,6 +31,7 @@ def test_rule_notebook_runs_top_to_bottom(tmp_path):
     assert 'rank 1 change' in text and 'flip rate' in text and f'saved the changed model to {out}' in text
     assert len(outputs_of(nb, 'image/png')) >= 4                       # interventions, plot, before/after
     assert any('| layer6 |' in o['data']['text/markdown'] for o in outputs_of(nb, 'text/markdown'))
+    assert outputs_of(nb, 'application/vnd.jupyter.widget-view+json'), 'the prober was not displayed'
     ckpt = torch.load(out, weights_only=True)
     assert {'g_ema', 'latent_avg', 'rule_change'} <= set(ckpt)
     assert ckpt['rule_change']['layer'] in ('layer6', 'layer8')

@@ -1,0 +1,50 @@
+"""The rule prober in a real browser: the rule notebook served by Voila, driven with Playwright in headless
+Chromium. Paints where to add the cause and checks both models' pictures are redrawn with it."""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import numpy as np
+import pytest
+from browser.voila_server import serve_voila
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, pixels, stroke, sync_playwright  # noqa: F401 - fixture
+from test_notebook import ROOT, with_parameters
+from test_rule_notebook import RULE_NOTEBOOK
+
+pytestmark = pytest.mark.slow
+
+
+def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa: F811 - fixture
+    nb = with_parameters(nbformat.read(RULE_NOTEBOOK, as_version=4), N_DISSECT=60, N_TRAIN=3, N_EVAL=6,
+                         LAYERS='layer6,layer8', STEPS=2, RANK_ONE_STEPS=3, OUT='', PROBER_SIZE=192)
+    served = tmp_path / 'reflection-rule-change.ipynb'
+    nbformat.write(nb, served)
+    env = {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
+           'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+    problems: list[str] = []
+    with serve_voila(served, env, log=tmp_path / 'voila.log') as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            from playwright.sync_api import expect
+            page = browser.new_page(viewport={'width': 1200, 'height': 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
+            page.goto(url, timeout=TIMEOUT_MS)
+            status = page.locator('.rp-status')
+            expect(status).to_contain_text('no intervention', timeout=TIMEOUT_MS)
+            original, changed = page.locator('img.rp-original'), page.locator('img.rp-changed')
+            before = pixels(original), pixels(changed)
+            stroke(page, page.locator('img.rp-canvas'), (0.3, 0.5), (0.7, 0.6))
+            expect(status).to_contain_text('cause added at strength 4 inside the paint')
+            expect(status).to_contain_text('changed: lit windows')
+            assert np.abs(pixels(original) - before[0]).mean() > 0.5, 'the original model was not redrawn'
+            assert np.abs(pixels(changed) - before[1]).mean() > 0.5, 'the changed model was not redrawn'
+            page.screenshot(path=str(tmp_path / 'rule-prober.png'), full_page=True)
+            assert not [t for t in problems if 'page error' in t], problems
+        except Exception as error:
+            log = (tmp_path / 'voila.log').read_text()[-4000:]
+            raise AssertionError(f'{error}\nbrowser errors: {problems[-10:]}\nvoila log:\n{log}') from error
+        finally:
+            browser.close()
