@@ -285,8 +285,9 @@ def run_notebook(args: argparse.Namespace, world) -> None:
     for source, target in files:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, source.read_bytes())
-    print(f'wrote {files[0][1]} and {len(files) - 1} bundled edits in {args.dest / "masks" / "demo"}; open it with '
-          f'`jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it)')
+    print(f'wrote {files[0][1]}, {files[1][1]} and {len(files) - 2} bundled edits in {args.dest / "masks" / "demo"}; '
+          f'open it with `jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it), '
+          f'or `cd {args.dest} && voila {files[0][1].name}`')
 
 
 def run_convert(args: argparse.Namespace, world) -> None:

@@ -75,8 +75,9 @@ def notebooks_dir() -> Path:
 
 
 def notebook_files(dest: Path) -> list[tuple[Path, Path]]:
-    """(source, target) of what `rewrite notebook DEST` copies: the notebook and masks/demo/*.json."""
+    """(source, target) of what `rewrite notebook DEST` copies: the notebook, voila.json (Voila shuts down
+    the kernels of closed tabs after 10 idle minutes when started in that folder) and masks/demo/*.json."""
     source = notebooks_dir()
-    files = [(source / NOTEBOOK_NAME, dest / NOTEBOOK_NAME)]
+    files = [(source / name, dest / name) for name in (NOTEBOOK_NAME, 'voila.json')]
     bundled = sorted((source / 'masks' / 'demo').glob('*.json'))
     return files + [(path, dest / 'masks' / 'demo' / path.name) for path in bundled]

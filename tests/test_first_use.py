@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -348,7 +350,7 @@ def test_notebook_command_copies_the_notebook_and_bundled_edits(tmp_path, capsys
     source = ROOT / 'notebooks'
     copied = sorted(str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file())
     bundled = (source / 'masks' / 'demo').glob('*.json')
-    expected = ['rewriting-interface.ipynb'] + [f'masks/demo/{p.name}' for p in bundled]
+    expected = ['rewriting-interface.ipynb', 'voila.json'] + [f'masks/demo/{p.name}' for p in bundled]
     assert copied == sorted(expected) and 'wrote' in out
     assert all((dest / name).read_bytes() == (source / name).read_bytes() for name in expected)
     (dest / 'rewriting-interface.ipynb').write_text('mine')
@@ -430,3 +432,52 @@ def test_readme_commands_and_the_notebook_write_only_ignored_paths():
     bundled = subprocess.run(['git', 'check-ignore', '--no-index', 'notebooks/masks/demo/dome2spire_layer8_rank3.json'],
                              cwd=ROOT, capture_output=True, text=True)
     assert bundled.returncode == 1, 'the bundled edits must stay tracked'
+
+
+# ---- 5. Voila: kernels of closed pages are shut down (notebooks/voila.json) -------------------------
+
+def voila_kernels(server_pid: int) -> list[int]:
+    """Process ids of the kernels a Voila server started (its ipykernel children)."""
+    found = []
+    for entry in Path('/proc').iterdir():
+        try:
+            ppid = int((entry / 'stat').read_text().rsplit(')', 1)[1].split()[1])
+            command = (entry / 'cmdline').read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == server_pid and b'ipykernel' in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path('/proc').is_dir(), reason='counts kernel processes through /proc (Linux)')
+def test_voila_config_shuts_down_the_kernels_of_closed_pages(tmp_path):
+    """notebooks/voila.json, with its timeouts shortened to seconds, culls the kernels of pages no one has
+    open (two page loads without a browser: no kernel connection stays)."""
+    voila = pytest.importorskip('voila')
+    assert voila
+    import nbformat
+    from browser.voila_server import free_port, serving
+
+    config = json.loads((ROOT / 'notebooks' / 'voila.json').read_text())
+    culling = config['MappingKernelManager']
+    assert (culling['cull_idle_timeout'], culling['cull_interval'], culling['cull_connected']) == (600, 60, False)
+    culling.update(cull_idle_timeout=3, cull_interval=1)
+    (tmp_path / 'voila.json').write_text(json.dumps(config))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('print(1)')])
+    notebook.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    nbformat.write(notebook, tmp_path / 'page.ipynb')
+    port = free_port()
+    command = [sys.executable, '-m', 'voila', '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', 'page.ipynb']
+    with serving(command, port, tmp_path, {'OMP_NUM_THREADS': '1'}, tmp_path / 'voila.log', timeout=120):
+        server = next(int(line.split()[0]) for line in subprocess.run(
+            ['ps', '-eo', 'pid,args'], capture_output=True, text=True).stdout.splitlines()
+            if f'--port={port}' in line and 'voila' in line)
+        for _ in range(2):
+            urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=300).read()
+        assert len(voila_kernels(server)) == 2
+        deadline = time.monotonic() + 60
+        while voila_kernels(server) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert voila_kernels(server) == [], (tmp_path / 'voila.log').read_text()[-2000:]
