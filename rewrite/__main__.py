@@ -1,17 +1,20 @@
-"""Command line: `python -m rewrite {sample,apply,stats,demo} ...` (also the `rewrite` console script).
+"""Command line: `python -m rewrite {sample,apply,stats,demo,advise,convert,notebook} ...` (also `rewrite ...`).
 
     rewrite sample --model church.pt --n 10000 --out samples/clean
     rewrite sample --model church.pt --edit dome2spire.json --layer 8 --n 10000 --out samples/spire
     rewrite apply  --model church.pt --edit dome2spire.json --layer 8 --out church-spire.pt
     rewrite stats  --model church.pt --layer 8 --n 1000
     rewrite demo
+    rewrite notebook my-notebook/      # the notebook and the bundled edits, copied out of the package
     torchrun --nproc_per_node=4 -m rewrite -- sample ...  # images split across processes (i % 4 == rank)
 
 Under torchrun put `--` before the command (torchrun's own parser would take --n and --start), or
 use their spellings --num-images and --first.
 
 Every input is checked before anything is written; a bad one ends the run with one line on stderr
-and exit status 2.
+and exit status 2. Every command takes --threads (default: OMP_NUM_THREADS, else half the logical CPUs, at
+most 8); the defaults are those of the library: the fast solver (DEFAULT_SOLVER) and truncation 0.5
+(DEFAULT_TRUNCATION).
 """
 
 from __future__ import annotations
