@@ -343,6 +343,8 @@ class GanRewriteApp(widgets.VBox):
         self.body.add_class('rwa-body')
         self.key_events = ipyevents.Event(source=self.body, watched_events=['keydown'], ignore_modifier_key_events=True)
         self.key_events.on_dom_event(self.handle_key)
+        from .advisepanel import AdvisePanel  # the Advise panel's own module (it imports this one)
+        self.advise_panel = AdvisePanel(self)
         return [title,
                 wrapping_row(self.execute_btn, self.erase_btn, self.cancel_btn, self.undo_btn, self.redo_btn,
                              self.revert_btn, self.original_btn),
@@ -353,7 +355,8 @@ class GanRewriteApp(widgets.VBox):
                 self.confirm_row,
                 wrapping_row(self.progress, self.loss_label, self.message_line),
                 self.body,
-                self.history_box]
+                self.history_box,
+                self.advise_panel]
 
     def _solver_changed(self, change) -> None:
         """The fast solver runs a fixed number of steps: iterations and projection apply to the others."""
