@@ -6,7 +6,7 @@
    labelled by the glow segmenter): lit windows, glow when lit / not lit, glow placed as the rule says.
 2. Dissection of the cause at an early layer (rewrite.glowrule.GlowRule: units ranked by IoU with the lit
    windows, the cause's mean direction) on z seed 1.
-3. Interventions on held-out samples (z seed 2, drawn without lit windows but with a building): the cause
+3. Interventions on held-out samples (z seed 2, drawn with a building, without lit windows or glow): the cause
    added inside the building, in the original model: cause and effect presence.
 4. The per-layer search (rewrite.rulechange.layer_search) for the change that reverses the effect, fitted
    on --train samples (z seed 3), scaled to the same change outside the effect region (--budget) and scored
@@ -71,9 +71,9 @@ def main(argv=None) -> dict:
     ap.add_argument('--dissect', type=int, default=200)
     ap.add_argument('--train', type=int, default=12, help='samples the changes are fitted on')
     ap.add_argument('--eval', type=int, default=48, help='held-out interventions')
-    ap.add_argument('--layers', default='layer6,layer7,layer8,layer9,layer10')
-    ap.add_argument('--cause-layer', default='layer5')
-    ap.add_argument('--strength', type=float, default=4.0)
+    ap.add_argument('--layers', default='layer4,layer5,layer6,layer7,layer8,layer9,layer10')
+    ap.add_argument('--cause-layer', default='layer3')
+    ap.add_argument('--strength', type=float, default=8.0)
     ap.add_argument('--budget', type=float, default=MAX_OUTSIDE)
     ap.add_argument('--steps', type=int, default=40)
     ap.add_argument('--rank-one-steps', type=int, default=60)
@@ -193,7 +193,7 @@ Cause dissected at `{r['dissection']['layer']}`: top units by IoU with lit windo
 (IoU {', '.join(f'{v:.3f}' for v in r['dissection']['iou'][:5])}); the cause is added by moving the features
 along its mean direction (lit minus unlit) inside the building, strength {r['args']['strength']}.
 
-Held-out interventions ({i['n']} samples drawn without lit windows, z seed 2), original model: lit windows
+Held-out interventions ({i['n']} samples drawn without lit windows or glow, z seed 2), original model: lit windows
 {pct(i['cause_before_intervention'])} -> {pct(i['cause_after'])}, glow {pct(i['effect_before_intervention'])} ->
 {pct(i['effect_after'])}.
 

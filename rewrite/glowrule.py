@@ -105,8 +105,8 @@ class GlowRule:
     features move along the cause's direction inside the building (negative: remove the cause).
     """
 
-    def __init__(self, model: torch.nn.Module, segmenter: torch.nn.Module, cause_layer: str = 'layer5',
-                 strength: float = 4.0) -> None:
+    def __init__(self, model: torch.nn.Module, segmenter: torch.nn.Module, cause_layer: str = 'layer3',
+                 strength: float = 8.0) -> None:
         self.model, self.segmenter = model, segmenter
         self.cause_layer, self.strength = cause_layer, strength
         self.dissection: Dissection | None = None
@@ -147,10 +147,11 @@ class GlowRule:
         return self.cause_layer, direction_intervention(self.dissection.direction, mask, s)
 
     def candidates(self, z: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first n of z drawn with a building and without lit windows (where the cause can be added),
-        and their labels."""
+        """The first n of z drawn with a building, without lit windows and without glow (where the rule
+        holds and the cause can be added), and their labels."""
         labels = self.labels(self.images(z))
-        keep = ~present(labels, 'lit_window') & (effect_region(labels).flatten(1).sum(1) > 0)
+        keep = ~present(labels, 'lit_window') & ~present(labels, 'glow') & \
+            (effect_region(labels).flatten(1).sum(1) > 0)
         idx = torch.nonzero(keep).flatten()[:n]
         return z[idx], labels[idx]
 

@@ -48,7 +48,7 @@ class RuleProber(widgets.VBox):
         self.rule, self.changed_model, self.z, self.size = rule, changed, z, int(size)
         self.sample = widgets.BoundedIntText(value=0, min=0, max=len(z) - 1, description='sample',
                                              layout=widgets.Layout(width='160px'))
-        self.strength = widgets.FloatSlider(value=rule.strength, min=-8.0, max=8.0, step=0.5,
+        self.strength = widgets.FloatSlider(value=rule.strength, min=-12.0, max=12.0, step=0.5,
                                             description='strength', continuous_update=False)
         self.clear_button = widgets.Button(description='Clear', tooltip='clear the painted region')
         self.canvas = PaintWidget(size=self.size, brushsize=self.size / 14)

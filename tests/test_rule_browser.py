@@ -37,7 +37,7 @@ def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa
             original, changed = page.locator('img.rp-original'), page.locator('img.rp-changed')
             before = pixels(original), pixels(changed)
             stroke(page, page.locator('img.rp-canvas'), (0.3, 0.5), (0.7, 0.6))
-            expect(status).to_contain_text('cause added at strength 4 inside the paint')
+            expect(status).to_contain_text('cause added at strength 8 inside the paint')
             expect(status).to_contain_text('changed: lit windows')
             assert np.abs(pixels(original) - before[0]).mean() > 0.5, 'the original model was not redrawn'
             assert np.abs(pixels(changed) - before[1]).mean() > 0.5, 'the changed model was not redrawn'

@@ -27,7 +27,7 @@ def test_rule_notebook_runs_top_to_bottom(tmp_path):
     NotebookClient(nb, timeout=600, kernel_name='python3',
                    resources={'metadata': {'path': str(RULE_NOTEBOOK.parent)}}).execute()
     text = text_of(nb)
-    assert 'layer5: units ranked by IoU with the lit windows' in text
+    assert 'layer3: units ranked by IoU with the lit windows' in text
     assert 'rank 1 change' in text and 'flip rate' in text and f'saved the changed model to {out}' in text
     assert len(outputs_of(nb, 'image/png')) >= 4                       # interventions, plot, before/after
     assert any('| layer6 |' in o['data']['text/markdown'] for o in outputs_of(nb, 'text/markdown'))

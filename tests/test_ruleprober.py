@@ -39,13 +39,13 @@ def test_prober_adds_the_cause_where_painted_in_both_models(prober):
     mask[40:90, 30:100] = 1.0
     prober.canvas.set_mask(mask)
     prober.update()
-    assert 'cause added at strength 4 inside the paint' in prober.status.value
+    assert 'cause added at strength 8 inside the paint' in prober.status.value
     added = picture(prober.original)
     diff = np.abs(added - plain_original).mean(2)
     assert diff.mean() > 0.5 and diff[:20].mean() < diff[40:90, 30:100].mean()   # most change near the paint
     assert np.abs(picture(prober.changed) - plain_changed).mean() > 0.5
-    prober.strength.value = -4.0                                          # observer: recomputed at once
-    assert 'cause removed at strength -4' in prober.status.value
+    prober.strength.value = -8.0                                          # observer: recomputed at once
+    assert 'cause removed at strength -8' in prober.status.value
     assert 'original: lit windows' in prober.status.value and 'changed: lit windows' in prober.status.value
 
 
