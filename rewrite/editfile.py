@@ -269,12 +269,17 @@ class EditRequest:
                           if s.imgnum >= num_images), key=lambda item: item[0])
         if not outside:
             return
+        needed = max(imgnum for _, _, imgnum in outside) + 1
+        sample = f'the z-sample of {num_images} images (0..{num_images - 1})'
+        if len(outside) == 1:
+            is_query, _, imgnum = outside[0]
+            raise EditFileError(f'{outside[0][1]}.imgnum', f'image {imgnum} is outside {sample}'
+                                + (' (query: used only for search)' if is_query else '')
+                                + f'; a z-sample of at least {needed} images holds it')
         listed = ', '.join(f'{where}.imgnum {imgnum}' + (' (query: used only for search)' if is_query else '')
                            for is_query, where, imgnum in outside)
-        needed = max(imgnum for _, _, imgnum in outside) + 1
-        raise EditFileError(f'{outside[0][1]}.imgnum',
-                            f'{len(outside)} image number(s) outside the z-sample of {num_images} images '
-                            f'(0..{num_images - 1}): {listed}; a z-sample of at least {needed} images holds them')
+        raise EditFileError(f'{outside[0][1]}.imgnum', f'{len(outside)} image numbers are outside {sample}: '
+                                                       f'{listed}; a z-sample of at least {needed} images holds them')
 
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""

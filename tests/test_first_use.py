@@ -108,7 +108,7 @@ def test_stats_n_gathers_statistics_over_fewer_images_than_the_image_numbers_nee
     common = ['--model', tiny['ckpt'], '--edit', tmp_path / 'far.json', '--layer', LAYER, '--quiet',
               '--cachedir', tmp_path / 'cache']
     code, _, err = run(capsys, 'apply', *common, '--zsample', 20, '--out', tmp_path / 'e.pt')
-    assert code == 2 and 'key[1].imgnum 27' in err and '--zsample 28' in err and '--stats-n' in err
+    assert code == 2 and 'key[1].imgnum: image 27 is outside' in err and '--zsample 28' in err and '--stats-n' in err
     code, _, err = run(capsys, 'apply', *common, '--zsample', 28, '--stats-n', 40, '--out', tmp_path / 'e.pt')
     assert code == 2 and '--stats-n 40 exceeds --zsample 28' in err and not (tmp_path / 'e.pt').exists()
     code, out, _ = run(capsys, 'apply', *common, '--zsample', 28, '--stats-n', 12, '--out', tmp_path / 'e.pt')
@@ -183,9 +183,12 @@ def test_all_image_numbers_outside_the_z_sample_in_one_message_query_last():
         parse_edit(request, num_images=20)
     message = str(err.value)
     assert message.index('paste.imgnum 400') < message.index('key[1].imgnum 500') < message.index('query.imgnum 900')
-    assert '3 image number(s) outside the z-sample of 20 images' in message
+    assert '3 image numbers are outside the z-sample of 20 images (0..19)' in message
     assert 'used only for search' in message and 'at least 901 images' in message
     assert err.value.field == 'paste.imgnum'
+    with pytest.raises(EditFileError, match=r'^query\.imgnum: image 900 is outside the z-sample of 20 images '
+                                            r'\(0\.\.19\) \(query: used only for search\); a z-sample of at least 901'):
+        parse_edit(edit_json() | {'query': [900, encode_mask(box(0, 0, 8, 8))]}, num_images=20)
 
 
 def test_masks_of_any_size_are_resampled_to_the_layer():
