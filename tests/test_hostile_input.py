@@ -363,11 +363,14 @@ def test_temps_older_than_the_age_limit_are_removed_whatever_their_pid(tmp_path)
     with atomic_path(target) as old:                     # a temp name of a live writer (this process)
         pass
     old.write_text('left over')                          # the temp was renamed to target: recreate it
-    assert remove_stale_temps(target) == []             # live pid, fresh: kept
+    legacy = tmp_path / '.notes.txt.abcd_123.tmp.txt'  # the pid-less name of earlier versions
+    legacy.write_text('left over')
+    assert remove_stale_temps(target) == []             # live pid / no pid, fresh: kept
     stamp = old.stat().st_mtime - STALE_TEMP_SECONDS - 5
-    os.utime(old, (stamp, stamp))
+    for path in (old, legacy):
+        os.utime(path, (stamp, stamp))
     atomic_write_text(target, 'done')
-    assert not old.exists() and target.read_text() == 'done'
+    assert not old.exists() and not legacy.exists() and target.read_text() == 'done'
 
 
 # ---- numerics: weight-changing paths ---------------------------------------------------------------

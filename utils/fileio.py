@@ -3,7 +3,7 @@
 Temp files are named `.NAME.<pid>-<host>.<random>.tmp<suffixes>` (host: 8 hex digits of the host
 name's hash), so they can be owned by pattern: each write first removes the temps of the same target
 left by a writer that died (its pid no longer runs on this host) or older than STALE_TEMP_SECONDS
-(whatever the host, for shared folders).
+(whatever the host, for shared folders; also the pid-less `.NAME.<random>.tmp*` of earlier versions).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def remove_stale_temps(path: str | os.PathLike, now: float | None = None) -> lis
     STALE_TEMP_SECONDS; returns the paths removed. Only names of this module's pattern are touched."""
     path = Path(path)
     suffix = re.escape('.tmp' + ''.join(path.suffixes))
-    pattern = re.compile(rf'\.{re.escape(path.name)}\.(\d+)-([0-9a-f]{{8}})\.[A-Za-z0-9_]+{suffix}')
+    # this module's names; also its earlier ones without pid and host (`.NAME.<random>.tmp*`: age rule only)
+    pattern = re.compile(rf'\.{re.escape(path.name)}\.(?:(\d+)-([0-9a-f]{{8}})\.)?[A-Za-z0-9_]{{8}}{suffix}')
     now = time.time() if now is None else now
     removed = []
     with contextlib.suppress(FileNotFoundError):
@@ -49,7 +50,7 @@ def remove_stale_temps(path: str | os.PathLike, now: float | None = None) -> lis
             if not match or not entry.is_file(follow_symlinks=False):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                dead = match[2] == _host_tag() and not _pid_alive(int(match[1]))
+                dead = match[1] is not None and match[2] == _host_tag() and not _pid_alive(int(match[1]))
                 if dead or now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
