@@ -20,18 +20,29 @@ layer; `gw.revert()` between ranks) and scored from the model and the request al
   image side); with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
   `preserve_leak`, the mean |pixel change| inside those regions.
 - size: the relative weight change ||W' - W|| / ||W|| of the rewritten layer.
+- attain: how far the held-out targets went where the request asked, not merely how much they changed
+  (reach). An edit: at the layer's output (targets at its resolution), the share of their distance to the
+  nearest of the copied object's outputs that the edit closed, pooled over the target pixels,
+  (sum d_before - sum d_after) / sum d_before. An erase asks that the region look like what surrounds it:
+  the same pooled share for the RGB distance of the target pixels to the mean colour of a ring around them
+  (`removal`). 1: all the way, 0: no closer, negative: further away.
+- effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
 
-Ranking (the rule a user follows when comparing settings by eye, and the one the ground truth of
-metrics/make_demo_edits.py uses with segmenter labels): a setting's *effect* is reach * fit (a change
-where the rule applies, in the direction the example asked for). Of the settings whose effect is at
-least (1 - EFFECT_TOLERANCE) of the largest, the one that leaks least wins; `score` orders the whole
-table the same way: 1 + (1 - leak / largest leak) for those near the best effect (in [1, 2]), effect /
-largest effect for the rest (in [0, 1)). With preserve regions, leak is the larger of the two leaks.
-Skipped or failed settings score nan and come last.
+Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
+rule must hold as well); the edit, the paste image and preserve regions use the model's own truncation.
+
+Ranking (the rule make_demo_edits uses with segmenter labels, with label-free stand-ins): of the settings
+whose attainment is within ATTAIN_TOLERANCE (5 points) of the best, the one that leaks least wins; `score`
+orders the whole table the same way: 1 + (1 - leak / largest leak) for those near the best (in [1, 2]),
+attain / best attain for the rest (in [0, 1)). With preserve regions, leak is the larger of the two leaks.
+Without any held-out target the effect replaces attainment (near: within EFFECT_TOLERANCE of the largest
+effect). Skipped or failed settings score nan and come last.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import os
@@ -54,10 +65,13 @@ from .geometry import centered_location, paste_clip_at_center, positive_bounding
 
 HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
 HELDOUT_N = 48
+HELDOUT_TRUNCATION = 1.0    # held-out samples: the model's whole distribution
 EFFECT_TOLERANCE = 0.15     # settings whose effect is within this share of the best count as equally effective
 TARGET_QUANTILE = 0.5       # held-out pixels responding >= this quantile of the context pixels are the targets
 LEAK_MARGIN = 1 / 16        # the targets grow by this share of the image side before 'elsewhere' begins
 PREVIEW = 6                 # held-out samples kept per setting for pictures
+EXEMPLARS = 4096            # at most this many of the copied object's output pixels are goal exemplars
+ATTAIN_TOLERANCE = 0.05     # settings whose attainment is within this many points of the best count as equal
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -75,6 +89,7 @@ class Candidate:
     paste: float = math.nan
     reach: float = math.nan
     leak: float = math.nan
+    attain: float = math.nan
     preserve_leak: float | None = None
     size: float = math.nan
     effect: float = math.nan
@@ -110,6 +125,7 @@ class Advice:
     heldout_seed: int
     seconds: float
     before_previews: np.ndarray | None = field(default=None, repr=False)
+    heldout_truncation: float | None = None
 
     @property
     def best(self) -> Candidate | None:
@@ -118,19 +134,23 @@ class Advice:
     def to_json(self) -> dict:
         best = self.best
         return {'best': None if best is None else {'layer': best.layer, 'rank': best.rank},
-                'heldout_n': self.heldout_n, 'heldout_seed': self.heldout_seed, 'seconds': self.seconds,
+                'heldout_n': self.heldout_n, 'heldout_seed': self.heldout_seed,
+                'heldout_truncation': self.heldout_truncation, 'seconds': self.seconds,
                 'effect_tolerance': EFFECT_TOLERANCE, 'target_quantile': TARGET_QUANTILE,
-                'leak_margin': LEAK_MARGIN, 'table': [c.to_json() for c in self.table]}
+                'leak_margin': LEAK_MARGIN, 'attain_tolerance': ATTAIN_TOLERANCE,
+                'table': [c.to_json() for c in self.table]}
 
     def text_table(self) -> str:
         """The table as aligned text, best first."""
-        head = ['layer', 'rank', 'score', 'effect', 'fit', 'paste', 'reach', 'leak', 'preserve', 'size', 's']
+        head = ['layer', 'rank', 'score', 'attain', 'effect', 'fit', 'paste', 'reach', 'leak', 'preserve', 'size',
+                's']
         rows = []
         for c in self.table:
             if not c.ok:
                 rows.append([str(c.layer), str(c.rank), 'skipped: ' + c.skipped])
                 continue
-            rows.append([str(c.layer), str(c.rank), _num(c.score, 3), _num(c.effect, 4), _num(c.fit, 3),
+            rows.append([str(c.layer), str(c.rank), _num(c.score, 3), _num(c.attain, 3), _num(c.effect, 4),
+                         _num(c.fit, 3),
                          _num(c.paste, 4), _num(c.reach, 4), _num(c.leak, 4),
                          '-' if c.preserve_leak is None else _num(c.preserve_leak, 4), _num(c.size, 4),
                          f'{c.seconds:.1f}'])
@@ -260,9 +280,10 @@ def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, image_size: int,
-                batch: int = 16) -> torch.Tensor:
-    """bool [N, H, W] at image resolution: held-out pixels (z [N, D]) where the rank-1 context direction
-    responds at least as strongly as the TARGET_QUANTILE quantile of the context regions' own pixels."""
+                batch: int = 16, truncation: float | None = None) -> torch.Tensor:
+    """bool [N, H, W] at image resolution: held-out pixels (z [N, D], sampled at `truncation`) where the
+    rank-1 context direction responds at least as strongly as the TARGET_QUANTILE quantile of the context
+    regions' own pixels (the z-sample's images, at the model's own truncation)."""
     pairs = [(s.imgnum, s.mask_url) for s in req.context]
     direction = gw.multi_key_from_selection(pairs, rank=1)[0]
     res = gw.k_shape[2]
@@ -276,11 +297,25 @@ def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Ten
                          for i, u in pairs])
     level = torch.quantile(own.float().cpu(), TARGET_QUANTILE)
     maps = []
-    with torch.no_grad():
+    with torch.no_grad(), sampling_at(gw.model, truncation):
         for chunk in z.split(batch):
             maps.append(gw._key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
     maps = torch.cat(maps).float()[:, None]
     return F.interpolate(maps, size=(image_size, image_size), mode='nearest')[:, 0] > 0
+
+
+@contextlib.contextmanager
+def sampling_at(model, truncation: float | None):
+    """Within the block `model` samples at `truncation` (None, or a model without one: unchanged)."""
+    saved = getattr(model, 'truncation', None)
+    if truncation is None or saved is None:
+        yield model
+        return
+    model.truncation = truncation
+    try:
+        yield model
+    finally:
+        model.truncation = saved
 
 
 def render(model, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
@@ -289,20 +324,97 @@ def render(model, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
         return torch.cat([model(chunk) for chunk in z.split(batch)]).detach().cpu()
 
 
+def _spread(rows: torch.Tensor, most: int) -> torch.Tensor:
+    """At most `most` rows of [M, D], evenly spaced (deterministic)."""
+    if len(rows) <= most:
+        return rows
+    return rows[torch.linspace(0, len(rows) - 1, most).round().long()]
+
+
+def layer_values(gw: SeqStyleGanRewriter, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """The rewritten layer's outputs [N, O, h, w] for z [N, D]."""
+    with torch.no_grad():
+        return torch.cat([gw.target_model(gw.context_model(chunk.to(gw.device))).fmap.cpu()
+                          for chunk in z.split(batch)])
+
+
+def removal(before: torch.Tensor, after: torch.Tensor, targets: torch.Tensor, margin: int) -> float:
+    """An erase's attainment: how much more the targets look like their surroundings after the edit.
+
+    before, after: images [N, 3, H, W]; targets: bool [N, H, W]. Each image's surroundings colour is the
+    mean RGB of the ring grow(targets, 2 margin) minus grow(targets, margin); with d the RGB distance of a
+    target pixel to it, the result is (sum d_before - sum d_after) / sum d_before over the target pixels
+    of images that have a ring, in (-inf, 1]; nan when there are none."""
+    before, after = before.clamp(-1, 1), after.clamp(-1, 1)
+    ring = grow(targets, 2 * margin) & ~grow(targets, margin)
+    d0 = d1 = 0.0
+    for b, a, t, r in zip(before, after, targets, ring):
+        if not t.any() or not r.any():
+            continue
+        colour = b[:, r].mean(1)[:, None]
+        d0 += float((b[:, t] - colour).norm(dim=0).sum())
+        d1 += float((a[:, t] - colour).norm(dim=0).sum())
+    return (d0 - d1) / d0 if d0 > 0 else math.nan
+
+
+@dataclass
+class LayerGoal:
+    """What an edit asks of held-out target pixels at its layer, in that layer's output space: to take
+    the copied object's values. pixels: bool [N, h, w], the targets at the layer's output resolution;
+    before: float [P, O] their unedited outputs; exemplars: float [M, O] the object's outputs (at most
+    EXEMPLARS, evenly spaced)."""
+
+    pixels: torch.Tensor
+    before: torch.Tensor
+    exemplars: torch.Tensor
+
+    @classmethod
+    def build(cls, gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, targets: torch.Tensor,
+              batch: int = 16, truncation: float | None = None) -> LayerGoal:
+        """targets: bool [N, H, W] at image resolution (target_maps) of z sampled at `truncation`; gw
+        unedited; req an edit (has object)."""
+        with sampling_at(gw.model, truncation):
+            values = layer_values(gw, z, batch)
+        res = values.shape[-1]
+        pixels = F.interpolate(targets.float()[:, None], size=(res, res), mode='area')[:, 0] >= 0.5
+        acts, area, _, _ = gw.object_from_selection(req.object.imgnum, req.object.mask_url)
+        exemplars = acts[0].permute(1, 2, 0)[area.to(acts.device) > 0.5].cpu()
+        return cls(pixels, values.permute(0, 2, 3, 1)[pixels], _spread(exemplars, EXEMPLARS))
+
+    def distance(self, values: torch.Tensor) -> torch.Tensor:
+        """[P]: each target pixel's distance (values [P, O]) to the nearest exemplar."""
+        return torch.cat([torch.cdist(part, self.exemplars).min(1).values for part in values.split(4096)])
+
+    def attainment(self, after: torch.Tensor) -> float:
+        """The share of the target pixels' distance to the object that the edit closed, pooled over them:
+        (sum d_before - sum d_after) / sum d_before, in (-inf, 1]; after: [N, O, h, w]. nan without targets."""
+        if not self.pixels.any() or not len(self.exemplars):
+            return math.nan
+        d0 = float(self.distance(self.before).sum())
+        d1 = float(self.distance(after.permute(0, 2, 3, 1)[self.pixels]).sum())
+        return (d0 - d1) / d0 if d0 > 0 else math.nan
+
+
 def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
     """Fills effect and score (see the module docstring) and returns the table best first."""
     usable = [c for c in table if c.ok and math.isfinite(c.reach) and math.isfinite(c.fit)]
     for c in usable:
         c.effect = c.reach * max(c.fit, 0.0)
     if usable:
-        top = max(c.effect for c in usable)
-        near = [c for c in usable if top > 0 and c.effect >= (1 - EFFECT_TOLERANCE) * top]
+        if all(math.isfinite(c.attain) for c in usable):
+            goal = {id(c): c.attain for c in usable}
+            top = max(goal.values())
+            near = [c for c in usable if goal[id(c)] >= top - ATTAIN_TOLERANCE]
+        else:                                   # no held-out targets: the reach x fit rule
+            goal = {id(c): c.effect for c in usable}
+            top = max(goal.values())
+            near = [c for c in usable if top > 0 and goal[id(c)] >= (1 - EFFECT_TOLERANCE) * top]
         worst = max((c.total_leak for c in near if math.isfinite(c.total_leak)), default=0.0)
         for c in usable:
             if c in near:
                 c.score = 1.0 + (1.0 - c.total_leak / worst if worst > 0 else 1.0)
             else:
-                c.score = c.effect / top if top > 0 else 0.0
+                c.score = max(goal[id(c)], 0.0) / top if top > 0 else 0.0
 
     def order(c: Candidate):
         return (-c.score if math.isfinite(c.score) else math.inf, c.rank, c.layer)
@@ -320,7 +432,7 @@ def default_layers(model) -> list[int]:
 def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequence[int] = (1, 2, 3),
            cachedir: str | Path | None = None, heldout: int = HELDOUT_N, heldout_seed: int = HELDOUT_SEED,
            progress: bool = True, callback: ProgressCallback | None = None, batch: int = 16,
-           **solver_options) -> Advice:
+           heldout_truncation: float | None = HELDOUT_TRUNCATION, **solver_options) -> Advice:
     """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
 
     model: a SeqStyleGAN2 (or any generator with a rewrite site); it is never changed (each layer's
@@ -328,6 +440,9 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     zds: the z-sample image numbers index. request: an edit dict, JSON text or file path.
     layers: default every layer whose resolution lets the masks select something (others are listed as
     skipped with the reason). callback(done, total, 'layer L rank R') after each setting.
+    heldout_truncation: the truncation the held-out samples are drawn at (default 1: the model's whole
+    distribution, where the rule must hold too; None: the model's own); the edit itself, the paste image
+    and preserve regions use the model's own.
     solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
     """
     t0 = time.perf_counter()
@@ -351,29 +466,19 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     if isinstance(heldout, bool) or not isinstance(heldout, int) or heldout < 1:
         raise RewriteError(f'heldout: expected a positive number of samples, got {heldout!r}')
 
-    device = next(model.parameters()).device
-    z_ho = z_sample_for_model(model, heldout, seed=heldout_seed).to(device)
-    before_ho = render(model, z_ho, batch)
-    size = before_ho.shape[-1]
-    z_all = zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
-    z_goal = z_all[req.paste.imgnum][None].to(device)
-    before_goal = render(model, z_goal)
-    region = pasted_region(req, size)
-    z_pres = torch.stack([z_all[s.imgnum] for s in preserve]).to(device) if preserve else None
-    before_pres = render(model, z_pres, batch) if preserve else None
-    pres_masks = torch.stack([s.mask_at(size) for s in preserve]) if preserve else None
-    margin = max(1, round(size * LEAK_MARGIN))
-
+    probe = Probe.build(model, zds, req, preserve, heldout, heldout_seed, batch, heldout_truncation)
     table, total, done = [], len(layers) * len(ranks), 0
     bar = tqdm(total=total, desc='advise', disable=not progress, leave=False)
     try:
         for layer in layers:
             reason = layer_skip_reason(req, model, layer)
-            gw, targets = None, None
+            gw, targets, goal = None, None, None
             if reason is None:
                 try:
                     gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False)
-                    targets = target_maps(gw, req, z_ho, size, batch)
+                    targets = target_maps(gw, req, probe.z, probe.before.shape[-1], batch, heldout_truncation)
+                    goal = None if req.object is None else LayerGoal.build(gw, req, probe.z, targets, batch,
+                                                                           heldout_truncation)
                 except RewriteError as e:
                     reason = str(e)
             for rank in ranks:
@@ -381,8 +486,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
                 if reason is not None:
                     cand.skipped = reason
                 else:
-                    _measure(cand, gw, raw, rank, z_ho, before_ho, targets, margin, z_goal, before_goal, region,
-                             z_pres, before_pres, pres_masks, batch, solver_options)
+                    probe.measure(cand, gw, raw, rank, targets, goal, solver_options)
                 table.append(cand)
                 done += 1
                 bar.update(1)
@@ -390,40 +494,87 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
                     callback(done, total, f'layer {layer} rank {rank}')
     finally:
         bar.close()
-    before_prev = (before_ho[:PREVIEW].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    return Advice(score_candidates(table), heldout, heldout_seed, time.perf_counter() - t0, before_prev)
+    return Advice(score_candidates(table), heldout, heldout_seed, time.perf_counter() - t0,
+                  _uint8(probe.before[:PREVIEW]), heldout_truncation)
 
 
-def _measure(cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int, z_ho, before_ho, targets, margin,
-             z_goal, before_goal, region, z_pres, before_pres, pres_masks, batch, solver_options) -> None:
-    """Applies the request at `rank` on gw (reverted first and after) and fills cand's measures."""
-    gw.revert()
-    w0 = gw.target_weights().detach().clone()
-    try:
-        record = gw.apply_request(request, rank=rank, solver='fast', **solver_options)
-    except (RewriteError, FloatingPointError) as e:
-        cand.skipped = f'the edit failed: {" ".join(str(e).split())}'
-        return
-    try:
-        cand.seconds = record.seconds
-        cand.initial_loss, cand.final_loss = record.initial_loss, record.final_loss
-        if math.isfinite(record.initial_loss) and record.initial_loss > 0:
-            cand.fit = (record.initial_loss - record.final_loss) / record.initial_loss
-        cand.size = float((gw.target_weights().detach() - w0).norm() / w0.norm().clamp(min=1e-30))
-        after_goal = render(gw.model, z_goal)
-        cand.paste = weighted_mean_change(change_map(before_goal, after_goal)[0], region)
-        after_ho = render(gw.model, z_ho, batch)
-        change = change_map(before_ho, after_ho)
-        cand.reach = weighted_mean_change(change, targets)
-        cand.leak = weighted_mean_change(change, ~grow(targets, margin))
-        if z_pres is not None:
-            cand.preserve_leak = weighted_mean_change(change_map(before_pres, render(gw.model, z_pres, batch)),
-                                                      pres_masks)
-        cand.previews = {'after': after_ho[:PREVIEW].clamp(-1, 1).add(1).mul(127.5).round().byte()
-                         .permute(0, 2, 3, 1).numpy(),
-                         'change': change[:PREVIEW].numpy(), 'targets': targets[:PREVIEW].numpy()}
-    finally:
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    """uint8 [N, H, W, 3] of images [N, 3, H, W] in [-1, 1]."""
+    return images.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@dataclass
+class Probe:
+    """What every setting of a sweep is measured on: held-out z [N, D] and their unedited images
+    [N, 3, H, W]; the paste image's z and image and the pasted region [H, W]; the preserve regions'
+    z, images and masks (None without)."""
+
+    z: torch.Tensor
+    before: torch.Tensor
+    z_goal: torch.Tensor
+    before_goal: torch.Tensor
+    region: torch.Tensor
+    margin: int
+    batch: int
+    truncation: float | None = None
+    z_pres: torch.Tensor | None = None
+    before_pres: torch.Tensor | None = None
+    pres_masks: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, model, zds, req: editfile.EditRequest, preserve: Sequence[editfile.Selection], heldout: int,
+              heldout_seed: int, batch: int, truncation: float | None = None) -> Probe:
+        device = next(model.parameters()).device
+        z = z_sample_for_model(model, heldout, seed=heldout_seed).to(device)
+        sampler = copy.deepcopy(model)                 # the model passed in is never changed
+        with sampling_at(sampler, truncation):
+            before = render(sampler, z, batch)
+        size = before.shape[-1]
+        z_all = zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
+        z_goal = z_all[req.paste.imgnum][None].to(device)
+        pres = {}
+        if preserve:
+            z_pres = torch.stack([z_all[s.imgnum] for s in preserve]).to(device)
+            pres = {'z_pres': z_pres, 'before_pres': render(model, z_pres, batch),
+                    'pres_masks': torch.stack([s.mask_at(size) for s in preserve])}
+        return cls(z=z, before=before, z_goal=z_goal, before_goal=render(model, z_goal),
+                   region=pasted_region(req, size), margin=max(1, round(size * LEAK_MARGIN)), batch=batch,
+                   truncation=truncation, **pres)
+
+    def measure(self, cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int, targets: torch.Tensor,
+                goal: LayerGoal | None, solver_options: Mapping) -> None:
+        """Applies the request at `rank` on gw (reverted first and after) and fills cand's measures;
+        targets: bool [N, H, W], the rule's targets at gw's layer (target_maps); goal: LayerGoal of them."""
         gw.revert()
+        w0 = gw.target_weights().detach().clone()
+        try:
+            record = gw.apply_request(request, rank=rank, solver='fast', **solver_options)
+        except (RewriteError, FloatingPointError) as e:
+            cand.skipped = f'the edit failed: {" ".join(str(e).split())}'
+            return
+        try:
+            cand.seconds = record.seconds
+            cand.initial_loss, cand.final_loss = record.initial_loss, record.final_loss
+            if math.isfinite(record.initial_loss) and record.initial_loss > 0:
+                cand.fit = (record.initial_loss - record.final_loss) / record.initial_loss
+            cand.size = float((gw.target_weights().detach() - w0).norm() / w0.norm().clamp(min=1e-30))
+            after_goal = render(gw.model, self.z_goal)
+            cand.paste = weighted_mean_change(change_map(self.before_goal, after_goal)[0], self.region)
+            with sampling_at(gw.model, self.truncation):
+                after = render(gw.model, self.z, self.batch)
+                values = None if goal is None else layer_values(gw, self.z, self.batch)
+            change = change_map(self.before, after)
+            cand.reach = weighted_mean_change(change, targets)
+            cand.leak = weighted_mean_change(change, ~grow(targets, self.margin))
+            cand.attain = (removal(self.before, after, targets, self.margin) if goal is None else
+                           goal.attainment(values))
+            if self.z_pres is not None:
+                cand.preserve_leak = weighted_mean_change(
+                    change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)
+            cand.previews = {'after': _uint8(after[:PREVIEW]), 'change': change[:PREVIEW].numpy(),
+                             'targets': targets[:PREVIEW].numpy()}
+        finally:
+            gw.revert()
 
 
 # ---------------------------------------------------------------------------------------------------

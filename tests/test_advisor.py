@@ -102,6 +102,45 @@ def test_ranking_by_hand():
                                                     (7, pytest.approx(0.5))]
 
 
+def test_ranking_by_attainment_by_hand():
+    a = Candidate(5, 1, fit=0.5, reach=0.4, attain=0.60, leak=0.05)      # the best attainment
+    b = Candidate(6, 2, fit=0.5, reach=0.1, attain=0.56, leak=0.02)      # within 5 points of it: leaks least, wins
+    c = Candidate(7, 3, fit=0.9, reach=0.9, attain=0.30, leak=0.00)      # the largest reach x fit, but half as far
+    table = score_candidates([a, b, c])
+    assert [(x.layer, x.rank) for x in table] == [(6, 2), (5, 1), (7, 3)]
+    assert [x.score for x in table] == pytest.approx([1 + (1 - 0.02 / 0.05), 1.0, 0.30 / 0.60])
+    c.attain = math.nan                     # one setting without an attainment: the reach x fit rule for all
+    assert [(x.layer, x.rank) for x in score_candidates([a, b, c])][0] == (7, 3)
+
+
+def test_removal_by_hand():
+    """One 6 x 6 image: a 2 x 2 target of colour 1 inside a ring (margin 1) of colour -1 (its
+    surroundings): d_before = |1 - (-1)| * sqrt(3) per pixel; halving the way gives removal 0.5."""
+    before = torch.full((1, 3, 6, 6), -1.0)
+    before[:, :, 2:4, 2:4] = 1.0
+    targets = torch.zeros(1, 6, 6, dtype=torch.bool)
+    targets[:, 2:4, 2:4] = True
+    after = before.clone()
+    after[:, :, 2:4, 2:4] = 0.0
+    assert advisor.removal(before, after, targets, margin=1) == pytest.approx(0.5)
+    after[:, :, 2:4, 2:4] = -1.0
+    assert advisor.removal(before, after, targets, margin=1) == pytest.approx(1.0)
+    assert advisor.removal(before, before, targets, margin=1) == pytest.approx(0.0)
+    assert math.isnan(advisor.removal(before, after, torch.zeros_like(targets), margin=1))
+
+
+def test_layer_goal_attainment_by_hand():
+    """Two target pixels, exemplars at (0, 0) and (10, 0): distances 3 + 4 before; after, 0 + 2 (the second
+    moved towards (10, 0)); pooled share closed (7 - 2) / 7."""
+    pixels = torch.tensor([[[True, True], [False, False]]])
+    before = torch.tensor([[3.0, 0.0], [10.0, 4.0]])
+    goal = advisor.LayerGoal(pixels, before, torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
+    after = torch.zeros(1, 2, 2, 2)
+    after[0, :, 0, 1] = torch.tensor([10.0, 2.0])
+    after[0, :, 1, :] = 99.0                # not targets: ignored
+    assert goal.attainment(after) == pytest.approx(5 / 7)
+
+
 # ---- a sweep on a tiny model, against an independent float64 re-computation ---------------------------
 
 @pytest.fixture(scope='module')
@@ -114,7 +153,8 @@ def advice(model, zds, tmp_path_factory):
 
 
 def reference_scores(model, zds, request, layer, rank) -> dict:
-    """fit, size, paste, reach and leak recomputed in float64 numpy from a separate rewriter."""
+    """fit, size, paste, reach, leak and attain recomputed in float64 numpy from a separate rewriter
+    (held-out samples at truncation 1, the edit and the paste image at the model's own)."""
     gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
     w0 = gw.target_weights().detach().double().clone()
     pairs = [tuple(p) for p in request['key']]
@@ -124,23 +164,38 @@ def reference_scores(model, zds, request, layer, rank) -> dict:
         def response(z):
             keys = gw.context_model(z).fmap.double().numpy()            # [N, I, h, w]
             return np.einsum('nihw,i->nhw', keys, direction)
+        def values(z):
+            return gw.target_model(gw.context_model(z)).fmap.double().permute(0, 2, 3, 1).numpy()   # [N, h, w, O]
         own = np.concatenate([response(gw.get_z(i))[0][mask_from_url(u, res).numpy() > 0.5] for i, u in pairs])
         level = np.quantile(own, advisor.TARGET_QUANTILE)
+        acts, area, _, _ = gw.object_from_selection(*request['object'])
+        exemplars = acts[0].double().permute(1, 2, 0).numpy()[area.numpy() > 0.5]        # [M, O]
         z = z_sample_for_model(model, HELDOUT, seed=advisor.HELDOUT_SEED)
-        before = model(z).double().clamp(-1, 1).numpy()
         goal_before = model(gw.get_z(request['paste'][0])).double().clamp(-1, 1).numpy()
+        gw.model.truncation = 1.0
+        before, responses, values_before = gw.model(z).double().clamp(-1, 1).numpy(), response(z), values(z)
+        gw.model.truncation = model.truncation
         record = gw.apply_request(request, rank=rank, solver='fast')
-        after = gw.model(z).double().clamp(-1, 1).numpy()
         goal_after = gw.model(gw.get_z(request['paste'][0])).double().clamp(-1, 1).numpy()
+        gw.model.truncation = 1.0
+        after, values_after = gw.model(z).double().clamp(-1, 1).numpy(), values(z)
     size = before.shape[-1]
     scale = size // res
-    targets = np.kron(response(z) >= level, np.ones((1, scale, scale))) > 0
+    targets = np.kron(responses >= level, np.ones((1, scale, scale))) > 0
     margin = max(1, round(size * advisor.LEAK_MARGIN))
     grown = np.stack([ndimage.binary_dilation(t, np.ones((2 * margin + 1,) * 2)) for t in targets])
     change = np.abs(after - before).mean(1)
     # the object's 12 x 12 box (32 px) pasted centred on the paste box's centre (17, 17): rows and columns 11..22
     pasted = box(11, 11, 23, 23) > 0
-    return {'fit': (record.initial_loss - record.final_loss) / record.initial_loss,
+    # attain: the targets at the layer's output resolution (at least half of each block), then the pooled share
+    # of their distance to the nearest object output closed by the edit
+    vres = values_before.shape[1]
+    pixels = targets.reshape(len(targets), vres, size // vres, vres, size // vres).mean((2, 4)) >= 0.5
+    def dist(v):
+        return np.sqrt(((v[pixels][:, None, :] - exemplars[None]) ** 2).sum(-1)).min(1)
+    d0, d1 = dist(values_before).sum(), dist(values_after).sum()
+    return {'attain': (d0 - d1) / d0,
+            'fit': (record.initial_loss - record.final_loss) / record.initial_loss,
             'size': float(np.linalg.norm(gw.target_weights().double().numpy() - w0.numpy()) / np.linalg.norm(w0)),
             'paste': np.abs(goal_after - goal_before).mean(1)[0][pasted].mean(),
             'reach': change[targets].mean(), 'leak': change[~grown].mean()}
@@ -155,6 +210,7 @@ def test_scores_match_an_independent_computation(model, zds, advice, layer, rank
         assert getattr(cand, name) == pytest.approx(value, rel=1e-4, abs=1e-6), name
     assert cand.effect == pytest.approx(cand.reach * max(cand.fit, 0))
     assert cand.preserve_leak is None
+    assert advice.to_json()['heldout_truncation'] == advisor.HELDOUT_TRUNCATION == 1.0
 
 
 def test_table_is_ranked_and_serialisable(advice):
@@ -189,10 +245,8 @@ def test_layer_too_small_for_the_masks_is_skipped_with_the_reason(model, zds):
 def test_preserve_regions_are_scored(model, zds):
     request = edit_json() | {'preserve': [[11, encode_mask(box(0, 0, 32, 32))]]}
     advice = advise(model, zds, request, layers=[8], ranks=(1,), heldout=4, progress=False)
-    if advice.best is None:          # the rewriter of this checkout does not know the preserve field yet
-        assert 'preserve' in advice.table[0].skipped
-        pytest.skip(f'the rewriter does not accept preserve regions yet: {advice.table[0].skipped}')
     cand = advice.table[0]
+    assert cand.ok, cand.skipped            # the rewriter applies requests with preserve regions
     with torch.no_grad():
         z = zds.tensors[0][11:12]
         before = model(z).clamp(-1, 1)
