@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description='Applies the edit with the fast solver at every layer of --layers and rank\n'
                                    'of --ranks and scores each setting from the model and the edit alone (no\n'
-                                   'labels), on --heldout samples that are not in the z-sample:\n'
+                                   'labels), on --heldout samples that are not in the z-sample (drawn at\n'
+                                   '--heldout-truncation, default 1: the model\'s whole distribution):\n'
                                    '  fit    share of the goal loss at the layer that the edit removed (0..1)\n'
                                    '  paste  mean |pixel change| inside the pasted region of the paste image\n'
                                    '  reach  mean |pixel change| of held-out samples where the context key '
@@ -222,11 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    '  leak   mean |pixel change| of held-out samples elsewhere (should stay 0)\n'
                                    '  preserve  mean |pixel change| in the edit\'s preserve regions, if any\n'
                                    '  size   relative change of the layer\'s weight, |W\' - W| / |W|\n'
-                                   '  effect reach x fit\n'
-                                   '  score  the ranking: of the settings whose effect is within '
-                                   f'{int(100 * advisor.EFFECT_TOLERANCE)}% of the\n         best, the one '
-                                   'that leaks least is best (score 1..2, higher leaks less);\n         the '
-                                   'others score effect / best effect (0..1)\n'
+                                   '  attain how far the held-out targets went where the edit asked, not just how\n'
+                                   '         much they changed: an edit, the share of their distance to the copied\n'
+                                   '         object\'s values at the layer that it closed; an erase, the share of\n'
+                                   '         their colour distance to the ring around them that it closed (1: all\n'
+                                   '         the way, 0: no closer, negative: further away)\n'
+                                   '  effect reach x fit (ranks the table only when no held-out target exists)\n'
+                                   '  score  the ranking: of the settings whose attain is within '
+                                   f'{round(100 * advisor.ATTAIN_TOLERANCE)} points of\n         the best, the '
+                                   'one that leaks least is best (score 1..2, higher leaks\n         less); the '
+                                   'others score attain / best attain (0..1)\n'
                                    'Pixel changes are of images in [-1, 1], averaged over RGB. Writes\n'
                                    'DIR/advice.json (the table) and DIR/advice.png (first row: held-out samples;\n'
                                    'then for each of the --top settings the edited samples and their leak maps:\n'
@@ -239,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
     p.add_argument('--heldout', type=_int_at_least(1), default=advisor.HELDOUT_N,
                    help=f'held-out samples that score each setting (default {advisor.HELDOUT_N})')
+    p.add_argument('--heldout-truncation', type=_finite_float, default=advisor.HELDOUT_TRUNCATION,
+                   help='truncation of the held-out samples (default 1: the whole distribution; the edit '
+                        'itself uses --truncation)')
     _add_stats_args(p, stats_n=False)
     p.add_argument('--top', type=_int_at_least(1), default=3, help='settings shown in the picture (default 3)')
     p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
@@ -708,7 +717,8 @@ def run_advise(args, world: World) -> None:
     zds = z_dataset_for_model(model, size=args.zsample, seed=1)
     try:
         advice = advisor.advise(model, zds, request, layers=args.layers, ranks=args.ranks, cachedir=cachedir,
-                                heldout=args.heldout, progress=not args.quiet)
+                                heldout=args.heldout, heldout_truncation=args.heldout_truncation,
+                                progress=not args.quiet)
     except RewriteError as e:
         raise CliError(f'cannot advise on --edit {args.edit}: {_one_line(e)}') from None
     args.out.mkdir(parents=True, exist_ok=True)

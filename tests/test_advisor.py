@@ -352,5 +352,6 @@ def test_cli_advise_help_explains_the_scores(capsys):
     with pytest.raises(SystemExit):
         cli.main(['advise', '--help'])
     text = capsys.readouterr().out
-    for word in ('fit', 'paste', 'reach', 'leak', 'preserve', 'size', 'score', 'advice.png'):
+    for word in ('fit', 'paste', 'reach', 'leak', 'preserve', 'size', 'attain', 'effect', 'score', 'advice.png',
+                 '--heldout-truncation'):
         assert word in text
