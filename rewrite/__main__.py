@@ -38,7 +38,6 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.fileio import atomic_write_bytes, atomic_write_text
-from utils.runningstats import QuantileSample, SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, rewrite_site, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
@@ -47,10 +46,8 @@ from . import advisor, sampling, solvers
 from .distributed import (
     World,
     all_agree,
-    all_reduce_sum,
     barrier,
     broadcast_module,
-    gather_to_main,
     process_group,
     world_from_env,
 )
@@ -58,7 +55,7 @@ from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .preserve import PRESERVE_WEIGHT
 from .savededits import notebook_files, notebooks_dir
-from .statistics import KeyStatistics, cache_filename, flatten_keys, weights_fingerprint
+from .statistics import KeyStatistics, cache_filename, gather_key_statistics, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
 DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
@@ -605,35 +602,11 @@ def statistics_inputs(gw: SeqStyleGanRewriter) -> tuple[torch.Tensor, dict]:
 
 
 def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -> KeyStatistics:
-    """KeyStatistics of the rewriter's layer over zs [N, D], the batches split across ranks.
-
-    The batches are those of a one-process run (zs[b*B:(b+1)*B], B = gw.batch_size); rank r takes those with
-    b % size == r. Second moments are summed (float64 all-reduce), so every rank gets the same C; each
-    batch's quantile subsample goes to rank 0, which merges them in batch order, as one process would.
-    Quantiles are only on rank 0.
-    """
-    batch = gw.batch_size
-    starts = range(0, len(zs), batch)
-    moment, rows = SecondMoment(), {}
-    with torch.no_grad():
-        for b in tqdm(world.shard(range(len(starts))), desc='key statistics', disable=not gw.progress):
-            keys = flatten_keys(gw.context_model(zs[starts[b]:starts[b] + batch].to(gw.device)).fmap)
-            moment.add(keys)
-            subsample = QuantileSample(capacity=keys.shape[0])   # the rows a QuantileSample keeps of this batch
-            subsample.add(keys)
-            rows[b] = torch.cat(subsample.rows)
-    quantiles = QuantileSample()
-    for _, r in sorted(gather_to_main(rows, world).items()):
-        quantiles.add(r)                # fewer than 2 * per_batch rows: all of them are kept
-    return KeyStatistics(merge_moment(moment, world), quantiles if world.is_main else None)
-
-
-def merge_moment(moment: SecondMoment, world: World) -> SecondMoment:
-    """The SecondMoment summed over all ranks (float64 sums and counts)."""
-    state = moment.state_dict()
-    count = all_reduce_sum(torch.tensor([state['count']], dtype=torch.float64), world)
-    return SecondMoment({'count': int(count.item()), 'sum_xxt': all_reduce_sum(state['sum_xxt'], world),
-                         'sum_x': all_reduce_sum(state['sum_x'], world)})
+    """KeyStatistics of the rewriter's layer over zs [N, D], the batches split across ranks
+    (`rewrite.statistics.gather_key_statistics` with `world`: the same C on every rank, quantiles on rank 0)."""
+    moment, quantiles = gather_key_statistics(lambda z: gw.context_model(z.to(gw.device)).fmap, zs, gw.batch_size,
+                                              progress=gw.progress, world=world)
+    return KeyStatistics(moment, quantiles)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from utils.fileio import atomic_path
 from utils.runningstats import QuantileSample, SecondMoment
 
+from .distributed import World, all_reduce_sum, gather_to_main
+
 STATS_VERSION = 2                   # 2: content checksum in the file
 
 
@@ -42,23 +44,41 @@ def flatten_keys(fmap: torch.Tensor) -> torch.Tensor:
 
 
 def gather_key_statistics(key_fn: Callable[[torch.Tensor], torch.Tensor], zs: torch.Tensor,
-                          batch_size: int = 16, quantiles: bool = True,
-                          progress: bool = True) -> tuple[SecondMoment, QuantileSample | None]:
-    """Runs key_fn(z batch) -> keys [B, C, H, W] over zs [N, D] and accumulates the statistics."""
+                          batch_size: int = 16, quantiles: bool = True, progress: bool = True,
+                          world: World | None = None) -> tuple[SecondMoment, QuantileSample | None]:
+    """Runs key_fn(z batch) -> keys [B, C, H, W] over zs [N, D] and accumulates the statistics.
+
+    With a `world` of several processes the batches (zs[b*B:(b+1)*B], B = batch_size, as one process
+    takes them) are split across ranks (b % size == rank): the second moments are summed (float64
+    all-reduce), so every rank gets the same C, and each batch's quantile rows go to rank 0, which
+    merges them in batch order as one process would; the quantiles are on rank 0 only (None elsewhere)."""
+    world = world or World()
     moment = SecondMoment()
     qs = QuantileSample() if quantiles else None
-    device = None
+    starts = range(0, len(zs), batch_size)
+    pending = {}                                   # batch number -> its quantile rows (several processes)
     with torch.no_grad():
-        for start in tqdm(range(0, len(zs), batch_size), desc='key statistics', disable=not progress,
-                          leave=False):
-            keys = key_fn(zs[start:start + batch_size])
-            device = keys.device
-            flat = flatten_keys(keys)
+        for b in tqdm(world.shard(range(len(starts))), desc='key statistics', disable=not progress, leave=False):
+            flat = flatten_keys(key_fn(zs[starts[b]:starts[b] + batch_size]))
             moment.add(flat)
-            if qs is not None:
+            if qs is not None and world.is_distributed:
+                pending[b] = qs.batch_rows(flat)
+            elif qs is not None:
                 qs.add(flat)
-    del device
-    return moment, qs
+    if not world.is_distributed:
+        return moment, qs
+    if qs is not None:
+        for _, rows in sorted(gather_to_main(pending, world).items()):
+            qs.add_rows(rows)
+    return reduce_moment(moment, world), qs if world.is_main else None
+
+
+def reduce_moment(moment: SecondMoment, world: World) -> SecondMoment:
+    """The SecondMoment summed over all ranks (float64 sums and counts)."""
+    state = moment.state_dict()
+    count = all_reduce_sum(torch.tensor([state['count']], dtype=torch.float64), world)
+    return SecondMoment({'count': int(count.item()), 'sum_xxt': all_reduce_sum(state['sum_xxt'], world),
+                         'sum_x': all_reduce_sum(state['sum_x'], world)})
 
 
 def zca_from_moment(c: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:

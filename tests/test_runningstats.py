@@ -93,3 +93,19 @@ def test_quantile_sample_keeps_copies_not_views():
     qs.add(x)
     assert qs.rows[0].untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
     assert qs.rows[0].untyped_storage().nbytes() == 64 * 8 * 4          # only the kept rows
+
+
+def test_quantile_rows_of_batches_merged_in_order_equal_adding_the_batches():
+    """What a process sends (batch_rows) and the merging process keeps (add_rows) is what add() keeps,
+    the capacity cut included."""
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(n, 5, generator=gen) for n in (700, 64, 1500, 33, 900)]
+    direct, merged = QuantileSample(capacity=1000, per_batch=256), QuantileSample(capacity=1000, per_batch=256)
+    for x in batches:
+        direct.add(x)
+    sent = {b: merged.batch_rows(x) for b, x in reversed(list(enumerate(batches)))}   # any order of arrival
+    for _, rows in sorted(sent.items()):
+        merged.add_rows(rows)
+    assert merged.kept == direct.kept == 1000
+    assert torch.equal(torch.cat(merged.rows), torch.cat(direct.rows))
+    assert torch.equal(merged.table(), direct.table())

@@ -115,11 +115,22 @@ class QuantileSample:
         self._table: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
-        if self.kept >= self.capacity:
-            return
+        """Keeps `per_batch` evenly spaced rows of the batch x [N, C] (within the capacity)."""
+        if self.kept < self.capacity:
+            self.add_rows(self.batch_rows(x))
+
+    def batch_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows add(x) keeps of the batch x [N, C] (before the capacity), as a float32 CPU copy: what
+        processes that each see some of the batches send to the one that merges them (in batch order)."""
         step = max(1, x.shape[0] // self.per_batch)
         # a copy: a view would keep every batch's whole key tensor alive
-        rows = x.detach()[::step][: self.capacity - self.kept].to('cpu', torch.float32, copy=True)
+        return x.detach()[::step].to('cpu', torch.float32, copy=True)
+
+    def add_rows(self, rows: torch.Tensor) -> None:
+        """Keeps rows [M, C] of batch_rows as they are, up to the capacity (add_rows(batch_rows(x)) == add(x))."""
+        if self.kept >= self.capacity:
+            return
+        rows = rows[: self.capacity - self.kept]
         self.rows.append(rows)
         self.kept += rows.shape[0]
         self._table = None
