@@ -43,8 +43,11 @@ def edit_json() -> dict:
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
-    """A tiny checkpoint (with a latent_avg, so truncation matters) and an edit file for it."""
-    d = tmp_path_factory.mktemp('cli')
+    return tiny_files(tmp_path_factory.mktemp('cli'))
+
+
+def tiny_files(d: Path) -> dict:
+    """A tiny checkpoint (with a latent_avg, so truncation matters) and an edit file for it, in folder d."""
     torch.manual_seed(0)
     model = SeqStyleGAN2(**TINY)
     model.latents.latent_avg.copy_(torch.randn(TINY['style_dim']))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_cli import box, edit_json, run
+from test_cli import box, edit_json, run, tiny_files
 from test_sampling import TINY
 
 from rewrite import __main__ as cli
@@ -29,7 +29,7 @@ from rewrite.ganrewrite import DEFAULT_SOLVER, SeqStyleGanRewriter
 from rewrite.rewriteapp import GanRewriteApp
 from rewrite.savededits import SavedEditError, export_path, saved_edit_path
 from rewrite.solvers import EditRecord
-from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
+from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
@@ -39,17 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    """A tiny checkpoint with a latent_avg, an edit file, an erase-only file and a cache folder."""
+    """test_cli's tiny checkpoint and edit file, an erase-only file and the model itself."""
     d = tmp_path_factory.mktemp('first_use')
-    torch.manual_seed(0)
-    model = SeqStyleGAN2(**TINY)
-    model.latents.latent_avg.copy_(torch.randn(TINY['style_dim']))
-    save_checkpoint(model, d / 'tiny.pt')
-    (d / 'edit.json').write_text(json.dumps(edit_json()))
+    files = tiny_files(d)
     erase = {key: value for key, value in edit_json().items() if key != 'object'}
     (d / 'erase.json').write_text(json.dumps(erase))
-    return {'ckpt': d / 'tiny.pt', 'edit': d / 'edit.json', 'erase': d / 'erase.json', 'cache': d / 'cache',
-            'model': model}
+    return files | {'erase': d / 'erase.json', 'model': load_seq_stylegan(files['ckpt'], truncation=1.0)}
 
 
 def parser_default(command: str, option: str):

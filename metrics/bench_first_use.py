@@ -1,0 +1,60 @@
+"""What `rewrite apply` costs a new user on the demo model: the whole z-sample's key statistics vs `--stats-n`,
+and the fast solver vs the original one, each from a cold statistics cache.
+
+    python -m metrics.bench_first_use --threads 1        # prints a table, writes metrics/results/first_use.json
+
+Each row runs `rewrite apply` in-process on the bundled dome2spire edit (layer 8, rank 3; its image numbers
+reach 996, so --zsample is 1000) with a fresh --cachedir, and reports the wall time and the edit's loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from metrics.report import machine_info, markdown_table, write_json
+from rewrite import __main__ as cli
+
+EDIT = Path(__file__).resolve().parents[1] / 'notebooks' / 'masks' / 'demo' / 'dome2spire_layer8_rank3.json'
+OUT = Path(__file__).resolve().parent / 'results' / 'first_use.json'
+SETTINGS = [('fast', None), ('fast', 200), ('original', 200)]      # (solver, --stats-n)
+
+
+def run_apply(solver: str, stats_n: int | None, threads: int) -> dict:
+    """One cold `rewrite apply`: {'seconds', 'loss', 'status'}."""
+    with tempfile.TemporaryDirectory() as scratch:
+        args = ['apply', '--model', 'demo', '--edit', str(EDIT), '--layer', '8', '--rank', '3', '--solver', solver,
+                '--zsample', '1000', '--cachedir', f'{scratch}/cache', '--out', f'{scratch}/e.pt', '--quiet',
+                '--threads', str(threads)] + (['--stats-n', str(stats_n)] if stats_n else [])
+        out, err = io.StringIO(), io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(args)
+        seconds = time.perf_counter() - start
+    loss = re.search(r'loss (\S+) -> (\S+)', out.getvalue())
+    return {'seconds': seconds, 'status': status, 'loss': f'{loss[1]} -> {loss[2]}' if loss else err.getvalue()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    args = parser.parse_args()
+    rows = []
+    for solver, stats_n in SETTINGS:
+        result = run_apply(solver, stats_n, args.threads)
+        rows.append({'solver': solver, 'stats_n': stats_n or 1000} | result)
+        print(rows[-1], flush=True)
+    print(markdown_table(['solver', 'statistics over', 'seconds (cold cache)', 'loss', 'exit status'],
+                         [[r['solver'], f"{r['stats_n']} images", r['seconds'], r['loss'], str(r['status'])]
+                          for r in rows]))
+    write_json(OUT, {'machine': machine_info(args.threads), 'edit': EDIT, 'rows': rows})
+    print(f'wrote {OUT}')
+
+
+if __name__ == '__main__':
+    main()
