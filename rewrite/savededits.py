@@ -39,7 +39,7 @@ def saved_edit_path(mask_dir: Path, name: str | None) -> Path:
     if len(parts) > 2 or not all(NAME_PATTERN.match(part) and part not in ('.', '..') for part in parts):
         raise SavedEditError(f'type a name for the edit: NAME or FOLDER/NAME (letters, digits, ".", "_" or "-"; '
                              f'one folder level inside {mask_dir}, e.g. demo/dome2spire_layer8_rank3), got {name!r}')
-    return mask_dir.joinpath(*parts).with_suffix('.json') if len(parts) == 2 else mask_dir / f'{name}.json'
+    return mask_dir.joinpath(*parts[:-1], f'{parts[-1]}.json')
 
 
 def setting_note(path: Path, layernum: int) -> str:

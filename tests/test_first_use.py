@@ -278,6 +278,8 @@ def test_export_path_refuses_a_missing_folder(tmp_path):
         export_path(str(tmp_path))
     assert not (tmp_path / 'nowhere').exists()
     assert saved_edit_path(tmp_path, 'demo/x.json') == tmp_path / 'demo' / 'x.json'
+    assert saved_edit_path(tmp_path, ' demo/my.edit.v2 ') == tmp_path / 'demo' / 'my.edit.v2.json'
+    assert saved_edit_path(tmp_path, 'plain') == tmp_path / 'plain.json'
 
 
 # ---- 5. side effects of the set-up script --------------------------------------------------------
