@@ -29,7 +29,7 @@ from rewrite.ganrewrite import DEFAULT_SOLVER, SeqStyleGanRewriter
 from rewrite.rewriteapp import GanRewriteApp
 from rewrite.savededits import SavedEditError, export_path, saved_edit_path
 from rewrite.solvers import EditRecord
-from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan
+from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
@@ -213,6 +213,13 @@ def test_checkpoint_without_latent_avg(bare_state, tmp_path):
     code = cli.main(['sample', '--model', str(tmp_path / 'nolat.pt'), '--n', '1', '--out', str(tmp_path / 's'),
                      '--truncation', '1', '--quiet'])
     assert code == 0
+    save_checkpoint(model, tmp_path / 'resaved.pt')                 # still without one: no made-up latent_avg
+    assert 'latent_avg' not in torch.load(tmp_path / 'resaved.pt', weights_only=True)
+    with pytest.raises(CheckpointMismatchError, match='no latent_avg'):
+        load_seq_stylegan(tmp_path / 'resaved.pt')
+    model.load_state_dict(bare_state, latent_avg=torch.ones(64))    # given one later: saved again
+    save_checkpoint(model, tmp_path / 'given.pt')
+    assert torch.equal(torch.load(tmp_path / 'given.pt', weights_only=True)['latent_avg'], torch.ones(64))
 
 
 def test_data_parallel_prefix_is_stripped_with_a_note(bare_state, tmp_path):

@@ -261,9 +261,11 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 def save_checkpoint(model: SeqStyleGAN2, path: str | os.PathLike, **extra) -> None:
     """Writes {'g_ema', 'latent_avg'} in the checkpoint layout (atomically), readable by other
-    StyleGAN2 tools and by load_seq_stylegan. `extra` entries (e.g. args) are stored alongside."""
-    ckpt = {'g_ema': model.checkpoint_state_dict(),
-            'latent_avg': model.latents.latent_avg.detach().clone(), **extra}
+    StyleGAN2 tools and by load_seq_stylegan. `extra` entries (e.g. args) are stored alongside. A model
+    whose weights were loaded without a latent_avg is written without one too."""
+    ckpt = {'g_ema': model.checkpoint_state_dict(), 'latent_avg': model.latents.latent_avg.detach().clone(), **extra}
+    if getattr(model.latents, 'latent_avg_unknown', False):
+        del ckpt['latent_avg']
     if model.conv_clamp is not None:       # NVlabs' conv_clamp, kept by models converted from .pkl files
         ckpt['conv_clamp'] = float(model.conv_clamp)
     atomic_torch_save({k: (v.cpu() if torch.is_tensor(v) else v) for k, v in ckpt.items()}, path)

@@ -204,6 +204,9 @@ class SeqStyleGAN2(nn.Sequential):
         with torch.no_grad():
             for k, v in translated.items():
                 own[k].copy_(v)
+        # weights loaded without a latent_avg (usable at truncation 1.0 only): save_checkpoint leaves it out, so
+        # a re-saved copy still says it has none instead of carrying an arbitrary one
+        self.latents.latent_avg_unknown = 'latents.latent_avg' not in translated
         return torch.nn.modules.module._IncompatibleKeys([], [])
 
     def check_state_dict(self, state_dict, strict: bool = True,
