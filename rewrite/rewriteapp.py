@@ -38,12 +38,14 @@ SOLVER_CHOICES = ('fast', 'original', 'linear')
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
 .rwa-message { min-height: 1.6em; font-family: monospace; flex: 1 1 320px; min-width: 0; }
-.rwa-message, .rwa-hint { white-space: normal; overflow-wrap: anywhere; line-height: 1.3; }
+.rwa-message, .rwa-hint, .rwa-message .widget-html-content, .rwa-hint .widget-html-content {
+    white-space: normal; overflow-wrap: anywhere; line-height: 1.3; height: auto; }
 .rwa-tray { background: #f2f2f2; overflow-x: auto; min-height: 100px; }
 .rwa-thumb { cursor: pointer; margin: 2px; border: 3px solid transparent; }
 .rwa-thumb-selected { border-color: #1565c0; }
 .rwa-grid { border-left: 4px dashed gray; padding-left: 6px; }
 .rwa-cell { position: relative; }
+.rwa-body:focus { outline: 1px dashed #90a4ae; }   /* keys go to the widget */
 .rwa-number { position: absolute; top: 3px; left: 3px; z-index: 2; pointer-events: none; margin: 0; padding: 0 4px;
               background: rgba(255, 255, 255, 0.8); border-radius: 3px; font: bold 12px monospace; line-height: 16px; }
 .rwa-confirm { background: #fff4e0; padding: 2px 6px; }
@@ -320,8 +322,9 @@ class GanRewriteApp(widgets.VBox):
     def _layout(self, columns: int) -> list[widgets.Widget]:
         """Rows that wrap (nothing is clipped or shrunk in a narrow output area): the title, the actions,
         the solver settings, the image and file controls, the status line right below them, then the
-        context / copy / paste panel and the grid (beside it when there is room for two columns of
-        samples, below it otherwise; at most `columns` per row, every row shown), then the history."""
+        context / copy / paste panel and the grid (beside it when there is room for `columns` samples a
+        row, below it otherwise, with fewer a row only when the page is narrower still; every row shown),
+        then the history."""
         title = widgets.HTML(STYLE + '<span class="rwa-title">Rewriting a Deep Generative Model</span>')
         small = f'{self.size * 3 // 4}px'
         copy_paste = wrapping_row(*[widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
@@ -336,7 +339,7 @@ class GanRewriteApp(widgets.VBox):
         cell = self.size + 4
         self.grid = widgets.GridBox(self.cells, layout=widgets.Layout(
             grid_template_columns=f'repeat(auto-fill, {self.size}px)', grid_auto_rows=f'{self.size}px',
-            grid_gap='4px', align_content='flex-start', flex=f'1 1 {min(columns, 2) * cell + 10}px',
+            grid_gap='4px', align_content='flex-start', flex=f'1 1 {columns * cell + 10}px',
             min_width=f'{cell + 10}px', max_width=f'{columns * cell + 10}px'))
         self.grid.add_class('rwa-grid')
         self.body = wrapping_row(left, self.grid, align='flex-start')
@@ -353,7 +356,7 @@ class GanRewriteApp(widgets.VBox):
                 wrapping_row(self.numbers_box, self.search_btn, self.match_btn, self.brush_slider, self.clear_btn),
                 wrapping_row(self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn),
                 self.confirm_row,
-                wrapping_row(self.progress, self.loss_label, self.message_line),
+                wrapping_row(self.message_line, self.progress, self.loss_label),
                 self.body,
                 self.history_box,
                 self.advise_panel]
