@@ -239,7 +239,8 @@ def model_card(res: dict) -> str:
 
 `toychurch64.pt` is a small StyleGAN2 trained on the CPU on the procedural toy-church scenes of
 `utils/demo/scenes.py`, so that the rewriting tool can be tried without downloading a release model.
-Load it with `load_seq_stylegan('demo')`. This card and `demo_metrics.json` were written by
+Load it with `load_seq_stylegan('demo')` (truncation 0.5, the toolkit's default; `truncation=1.0` for
+untruncated samples). This card and `demo_metrics.json` were written by
 `python -m metrics.demo_world --n {fid['n']}` from checkpoint `{ck['sha256']}` (sha256 prefix of the file),
 training iteration {info.get('iterations')}. **{passed} of {len(res['goals'])} goals pass** on this snapshot
 ({untestable} not measurable).
