@@ -53,6 +53,7 @@ from .distributed import (
 )
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
+from .methods import SOLVERS
 from .preserve import PRESERVE_WEIGHT
 from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, gather_key_statistics, weights_fingerprint
@@ -60,7 +61,6 @@ from .statistics import KeyStatistics, cache_filename, gather_key_statistics, we
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
 DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
 DEMO_LAYER = 6
-SOLVERS = ('original', 'fast', 'linear')
 EXIT_BAD_INPUT = 2
 COLLECTIVE_TIMEOUT_S = 6 * 3600     # other ranks wait while rank 0 applies an edit
 
@@ -125,9 +125,8 @@ def _add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
 
 
 def _add_solver_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--solver', choices=SOLVERS, default=DEFAULT_SOLVER,
-                   help=f"optimizer (default: {DEFAULT_SOLVER}, closed form, seconds on a CPU; 'original' is the "
-                        "paper's --niter Adam steps, minutes)")
+    p.add_argument('--solver', choices=list(SOLVERS), default=DEFAULT_SOLVER,
+                   help='; '.join(f'{s.name}: {s.summary}' for s in SOLVERS.values()) + f' (default: {DEFAULT_SOLVER})')
     p.add_argument('--niter', type=_int_at_least(1), default=2001,
                    help="iterations of the 'original' and 'linear' solvers (default 2001)")
     p.add_argument('--preserve-weight', type=_finite_float, default=PRESERVE_WEIGHT,

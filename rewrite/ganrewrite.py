@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import inspect
 import numbers
 import time
 import warnings
@@ -34,15 +33,15 @@ from utils import imgviz
 from utils.nethook import subsequence
 from utils.stylegan2 import DataBag, rewrite_site
 
-from . import editfile
+from . import editfile, methods
 from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
 from .preserve import PRESERVE_WEIGHT, PreserveSet, context_directions
 from .solvers import EditRecord, TargetLayer, insert_fast, insert_linear, insert_original, projected_conv
 from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics, solve_moment
 
-KEY_METHODS = ('zca', 'svd', 'mean', 'gandissect')
-SOLVERS = ('original', 'fast', 'linear')
-DEFAULT_SOLVER = 'fast'  # the one default of apply_edit/apply_erase, the CLI and the widget; 'original' by name
+KEY_METHODS = tuple(methods.KEY_METHODS)      # the registries' names (rewrite/methods.py)
+SOLVERS = tuple(methods.SOLVERS)
+DEFAULT_SOLVER = methods.DEFAULT_SOLVER  # the one default of apply_edit/apply_erase, the CLI and the widget
 ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
 
 
@@ -72,11 +71,10 @@ def _real(value, low: float, strict: bool) -> bool:
 
 def check_fast_options(options: dict) -> None:
     """Clear errors for the fast solver's settings (insert_fast's keyword arguments)."""
-    known = [n for n, p in inspect.signature(insert_fast).parameters.items() if p.default is not p.empty]
+    known = methods.SOLVERS['fast'].option_names() + ['styles']
     for name in options:
-        if name not in known or name == 'update_callback':
-            raise RewriteError(f"unknown option {name!r} of the 'fast' solver (expected some of "
-                               f"{[n for n in known if n != 'update_callback']})")
+        if name not in known:
+            raise RewriteError(f"unknown option {name!r} of the 'fast' solver (expected some of {known})")
     for name in ('rounds', 'polish'):
         value = options.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -576,10 +574,20 @@ class SeqStyleGanRewriter:
             key = self.context_model(self.get_zs([i for i, _ in pairs]))
             return PreserveSet(key, self._target(key), weight)
 
+    def _solver_record(self, solver: str, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
+        """Every option the solver ran with (its registry defaults filled in), for the EditRecord."""
+        if solver == 'fast':
+            return methods.SOLVERS['fast'].recorded(**solver_options)
+        options = methods.SOLVERS[solver].recorded(niter=niter, piter=piter, lr=lr)
+        if solver == 'original' and not self.use_linear_insert:
+            options.update(low_rank_insert=self.low_rank_insert, low_rank_gradient=self.low_rank_gradient)
+        return options
+
     def _run_insert(self, kind, req, goal_in, goal_out, context, rank, niter, piter, lr,
                     update_callback, solver, solver_options, preserve_pairs=(),
                     preserve_weight: float = 0.0) -> EditRecord:
-        record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json())
+        record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json(), key_method=self.key_method,
+                            options=self._solver_record(solver, niter, piter, lr, solver_options))
         keep = self.preserve_from_selection(preserve_pairs) if preserve_pairs else None
         if keep is not None:
             record.preserve_weight = float(preserve_weight)

@@ -1,0 +1,63 @@
+"""The registries of key methods and solvers (rewrite/methods.py): one source for names, defaults and step
+counts, read by the rewriter, the CLI and the widget; the EditRecord keeps the key method and every option."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from test_rewrite_site import TinyPGAN, square
+
+from rewrite import methods
+from rewrite.__main__ import build_parser
+from rewrite.ganrewrite import KEY_METHODS, SOLVERS, RewriteError, SeqStyleGanRewriter
+from rewrite.methods import FastOptions, IterativeOptions
+from rewrite.rewriteapp import SOLVER_CHOICES
+from rewrite.solvers import insert_fast, solver_steps
+from utils.zdataset import z_dataset_for_model
+
+
+def test_fast_options_are_the_solvers_defaults():
+    params = inspect.signature(insert_fast).parameters
+    for name, value in vars(FastOptions()).items():
+        assert params[name].default == value, name
+
+
+def test_iterative_options_are_the_rewriters_defaults():
+    params = inspect.signature(SeqStyleGanRewriter.apply_edit).parameters
+    for name, value in vars(IterativeOptions()).items():
+        assert params[name].default == value, name
+
+
+def test_every_reader_lists_the_registries():
+    assert SOLVERS == SOLVER_CHOICES == tuple(methods.SOLVERS) == ('fast', 'original', 'linear')
+    assert KEY_METHODS == tuple(methods.KEY_METHODS) == ('zca', 'svd', 'mean', 'gandissect')
+    solver_action = next(a for a in build_parser()._subparsers._group_actions[0].choices['apply']._actions
+                         if a.dest == 'solver')
+    assert list(solver_action.choices) == list(SOLVERS)
+    assert all(s.summary in ' '.join(solver_action.help.split()) for s in methods.SOLVERS.values())
+
+
+def test_steps_follow_the_options():
+    assert solver_steps('fast', 40) == 8 * 4 + 300
+    assert solver_steps('fast', 40, rounds=2, polish=10, ridges=(1.0,), lr=0.1) == 2 * 1 + 10
+    assert solver_steps('original', 123) == solver_steps('linear', 123) == 123
+
+
+@pytest.mark.parametrize('solver', ['fast', 'original'])
+def test_edit_record_keeps_key_method_and_every_option(solver):
+    model = TinyPGAN()
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 8), layernum=2, progress=False, key_method='svd')
+    request = {'object': [0, square(8, 1, 1, 3)], 'paste': [1, square(8, 4, 4, 3)]}
+    options = {'polish': 7, 'ridges': [0.1]} if solver == 'fast' else {'niter': 30, 'piter': 5}
+    record = gw.apply_edit(request, solver=solver, **options)
+    assert record.key_method == 'svd'
+    if solver == 'fast':
+        assert record.options == {'rounds': 8, 'polish': 7, 'polish_lr': 0.03, 'ridges': [0.1], 'max_change': 3.0,
+                                  'preserve': 0.0}
+        assert len(record.losses) == solver_steps('fast', 0, **options)
+    else:
+        assert record.options == {'niter': 30, 'piter': 5, 'lr': 0.05, 'low_rank_insert': True,
+                                  'low_rank_gradient': False}
+    with pytest.raises(RewriteError, match="unknown option 'polsh' of the 'fast' solver"):
+        gw.apply_edit(request, solver='fast', polsh=3)
