@@ -28,7 +28,6 @@ the change outside, per method).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from metrics.common import (
 from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, open_snapshot, score_plan
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.methods import IterativeOptions
 from rewrite.solvers import EditRecord
 from utils.demo.measures import (
     REGION_RADIUS,
@@ -61,7 +61,7 @@ from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 MAX_SOLVER_GAP = 0.05           # original vs fast solver effectiveness, as a share
-PITER = inspect.signature(SeqStyleGanRewriter.apply_edit).parameters['piter'].default   # projection interval
+PITER = IterativeOptions.piter     # the original solver's projection interval (rewrite/methods.py)
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,12 @@ class Method:
 
 def ours(solver: str, low_rank: bool = True, projected_gradient: bool = False, rank: int = 1) -> Callable:
     def run(gw, plan, request, opts):
+        saved = gw.low_rank_insert, gw.low_rank_gradient
         gw.low_rank_insert, gw.low_rank_gradient = low_rank, projected_gradient
         try:
             return apply_plan(gw, plan, request, rank=rank, solver=solver, niter=opts.niter)
         finally:
-            gw.low_rank_insert, gw.low_rank_gradient = True, False
+            gw.low_rank_insert, gw.low_rank_gradient = saved
     return run
 
 

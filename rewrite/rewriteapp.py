@@ -32,9 +32,10 @@ from utils.stylegan2 import save_checkpoint
 
 from . import editfile, solvers
 from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
+from .methods import SOLVERS
 from .savededits import SavedEditError, export_path, saved_edit_names, saved_edit_path, setting_note
 
-SOLVER_CHOICES = ('fast', 'original', 'linear')
+SOLVER_CHOICES = tuple(SOLVERS)                 # the solver registry's names (rewrite/methods.py)
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }
 .rwa-message { min-height: 1.6em; font-family: monospace; flex: 1 1 320px; min-width: 0; }
