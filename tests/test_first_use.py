@@ -156,7 +156,9 @@ def test_api_error_for_an_erase_file_names_apply_request(tiny):
     shown = repr(record)
     assert len(shown) < 300 and 'data:image' not in shown and str(record) == shown
     assert "kind='erase'" in shown and f'{record.final_loss:.4g}' in shown and 'steps' in shown
-    assert shown.startswith('EditRecord(') and repr(EditRecord('edit', 'fast', 1)).startswith('EditRecord(')
+    assert shown.startswith('EditRecord(') and 'rolled back' not in shown and 'rose' not in shown
+    assert 'loss 0.5 -> 0.5, rolled back' in repr(EditRecord('edit', 'fast', 1, initial_loss=0.5, final_loss=0.5,
+                                                             warning='rose', rolled_back=True))
 
 
 # ---- 4. messages -----------------------------------------------------------------------------------
