@@ -333,8 +333,10 @@ class GanRewriteApp(widgets.VBox):
                                                            (self.paste_btn, self.paste_canvas)]])
         tray_label = widgets.HTML('context: click a picture to select it, then Remove (or Delete) drops it')
         tray_label.add_class('rwa-hint')
+        from .preservepanel import PreservePanel  # issue 13's preserve regions, their own module
+        self.preserve_panel = PreservePanel(self)
         left = widgets.VBox([wrapping_row(self.context_btn, self.remove_btn, self.matches_btn), tray_label, self.tray,
-                             copy_paste],
+                             self.preserve_panel, copy_paste],
                             layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 20, 340)}px', flex='0 0 auto'))
         columns = max(1, min(columns, self.num_canvases))
         cell = self.size + 4
@@ -950,6 +952,7 @@ class GanRewriteApp(widgets.VBox):
 
     def _use_request(self, request: dict) -> None:
         self.request = request
+        self.preserve_panel.repaint()
         self._context_changed()
         self._repaint_copy()
         self._repaint_paste()

@@ -309,3 +309,82 @@ def test_notebook_preserve_example(tmp_path):
     changes = [float(line.rsplit(' ', 1)[1]) for line in text.splitlines() if 'preserve region changed' in line]
     assert len(changes) == 2 and changes[1] < 0.5 * changes[0]
     assert len(outputs_of(nb, 'image/png')) == 3                  # original and the two weights
+
+
+# ---- the bundled edits' preserve regions and the per-pixel erase score --------------------------
+
+def test_preserve_regions_are_chosen_from_the_labels():
+    from metrics.make_demo_edits import PLAN, WINDOWS, PreservePlan, Region, preserve_regions
+    from utils.demo.scenes import CLASS_ID
+    labels = torch.zeros(5, 16, 16, dtype=torch.int64)                  # sky
+    labels[0, 4:7, 4:7], labels[0, 4:6, 10:12] = CLASS_ID['flattop'], CLASS_ID['dome']   # has a dome: excluded
+    labels[1, 5:7, 5:8] = CLASS_ID['flattop']                           # 6 pixels
+    labels[2, 5:8, 5:8] = CLASS_ID['flattop']                           # 9 pixels
+    labels[3, 5:8, 5:8] = CLASS_ID['flattop']                           # used by the edit's own regions
+    used = Region(3, np.zeros((16, 16), bool))
+    regions = {'object': used, 'paste': used, 'key': [used]}
+    found = preserve_regions(PreservePlan('x', PLAN['dome2spire'], keep=('flattop',), absent=('dome',)),
+                             labels, regions)
+    assert [r.imgnum for r in found] == [2, 1]
+    assert np.array_equal(found[1].mask, (labels[1] == CLASS_ID['flattop']).numpy())
+    # clear=False: every keep pixel at least 2 px away from the paste class (one-pixel dilation)
+    walls = torch.full((2, 16, 16), CLASS_ID['building'])
+    walls[0, 8, 8] = CLASS_ID['window']
+    found = preserve_regions(PreservePlan('w', WINDOWS, keep=('building',), absent=(), clear=False), walls,
+                             {'object': None, 'paste': Region(1, walls[1].numpy() > 0), 'key': []})
+    assert [r.imgnum for r in found] == [0] and found[0].area == 256 - 9
+    assert not found[0].mask[7:10, 7:10].any()
+
+
+def test_pixel_erase_score_by_hand():
+    from metrics.make_demo_edits import pixel_erase_scores
+    from utils.demo import load_segmenter
+    from utils.demo.measures import Samples
+    from utils.demo.scenes import CLASS_ID
+    before_labels = torch.full((2, 64, 64), CLASS_ID['building'])       # (two samples: a Frechet distance)
+    before_labels[0, 10, 0:10] = CLASS_ID['window']                     # 10 window pixels
+    after_labels = before_labels.clone()
+    after_labels[0, 10, 6:8] = CLASS_ID['sky']                          # 6 became building, 2 sky, 2 stay window
+    after_labels[0, 10, 0:6] = CLASS_ID['building']
+    after_labels[0, 40, 40:43] = CLASS_ID['window']                     # 3 new window pixels
+    images = torch.zeros(2, 3, 64, 64)
+    scores = pixel_erase_scores(load_segmenter(), Samples(images, before_labels), Samples(images + 0.5, after_labels),
+                                'window', 'building')
+    assert scores['pixels_with_source'] == 10
+    assert scores['effectiveness'] == pytest.approx(0.6)
+    assert scores['source_pixels_after_over_before'] == pytest.approx(0.5)
+    assert scores['mean_abs_change_outside'] == pytest.approx(0.5)
+
+
+# ---- the widget: Add to Preserve, its tray, Preview, saved and loaded with the edit ---------------
+
+def test_widget_preserve_tray_preview_save_and_load(tmp_path):
+    from paintevents import dispatch_dom_event
+    from test_rewriteapp import LAYER, NUM_IMAGES, paint, prepare_edit
+
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.rewriteapp import GanRewriteApp
+    from utils.stylegan2 import SeqStyleGAN2
+    from utils.zdataset import z_dataset_for_model
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32}).eval()
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
+    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=6, niter=40, background=False)
+    panel = app.preserve_panel
+    prepare_edit(app)
+    paint(app, 3, [(4, 4), (30, 20)])
+    panel.add_btn.click()
+    assert [r[0] for r in app.request['preserve']] == [app.sel[3]] and len(panel.tray.children) == 1
+    panel.preview_btn.click()
+    assert len(panel.preview_box.children) == len(app.sel) and 'preview' in app.message
+    app.execute()
+    assert 'changed the model' in app.message
+    app.name_box.value = 'kept'
+    app.save()
+    saved = json.loads((tmp_path / 'masks' / 'kept.json').read_text())
+    assert saved['preserve'] == app.request['preserve']
+    # a click on the tray picture removes it; Load brings it back
+    dispatch_dom_event(panel.thumbs[0].events, {'event': 'click', 'target': {}})
+    assert 'preserve' not in app.request and not panel.tray.children
+    app.load()
+    assert saved['preserve'] == app.request['preserve'] and len(panel.tray.children) == 1

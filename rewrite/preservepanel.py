@@ -1,0 +1,151 @@
+"""The widget's preserve regions (issue 13): "Add to Preserve", their tray, and a preview of what a rule touches.
+
+    panel = PreservePanel(app)          # GanRewriteApp builds one as app.preserve_panel
+
+Add to Preserve puts the painted selection into the request's `preserve` list (one region per image; a
+second region of the same image replaces the first), saved and loaded with the edit as the app saves its
+request. The tray shows the preserve regions in their own colour (blue); a click on a picture removes it.
+Preview draws, over the app's grid of samples, where the current context answers (the rank-1 context
+direction, chosen against the preserve keys, as Execute Change will; red heat) and where the preserve
+regions' keys answer (their mean covariance-adjusted key; blue heat), each relative to the 99th percentile
+of its response over those samples, so the user sees which images the rule will touch before executing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipyevents
+import ipywidgets as widgets
+import numpy as np
+import torch
+
+from utils import imgviz
+from utils.paintwidget import encode_picture
+
+from .preserve import PRESERVE_WEIGHT
+from .rewriteapp import UserError, reports_errors
+
+PRESERVE_COLOR = (40, 110, 255)
+CONTEXT_COLOR = (255, 40, 40)
+
+
+def heat_overlay(image: torch.Tensor, response: torch.Tensor, level: float, color) -> np.ndarray:
+    """uint8 [H, W, 3]: image [3, H, W] blended towards `color` by response [h, w] / level (clipped to
+    [0, 1], alpha up to 0.7), the response upsampled bilinearly."""
+    rgb = imgviz.to_uint8(image).astype(np.float32)
+    heat = imgviz.resize_map(response.float().cpu(), rgb.shape[:2]).numpy() / max(level, 1e-12)
+    alpha = 0.7 * np.clip(heat, 0.0, 1.0)[..., None]
+    return (rgb * (1 - alpha) + alpha * np.asarray(color, np.float32)).clip(0, 255).astype(np.uint8)
+
+
+def response_level(maps: torch.Tensor) -> float:
+    """The 99th percentile of the positive responses [N, h, w] (the heat maps' full scale)."""
+    values = maps.flatten().float().clamp(min=0)
+    return float(torch.quantile(values, 0.99)) if values.numel() else 1.0
+
+
+class PreservePanel(widgets.VBox):
+    """Add to Preserve, the preserve tray (click removes) and Preview (heat maps over the app's grid)."""
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+        self.add_btn = app._button('Add to Preserve', self.add, tooltip='the selected region joins the preserve '
+                                   'regions: the rule must leave it as it is')
+        self.preview_btn = app._button('Preview', self.preview, tooltip='where the context (red) and the preserve '
+                                       'regions (blue) answer, over the samples shown')
+        hint = widgets.HTML('preserve: regions the rule must not change (click a picture to remove it)')
+        hint.add_class('rwa-hint')
+        self.tray = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
+        self.thumbs: list[widgets.Image] = []
+        self.preview_box = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
+        self.children = [widgets.HBox([self.add_btn, self.preview_btn]), hint, self.tray, self.preview_box]
+
+    # the app's error reporting (rewriteapp.reports_errors) reads these two
+    @property
+    def solving(self) -> str | None:
+        return self.app.solving
+
+    def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
+        self.app.show_message(text, error=error, warning=warning)
+
+    @property
+    def regions(self) -> list:
+        return self.app.request.get('preserve', [])
+
+    @reports_errors('Add to Preserve')
+    def add(self, _button=None) -> None:
+        imgnum, url = self.app._selection()
+        regions = [pair for pair in self.regions if pair[0] != imgnum] + [[imgnum, url]]
+        self.app.request['preserve'] = regions
+        self.repaint()
+        self.show_message(f'preserve: {len(regions)} region{"s" * (len(regions) > 1)} '
+                          f'(images {[r[0] for r in regions]})')
+
+    @reports_errors('Remove preserve region')
+    def remove(self, index: int) -> None:
+        regions = self.regions
+        if not 0 <= index < len(regions):
+            return
+        imgnum, _ = regions.pop(index)
+        if not regions:
+            del self.app.request['preserve']
+        self.repaint()
+        self.show_message(f'removed image {imgnum} from the preserve regions')
+
+    def repaint(self) -> None:
+        """The tray from the request (also after Load / set_request: the app calls this)."""
+        regions = self.regions
+        size = self.app.size * 3 // 8
+        while len(self.thumbs) < len(regions):
+            self.thumbs.append(self._new_thumb(len(self.thumbs), size))
+        for thumb, (imgnum, url) in zip(self.thumbs, regions, strict=False):
+            picture = self.app._region_picture(imgnum, url, thickness=1, border_color=PRESERVE_COLOR,
+                                               outside_bright=0.45, inside_color=PRESERVE_COLOR)
+            thumb.value = encode_picture(np.asarray(picture.resize((size, size))))
+        self.tray.children = self.thumbs[:len(regions)]
+
+    def _new_thumb(self, index: int, size: int) -> widgets.Image:
+        thumb = widgets.Image(format='jpeg', width=size, height=size,
+                              layout=widgets.Layout(width=f'{size}px', height=f'{size}px', min_width=f'{size}px'))
+        thumb.add_class('rwa-thumb')
+        thumb.events = ipyevents.Event(source=thumb, watched_events=['click'])
+        thumb.events.on_dom_event(lambda _event: self.remove(index))
+        return thumb
+
+    def preview_maps(self, imgnums: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context response [N, h, w], preserve response [N, h, w] or None) over samples `imgnums`: the
+        rank-1 context direction as Execute Change chooses it, and the preserve regions' mean C^-1 k."""
+        gw, request = self.app.gw, self.app.request
+        if not request.get('key') and 'paste' not in request:
+            raise UserError('there is no context yet: Add to Context (or Paste) first, then Preview')
+        pairs = request.get('key') or [request['paste']]
+        keep = [tuple(pair) for pair in self.regions]
+        context = gw.multi_key_from_selection(pairs, rank=1, preserve_pairs=keep, preserve_weight=PRESERVE_WEIGHT)[0]
+        context_maps = gw.key_response_maps(context, imgnums)
+        if not keep:
+            return context_maps, None
+        obs, w = gw._keys_and_weights(keep, 'preserve')
+        query = gw.covariance_adjusted_query_key((obs * w[:, None]).sum(0) / w.sum())
+        return context_maps, gw.key_response_maps(query / query.norm().clamp(min=1e-12), imgnums)
+
+    @reports_errors('Preview')
+    def preview(self, _button=None) -> None:
+        imgnums = list(self.app.sel)
+        context_maps, keep_maps = self.preview_maps(imgnums)
+        images = self.app._images(imgnums)
+        size = self.app.size // 2
+        levels = (response_level(context_maps), None if keep_maps is None else response_level(keep_maps))
+        cells = []
+        for k, image in enumerate(images):
+            rows = [heat_overlay(image, context_maps[k], levels[0], CONTEXT_COLOR)]
+            if keep_maps is not None:
+                rows.append(heat_overlay(image, keep_maps[k], levels[1], PRESERVE_COLOR))
+            picture = np.concatenate(rows, axis=0)
+            cells.append(widgets.Image(value=encode_picture(picture), format='jpeg', width=size,
+                                       height=size * len(rows)))
+        self.preview_box.children = cells
+        touched = int((context_maps.flatten(1).amax(1) >= levels[0]).sum())
+        self.show_message(f'preview: the context answers at full strength in {touched} of {len(imgnums)} samples '
+                          '(red); preserve regions\' keys in blue')
