@@ -55,21 +55,27 @@ from metrics.common import (
 from metrics.report import ROOT, fmt, markdown_table, pct, rel, write_json
 from rewrite import editfile
 from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
+from rewrite.preserve import PRESERVE_WEIGHT
 from rewrite.solvers import EditRecord
 from utils.demo import Segmenter, load_segmenter
 from utils.demo.measures import (
     MIN_PIXELS,
+    REGION_RADIUS,
     TOPS,
     Samples,
     class_mask,
     dilate,
     erase_scores,
+    present,
+    preservation,
     replacement_scores,
 )
+from utils.demo.scenes import CLASSES
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 PROVENANCE = RESULTS / 'demo_edits.json'
+PRESERVE_PROVENANCE = RESULTS / 'demo_preserve_edits.json'
 PROCEDURE = 7                   # bump when choosing or scoring changes: older edit files are then remade
 EFFECTIVENESS_TOLERANCE = 0.05  # settings this close to the most effective count as equally effective
 MASK_SIZE = 256                 # the original UI's canvas
@@ -88,6 +94,7 @@ class EditPlan:
     paste: tuple[str, ...]
     dst: str | None
     keys: int
+    into: str | None = None        # an erase scored per pixel: the class its pixels should become
 
 
 PLANS = (
@@ -96,6 +103,31 @@ PLANS = (
     EditPlan('erase_watermark', object=None, paste=('watermark',), dst=None, keys=16),
 )
 PLAN = {p.name: p for p in PLANS}
+WINDOWS = EditPlan('erase_windows', object=None, paste=('window',), dst=None, keys=16, into='building')
+
+
+@dataclass(frozen=True)
+class PreservePlan:
+    """A bundled edit with `preserve` regions (issue 13), made by the same procedure: `plan`'s object,
+    paste and context regions, plus `count` regions whose outputs must stay, chosen from the segmenter's
+    labels of z-sample images that the plan's regions do not use and that show none of `absent`:
+    per image its largest clear region of `keep` (as the context regions are chosen), or with
+    clear=False all its `keep` pixels away from the plan's paste class (dilated by one pixel)."""
+
+    name: str
+    plan: EditPlan
+    keep: tuple[str, ...]
+    absent: tuple[str, ...]
+    clear: bool = True
+    count: int = 16
+
+
+PRESERVE_PLANS = (
+    PreservePlan('dome2spire_preserve', PLAN['dome2spire'], keep=('flattop',), absent=('dome',)),
+    PreservePlan('erase_watermark_preserve', PLAN['erase_watermark'], keep=CLASSES, absent=('watermark',),
+                 clear=False),
+    PreservePlan('erase_windows_preserve', WINDOWS, keep=('building',), absent=(), clear=False),
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +225,34 @@ def build_request(regions: dict, dilate_px: int) -> dict:
     return request
 
 
+def preserve_regions(pplan: PreservePlan, labels: torch.Tensor, regions: dict) -> list[Region]:
+    """The preserve regions of `pplan` (see PreservePlan), largest first (ties: by imgnum)."""
+    used = {r.imgnum for r in regions['key']} | {regions['paste'].imgnum}
+    used |= set() if regions['object'] is None else {regions['object'].imgnum}
+    shows = present(labels, pplan.absent) if pplan.absent else torch.zeros(len(labels), dtype=torch.bool)
+    exclude = used | set(np.nonzero(shows.numpy())[0].tolist())
+    if pplan.clear:
+        return clearest_regions(labels, pplan.keep, exclude=sorted(exclude))[:pplan.count]
+    away = class_mask(labels, pplan.keep) & ~dilate(class_mask(labels, pplan.plan.paste), 1)
+    found = [Region(i, away[i].numpy()) for i in range(len(labels))
+             if i not in exclude and int(away[i].sum()) >= MIN_PIXELS]
+    return sorted(found, key=lambda r: (-r.area, r.imgnum))[:pplan.count]
+
+
+def pixel_erase_scores(segmenter: Segmenter, before: Samples, after: Samples, name: str, into: str,
+                       radius: int = REGION_RADIUS) -> dict:
+    """An erase scored per pixel: the share of `name` pixels (before) labelled `into` after, the
+    `name` pixels after over before, and the change outside `name` (before or after, dilated)."""
+    src, now = class_mask(before.labels, (name,)), class_mask(after.labels, (name,))
+    n = int(src.sum())
+    turned = int(((after.labels == CLASSES.index(into)) & src).sum())
+    region = dilate(src | now, radius)
+    return {'n': len(before.labels), 'pixels_with_source': n,
+            'effectiveness': turned / n if n else float('nan'),
+            'source_pixels_after_over_before': int(now.sum()) / n if n else float('nan'),
+            **preservation(segmenter, before, after, region)}
+
+
 # ---------------------------------------------------------------------------------------------------
 # applying and scoring
 # ---------------------------------------------------------------------------------------------------
@@ -207,6 +267,8 @@ def apply_plan(gw: SeqStyleGanRewriter, plan: EditPlan, request, rank: int = 1, 
 
 def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Samples) -> dict:
     """The plan's scores; a replacement of some tower tops is also scored on the other kinds of top."""
+    if plan.into is not None:
+        return pixel_erase_scores(segmenter, before, after, plan.paste[0], plan.into)
     if plan.dst is None:
         return erase_scores(segmenter, before, after, plan.paste[0])
     others = tuple(t for t in TOPS if t not in plan.paste and t != plan.dst) if set(plan.paste) <= set(TOPS) else ()
@@ -288,6 +350,44 @@ def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] =
     return record
 
 
+def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (7, 8),
+                        ranks: Sequence[int] = (1, 3), eval_n: int = 400, dilate_px: int = 1,
+                        truncation: float = EDIT_TRUNCATION, batch: int = 32, out_dir: Path = EDIT_DIR,
+                        provenance: Path = PRESERVE_PROVENANCE,
+                        plans: Sequence[PreservePlan] = PRESERVE_PLANS) -> dict:
+    """The bundled edits with preserve regions (issue 13): each PreservePlan's regions chosen as make_edits
+    chooses them plus its preserve regions, every setting scored (fast solver, default preserve_weight) and
+    the best written as NAME_layerN[_rankR].json (the selection rule of best_setting)."""
+    model = snapshot.model(truncation)
+    zds = z_dataset_for_model(model, ZSAMPLE)
+    pool = sample(model, zds.tensors[0], segmenter, batch, desc='z-sample')
+    requests, described = {}, {}
+    for pplan in plans:
+        regions = choose_regions(pplan.plan, pool.labels)
+        keep = preserve_regions(pplan, pool.labels, regions)
+        requests[pplan.plan.name] = build_request(regions, dilate_px) | {
+            'preserve': [[r.imgnum, painted(r.mask, 0 if not pplan.clear else dilate_px)] for r in keep]}
+        described[pplan.plan.name] = describe_regions(regions) | {
+            'preserve': [{'imgnum': r.imgnum, 'pixels': r.area} for r in keep]}
+    eval_z = z_sample_for_model(model, eval_n, seed=SELECTION_SEED)
+    before = sample(model, eval_z, segmenter, batch, 'held-out samples', EVAL_TRUNCATION)
+    scores = score_settings(model, zds, [p.plan for p in plans], requests, layers, ranks, segmenter, eval_z,
+                            before, batch)
+    record = {'checkpoint': snapshot.describe(), 'truncation': truncation, 'zsample': ZSAMPLE, 'eval_n': eval_n,
+              'selection_seed': SELECTION_SEED, 'layers_tried': list(layers), 'ranks_tried': list(ranks),
+              'preserve_weight': PRESERVE_WEIGHT, 'dilate_px': dilate_px, 'solver': 'fast', 'edits': {}}
+    for pplan in plans:
+        name = pplan.plan.name
+        layer, rank = best_setting(scores[name])
+        path = write_edit(out_dir, pplan.name, layer, rank, requests[name])
+        record['edits'][pplan.name] = {'file': rel(path), 'plan': name, 'layer': layer, 'rank': rank,
+                                       'regions': described[name],
+                                       'scores': [{'layer': lay, 'rank': r, **s}
+                                                  for (lay, r), s in scores[name].items()]}
+    write_json(provenance, record)
+    return record
+
+
 def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict) -> Path:
     """Writes NAME_layerN[_rankR].json (validated, atomic) and removes the files of other settings."""
     path = Path(out_dir) / editfile.name_for_setting(name, layer, rank)
@@ -352,8 +452,9 @@ def summary_table(record: dict) -> str:
             chosen = (s['layer'], s['rank']) == (e['layer'], e['rank'])
             rows.append([name, s['layer'], s['rank'], 'yes' if chosen else '',
                          s.get('error', pct(s.get('effectiveness', float('nan')))),
-                         s.get('n_with_source', ''), fmt(s.get('mean_abs_change_outside', float('nan')), 4)])
-    return markdown_table(['edit', 'layer', 'rank', 'chosen', 'effectiveness', 'n with source',
+                         s.get('n_with_source', ''), pct(s['collateral']) if 'collateral' in s else '',
+                         fmt(s.get('mean_abs_change_outside', float('nan')), 4)])
+    return markdown_table(['edit', 'layer', 'rank', 'chosen', 'effectiveness', 'n with source', 'collateral',
                            'mean abs change outside'], rows)
 
 
@@ -370,7 +471,11 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT, help='generator (default: the demo model)')
     p.add_argument('--out-dir', type=Path, default=EDIT_DIR)
-    p.add_argument('--provenance', type=Path, default=PROVENANCE)
+    p.add_argument('--provenance', type=Path, default=None,
+                   help=f'default: {rel(PROVENANCE)}, with --preserve {rel(PRESERVE_PROVENANCE)}')
+    p.add_argument('--preserve', action='store_true',
+                   help='make the edits with preserve regions instead (dome2spire_preserve, erase_watermark_preserve, '
+                        'erase_windows_preserve; issue 13)')
     return p.parse_args(argv)
 
 
@@ -378,9 +483,16 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_torch(args.threads)
     snapshot = load_snapshot(args.checkpoint)
-    record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks, eval_n=args.eval_n,
-                        n_keys=args.keys, dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
-                        out_dir=args.out_dir, provenance=args.provenance)
+    if args.preserve:
+        args.provenance = args.provenance or PRESERVE_PROVENANCE
+        record = make_preserve_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks,
+                                     eval_n=args.eval_n, dilate_px=args.dilate, truncation=args.truncation,
+                                     batch=args.batch, out_dir=args.out_dir, provenance=args.provenance)
+    else:
+        args.provenance = args.provenance or PROVENANCE
+        record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks, eval_n=args.eval_n,
+                            n_keys=args.keys, dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
+                            out_dir=args.out_dir, provenance=args.provenance)
     print(f'checkpoint {snapshot.sha256} (iteration {snapshot.train_info.get("iterations")})')
     print(summary_table(record))
     for e in record['edits'].values():
