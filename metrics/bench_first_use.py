@@ -1,10 +1,11 @@
 """What `rewrite apply` costs a new user on the demo model: the whole z-sample's key statistics vs `--stats-n`,
 and the fast solver vs the original one, each from a cold statistics cache.
 
-    python -m metrics.bench_first_use --threads 1        # prints a table, writes metrics/results/first_use.json
+    python -m metrics.bench_first_use --threads 1 2      # prints a table, writes metrics/results/first_use.json
 
 Each row runs `rewrite apply` in-process on the bundled dome2spire edit (layer 8, rank 3; its image numbers
-reach 996, so --zsample is 1000) with a fresh --cachedir, and reports the wall time and the edit's loss.
+reach 996, so --zsample is 1000) with a fresh --cachedir, and reports the wall time and the edit's loss,
+for each --threads count (on a busy machine fewer threads can be faster: the README's threads advice).
 """
 
 from __future__ import annotations
@@ -42,17 +43,18 @@ def run_apply(solver: str, stats_n: int | None, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1], help='torch thread counts (default 1)')
     args = parser.parse_args()
     rows = []
-    for solver, stats_n in SETTINGS:
-        result = run_apply(solver, stats_n, args.threads)
-        rows.append({'solver': solver, 'stats_n': stats_n or 1000} | result)
-        print(rows[-1], flush=True)
-    print(markdown_table(['solver', 'statistics over', 'seconds (cold cache)', 'loss', 'exit status'],
-                         [[r['solver'], f"{r['stats_n']} images", r['seconds'], r['loss'], str(r['status'])]
-                          for r in rows]))
-    write_json(OUT, {'machine': machine_info(args.threads), 'edit': EDIT, 'rows': rows})
+    for threads in args.threads:
+        for solver, stats_n in SETTINGS:
+            result = run_apply(solver, stats_n, threads)
+            rows.append({'threads': threads, 'solver': solver, 'stats_n': stats_n or 1000} | result)
+            print(rows[-1], flush=True)
+    print(markdown_table(['threads', 'solver', 'statistics over', 'seconds (cold cache)', 'loss', 'exit status'],
+                         [[str(r['threads']), r['solver'], f"{r['stats_n']} images", r['seconds'], r['loss'],
+                           str(r['status'])] for r in rows]))
+    write_json(OUT, {'machine': machine_info(), 'edit': EDIT, 'rows': rows})
     print(f'wrote {OUT}')
 
 
