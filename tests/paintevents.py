@@ -31,3 +31,11 @@ def drag(events: ipyevents.Event, points: Sequence[tuple[float, float]], shown_s
     for point in rest:
         dispatch_dom_event(events, mouse_message('mousemove', *point, shown_size))
     dispatch_dom_event(events, mouse_message('mouseup', *points[-1], shown_size))
+
+
+def key_message(key: str, **modifiers) -> dict:
+    """The content ipyevents' browser side sends for a keydown of `key` (ctrlKey=True etc. as modifiers)."""
+    message = {'event': 'keydown', 'key': key, 'code': key, 'ctrlKey': False, 'shiftKey': False, 'altKey': False,
+               'metaKey': False, 'repeat': False, 'location': 0, 'target': {}}
+    message.update(modifiers)
+    return message

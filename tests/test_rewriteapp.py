@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE, need_shared
-from paintevents import dispatch_dom_event, drag, mouse_message
+from paintevents import dispatch_dom_event, drag, key_message, mouse_message
 from PIL import Image
 
 from rewrite import editfile
@@ -56,9 +56,7 @@ def grid_pictures(app: GanRewriteApp) -> list[bytes]:
 
 def press(app: GanRewriteApp, key: str, **modifiers) -> None:
     """A keydown over the pictures, as ipyevents sends it."""
-    message = {'event': 'keydown', 'key': key, 'code': key, 'ctrlKey': False, 'shiftKey': False, 'altKey': False,
-               'metaKey': False, 'repeat': False, 'location': 0, 'target': {}}
-    dispatch_dom_event(app.key_events, {**message, **modifiers})
+    dispatch_dom_event(app.key_events, key_message(key, **modifiers))
 
 
 def region(url: str) -> np.ndarray:
