@@ -17,7 +17,6 @@ keys to the goal values, L1 loss, while the weight changes only along the contex
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from utils.stylegan2 import ops
 from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
+from .methods import SOLVERS, FastOptions
 from .preserve import PreserveSet
 
 
@@ -46,6 +46,8 @@ class EditRecord:
     rolled_back: bool = False     # the rise exceeded ganrewrite.LOSS_TOLERANCE: the weights were restored
     preserve_weight: float | None = None     # with preserve regions: the weight of their term (issue 13)
     preserve_change: float | None = None     # mean abs change of the layer's outputs in the preserve regions
+    key_method: str = ''                     # how the context directions were made (rewrite/methods.py)
+    options: dict = field(default_factory=dict)   # every option the solver ran with, defaults filled in
 
     def __repr__(self) -> str:
         """A one-line summary (the losses of every step and the request's masks are left out)."""
@@ -160,10 +162,11 @@ def _conv_response(x: torch.Tensor, weight: torch.Tensor, layer: TargetLayer) ->
 
 
 def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.nn.Parameter, key,
-                val: torch.Tensor, context: torch.Tensor, rounds: int = 8, polish: int = 300,
-                polish_lr: float = 0.03, ridges=(1e-1, 1e-2, 1e-3, 1e-4), max_change: float = 3.0,
+                val: torch.Tensor, context: torch.Tensor, rounds: int = FastOptions.rounds,
+                polish: int = FastOptions.polish, polish_lr: float = FastOptions.polish_lr,
+                ridges=FastOptions.ridges, max_change: float = FastOptions.max_change,
                 update_callback=None, styles: torch.Tensor | None = None,
-                preserve: float = 0.0, preserve_set: PreserveSet | None = None,
+                preserve: float = FastOptions.preserve, preserve_set: PreserveSet | None = None,
                 preserve_weight: float = 0.0) -> list[float]:
     """Closed-form rank-constrained insert (see module docstring). Edits `weight` in place.
 
@@ -413,9 +416,7 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
     return lam if final < best[0] else best[1]
 
 
-def solver_steps(solver: str, niter: int, **_settings) -> int:
-    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule."""
-    if solver != 'fast':
-        return niter
-    defaults = inspect.signature(insert_fast).parameters
-    return defaults['rounds'].default * len(defaults['ridges'].default) + defaults['polish'].default
+def solver_steps(solver: str, niter: int, **settings) -> int:
+    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule
+    (`rewrite.methods.Solver.steps`; settings that are not the solver's options are ignored)."""
+    return SOLVERS[solver].steps(niter, **settings)
