@@ -66,6 +66,9 @@ def projected_conv(weight: torch.Tensor, direction: torch.Tensor) -> torch.Tenso
     return torch.einsum(eq[1], torch.einsum(eq[0], weight, direction), direction)
 
 
+PRESERVE_PIXELS = 1024       # PreserveTerm's bound on the preserve pixels it models (an even subsample beyond)
+
+
 def _check_finite(loss: torch.Tensor, it: int) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f'the rewriting loss became {loss.item()} at iteration {it}; '
@@ -308,23 +311,28 @@ class PreserveTerm:
     at the Q selected pixels (A [Q, r k k]; demod from each region's own style; offset, the bias and
     noise, recovered from the outputs before the edit). change(Lambda): mask-weighted mean |out - out(0)|.
     In the least squares each pixel counts weight * u_q * P / sum(u) times a goal pixel (P goal pixels),
-    so the objective is goal L1 + weight * preserve L1."""
+    so the objective is goal L1 + weight * preserve L1. Regions larger than max_pixels in all are
+    represented by an even, deterministic subsample of max_pixels of their pixels (in scan order), which
+    keeps the solve's cost bounded (whole images as preserve regions: 16 x 32 x 32 pixels)."""
 
     def __init__(self, layer: TargetLayer, w0: torch.Tensor, pset: PreserveSet, context: torch.Tensor,
-                 weight: float, goal_pixels: int):
+                 weight: float, goal_pixels: int, max_pixels: int = PRESERVE_PIXELS):
         o, k, r = w0.shape[1], w0.shape[-1], context.shape[0]
         self.o, self.layer, self.weight = o, layer, weight
         kmap = pset.key['fmap'].detach().to(w0)
-        sel = pset.weight > 0                                                             # [M, H, W]
+        where = pset.weight.nonzero()                                                     # [Q, 3]: m, y, x
+        if len(where) > max_pixels:
+            where = where[torch.linspace(0, len(where) - 1, max_pixels).round().long()]
+        m, y, x = where.t()
         proj = torch.einsum('bihw,di->bdhw', kmap, context)                               # [M, r, h, w]
         taps = torch.eye(r * k * k, dtype=w0.dtype, device=w0.device).reshape(r * k * k, r, k, k)
-        self.design = _conv_response(proj, taps, layer).permute(0, 2, 3, 1)[sel]         # [Q, r k k]
-        self.base = _conv_response(kmap, w0[0], layer).permute(1, 0, 2, 3)[:, sel]       # [O, Q]
-        self.image = sel.nonzero()[:, 0]                                                  # [Q]
-        self.u = pset.weight[sel].to(w0)                                                  # [Q]
+        self.design = _conv_response(proj, taps, layer)[m, :, y, x]                      # [Q, r k k]
+        self.base = _conv_response(kmap, w0[0], layer)[m, :, y, x].t()                   # [O, Q]
+        self.image = m                                                                    # [Q]
+        self.u = pset.weight[m, y, x].to(w0)                                              # [Q]
         self.row_scale = (weight * goal_pixels / self.u.sum()) * self.u.double()          # [Q]
         self.energy = DemodEnergy(w0, pset.key['style'].detach(), context, layer.scale) if layer.demodulate else None
-        self.val = pset.val.to(w0).permute(1, 0, 2, 3)[:, sel]                           # [O, Q]
+        self.val = pset.val.to(w0)[m, :, y, x].t()                                        # [O, Q]
         u0, self.slope = _inverse_activation(self.val)
         self.pre_target = self.base * self.demod(torch.zeros(o, r * k * k, dtype=w0.dtype, device=w0.device))
         self.offset = u0 - self.pre_target                                                # bias + noise

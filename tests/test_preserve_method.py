@@ -388,3 +388,19 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     assert 'preserve' not in app.request and not panel.tray.children
     app.load()
     assert saved['preserve'] == app.request['preserve'] and len(panel.tray.children) == 1
+
+
+def test_large_preserve_regions_are_an_even_subsample_of_their_pixels():
+    layer, w0, bag, g = small_layer()
+    context = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))[0].t()
+    pkey = bag(torch.randn(2, 8, 5, 5, generator=g, dtype=torch.float64))
+    pset = PreserveSet(pkey, torch.randn(2, 6, 5, 5, generator=g, dtype=torch.float64),
+                       torch.ones(2, 5, 5, dtype=torch.float64))
+    full = PreserveTerm(layer, w0, pset, context, 1.0, goal_pixels=25)
+    part = PreserveTerm(layer, w0, pset, context, 1.0, goal_pixels=25, max_pixels=7)
+    picked = torch.linspace(0, 49, 7).round().long()
+    assert len(full.u) == 50 and len(part.u) == 7
+    for name in ('design', 'u', 'image'):
+        assert torch.equal(getattr(part, name), getattr(full, name)[picked])
+    for name in ('base', 'val', 'offset'):
+        assert torch.equal(getattr(part, name), getattr(full, name)[:, picked])
