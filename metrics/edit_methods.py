@@ -49,10 +49,11 @@ from metrics.common import (
     collateral_text,
     sample,
 )
-from metrics.make_demo_edits import PLAN, EditPlan, apply_plan, open_snapshot, score_plan
+from metrics.make_demo_edits import PLAN, PRESERVE_PLANS, EditPlan, PreservePlan, apply_plan, open_snapshot, score_plan
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.methods import IterativeOptions
+from rewrite.preserve import PRESERVE_WEIGHT
 from rewrite.solvers import EditRecord
 from utils.demo.measures import (
     REGION_RADIUS,
@@ -151,6 +152,79 @@ def solver_agreement(rows: list[dict], original: str = ORIGINAL) -> dict:
     gap = abs(by_name[original] - by_name[FAST])
     return {'original': original, 'gap_points': 100 * gap if np.isfinite(gap) else None,
             'max_points': 100 * MAX_SOLVER_GAP, 'pass': bool(gap <= MAX_SOLVER_GAP) if np.isfinite(gap) else None}
+
+
+def compare_preserve(snapshot, segmenter, pplan: PreservePlan, opts) -> dict:
+    """The bundled edit of `pplan` (with preserve regions) without them (preserve_weight 0: bit for bit the
+    edit without the field) and with them (the default weight), per solver, at rank 1 and the bundled rank."""
+    path, layer, rank, request = bundled_request(pplan.name)
+    model = snapshot.model(EDIT_TRUNCATION)
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, ZSAMPLE), layer, progress=False)
+    _ = gw.stats
+    z = z_sample_for_model(model, opts.n, seed=EVAL_SEED)
+    before = sample(model, z, segmenter, opts.batch, f'{pplan.name}: unedited', EVAL_TRUNCATION)
+    rows = []
+    for solver in ('original', 'fast'):
+        for r in sorted({1, rank}):
+            for weight in (0.0, PRESERVE_WEIGHT):
+                gw.revert()
+                record = apply_plan(gw, pplan.plan, request, rank=r, solver=solver, niter=opts.niter,
+                                    preserve_weight=weight)
+                after = sample(gw.model, z, segmenter, opts.batch, None, EVAL_TRUNCATION)
+                rows.append({'solver': solver, 'rank': r, 'preserve_weight': weight, 'seconds': record.seconds,
+                             'final_loss': record.final_loss, 'preserve_change': record.preserve_change,
+                             **score_plan(pplan.plan, segmenter, before, after)})
+                print(f'{pplan.name}: {solver} rank {r} preserve_weight {weight:g}: effectiveness '
+                      f'{pct(rows[-1]["effectiveness"])}, collateral {pct(rows[-1].get("collateral", float("nan")))}, '
+                      f'change outside {rows[-1]["mean_abs_change_outside"]:.4f}, {record.seconds:.1f} s', flush=True)
+    return {'file': rel(path), 'layer': layer, 'rank': rank, 'preserve_regions': len(request['preserve']),
+            'rows': rows}
+
+
+def preserve_table(result: dict) -> str:
+    return markdown_table(
+        ['solver', 'rank', 'preserve regions', 'effectiveness', 'collateral', 'erase rate after / source left',
+         'mean abs change outside', 'Frechet to unedited', 'preserve regions\' layer change', 'seconds'],
+        [[r['solver'], r['rank'], f'weight {r["preserve_weight"]:g}' if r['preserve_weight'] else 'without',
+          pct(r['effectiveness']), pct(r['collateral']) if 'collateral' in r else '',
+          pct(r['rate_after']) if 'rate_after' in r else pct(r.get('source_pixels_after_over_before', float('nan'))),
+          fmt(r['mean_abs_change_outside'], 4), fmt(r['frechet_to_unedited'], 3),
+          '' if r['preserve_change'] is None else fmt(r['preserve_change'], 4), fmt(r['seconds'], 1)]
+         for r in result['rows']])
+
+
+def preserve_report(res: dict) -> str:
+    parts = [f"""# Edits with preserve regions (issue 13) on the demo world
+
+Checkpoint `{res['checkpoint']['sha256']}`; the bundled edits with `preserve` regions (made by
+`python -m metrics.make_demo_edits --preserve`), applied without them (preserve_weight 0, bit for bit the
+edit without the field) and with them (the default preserve_weight {res['settings']['preserve_weight']:g}), by the
+original solver (release settings, {res['settings']['niter']} iterations) and the fast solver, at rank 1 and
+at the bundled rank; scored on {res['settings']['n']} held-out z's (seed {EVAL_SEED}, truncation
+{EVAL_TRUNCATION}). Collateral (dome -> spire): flat tops of dome-free samples turned spire. Erase rate after
+(watermark): share of samples with a watermark after; source left (windows): window pixels after / before.
+Effectiveness of the window erase: share of window pixels (before) labelled building after. Seconds on a
+shared CPU, {res['machine']['torch_threads']} thread(s).
+"""]
+    for name, result in res['edits'].items():
+        parts.append(f"## {name} (`{result['file']}`, layer {result['layer']}, bundled rank {result['rank']}, "
+                     f"{result['preserve_regions']} preserve regions)\n\n{preserve_table(result)}\n")
+    parts.append(f"Regenerate: `python -m metrics.edit_methods --preserve --n {res['settings']['n']} "
+                 f"--niter {res['settings']['niter']}`.\n")
+    return '\n'.join(parts)
+
+
+def run_preserve(snapshot, segmenter, opts) -> dict:
+    """Every bundled edit with preserve regions, without and with them: edit_methods_preserve.{json,md}."""
+    res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
+           'settings': {'n': opts.n, 'niter': opts.niter, 'batch': opts.batch, 'preserve_weight': PRESERVE_WEIGHT,
+                        'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION, 'eval_seed': EVAL_SEED},
+           'edits': {p.name: compare_preserve(snapshot, segmenter, p, opts) for p in PRESERVE_PLANS}}
+    write_json(opts.out_dir / 'edit_methods_preserve.json', res)
+    text = preserve_report(res)
+    atomic_write_text(opts.out_dir / 'edit_methods_preserve.md', text)
+    print(text)
+    return res
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,6 +360,9 @@ def parse_args(argv=None):
     p.add_argument('--n', type=int, default=1000, help='held-out samples that score each method')
     p.add_argument('--niter', type=int, default=2001, help='iterations of the original solver and of fine-tuning')
     p.add_argument('--zero-units', type=int, default=8, help='units zeroed by the dissection baseline')
+    p.add_argument('--preserve', action='store_true',
+                   help='only the bundled edits with preserve regions, without and with them (issue 13): '
+                        'edit_methods_preserve.{json,md}')
     p.add_argument('--report-only', action='store_true',
                    help='only rewrite edit_methods.md and .png from the last edit_methods.json')
     add_snapshot_args(p, RESULTS)
@@ -299,6 +376,8 @@ def main(argv=None) -> dict:
         write_report(res, opts.out_dir)
         return res
     snapshot, segmenter, _ = open_snapshot(opts)
+    if opts.preserve:
+        return run_preserve(snapshot, segmenter, opts)
     res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
            'settings': {'n': opts.n, 'niter': opts.niter, 'zero_units': opts.zero_units, 'batch': opts.batch,
                         'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION,

@@ -1,0 +1,82 @@
+"""Timings of issue 13's preserve regions on the demo model (not tests: a table and a JSON file).
+
+    python -m metrics.bench_preserve [--threads 2] [--repeats 3]
+
+- the fast solver on each bundled edit with preserve regions (notebooks/masks/demo/*_preserve_layer*.json), at
+  its layer and rank, with and without the regions (key statistics gathered beforehand); goal < 2 s;
+- the widget's Preview over 32 samples (context and preserve response maps, heat overlays); goal < 1.5 s.
+Medians of --repeats runs; writes metrics/results/preserve_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import time
+
+import ipywidgets  # noqa: F401  (the widget's import cost stays out of the timings)
+
+from metrics.common import EDIT_DIR, EDIT_TRUNCATION, RESULTS, ZSAMPLE, edit_setting, setup_torch
+from metrics.report import machine_info, markdown_table, write_json
+from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.preserve import PRESERVE_WEIGHT
+from utils.stylegan2 import load_seq_stylegan
+from utils.zdataset import z_dataset_for_model
+
+SOLVE_GOAL_S, PREVIEW_GOAL_S = 2.0, 1.5
+
+
+def median_seconds(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def solve_once(gw, apply, request: dict, rank: int, weight: float) -> None:
+    apply(request, rank=rank, solver='fast', preserve_weight=weight)
+    gw.revert()
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--preview-n', type=int, default=32)
+    opts = p.parse_args(argv)
+    setup_torch(opts.threads)
+    model = load_seq_stylegan('demo', truncation=EDIT_TRUNCATION)
+    zds = z_dataset_for_model(model, ZSAMPLE)
+    rows, res = [], {'machine': machine_info(opts.threads), 'preserve_weight': PRESERVE_WEIGHT, 'edits': {}}
+    from rewrite.rewriteapp import GanRewriteApp
+    for path in sorted(EDIT_DIR.glob('*_preserve_layer*.json')):
+        layer, rank = edit_setting(path)
+        request = json.loads(path.read_text())
+        gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
+        _ = gw.stats
+        apply = gw.apply_erase if 'object' not in request else gw.apply_edit
+        seconds = {}
+        for weight in (0.0, PRESERVE_WEIGHT):
+            seconds[weight] = median_seconds(functools.partial(solve_once, gw, apply, request, rank, weight),
+                                             opts.repeats)
+        app = GanRewriteApp(gw, size=64, num_canvases=opts.preview_n, background=False)
+        app.set_request(request)
+        preview = median_seconds(app.preserve_panel.preview, opts.repeats)
+        res['edits'][path.name] = {'layer': layer, 'rank': rank, 'preserve_regions': len(request['preserve']),
+                                   'fast_s_without': seconds[0.0], 'fast_s_with': seconds[PRESERVE_WEIGHT],
+                                   'preview_s': preview, 'preview_n': opts.preview_n}
+        rows.append([path.name, layer, rank, len(request['preserve']), f'{seconds[0.0]:.2f}',
+                     f'{seconds[PRESERVE_WEIGHT]:.2f}', 'pass' if seconds[PRESERVE_WEIGHT] < SOLVE_GOAL_S else 'FAIL',
+                     f'{preview:.2f}', 'pass' if preview < PREVIEW_GOAL_S else 'FAIL'])
+    print(markdown_table(['edit', 'layer', 'rank', 'preserve regions', 'fast s without', 'fast s with',
+                          f'< {SOLVE_GOAL_S:g} s', f'preview {opts.preview_n} s', f'< {PREVIEW_GOAL_S:g} s'], rows))
+    write_json(RESULTS / 'preserve_bench.json', res)
+    return res
+
+
+if __name__ == '__main__':
+    main()
