@@ -404,3 +404,25 @@ def test_large_preserve_regions_are_an_even_subsample_of_their_pixels():
         assert torch.equal(getattr(part, name), getattr(full, name)[picked])
     for name in ('base', 'val', 'offset'):
         assert torch.equal(getattr(part, name), getattr(full, name)[:, picked])
+
+
+def test_preserve_goals_read_the_fast_rows_with_preserve_regions():
+    from metrics.edit_methods import preserve_goals, preserve_report
+
+    def row(solver, rank, weight, **scores):
+        return {'solver': solver, 'rank': rank, 'preserve_weight': weight, 'seconds': 1.0, 'final_loss': 0.1,
+                'preserve_change': None if not weight else 0.01, 'mean_abs_change_outside': 0.02,
+                'frechet_to_unedited': 0.1, **scores}
+    res = {'checkpoint': {'sha256': 'x'}, 'machine': {'torch_threads': 1},
+           'settings': {'n': 4, 'niter': 3, 'preserve_weight': 0.1},
+           'edits': {'dome2spire_preserve': {'file': 'f', 'layer': 7, 'rank': 3, 'preserve_regions': 16, 'rows': [
+               row('fast', 1, 0.0, effectiveness=0.9, collateral=0.9),
+               row('fast', 1, 0.1, effectiveness=0.56, collateral=0.14),
+               row('fast', 3, 0.1, effectiveness=0.7, collateral=0.2),
+               row('original', 3, 0.1, effectiveness=0.9, collateral=0.0)]},
+               'erase_watermark_preserve': {'file': 'g', 'layer': 7, 'rank': 1, 'preserve_regions': 16, 'rows': [
+                   row('fast', 1, 0.1, effectiveness=0.99, rate_before=0.25, rate_after=0.01)]}}}
+    goals = preserve_goals(res)
+    assert [g[2] for g in goals] == ['FAIL', 'pass', 'pass']          # collateral 20% > 10% at the bundled rank
+    assert '70.0%, 20.0%, 0.0200' in goals[0][1]
+    assert 'dome2spire_preserve' in preserve_report(res) and 'What was tried' in preserve_report(res)
