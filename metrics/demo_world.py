@@ -76,6 +76,7 @@ MISSED_NOTES = WEIGHTS / 'MISSED_GOALS.md'  # hand-written: what was tried for t
 CARD = WEIGHTS / 'MODEL_CARD.md'
 METRICS = WEIGHTS / 'demo_metrics.json'
 GRID = WEIGHTS / 'samples_grid.png'
+ADVICE = Path(__file__).parent / 'results' / 'advise_benchmark.json'    # python -m metrics.advise_benchmark
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ distribution, where the data has about 25% watermarks), every image segmented be
   change outside**: share of outside pixels whose segmenter label changed.
 
 {edit_table(res['edits'])}
-
+{advisor_note(ck['sha256'])}
 ## Goals
 
 {goals_table(res['goals'])}
@@ -330,30 +331,20 @@ distribution, where the data has about 25% watermarks), every image segmented be
 
     python -m metrics.demo_world          # this card, demo_metrics.json, samples_grid.png (remakes stale edits)
     python -m metrics.edit_methods        # metrics/results/edit_methods.{{json,md,png}}
-{preserve_note(ck['sha256'])}"""
+"""
 
 
-def missed_goals_note(sha256: str, notes: Path = MISSED_NOTES) -> str:
-    """What was tried for the missed goals: the notes file, when it was written for this checkpoint (its
-    first line is `<!-- checkpoint: SHA256 -->`); else a pointer to the regeneration command."""
-    text = notes.read_text() if notes.is_file() else ''
-    first, _, rest = text.partition('\n')
-    if first.strip() != f'<!-- checkpoint: {sha256} -->':
-        return EARLY_NOTE
-    return f'\n## What was tried for the missed goals\n\n{rest.strip()}\n\n'
-
-
-PRESERVE_RESULTS = Path(__file__).parent / 'results' / 'edit_methods_preserve.json'   # edit_methods --preserve
-
-
-def preserve_note(sha256: str, results: Path = PRESERVE_RESULTS) -> str:
-    """The bundled edits with and without preserve regions (metrics/results/edit_methods_preserve.md, issue 13),
-    when made for this checkpoint; else nothing."""
-    text = report_for_checkpoint(results, sha256)
-    if not text:
+def advisor_note(sha256: str, results: Path = ADVICE) -> str:
+    """The label-free layer/rank advisor's validation table (metrics/advise_benchmark.md), when its results
+    were made for this checkpoint; else nothing."""
+    table = report_for_checkpoint(results, sha256)
+    if not table:
         return ''
-    body = text.partition('\n')[2].strip().replace('\n## ', '\n### ')            # its title dropped, sections nested
-    return '\n## Rules that respect their context: preserve regions\n\n' + body + '\n'
+    return ('\n### Which layer and rank, without labels (`rewrite advise`)\n\n'
+            'The advisor (`rewrite/advisor.py`, no labels) against the setting make_demo_edits chooses with '
+            'segmenter labels\n(its rule and held-out z\'s, seed 3) over layers 5-8 x ranks 1-3, from '
+            '`python -m metrics.advise_benchmark`\n(extra: edits fixed before the advisor first ran; unseen: '
+            'fixed before its attainment score ran on them):\n\n' + table + '\n')
 
 
 def report_for_checkpoint(results: Path, sha256: str) -> str:
@@ -365,6 +356,16 @@ def report_for_checkpoint(results: Path, sha256: str) -> str:
         return results.with_suffix('.md').read_text().strip()
     except (OSError, ValueError, KeyError, TypeError):
         return ''
+
+
+def missed_goals_note(sha256: str, notes: Path = MISSED_NOTES) -> str:
+    """What was tried for the missed goals: the notes file, when it was written for this checkpoint (its
+    first line is `<!-- checkpoint: SHA256 -->`); else a pointer to the regeneration command."""
+    text = notes.read_text() if notes.is_file() else ''
+    first, _, rest = text.partition('\n')
+    if first.strip() != f'<!-- checkpoint: {sha256} -->':
+        return EARLY_NOTE
+    return f'\n## What was tried for the missed goals\n\n{rest.strip()}\n\n'
 
 
 def architecture(model) -> dict:

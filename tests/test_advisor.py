@@ -355,3 +355,13 @@ def test_cli_advise_help_explains_the_scores(capsys):
     for word in ('fit', 'paste', 'reach', 'leak', 'preserve', 'size', 'attain', 'effect', 'score', 'advice.png',
                  '--heldout-truncation'):
         assert word in text
+
+
+def test_model_card_shows_the_advisor_table_only_for_its_checkpoint(tmp_path):
+    from metrics.demo_world import advisor_note
+    results = tmp_path / 'advise_benchmark.json'
+    results.write_text(json.dumps({'checkpoint': {'sha256': 'abc123'}}))
+    results.with_suffix('.md').write_text('| edit | goal |\n| --- | --- |\n| dome2spire | pass |\n')
+    note = advisor_note('abc123', results)
+    assert '| dome2spire | pass |' in note and 'rewrite advise' in note
+    assert advisor_note('other', results) == '' and advisor_note('abc123', tmp_path / 'missing.json') == ''
