@@ -339,13 +339,16 @@ def change_outside(model: torch.nn.Module, layer: str, delta: torch.Tensor, prob
 
 
 def scale_to_budget(model: torch.nn.Module, layer: str, delta: torch.Tensor, problem: RuleChangeProblem,
-                    budget: float, iters: int = 6) -> tuple[float, float]:
-    """(scale s in [0, 1], change outside at s): the whole change when it stays within ``budget``, else
-    the largest s found by bisection whose ``change_outside`` is at most the budget."""
-    full = change_outside(model, layer, delta, problem)
+                    budget: float, iters: int = 6, max_scale: float = 1.0) -> tuple[float, float]:
+    """(scale s in [0, max_scale], change outside at s): max_scale when the change scaled so stays within
+    ``budget``, else the largest s found by bisection whose ``change_outside`` is at most the budget
+    (max_scale > 1 strengthens a change that leaves room in the budget, as the paper's edit strength)."""
+    if not max_scale > 0:
+        raise ValueError(f'max_scale: expected a positive number, got {max_scale}')
+    full = change_outside(model, layer, max_scale * delta, problem)
     if full <= budget:
-        return 1.0, full
-    lo, hi, at_lo = 0.0, 1.0, 0.0
+        return max_scale, full
+    lo, hi, at_lo = 0.0, max_scale, 0.0
     for _ in range(iters):
         mid = (lo + hi) / 2
         c = change_outside(model, layer, mid * delta, problem)

@@ -194,6 +194,10 @@ def test_scale_to_budget_finds_the_largest_scale_within_it(tiny_problem):
     assert at == pytest.approx(change_outside(model, 'layer4', scale * fit.delta, problem))
     assert change_outside(model, 'layer4', (scale + 2 ** -7) * fit.delta, problem) > full / 3
     assert scale_to_budget(model, 'layer4', fit.delta, problem, budget=2 * full) == (1.0, full)
+    up, at_up = scale_to_budget(model, 'layer4', fit.delta, problem, budget=2 * full, max_scale=4.0, iters=8)
+    assert 1.0 < up < 4.0 and full < at_up <= 2 * full          # strengthened up to the budget
+    with pytest.raises(ValueError, match='max_scale'):
+        scale_to_budget(model, 'layer4', fit.delta, problem, budget=full, max_scale=0.0)
 
 
 def test_layer_search_table_plot_and_verdict(tiny_problem):
