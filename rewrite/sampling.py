@@ -57,8 +57,8 @@ def image_path(out_dir: str | os.PathLike, index: int) -> Path:
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Saves uint8 [H, W, 3] (or [H, W]) as a PNG atomically (not fsynced: samples can be regenerated)."""
-    with atomic_path(path, fsync=False) as tmp:
+    """Saves uint8 [H, W, 3] (or [H, W]) as a PNG atomically (a bulk write: see utils.fileio.atomic_path)."""
+    with atomic_path(path, bulk=True) as tmp:
         Image.fromarray(array).save(tmp, format='PNG')
 
 
