@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--heldout-truncation', type=_finite_float, default=advisor.HELDOUT_TRUNCATION,
                    help='truncation of the held-out samples (default 1: the whole distribution; the edit '
                         'itself uses --truncation)')
-    _add_stats_args(p, stats_n=False)
+    _add_stats_args(p)
     p.add_argument('--top', type=_int_at_least(1), default=3, help='settings shown in the picture (default 3)')
     p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
@@ -434,6 +434,13 @@ class EditSpec:
         return described | ({'stats_n': self.stats_n} if self.stats_n is not None else {})
 
 
+def check_stats_n(args) -> None:
+    """--stats-n (statistics over the first N images of the z-sample) fits in --zsample."""
+    if args.stats_n is not None and args.stats_n > args.zsample:
+        raise CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
+                       f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
+
+
 def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     """The validated edit of --edit/--layer (None without --edit)."""
     if args.edit is None:
@@ -447,9 +454,7 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     channels = rewrite_site(model, args.layer).in_channels
     if args.rank > channels:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
-    if args.stats_n is not None and args.stats_n > args.zsample:
-        raise CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
-                       f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
+    check_stats_n(args)
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
                     not args.quiet, args.stats_n, args.preserve_weight)
 
@@ -675,6 +680,7 @@ def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before
 def run_advise(args, world: World) -> None:
     """Sweeps layers x ranks for --edit; prints the table, writes advice.json and advice.png in --out."""
     single_process(world, 'advise')
+    check_stats_n(args)
     device = pick_device(args.device, world)
     model = load_model(args.model, args.truncation, device)
     for layer in args.layers or []:
@@ -690,12 +696,12 @@ def run_advise(args, world: World) -> None:
     try:
         advice = advisor.advise(model, zds, request, layers=args.layers, ranks=args.ranks, cachedir=cachedir,
                                 heldout=args.heldout, heldout_truncation=args.heldout_truncation,
-                                progress=not args.quiet)
+                                progress=not args.quiet, stats_size=args.stats_n)
     except RewriteError as e:
         raise CliError(f'cannot advise on --edit {args.edit}: {_one_line(e)}') from None
     args.out.mkdir(parents=True, exist_ok=True)
     info = {'edit_file': str(args.edit), 'model': str(args.model), 'truncation': args.truncation,
-            'zsample': args.zsample}
+            'zsample': args.zsample, 'stats_n': args.stats_n}
     atomic_write_text(args.out / 'advice.json', json.dumps(info | advice.to_json(), indent=1) + '\n')
     wrote = [args.out / 'advice.json']
     if advice.best is not None:

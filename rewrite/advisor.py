@@ -432,7 +432,8 @@ def default_layers(model) -> list[int]:
 def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequence[int] = (1, 2, 3),
            cachedir: str | Path | None = None, heldout: int = HELDOUT_N, heldout_seed: int = HELDOUT_SEED,
            progress: bool = True, callback: ProgressCallback | None = None, batch: int = 16,
-           heldout_truncation: float | None = HELDOUT_TRUNCATION, **solver_options) -> Advice:
+           heldout_truncation: float | None = HELDOUT_TRUNCATION, stats_size: int | None = None,
+           **solver_options) -> Advice:
     """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
 
     model: a SeqStyleGAN2 (or any generator with a rewrite site); it is never changed (each layer's
@@ -442,7 +443,8 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     skipped with the reason). callback(done, total, 'layer L rank R') after each setting.
     heldout_truncation: the truncation the held-out samples are drawn at (default 1: the model's whole
     distribution, where the rule must hold too; None: the model's own); the edit itself, the paste image
-    and preserve regions use the model's own.
+    and preserve regions use the model's own. stats_size: gather each layer's key statistics over the first
+    stats_size z's of zds only (default all; as SeqStyleGanRewriter's).
     solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
     """
     t0 = time.perf_counter()
@@ -457,12 +459,15 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
         if isinstance(lay, bool) or not isinstance(lay, (int, np.integer)):
             raise RewriteError(f'layers: expected layer numbers, got {lay!r}')
         try:
-            model.check_layer(int(lay))
+            rewrite_site(model, int(lay))
         except ValueError as e:
             raise RewriteError(f'layers: {e}') from None
     for r in ranks:
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
             raise RewriteError(f'ranks: expected positive integers, got {r!r}')
+    if stats_size is not None and (isinstance(stats_size, bool) or not isinstance(stats_size, int)
+                                   or not 1 <= stats_size <= len(zds)):
+        raise RewriteError(f'stats_size: expected 1..{len(zds)} (the z-sample size) or None, got {stats_size!r}')
     if isinstance(heldout, bool) or not isinstance(heldout, int) or heldout < 1:
         raise RewriteError(f'heldout: expected a positive number of samples, got {heldout!r}')
 
@@ -475,7 +480,8 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
             gw, targets, goal = None, None, None
             if reason is None:
                 try:
-                    gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False)
+                    gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False,
+                                             stats_size=stats_size)
                     targets = target_maps(gw, req, probe.z, probe.before.shape[-1], batch, heldout_truncation)
                     goal = None if req.object is None else LayerGoal.build(gw, req, probe.z, targets, batch,
                                                                            heldout_truncation)

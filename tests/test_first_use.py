@@ -490,3 +490,21 @@ def test_voila_config_shuts_down_the_kernels_of_closed_pages(tmp_path):
         while voila_kernels(server) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert voila_kernels(server) == [], (tmp_path / 'voila.log').read_text()[-2000:]
+
+
+def test_advise_takes_stats_n_too(tiny, tmp_path, capsys):
+    common = ['advise', '--model', tiny['ckpt'], '--edit', tiny['edit'], '--layers', LAYER, '--ranks', 1,
+              '--zsample', 20, '--heldout', 4, '--cachedir', tmp_path / 'cache', '--quiet', '--out', tmp_path / 'adv']
+    code, _, err = run(capsys, *common, '--stats-n', 30)
+    assert code == 2 and '--stats-n 30 exceeds --zsample 20' in err and not (tmp_path / 'adv').exists()
+    code, out, err = run(capsys, *common, '--stats-n', 8)
+    assert code == 0, err
+    assert json.loads((tmp_path / 'adv' / 'advice.json').read_text())['stats_n'] == 8
+    (cached,) = (tmp_path / 'cache').glob('*.npz')
+    with np.load(cached) as data:                              # 8 images of 16x16 key pixels
+        assert int(data['count']) == 8 * 16 * 16
+    from rewrite.advisor import advise
+    from rewrite.ganrewrite import RewriteError
+    with pytest.raises(RewriteError, match=r'stats_size: expected 1\.\.20'):
+        advise(tiny['model'], z_dataset_for_model(tiny['model'], 20), json.loads(tiny['edit'].read_text()),
+               layers=[LAYER], stats_size=0, progress=False)
