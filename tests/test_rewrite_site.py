@@ -205,3 +205,17 @@ def test_widget_edits_the_plain_conv_family(pgan, request_8px, tmp_path):
     assert app.message.startswith('changed the model'), app.message
     assert len(gw.history) == 1 and gw.history[0][0].final_loss < gw.history[0][0].initial_loss
     assert any(a != b for a, b in zip(before, [canvas.value for canvas in app.canvases], strict=True))
+
+
+def test_advisor_sweeps_the_plain_conv_family(pgan):
+    from rewrite.advisor import advise
+
+    request = {'object': [0, square(16, 2, 2, 6)], 'paste': [1, square(16, 8, 8, 6)]}
+    before = {k: v.clone() for k, v in pgan.state_dict().items()}
+    advice = advise(pgan, z_dataset_for_model(pgan, 40), request, layers=[2, 3], ranks=(1, 2), progress=False,
+                    heldout=8)
+    assert sorted((c.layer, c.rank) for c in advice.table) == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    assert advice.best is advice.table[0] and all(0 < c.fit <= 1 for c in advice.table)
+    assert all(torch.equal(v, before[k]) for k, v in pgan.state_dict().items())
+    with pytest.raises(RewriteError, match='layer 9 does not exist'):
+        advise(pgan, z_dataset_for_model(pgan, 40), request, layers=[9], progress=False)
