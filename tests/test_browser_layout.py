@@ -156,6 +156,10 @@ def page_in_jupyter(sync_playwright, notebook: Path, app: str, session=None) -> 
     with serve_jupyterlab(notebook, server_env(), log=log, app=app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = open_page(browser, problems)
+        # on a slow start JupyterLab may ask which kernel to use (its kernel list came late): the notebook's own
+        select_kernel = page.locator('.jp-Dialog', has_text='Select Kernel')
+        page.add_locator_handler(select_kernel, lambda dialog: dialog.get_by_role('button', name='Select',
+                                                                                  exact=True).click())
         try:
             page.goto(url, timeout=TIMEOUT_MS)
             page.locator('.jp-Notebook .jp-Cell').first.wait_for(timeout=TIMEOUT_MS)
