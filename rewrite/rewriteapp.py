@@ -46,6 +46,7 @@ STYLE = '''<style>
 .rwa-thumb-selected { border-color: #1565c0; }
 .rwa-grid { border-left: 4px dashed gray; padding-left: 6px; }
 .rwa-cell { position: relative; }
+.rwa-busy .paint-widget, .rwa-busy .rwa-thumb { opacity: 0.6; cursor: progress; }   /* not painted while solving */
 .rwa-body:focus { outline: 1px dashed #90a4ae; }   /* keys go to the widget */
 .rwa-number { position: absolute; top: 3px; left: 3px; z-index: 2; pointer-events: none; margin: 0; padding: 0 4px;
               background: rgba(255, 255, 255, 0.8); border-radius: 3px; font: bold 12px monospace; line-height: 16px; }
@@ -412,6 +413,7 @@ class GanRewriteApp(widgets.VBox):
         for widget in self._was_disabled:
             widget.disabled = True
         self.cancel_btn.disabled = False
+        self.add_class('rwa-busy')
         if background:
             self._worker = threading.Thread(target=self._run_solve, args=(action, work), daemon=True)
             self._worker.start()
@@ -430,6 +432,7 @@ class GanRewriteApp(widgets.VBox):
             for widget, disabled in self._was_disabled.items():
                 widget.disabled = disabled
             self.cancel_btn.disabled = True
+            self.remove_class('rwa-busy')
             self.solving = None
 
     def wait(self, timeout: float | None = None) -> bool:

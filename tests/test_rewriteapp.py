@@ -458,6 +458,7 @@ def test_cancel_stops_a_running_solve_and_leaves_the_model_as_it_was(gw, tmp_pat
         assert app.solving == 'Execute Change' and not app.cancel_btn.disabled
         assert app.execute_btn.disabled and app.undo_btn.disabled and app.numbers_box.disabled
         assert app.canvases[0].disabled and app.history_box.disabled and app.name_box.disabled
+        assert 'rwa-busy' in app._dom_classes                             # the pictures look inactive
         app.original_btn.click()                                          # clicked mid-run: refused, not queued
         assert 'Toggle Original was not carried out: Execute Change is still running' in app.message
         paint(app, 2, [(5, 5), (20, 20)])                                 # painting is ignored too
@@ -471,7 +472,7 @@ def test_cancel_stops_a_running_solve_and_leaves_the_model_as_it_was(gw, tmp_pat
     assert app.message == 'Execute Change cancelled: the model is as it was', app.message
     assert not app.showing_original and grid_pictures(app) == pictures  # the mid-run click was not replayed
     assert not app.execute_btn.disabled and not app.niter_box.disabled and app.cancel_btn.disabled
-    assert app.progress.layout.visibility == 'hidden'
+    assert app.progress.layout.visibility == 'hidden' and 'rwa-busy' not in app._dom_classes
     app.cancel_btn.click()
     assert 'nothing to cancel' in app.message
 
