@@ -459,6 +459,8 @@ def test_cancel_stops_a_running_solve_and_leaves_the_model_as_it_was(gw, tmp_pat
         assert app.execute_btn.disabled and app.undo_btn.disabled and app.numbers_box.disabled
         assert app.canvases[0].disabled and app.history_box.disabled and app.name_box.disabled
         assert 'rwa-busy' in app._dom_classes                             # the pictures look inactive
+        live = [w for w in app._controls() if not w.disabled]             # panels added by others included
+        assert live == [] and len(app._controls()) > 30, live
         app.original_btn.click()                                          # clicked mid-run: refused, not queued
         assert 'Toggle Original was not carried out: Execute Change is still running' in app.message
         paint(app, 2, [(5, 5), (20, 20)])                                 # painting is ignored too
