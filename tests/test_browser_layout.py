@@ -211,7 +211,9 @@ def session_in_jupyterlab(page, message) -> None:
     expect(button('Cancel')).to_be_disabled()
     expect(button('Execute Change')).to_be_enabled()
     expect(page.locator('.rwa-history select option')).to_have_count(2)
+    cells = page.locator('.jp-Notebook .jp-Cell').count()
     canvases.nth(2).hover()
     page.keyboard.press('Control+z')
     expect(message).to_contain_text('undid the last edit')
+    assert page.locator('.jp-Notebook .jp-Cell').count() == cells          # no cell added or removed meanwhile
     expect(page.locator('.rwa-history select option').nth(1)).to_contain_text('undone: edit')
