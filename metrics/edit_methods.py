@@ -173,6 +173,7 @@ def compare_preserve(snapshot, segmenter, pplan: PreservePlan, opts) -> dict:
                 after = sample(gw.model, z, segmenter, opts.batch, None, EVAL_TRUNCATION)
                 rows.append({'solver': solver, 'rank': r, 'preserve_weight': weight, 'seconds': record.seconds,
                              'final_loss': record.final_loss, 'preserve_change': record.preserve_change,
+                             'rolled_back': bool(getattr(record, 'rolled_back', False)),
                              **score_plan(pplan.plan, segmenter, before, after)})
                 print(f'{pplan.name}: {solver} rank {r} preserve_weight {weight:g}: effectiveness '
                       f'{pct(rows[-1]["effectiveness"])}, collateral {pct(rows[-1].get("collateral", float("nan")))}, '
@@ -185,8 +186,9 @@ def preserve_table(result: dict) -> str:
     return markdown_table(
         ['solver', 'rank', 'preserve regions', 'effectiveness', 'collateral', 'erase rate after / source left',
          'mean abs change outside', 'Frechet to unedited', 'preserve regions\' layer change', 'seconds'],
-        [[r['solver'], r['rank'], f'weight {r["preserve_weight"]:g}' if r['preserve_weight'] else 'without',
-          pct(r['effectiveness']), pct(r['collateral']) if 'collateral' in r else '',
+        [[r['solver'] + (' (rolled back: the goal loss rose)' if r.get('rolled_back') else ''), r['rank'],
+          f'weight {r["preserve_weight"]:g}' if r['preserve_weight'] else 'without', pct(r['effectiveness']),
+          pct(r['collateral']) if 'collateral' in r else '',
           pct(r['rate_after']) if 'rate_after' in r else pct(r.get('source_pixels_after_over_before', float('nan'))),
           fmt(r['mean_abs_change_outside'], 4), fmt(r['frechet_to_unedited'], 3),
           '' if r['preserve_change'] is None else fmt(r['preserve_change'], 4), fmt(r['seconds'], 1)]

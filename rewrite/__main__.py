@@ -648,6 +648,7 @@ def run_demo(args, world: World) -> None:
     spec = edit_spec_from_args(args, model)
     check_writable_file(args.out, '--out')
     gw = spec_rewriter(model, spec)
+    unkept = preserve_difference(gw, spec)
     record = run_edit(gw, spec)
     used = request_images(spec.request)
     shown = (used + [i for i in range(args.zsample) if i not in used])[:args.images]
@@ -658,7 +659,24 @@ def run_demo(args, world: World) -> None:
     print(f'demo edit {args.edit} on layer {args.layer}, rank {args.rank}')
     for line in demo_metrics(model, gw, record, before, after, shown):
         print(line)
+    if unkept is not None:
+        print(unkept)
     print(f'wrote {args.out} (top row: images {shown} of the original model; bottom row: the edited model)')
+
+
+def preserve_difference(gw: SeqStyleGanRewriter, spec: EditSpec) -> str | None:
+    """For an edit file with preserve regions (and a weight > 0): how much the same edit without them
+    (--preserve-weight 0) changes those regions' layer outputs (applied and undone); else None."""
+    if not spec.request.get('preserve') or spec.preserve_weight == 0:
+        return None
+    keep = gw.preserve_from_selection([tuple(pair) for pair in spec.request['preserve']])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver, preserve_weight=0.0)
+    with torch.no_grad():
+        change = keep.change(gw.target_model(keep.key).fmap).item()
+    gw.undo()
+    return f'without its preserve regions (--preserve-weight 0) the edit would change them {change:.4g}'
 
 
 def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before: np.ndarray,

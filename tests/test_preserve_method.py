@@ -426,3 +426,14 @@ def test_preserve_goals_read_the_fast_rows_with_preserve_regions():
     assert [g[2] for g in goals] == ['FAIL', 'pass', 'pass']          # collateral 20% > 10% at the bundled rank
     assert '70.0%, 20.0%, 0.0200' in goals[0][1]
     assert 'dome2spire_preserve' in preserve_report(res) and 'What was tried' in preserve_report(res)
+
+
+def test_demo_command_shows_the_difference_preserve_regions_make(tmp_path, capsys):
+    from test_cli import run
+    edit = preserve_reference.DEMO_EDITS / 'dome2spire_preserve_layer7.json'
+    code, out, err = run(capsys, 'demo', '--edit', edit, '--images', 2, '--stats-n', 100, '--quiet',
+                         '--out', tmp_path / 'grid.png')
+    assert code == 0, err
+    kept = float(out.split('preserve regions changed ')[1].split()[0])
+    without = float(out.split('the edit would change them ')[1].split()[0])
+    assert kept < without
