@@ -78,7 +78,9 @@ def main(argv=None) -> dict:
     ap.add_argument('--budget', type=float, default=MAX_OUTSIDE, help='the rank-one change is scaled to at most this')
     ap.add_argument('--search-budget', type=float, default=0.015, help='every layer of the search is scaled to this')
     ap.add_argument('--steps', type=int, default=40)
-    ap.add_argument('--rank-one-steps', type=int, default=60)
+    ap.add_argument('--rank-one-steps', type=int, default=100)
+    ap.add_argument('--max-scale', type=float, default=3.0,
+                    help='the rank-one change may be strengthened up to this factor within --budget')
     ap.add_argument('--out-model', default='runs/glowchurch64-rule-changed.pt')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--no-card', action='store_true')
@@ -122,8 +124,9 @@ def main(argv=None) -> dict:
     log(search.table(), '\n', search.verdict())
     best = search.best
     d = key_direction(model, best, problem)
-    fit = fit_layer_change(model, best, problem, steps=args.rank_one_steps, lr=0.05, direction=d)
-    scale, outside = scale_to_budget(model, best, fit.delta, evaluation, args.budget)
+    fit = fit_layer_change(model, best, problem, steps=args.rank_one_steps, lr=0.1, direction=d)
+    scale, outside = scale_to_budget(model, best, fit.delta, evaluation, args.budget, iters=8,
+                                     max_scale=args.max_scale)
     delta = scale * fit.delta
     changed = changed_model(model, best, delta)
     with torch.no_grad():
