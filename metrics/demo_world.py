@@ -331,7 +331,7 @@ distribution, where the data has about 25% watermarks), every image segmented be
 
     python -m metrics.demo_world          # this card, demo_metrics.json, samples_grid.png (remakes stale edits)
     python -m metrics.edit_methods        # metrics/results/edit_methods.{{json,md,png}}
-"""
+{preserve_note(ck['sha256'])}"""
 
 
 def advisor_note(sha256: str, results: Path = ADVICE) -> str:
@@ -347,6 +347,29 @@ def advisor_note(sha256: str, results: Path = ADVICE) -> str:
             'fixed before its attainment score ran on them):\n\n' + table + '\n')
 
 
+def missed_goals_note(sha256: str, notes: Path = MISSED_NOTES) -> str:
+    """What was tried for the missed goals: the notes file, when it was written for this checkpoint (its
+    first line is `<!-- checkpoint: SHA256 -->`); else a pointer to the regeneration command."""
+    text = notes.read_text() if notes.is_file() else ''
+    first, _, rest = text.partition('\n')
+    if first.strip() != f'<!-- checkpoint: {sha256} -->':
+        return EARLY_NOTE
+    return f'\n## What was tried for the missed goals\n\n{rest.strip()}\n\n'
+
+
+PRESERVE_RESULTS = Path(__file__).parent / 'results' / 'edit_methods_preserve.json'   # edit_methods --preserve
+
+
+def preserve_note(sha256: str, results: Path = PRESERVE_RESULTS) -> str:
+    """The bundled edits with and without preserve regions (metrics/results/edit_methods_preserve.md, issue 13),
+    when made for this checkpoint; else nothing."""
+    text = report_for_checkpoint(results, sha256)
+    if not text:
+        return ''
+    body = text.partition('\n')[2].strip().replace('\n## ', '\n### ')            # its title dropped, sections nested
+    return '\n## Rules that respect their context: preserve regions\n\n' + body + '\n'
+
+
 def report_for_checkpoint(results: Path, sha256: str) -> str:
     """The Markdown beside a results JSON (same name, .md) when the JSON was made for checkpoint `sha256`;
     else ''."""
@@ -356,16 +379,6 @@ def report_for_checkpoint(results: Path, sha256: str) -> str:
         return results.with_suffix('.md').read_text().strip()
     except (OSError, ValueError, KeyError, TypeError):
         return ''
-
-
-def missed_goals_note(sha256: str, notes: Path = MISSED_NOTES) -> str:
-    """What was tried for the missed goals: the notes file, when it was written for this checkpoint (its
-    first line is `<!-- checkpoint: SHA256 -->`); else a pointer to the regeneration command."""
-    text = notes.read_text() if notes.is_file() else ''
-    first, _, rest = text.partition('\n')
-    if first.strip() != f'<!-- checkpoint: {sha256} -->':
-        return EARLY_NOTE
-    return f'\n## What was tried for the missed goals\n\n{rest.strip()}\n\n'
 
 
 def architecture(model) -> dict:
