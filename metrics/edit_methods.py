@@ -198,11 +198,15 @@ def preserve_table(result: dict) -> str:
 PRESERVE_TRIED = """What was tried (dome -> spire, 400 held-out z's of seed 3, before the bundled files were
 chosen): the context directions' preserve strength alone (generalized eigenvectors against C + s P, s = 1,
 10, 100: rank 1 converted 38 / 43 / 36% of domes with 11 / 18 / 8% collateral but changed 0.045-0.056
-outside the towers, more than without preserve regions); the solver's term alone (weight 0.03, 0.05, 0.1,
-0.3 at rank 3: 70 / 66 / 45 / 23% converted, collateral 89 / 87 / 32 / 4%, change outside 0.031-0.026); both
-(s 0.1, weight 0.05: 47% / 27%); 16 and 32 flat-top regions; weight 1 keeps the flat tops so well that no
-dome changes. On this model the dome and flat-top keys share the layer's context directions: every setting
-trades converted domes for collateral along one curve, and none reaches 60% with <= 10% collateral."""
+outside the towers, more than without preserve regions); the alternative, the zca directions made orthogonal
+to the preserve keys' top 3 or 10 principal directions (rank 1: 26 / 19% converted, 8 / 4% collateral,
+change outside 0.058 / 0.079; rank 3, top 3: 45% / 18% / 0.104), changed even more outside, so the
+generalized eigenvectors were kept, at the solver weight's small strength; the solver's term alone (weight
+0.03, 0.05, 0.1, 0.3 at rank 3: 70 / 66 / 45 / 23% converted, collateral 89 / 87 / 32 / 4%, change outside
+0.031-0.026); both (s 0.1, weight 0.05: 47% / 27%); 16 and 32 flat-top regions; weight 1 keeps the flat tops
+so well that no dome changes. On this model the dome and flat-top keys share the layer's context directions:
+every setting trades converted domes for collateral along one curve, and none reaches 60% with <= 10%
+collateral."""
 
 
 def preserve_goals(res: dict) -> list[list]:
