@@ -9,6 +9,9 @@ Preview draws, over the app's grid of samples, where the current context answers
 direction, chosen against the preserve keys, as Execute Change will; red heat) and where the preserve
 regions' keys answer (their mean covariance-adjusted key; blue heat), each relative to the 99th percentile
 of its response over those samples, so the user sees which images the rule will touch before executing.
+Changes (after Execute Change or Erase) shows before / after pairs of the `shown` held-out samples the edit
+changed most (of the `heldout` image numbers after the grid's, mean absolute pixel change) and of the
+preserve examples, each labelled with its change.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ def response_level(maps: torch.Tensor) -> float:
 class PreservePanel(widgets.VBox):
     """Add to Preserve, the preserve tray (click removes) and Preview (heat maps over the app's grid)."""
 
-    def __init__(self, app):
+    def __init__(self, app, heldout: int = 32, shown: int = 4):
         super().__init__()
         self.app = app
+        self.heldout, self.shown = int(heldout), int(shown)
         self.add_btn = app._button('Add to Preserve', self.add, tooltip='the selected region joins the preserve '
                                    'regions: the rule must leave it as it is')
         self.preview_btn = app._button('Preview', self.preview, tooltip='where the context (red) and the preserve '
@@ -59,8 +63,11 @@ class PreservePanel(widgets.VBox):
         hint.add_class('rwa-hint')
         self.tray = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
         self.thumbs: list[widgets.Image] = []
+        self.changes_btn = app._button('Changes', self.show_changes, tooltip='before / after of the held-out samples '
+                                       'the edit changed most, and of the preserve examples')
         self.preview_box = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
-        self.children = [widgets.HBox([self.add_btn, self.preview_btn]), hint, self.tray, self.preview_box]
+        self.children = [widgets.HBox([self.add_btn, self.preview_btn, self.changes_btn]), hint, self.tray,
+                         self.preview_box]
 
     # the app's error reporting (rewriteapp.reports_errors) reads these two
     @property
@@ -149,3 +156,40 @@ class PreservePanel(widgets.VBox):
         touched = int((context_maps.flatten(1).amax(1) >= levels[0]).sum())
         self.show_message(f'preview: the context answers at full strength in {touched} of {len(imgnums)} samples '
                           '(red); preserve regions\' keys in blue')
+
+    def heldout_numbers(self) -> list[int]:
+        """The `heldout` image numbers after the grid's (wrapping around the z-sample), none of the request's."""
+        n = self.app.gw.num_images
+        used = set(self.app.sel) | {pair[0] for name in ('key', 'preserve') for pair in self.app.request.get(name, [])}
+        start = max(self.app.sel, default=-1) + 1
+        numbers = [(start + k) % n for k in range(n)]
+        return [i for i in numbers if i not in used][:self.heldout]
+
+    def most_changed(self) -> tuple[list[int], list[float], list[int], list[float]]:
+        """(the `shown` most changed held-out image numbers and their mean abs pixel change, the preserve
+        examples' image numbers and theirs)."""
+        def change(imgnums):
+            before, after = self.app._images(imgnums, original=True), self.app._images(imgnums)
+            return [float((b - a).abs().mean()) for b, a in zip(before, after, strict=True)]
+        heldout = self.heldout_numbers()
+        changes = change(heldout)
+        order = sorted(range(len(heldout)), key=lambda k: -changes[k])[:self.shown]
+        keep = list(dict.fromkeys(pair[0] for pair in self.regions))
+        return [heldout[k] for k in order], [changes[k] for k in order], keep, change(keep)
+
+    @reports_errors('Changes')
+    def show_changes(self, _button=None) -> None:
+        top, top_changes, keep, keep_changes = self.most_changed()
+        size = self.app.size // 2
+        cells = []
+        for imgnum, amount, kind in [(i, c, 'held-out') for i, c in zip(top, top_changes, strict=True)] + \
+                                    [(i, c, 'preserve') for i, c in zip(keep, keep_changes, strict=True)]:
+            before, after = self.app._images([imgnum], original=True)[0], self.app._images([imgnum])[0]
+            pair = np.concatenate([imgviz.to_uint8(before), imgviz.to_uint8(after)], axis=0)
+            label = widgets.HTML(f'{kind} {imgnum}: {amount:.3f}')
+            cells.append(widgets.VBox([widgets.Image(value=encode_picture(pair), format='jpeg', width=size,
+                                                     height=2 * size), label]))
+        self.preview_box.children = cells
+        worst = f'{max(top_changes):.3f}' if top_changes else 'n/a'
+        kept = f', preserve examples {max(keep_changes):.3f}' if keep_changes else ''
+        self.show_message(f'changes (top: before, bottom: after): most changed held-out sample {worst}{kept}')

@@ -379,6 +379,14 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     assert len(panel.preview_box.children) == len(app.sel) and 'preview' in app.message
     app.execute()
     assert 'changed the model' in app.message
+    # Changes: before / after of the most changed held-out samples (none of the request's) and the preserve example
+    top, top_changes, keep, keep_changes = panel.most_changed()
+    assert len(top) == panel.shown and not set(top) & ({app.sel[1], app.sel[3]} | set(app.sel))
+    assert top_changes == sorted(top_changes, reverse=True) and keep == [app.sel[3]]
+    before, after = app._images([top[0]], original=True)[0], app._images([top[0]])[0]
+    assert top_changes[0] == pytest.approx(float((before - after).abs().mean()))
+    panel.changes_btn.click()
+    assert len(panel.preview_box.children) == panel.shown + 1 and 'most changed' in app.message
     app.name_box.value = 'kept'
     app.save()
     saved = json.loads((tmp_path / 'masks' / 'kept.json').read_text())
