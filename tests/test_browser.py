@@ -79,7 +79,8 @@ def pixels(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert('RGB'), dtype=np.float32)
 
 
-def test_paint_copy_paste_execute_save_in_chromium(sync_playwright, tmp_path):
+def served_notebook(tmp_path: Path) -> tuple[Path, dict, Path]:
+    """(the notebook with the test's parameters, written to tmp_path; the Voila server's environment; its MASK_DIR)."""
     mask_dir = tmp_path / 'masks'
     nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SAMPLE_SIZE=60, NUM_CANVASES=4,
                          CANVAS_SIZE=CANVAS, MASK_DIR=str(mask_dir), RUN_EXAMPLE=False)
@@ -87,6 +88,11 @@ def test_paint_copy_paste_execute_save_in_chromium(sync_playwright, tmp_path):
     nbformat.write(nb, served)
     env = {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
            'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+    return served, env, mask_dir
+
+
+def test_paint_copy_paste_execute_save_in_chromium(sync_playwright, tmp_path):
+    served, env, mask_dir = served_notebook(tmp_path)
     problems: list[str] = []
     with serve_voila(served, env, log=tmp_path / 'voila.log') as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
