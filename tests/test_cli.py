@@ -61,8 +61,13 @@ def load(path, truncation=TRUNC) -> SeqStyleGAN2:
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
-    """main() in-process: (exit status, stdout, stderr)."""
-    code = cli.main([str(a) for a in args])
+    """main() in-process: (exit status, stdout, stderr). Unless the call names --threads, the command runs
+    with this process's thread count, so its float32 results compare bit for bit with in-process API calls
+    (the CLI's own default, half the CPUs, would sum in another order)."""
+    argv = [str(a) for a in args]
+    if argv and not argv[0].startswith('-') and '--threads' not in argv and '--help' not in argv:
+        argv += ['--threads', str(torch.get_num_threads())]
+    code = cli.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
