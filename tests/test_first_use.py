@@ -479,10 +479,8 @@ def test_voila_config_shuts_down_the_kernels_of_closed_pages(tmp_path):
     nbformat.write(notebook, tmp_path / 'page.ipynb')
     port = free_port()
     command = [sys.executable, '-m', 'voila', '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1', 'page.ipynb']
-    with serving(command, port, tmp_path, {'OMP_NUM_THREADS': '1'}, tmp_path / 'voila.log', timeout=120):
-        server = next(int(line.split()[0]) for line in subprocess.run(
-            ['ps', '-eo', 'pid,args'], capture_output=True, text=True).stdout.splitlines()
-            if f'--port={port}' in line and 'voila' in line)
+    with serving(command, port, tmp_path, {'OMP_NUM_THREADS': '1'}, tmp_path / 'voila.log', timeout=120) as process:
+        server = process.pid                                   # `python -m voila` itself, the kernels' parent
         for _ in range(2):
             urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=300).read()
         assert len(voila_kernels(server)) == 2

@@ -72,14 +72,16 @@ def serve_jupyterlab(notebook: Path, env: dict[str, str], log: Path, timeout: fl
 
 
 @contextlib.contextmanager
-def serving(command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> Iterator[None]:
-    """Runs a server command in its own process group until it listens on `port`; kills the group at the end."""
+def serving(command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path,
+            timeout: float) -> Iterator[subprocess.Popen]:
+    """Runs a server command in its own process group until it listens on `port` and yields its process;
+    kills the group at the end."""
     with open(log, 'w') as out:
         process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, process, timeout, log)
-        yield
+        yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
