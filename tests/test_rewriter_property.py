@@ -91,3 +91,52 @@ def test_malformed_requests_raise_clear_errors_and_change_nothing(gw, request):
     after = gw.model.state_dict()
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
     assert gw.history == []
+
+
+# ---- issue 13: malformed `preserve` entries alone (1000 cases): an error naming preserve[i], nothing changed ------
+bad_imgnum = st.one_of(st.integers(max_value=-1), st.integers(min_value=40, max_value=10 ** 6), st.floats(),
+                       st.text(max_size=3), st.booleans(), st.none())
+bad_pair = st.one_of(junk, st.lists(st.one_of(st.integers(0, 39), st.just(GOOD_MASK), junk), max_size=4)
+                     .filter(lambda p: len(p) != 2),
+                     st.tuples(bad_imgnum, st.just(GOOD_MASK)),
+                     st.tuples(st.integers(0, 39), junk.filter(lambda m: m != GOOD_MASK)),   # VANISHING among them
+                     st.tuples(bad_imgnum, junk))
+
+
+@st.composite
+def malformed_preserve(draw) -> tuple[dict, list[int] | None]:
+    """(a request, valid but for its `preserve` field; the indices of the malformed entries, or None when the
+    field itself is not a list of pairs)."""
+    request = valid() if draw(st.booleans()) else {'paste': [2, GOOD_MASK], 'key': [[3, GOOD_MASK]]}
+    if draw(st.integers(0, 9)) == 0:                                  # the field itself
+        request['preserve'] = draw(st.one_of(junk, st.just([]), st.lists(junk, max_size=3)))
+        return request, None
+    entries = [[n, GOOD_MASK] for n in draw(st.lists(st.integers(0, 39), max_size=3))]
+    bad = []
+    for _ in range(draw(st.integers(1, 2))):
+        at = draw(st.integers(0, len(entries)))
+        entries.insert(at, draw(bad_pair))
+        bad = [b + (b >= at) for b in bad] + [at]
+    request['preserve'] = entries
+    return request, sorted(bad)
+
+
+@settings(PROPERTY, max_examples=1000)
+@given(case=malformed_preserve())
+def test_malformed_preserve_entries_raise_errors_naming_them_and_change_nothing(gw, case):
+    request, bad = case
+    before = {k: v.clone() for k, v in gw.model.state_dict().items()}
+    snapshot = repr(request)
+    with pytest.raises((ValueError, TypeError)) as err:
+        if 'object' not in request:
+            gw.apply_erase(request, drank=3, niter=2)
+        else:
+            gw.apply_edit(request, niter=2)
+    message = str(err.value)
+    assert '\n' not in message.strip() and 'preserve' in message
+    if bad is not None:
+        assert any(f'preserve[{j}]' in message for j in bad), (message, bad)
+    assert repr(request) == snapshot
+    after = gw.model.state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+    assert gw.history == []
