@@ -30,7 +30,7 @@ from utils import imgviz
 from utils.paintwidget import PaintWidget, encode_picture
 from utils.stylegan2 import save_checkpoint
 
-from . import editfile, solvers
+from . import editfile
 from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
 from .methods import SOLVERS
 from .savededits import SavedEditError, export_path, saved_edit_names, saved_edit_path, setting_note
@@ -146,9 +146,6 @@ def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     src_x, dst_x = slice(max(0, -dx), min(width, width - dx)), slice(max(0, dx), min(width, width + dx))
     moved[dst_y, dst_x] = mask[src_y, src_x]
     return moved
-
-
-solver_steps = solvers.solver_steps          # re-exported: the step count a progress bar needs
 
 
 def describe_record(record) -> str:
@@ -811,7 +808,7 @@ class GanRewriteApp(widgets.VBox):
         in a worker thread when clicked (and `background`), so that Cancel can stop it."""
         settings = self._settings()
         self.show_message(doing)
-        progress = self._progress_callback(solver_steps(**settings))
+        progress = self._progress_callback(SOLVERS[settings['solver']].steps(**settings))
 
         def work() -> None:
             record = apply(request, update_callback=progress, **settings, **options)

@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser.voila_server import serve_jupyterlab, serve_voila
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, stroke, sync_playwright  # noqa: F401 - fixture
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, stroke, sync_playwright  # noqa: F401 - fixture
 from test_notebook import NOTEBOOK, ROOT, with_parameters
 
 pytestmark = pytest.mark.slow
@@ -113,21 +113,13 @@ def check_layout(page, where: str, folder: Path) -> dict:
     return columns
 
 
-def open_page(browser, problems: list[str]):
-    page = browser.new_page(viewport={'width': WIDTHS[0], 'height': HEIGHT})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
-    page.on('console', lambda msg: problems.append(msg.text) if msg.type == 'error' else None)
-    return page
-
-
 def test_layout_in_voila(sync_playwright, served_notebook):  # noqa: F811 - the fixture
     from playwright.sync_api import expect
     folder, problems = served_notebook.parent, []
     with serve_voila(served_notebook, server_env(), log=folder / 'voila.log') as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = open_page(browser, problems)
+            page = open_page(browser, problems, WIDTHS[0], HEIGHT)
             page.goto(url, timeout=TIMEOUT_MS)
             expect(page.locator('.rwa-message')).to_contain_text(READY, timeout=TIMEOUT_MS)
             columns = check_layout(page, 'voila', folder)
@@ -155,7 +147,7 @@ def page_in_jupyter(sync_playwright, notebook: Path, app: str, session=None) -> 
     log = folder / f'{app}.log'
     with serve_jupyterlab(notebook, server_env(), log=log, app=app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = open_page(browser, problems)
+        page = open_page(browser, problems, WIDTHS[0], HEIGHT)
         # on a slow start JupyterLab may ask which kernel to use (its kernel list came late): the notebook's own
         select_kernel = page.locator('.jp-Dialog', has_text='Select Kernel')
         page.add_locator_handler(select_kernel, lambda dialog: dialog.get_by_role('button', name='Select',

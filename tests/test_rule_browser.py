@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 import pytest
 from browser.voila_server import serve_voila
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, pixels, stroke, sync_playwright  # noqa: F401 - fixture
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, pixels, stroke, sync_playwright  # noqa: F401 - fixture
 from test_notebook import ROOT, with_parameters
 from test_rule_notebook import RULE_NOTEBOOK
 
@@ -28,9 +28,7 @@ def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             from playwright.sync_api import expect
-            page = browser.new_page(viewport={'width': 1200, 'height': 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
+            page = open_page(browser, problems, 1200, 1000)
             page.goto(url, timeout=TIMEOUT_MS)
             status = page.locator('.rp-status')
             expect(status).to_contain_text('no intervention', timeout=TIMEOUT_MS)
