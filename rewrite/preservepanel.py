@@ -9,9 +9,11 @@ Preview draws, over the app's grid of samples, where the current context answers
 direction, chosen against the preserve keys, as Execute Change will; red heat) and where the preserve
 regions' keys answer (their mean covariance-adjusted key; blue heat), each relative to the 99th percentile
 of its response over those samples, so the user sees which images the rule will touch before executing.
-Changes (after Execute Change or Erase) shows before / after pairs of the `shown` held-out samples the edit
-changed most (of the `heldout` image numbers after the grid's, mean absolute pixel change) and of the
-preserve examples, each labelled with its change.
+Changes shows before / after pairs of the `shown` held-out samples the edit changed most (of the `heldout`
+image numbers after the grid's, mean absolute pixel change) and of the preserve examples, each labelled with
+its change; Execute Change and Erase show it by themselves when they are done (`after_change`).
+On the app's grid, each preserve region is outlined in blue on its image (`outline_regions`), as Preview and
+the tray colour them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import numpy as np
 import torch
 
 from utils import imgviz
-from utils.paintwidget import encode_picture
+from utils.paintwidget import as_rgb_array, encode_picture
 
+from . import editfile
 from .preserve import PRESERVE_WEIGHT
 from .rewriteapp import UserError, reports_errors
 
@@ -42,6 +45,17 @@ def heat_overlay(image: torch.Tensor, response: torch.Tensor, level: float, colo
     return (rgb * (1 - alpha) + alpha * np.asarray(color, np.float32)).clip(0, 255).astype(np.uint8)
 
 
+def outline_regions(picture, regions: Sequence[tuple[str, Sequence[int]]], size: int) -> np.ndarray:
+    """uint8 [size, size, 3]: `picture` (PIL image or uint8 [H, W, 3], resized to `size`) with the edge of each
+    (mask URL, RGB colour) region, mask > 0 at `size`, drawn in its colour (a band max(1, size // 128) pixels
+    either side of the edge)."""
+    rgb = as_rgb_array(picture, size).copy()
+    for url, color in regions:
+        region = editfile.mask_from_url(url, size) > 0
+        rgb[imgviz.region_border(region, max(1, size // 128)).numpy()] = color
+    return rgb
+
+
 def response_level(maps: torch.Tensor) -> float:
     """The 99th percentile of the positive responses [N, h, w] (the heat maps' full scale)."""
     values = maps.flatten().float().clamp(min=0)
@@ -51,7 +65,9 @@ def response_level(maps: torch.Tensor) -> float:
 class PreservePanel(widgets.VBox):
     """Add to Preserve, the preserve tray (click removes) and Preview (heat maps over the app's grid)."""
 
-    def __init__(self, app, heldout: int = 32, shown: int = 4):
+    outline = staticmethod(outline_regions)      # the app's grid draws the regions with it
+
+    def __init__(self, app, heldout: int = 16, shown: int = 4):
         super().__init__()
         self.app = app
         self.heldout, self.shown = int(heldout), int(shown)
@@ -59,7 +75,7 @@ class PreservePanel(widgets.VBox):
                                    'regions: the rule must leave it as it is')
         self.preview_btn = app._button('Preview', self.preview, tooltip='where the context (red) and the preserve '
                                        'regions (blue) answer, over the samples shown')
-        hint = widgets.HTML('preserve: regions the rule must not change (click a picture to remove it)')
+        hint = widgets.HTML('preserve (blue): regions the rule must not change (click a picture to remove it)')
         hint.add_class('rwa-hint')
         self.tray = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
         self.thumbs: list[widgets.Image] = []
@@ -86,6 +102,8 @@ class PreservePanel(widgets.VBox):
         imgnum, url = self.app._selection()
         regions = [pair for pair in self.regions if pair[0] != imgnum] + [[imgnum, url]]
         self.app.request['preserve'] = regions
+        self.app.canvases[self.app.current].clear_mask()      # the selection now shows as a blue outline
+        self.app.current = None
         self.repaint()
         self.show_message(f'preserve: {len(regions)} region{"s" * (len(regions) > 1)} '
                           f'(images {[r[0] for r in regions]})')
@@ -101,8 +119,14 @@ class PreservePanel(widgets.VBox):
         self.repaint()
         self.show_message(f'removed image {imgnum} from the preserve regions')
 
+    def grid_regions(self) -> dict[int, tuple[tuple[str, tuple[int, int, int]], ...]]:
+        """{imgnum: ((mask URL, colour),)}: the preserve regions as the grid outlines them (in blue; the context
+        shows in its tray, and while painted in the brush's pink)."""
+        return {imgnum: ((url, PRESERVE_COLOR),) for imgnum, url in self.regions}
+
     def repaint(self) -> None:
-        """The tray from the request (also after Load / set_request: the app calls this)."""
+        """The tray and the grid's outlines from the request (also after Load / set_request: the app calls this)."""
+        self.app.repaint_grid()
         regions = self.regions
         size = self.app.size * 3 // 8
         while len(self.thumbs) < len(regions):
@@ -172,13 +196,29 @@ class PreservePanel(widgets.VBox):
             before, after = self.app._images(imgnums, original=True), self.app._images(imgnums)
             return [float((b - a).abs().mean()) for b, a in zip(before, after, strict=True)]
         heldout = self.heldout_numbers()
-        changes = change(heldout)
-        order = sorted(range(len(heldout)), key=lambda k: -changes[k])[:self.shown]
         keep = list(dict.fromkeys(pair[0] for pair in self.regions))
-        return [heldout[k] for k in order], [changes[k] for k in order], keep, change(keep)
+        changes = change(heldout + keep)                  # one batch of renders (the originals are cached)
+        order = sorted(range(len(heldout)), key=lambda k: -changes[k])[:self.shown]
+        return [heldout[k] for k in order], [changes[k] for k in order], keep, changes[len(heldout):]
+
+    def after_change(self, record) -> None:
+        """Called by the app when Execute Change or Erase is done: the before / after strip, unless the
+        change was rolled back (nothing changed); the message line stays the app's."""
+        if getattr(record, 'rolled_back', False):
+            self.preview_box.children = []
+        else:
+            self.changes_strip()
 
     @reports_errors('Changes')
     def show_changes(self, _button=None) -> None:
+        top_changes, keep_changes = self.changes_strip()
+        worst = f'{max(top_changes):.3f}' if top_changes else 'n/a'
+        kept = f', preserve examples {max(keep_changes):.3f}' if keep_changes else ''
+        self.show_message(f'changes (top: before, bottom: after): most changed held-out sample {worst}{kept}')
+
+    def changes_strip(self) -> tuple[list[float], list[float]]:
+        """Shows before / after pairs (the most changed held-out samples, then the preserve examples, each
+        labelled `held-out N` or `preserve N` with its mean abs change); returns the two lists of changes."""
         top, top_changes, keep, keep_changes = self.most_changed()
         size = self.app.size // 2
         cells = []
@@ -187,9 +227,9 @@ class PreservePanel(widgets.VBox):
             before, after = self.app._images([imgnum], original=True)[0], self.app._images([imgnum])[0]
             pair = np.concatenate([imgviz.to_uint8(before), imgviz.to_uint8(after)], axis=0)
             label = widgets.HTML(f'{kind} {imgnum}: {amount:.3f}')
-            cells.append(widgets.VBox([widgets.Image(value=encode_picture(pair), format='jpeg', width=size,
-                                                     height=2 * size), label]))
+            cell = widgets.VBox([widgets.Image(value=encode_picture(pair), format='jpeg', width=size,
+                                               height=2 * size), label])
+            cell.add_class('rwa-change')
+            cells.append(cell)
         self.preview_box.children = cells
-        worst = f'{max(top_changes):.3f}' if top_changes else 'n/a'
-        kept = f', preserve examples {max(keep_changes):.3f}' if keep_changes else ''
-        self.show_message(f'changes (top: before, bottom: after): most changed held-out sample {worst}{kept}')
+        return top_changes, keep_changes

@@ -483,6 +483,7 @@ class GanRewriteApp(widgets.VBox):
         self._repaint_copy()
         self._repaint_paste()
         self._repaint_changes()
+        self.preserve_panel.preview_box.children = []     # a preview or strip of the model before is stale
 
     def repaint_grid(self) -> None:
         """Shows the selected samples; only canvases whose picture changed are re-encoded."""
@@ -491,6 +492,7 @@ class GanRewriteApp(widgets.VBox):
         overlay = self._match_overlays(shown, images) if self.showing_matches else None
         view = ('original' if self.showing_original else self._model_version,
                 self._context_version if self.showing_matches else None)
+        outlines = self.preserve_panel.grid_regions()     # preserve regions, outlined in blue
         for index, canvas in enumerate(self.canvases):
             if index >= len(shown):
                 canvas.layout.display = self.cells[index].layout.display = 'none'
@@ -499,14 +501,15 @@ class GanRewriteApp(widgets.VBox):
                 continue
             canvas.layout.display = self.cells[index].layout.display = None
             self.number_labels[index].value = f'#{shown[index]}'
-            state = (shown[index], *view)
+            state = (shown[index], *view, outlines.get(shown[index]))
             if self._shown[index] == state:
                 continue
             if self._shown[index] is None or self._shown[index][0] != shown[index]:
                 canvas.mask = np.zeros_like(canvas.mask)
                 if self.current == index:
                     self.current = None
-            canvas.set_picture(imgviz.to_uint8(images[index]) if overlay is None else overlay[index])
+            picture = imgviz.to_uint8(images[index]) if overlay is None else overlay[index]
+            canvas.set_picture(self.preserve_panel.outline(picture, outlines.get(shown[index], ()), canvas.size))
             self._shown[index] = state
 
     def _match_overlays(self, imgnums: Sequence[int], images: Sequence[torch.Tensor]) -> list:
@@ -815,6 +818,7 @@ class GanRewriteApp(widgets.VBox):
             self.loss_label.value = (f'{len(record.losses)} steps, loss {record.initial_loss:.4f} -> '
                                      f'{record.final_loss:.4f}')
             self.refresh()
+            self.preserve_panel.after_change(record)      # the before / after strip of what changed most
             self._report_change(record, done)
         self._start_solve(action, work, background=self.background and clicked)
 

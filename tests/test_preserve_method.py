@@ -358,6 +358,53 @@ def test_pixel_erase_score_by_hand():
 
 # ---- the widget: Add to Preserve, its tray, Preview, saved and loaded with the edit ---------------
 
+def naive_edge(region: np.ndarray) -> np.ndarray:
+    """Pixels of the boolean map [H, W] whose 3 x 3 neighbourhood (inside the frame) holds pixels both in and
+    out of the region: the one-pixel band either side of its edge."""
+    height, width = region.shape
+    edge = np.zeros_like(region)
+    for y in range(height):
+        for x in range(width):
+            around = region[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+            edge[y, x] = around.any() and not around.all()
+    return edge
+
+
+def outline_colour(app, index: int, url: str) -> np.ndarray:
+    """The mean RGB that grid canvas `index` shows (decoded from the JPEG the browser gets) on the edge band of
+    the region painted as `url` (at the canvas size), after checking that away from the band it shows the sample."""
+    import scipy.ndimage
+    from test_rewriteapp import shown
+
+    from rewrite import editfile
+    from utils import imgviz
+    from utils.paintwidget import as_rgb_array
+    canvas = app.canvases[index]
+    edge = naive_edge(editfile.decode_mask_rgba(url)[..., 0] > 0)
+    seen = shown(canvas)
+    sample = as_rgb_array(imgviz.to_uint8(app._images([app.sel[index]])[0]), canvas.size).astype(np.float32)
+    far = ~scipy.ndimage.binary_dilation(edge, iterations=2)                 # JPEG spreads the band's colour
+    assert np.abs(seen - sample)[far].mean() < 6.0
+    return seen[edge].mean(0)
+
+
+def tray_tint(app, thumb, imgnum: int, url: str) -> float:
+    """How much bluer (blue minus red, mean over the region's inside) a tray picture is than the sample itself."""
+    import scipy.ndimage
+    from PIL import Image
+    from test_rewriteapp import shown
+
+    from rewrite import editfile
+    from utils import imgviz
+    seen = shown(thumb)
+    size = seen.shape[0]
+    plain = np.asarray(Image.fromarray(imgviz.to_uint8(app._images([imgnum])[0])).resize((size, size)), np.float32)
+    inside = scipy.ndimage.binary_erosion(editfile.mask_from_url(url, size).numpy() > 0.5, iterations=1)
+    assert inside.sum() >= 9
+    blueness = [(picture[..., 2] - picture[..., 0])[inside].mean() for picture in (seen, plain)]
+    return float(blueness[0] - blueness[1])
+
+
 def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     from paintevents import dispatch_dom_event
     from test_rewriteapp import LAYER, NUM_IMAGES, paint, prepare_edit
@@ -375,10 +422,22 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     paint(app, 3, [(4, 4), (30, 20)])
     panel.add_btn.click()
     assert [r[0] for r in app.request['preserve']] == [app.sel[3]] and len(panel.tray.children) == 1
+    # the preserve region is outlined in blue on its grid sample; the trays tint context and preserve differently
+    drawn = outline_colour(app, 3, app.request['preserve'][0][1])
+    assert drawn[2] > drawn[0] + 100 and drawn[2] > drawn[1] + 60
+    context_tint = tray_tint(app, app.thumbs[0], *app.request['key'][0])
+    preserve_tint = tray_tint(app, panel.thumbs[0], *app.request['preserve'][0])
+    assert preserve_tint - context_tint > 50
     panel.preview_btn.click()
     assert len(panel.preview_box.children) == len(app.sel) and 'preview' in app.message
     app.execute()
     assert 'changed the model' in app.message
+    # the before / after strip is shown without a click: the most changed held-out samples, then the preserve example
+    labels = [cell.children[1].value for cell in panel.preview_box.children]
+    assert len(labels) == panel.shown + 1 and labels[-1].startswith(f'preserve {app.sel[3]}:')
+    assert all(label.startswith('held-out') for label in labels[:-1])
+    drawn = outline_colour(app, 3, app.request['preserve'][0][1])             # still outlined on the new model
+    assert drawn[2] > drawn[0] + 100 and drawn[2] > drawn[1] + 60
     # Changes: before / after of the most changed held-out samples (none of the request's) and the preserve example
     top, top_changes, keep, keep_changes = panel.most_changed()
     assert len(top) == panel.shown and not set(top) & ({app.sel[1], app.sel[3]} | set(app.sel))
@@ -392,10 +451,13 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     saved = json.loads((tmp_path / 'masks' / 'kept.json').read_text())
     assert saved['preserve'] == app.request['preserve']
     # a click on the tray picture removes it; Load brings it back
+    outlined = app.canvases[3].value
     dispatch_dom_event(panel.thumbs[0].events, {'event': 'click', 'target': {}})
     assert 'preserve' not in app.request and not panel.tray.children
+    assert app.canvases[3].value != outlined                                 # the outline went with the region
     app.load()
     assert saved['preserve'] == app.request['preserve'] and len(panel.tray.children) == 1
+    assert app.canvases[3].value == outlined                                 # and is drawn again on Load
 
 
 def test_large_preserve_regions_are_an_even_subsample_of_their_pixels():
