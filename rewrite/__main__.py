@@ -42,7 +42,7 @@ from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, rewrite_site, save_
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
-from . import advisor, sampling, solvers
+from . import advisor, sampling
 from .distributed import (
     World,
     all_agree,
@@ -477,7 +477,7 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
     with a progress bar of the solver's steps; warns on stderr when the loss ended above where it started.
     Returns the EditRecord."""
     _ = gw.stats                                # key statistics first: they have their own progress bar
-    steps = solvers.solver_steps(spec.solver, spec.niter)
+    steps = SOLVERS[spec.solver].steps(spec.niter)
     with tqdm(total=steps, desc=f'solving ({spec.solver})', disable=not spec.progress, leave=False) as bar:
         def progress(_step: int, loss: float) -> None:
             bar.set_postfix_str(f'loss {loss:.4g}', refresh=False)

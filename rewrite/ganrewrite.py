@@ -33,11 +33,12 @@ from utils import imgviz
 from utils.nethook import subsequence
 from utils.stylegan2 import DataBag, rewrite_site
 
-from . import editfile, methods
+from . import contextkeys, editfile, methods
+from .checks import RewriteError, check_fast_options, check_options, check_rank, real_number
 from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
 from .preserve import PRESERVE_WEIGHT, PreserveSet, context_directions
-from .solvers import EditRecord, TargetLayer, insert_fast, insert_linear, insert_original, projected_conv
-from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics, solve_moment
+from .solvers import EditRecord, InsertProblem, TargetLayer, projected_conv
+from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics
 
 KEY_METHODS = tuple(methods.KEY_METHODS)      # the registries' names (rewrite/methods.py)
 SOLVERS = tuple(methods.SOLVERS)
@@ -45,47 +46,8 @@ DEFAULT_SOLVER = methods.DEFAULT_SOLVER  # the one default of apply_edit/apply_e
 ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
 
 
-class RewriteError(ValueError):
-    """A request the rewriter cannot carry out; the model is left unchanged."""
-
-
-def check_options(niter: int, piter: int, lr: float) -> None:
-    """Clear errors for optimisation settings that cannot work."""
-    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
-        raise RewriteError(f'niter must be a non-negative integer, not {niter!r}')
-    if isinstance(piter, bool) or not isinstance(piter, int) or piter < 1:
-        raise RewriteError(f'piter must be a positive integer, not {piter!r}')
-    if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and np.isfinite(lr) and lr > 0):   # numpy scalars too
-        raise RewriteError(f'lr must be a positive finite number, not {lr!r}')
-
-
 LOSS_TOLERANCE = 0.5    # an edit whose goal loss ends above (1 + this) x its initial loss is rolled back
 EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflows in the solvers
-
-
-def _real(value, low: float, strict: bool) -> bool:
-    """value is a finite real number (not bool) > low (strict) or >= low."""
-    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
-            and (value > low if strict else value >= low))
-
-
-def check_fast_options(options: dict) -> None:
-    """Clear errors for the fast solver's settings (insert_fast's keyword arguments)."""
-    known = methods.SOLVERS['fast'].option_names() + ['styles']
-    for name in options:
-        if name not in known:
-            raise RewriteError(f"unknown option {name!r} of the 'fast' solver (expected some of {known})")
-    for name in ('rounds', 'polish'):
-        value = options.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise RewriteError(f'{name} must be an integer >= 0, not {value!r}')
-    for name, strict in (('polish_lr', True), ('max_change', True), ('preserve', False)):
-        if name in options and not _real(options[name], 0.0, strict):
-            raise RewriteError(f'{name} must be a finite number {">" if strict else ">="} 0, not {options[name]!r}')
-    ridges = options.get('ridges', (1.0,))
-    if isinstance(ridges, (str, bytes)) or not hasattr(ridges, '__len__') or len(ridges) == 0 \
-            or not all(_real(r, 0.0, True) for r in ridges):
-        raise RewriteError(f'ridges must be a non-empty sequence of positive finite numbers, not {ridges!r}')
 
 
 class SeqStyleGanRewriter:
@@ -223,12 +185,11 @@ class SeqStyleGanRewriter:
 
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
-        return solve_moment(self.c_matrix.to(k.device), k.double()).to(k.dtype)
+        return contextkeys.covariance_adjusted(self.c_matrix, k)
 
     def zca_whitened_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1/2 k; k [I] or [N, I]."""
-        zca = self.zca_matrix.to(k.device, torch.float64)
-        return (k.double() @ zca.t()).to(k.dtype) if k.dim() == 2 else (zca @ k.double()).to(k.dtype)
+        return contextkeys.zca_whitened(self.zca_matrix, k)
 
     # ---- masks ---------------------------------------------------------------------------------
     def area(self, mask, resolution: int, field: str = 'mask') -> torch.Tensor:
@@ -268,8 +229,7 @@ class SeqStyleGanRewriter:
         key_method = key_method or self.key_method
         if key_method not in KEY_METHODS:
             raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= self.k_shape[1]:
-            raise RewriteError(f'rank must be between 1 and {self.k_shape[1]} (an integer), not {rank!r}')
+        check_rank(rank, self.k_shape[1])
         if not imgnum_mask_pairs:
             raise RewriteError('no context regions were given')
         obs, w = self._keys_and_weights(imgnum_mask_pairs)
@@ -279,47 +239,7 @@ class SeqStyleGanRewriter:
                     raise RewriteError(f'rank {rank} exceeds the {obs.shape[0]} selected key pixels')
                 pobs, pw = self._keys_and_weights(preserve_pairs, 'preserve')
                 return context_directions(obs, w, self.c_matrix.to(obs.device), rank, pobs, pw, preserve_weight)
-            if key_method == 'zca':
-                return self._zca_key(obs, w, rank)
-            if key_method == 'gandissect':
-                return self._gandissect_key(obs, w, rank)
-            return self._svd_key(obs, w, rank, key_method)
-
-    def _zca_key(self, obs, w, rank):
-        whitened = w[:, None].double() * self.zca_whitened_query_key(obs.double())     # [N, I]
-        if rank > min(whitened.shape):
-            raise RewriteError(f'rank {rank} exceeds the {whitened.shape[0]} selected key pixels')
-        _, _, vh = torch.linalg.svd(whitened, full_matrices=False)
-        row_dirs = self.zca_whitened_query_key(vh[:rank])                              # [rank, I]
-        q, _ = torch.linalg.qr(row_dirs.t())                                            # [I, rank]
-        signs = torch.sign((q * whitened.sum(0)[:, None]).sum(0))
-        signs[signs == 0] = 1
-        return (q * signs[None]).t().float()
-
-    def _svd_key(self, obs, w, rank, key_method):
-        adjusted = self.covariance_adjusted_query_key((obs * w[:, None]).double())      # [N, I]
-        avg = adjusted.mean(0)
-        if key_method == 'mean':
-            if rank != 1:
-                raise RewriteError("key_method 'mean' gives a single direction: use rank=1")
-            return (avg / avg.norm())[None].float()
-        u, _, _ = torch.linalg.svd(adjusted.t(), full_matrices=False)                  # [I, min]
-        if rank > u.shape[1]:
-            raise RewriteError(f'rank {rank} exceeds the {adjusted.shape[0]} selected key pixels')
-        if (avg * u[:, 0]).sum() < 0:
-            u[:, 0] = -u[:, 0]
-        return u.t()[:rank].float()
-
-    def _gandissect_key(self, obs, w, rank):
-        rq = self.stats.unit_quantiles
-        if rq is None:
-            raise RewriteError('unit quantiles are not available in these statistics')
-        level = rq.normalize(obs.t()).t().clamp(max=1 - 1e-4)                           # [N, I]
-        score = (-torch.log1p(-level.double()) * w[:, None]).sum(0) / w.sum()
-        top = score.argsort(descending=True)[:rank]
-        d = torch.zeros(rank, obs.shape[1], device=obs.device)
-        d[torch.arange(rank), top] = 1.0
-        return d
+            return methods.KEY_METHODS[key_method].directions(self.stats, obs, w, rank)
 
     def query_key_from_selection(self, imgnum: int, mask) -> torch.Tensor:
         """The unit covariance-adjusted direction C^-1 mean(k) of a region's keys [I]."""
@@ -408,23 +328,24 @@ class SeqStyleGanRewriter:
         check_options(niter=niter, piter=piter, lr=lr)
         if solver == 'fast':
             check_fast_options(solver_options)
-        weight = self.target_weights()
         context = self.checked_context(context)
-        if solver == 'fast':
-            if solver_options.get('preserve', 0.0) > 0:
-                solver_options.setdefault('styles', self.sample_styles())
-            if preserve_set is not None:
-                solver_options.update(preserve_set=preserve_set, preserve_weight=preserve_weight)
-            return insert_fast(self._target_with_weight, self._target_layer(key), weight, key, val, context,
-                               update_callback=update_callback, **solver_options)
-        if preserve_set is not None and (solver == 'linear' or self.use_linear_insert):
-            raise RewriteError("preserve regions need the 'fast' or the 'original' solver, not 'linear'")
-        if solver == 'linear' or self.use_linear_insert:
-            return insert_linear(self._target_with_weight, weight, key, val, context, niter, lr, update_callback)
-        extra = None if preserve_set is None else (
-            lambda: preserve_weight * preserve_set.change(self._target(preserve_set.key)))
-        return insert_original(self._target, weight, key, val, context, niter, piter, lr,
-                               self.low_rank_insert, self.low_rank_gradient, update_callback, extra_loss=extra)
+        run = methods.SOLVERS[self._solver_run(solver)]
+        if preserve_set is not None and not run.preserve_regions:
+            raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
+        styles = solver_options.pop('styles', None)
+        problem = InsertProblem(self._target, self._target_with_weight, self._target_layer,
+                                self.sample_styles if styles is None else lambda: styles, self.target_weights(),
+                                key, val, context, preserve_set, preserve_weight)
+        return run.run(problem, run.configure(**self._settings(niter, piter, lr, solver_options)), update_callback)
+
+    def _settings(self, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
+        """Every setting a solver may take: the Adam ones, the rewriter's projection flags, the solver's own."""
+        return {'niter': niter, 'piter': piter, 'lr': lr, 'low_rank_insert': self.low_rank_insert,
+                'low_rank_gradient': self.low_rank_gradient, **solver_options}
+
+    def _solver_run(self, solver: str) -> str:
+        """The registry's solver that runs `solver` ('original' runs as 'linear' with use_linear_insert)."""
+        return 'linear' if solver == 'original' and self.use_linear_insert else solver
 
     @contextlib.contextmanager
     def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
@@ -576,12 +497,7 @@ class SeqStyleGanRewriter:
 
     def _solver_record(self, solver: str, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
         """Every option the solver ran with (its registry defaults filled in), for the EditRecord."""
-        if solver == 'fast':
-            return methods.SOLVERS['fast'].recorded(**solver_options)
-        options = methods.SOLVERS[solver].recorded(niter=niter, piter=piter, lr=lr)
-        if solver == 'original' and not self.use_linear_insert:
-            options.update(low_rank_insert=self.low_rank_insert, low_rank_gradient=self.low_rank_gradient)
-        return options
+        return methods.SOLVERS[self._solver_run(solver)].recorded(**self._settings(niter, piter, lr, solver_options))
 
     def _run_insert(self, kind, req, goal_in, goal_out, context, rank, niter, piter, lr,
                     update_callback, solver, solver_options, preserve_pairs=(),
@@ -611,7 +527,7 @@ class SeqStyleGanRewriter:
     def zero(self, context: torch.Tensor, amount: float = 0.0) -> EditRecord:
         """Sets the weight's component along the context rows to `amount` (0: forget them)."""
         context = self.checked_context(context)
-        if not _real(amount, -np.inf, True):
+        if not real_number(amount, -np.inf, True):
             raise RewriteError(f'amount must be a finite number, not {amount!r}')
         record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
         with self._atomic_edit(record), torch.no_grad():

@@ -9,51 +9,45 @@ line (choices, --help), the widget (menus, progress bars) and the metrics read t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+
+from . import contextkeys, solvers
+from .solvers import FastOptions, IterativeOptions, OriginalOptions
 
 
 @dataclass(frozen=True)
 class KeyMethod:
-    """A way of turning the selected context regions' keys into orthonormal directions D [rank, I]."""
+    """A way of turning the selected context regions' keys into orthonormal directions D [rank, I]:
+    directions(stats, keys [N, I], mask weights [N], rank) -> D (rewrite/contextkeys.py)."""
     name: str
     summary: str
+    directions: Callable
     max_rank: int | None = None                # None: up to the layer's width and the selected pixels
 
 
 KEY_METHODS: dict[str, KeyMethod] = {m.name: m for m in (
-    KeyMethod('zca', "top principal directions of the ZCA-whitened keys, mapped back (the paper's)"),
-    KeyMethod('svd', 'top left singular vectors of the covariance-adjusted keys C^-1 k'),
-    KeyMethod('mean', 'the unit covariance-adjusted mean key C^-1 mean(k)', max_rank=1),
-    KeyMethod('gandissect', 'the units whose quantile-normalised responses in the regions are highest'),
+    KeyMethod('zca', "top principal directions of the ZCA-whitened keys, mapped back (the paper's)",
+              contextkeys.zca_directions),
+    KeyMethod('svd', 'top left singular vectors of the covariance-adjusted keys C^-1 k', contextkeys.svd_directions),
+    KeyMethod('mean', 'the unit covariance-adjusted mean key C^-1 mean(k)', contextkeys.mean_directions,
+              max_rank=1),
+    KeyMethod('gandissect', 'the units whose quantile-normalised responses in the regions are highest',
+              contextkeys.gandissect_directions),
 )}
 DEFAULT_KEY_METHOD = 'zca'
 
 
 @dataclass(frozen=True)
-class FastOptions:
-    """The closed-form solver's options (`rewrite.solvers.insert_fast` documents each)."""
-    rounds: int = 8                            # reweighted least-squares rounds per ridge strength
-    polish: int = 300                          # Adam steps on the exact loss afterwards
-    polish_lr: float = 0.03                    # their initial step, relative to an RMS weight
-    ridges: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)   # ridge strengths tried, relative
-    max_change: float = 3.0                    # bound on ||W' - W|| / ||W||
-    preserve: float = 0.0                      # weight of the demodulation-change term (0: off)
-
-
-@dataclass(frozen=True)
-class IterativeOptions:
-    """The Adam solvers' options (`original`: on the whole weight, re-projected; `linear`: on Lambda)."""
-    niter: int = 2001                          # Adam steps
-    piter: int = 10                            # re-projection interval of 'original'
-    lr: float = 0.05                           # Adam's learning rate
-
-
-@dataclass(frozen=True)
 class Solver:
-    """A solver: its name, what it does and its options (a dataclass with documented defaults)."""
+    """A solver: its name, what it does, the function that runs it (`run(problem: solvers.InsertProblem,
+    options, update_callback) -> losses`, editing problem.weight in place) and its options (a dataclass with
+    documented defaults); preserve_regions: whether it can weigh preserve regions."""
     name: str
     summary: str
+    run: Callable
     options: type
+    preserve_regions: bool = True
 
     def option_names(self) -> list[str]:
         return [f.name for f in fields(self.options)]
@@ -63,22 +57,25 @@ class Solver:
         `options`, any of FastOptions' fields, overriding the defaults; other settings are ignored)."""
         if self.options is not FastOptions:
             return niter
-        known = {k: v for k, v in options.items() if k in self.option_names()}
-        opts = FastOptions(**known)
+        opts = self.configure(**options)
         return opts.rounds * len(opts.ridges) + opts.polish
+
+    def configure(self, **settings):
+        """The solver's options from `settings` (its own fields; the rest are ignored), defaults filled in."""
+        return self.options(**{k: v for k, v in settings.items() if k in self.option_names()})
 
     def recorded(self, **options) -> dict:
         """Every option of this solver, the defaults filled in, as an EditRecord keeps them."""
-        known = {k: v for k, v in options.items() if k in self.option_names()}
-        values = asdict(self.options(**known))
+        values = asdict(self.configure(**options))
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver('fast', 'closed-form weighted least squares through the inverted activation, then a short Adam '
-                   'polish on the exact loss (seconds on a CPU)', FastOptions),
+                   'polish on the exact loss (seconds on a CPU)', solvers.run_fast, FastOptions),
     Solver('original', "the paper's Adam on the whole weight, re-projected onto the context every piter "
-                       'steps (niter steps, minutes)', IterativeOptions),
-    Solver('linear', 'Adam on the low-rank coefficient Lambda of W + Lambda D (niter steps)', IterativeOptions),
+                       'steps (niter steps, minutes)', solvers.run_original, OriginalOptions),
+    Solver('linear', 'Adam on the low-rank coefficient Lambda of W + Lambda D (niter steps)', solvers.run_linear,
+           IterativeOptions, preserve_regions=False),
 )}
 DEFAULT_SOLVER = 'fast'

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,54 @@ import torch.nn.functional as F
 from utils.stylegan2 import ops
 from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
-from .methods import SOLVERS, FastOptions
 from .preserve import PreserveSet
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """The closed-form solver's options (`insert_fast` documents each)."""
+    rounds: int = 8                            # reweighted least-squares rounds per ridge strength
+    polish: int = 300                          # Adam steps on the exact loss afterwards
+    polish_lr: float = 0.03                    # their initial step, relative to an RMS weight
+    ridges: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)   # ridge strengths tried, relative
+    max_change: float = 3.0                    # bound on ||W' - W|| / ||W||
+    preserve: float = 0.0                      # weight of the demodulation-change term (0: off)
+
+
+@dataclass(frozen=True)
+class IterativeOptions:
+    """The Adam solvers' options (`original`: on the whole weight, re-projected; `linear`: on Lambda)."""
+    niter: int = 2001                          # Adam steps
+    piter: int = 10                            # re-projection interval of 'original'
+    lr: float = 0.05                           # Adam's learning rate
+
+
+@dataclass(frozen=True)
+class OriginalOptions(IterativeOptions):
+    """The original solver's options: the Adam ones and how it keeps the change in the context's span."""
+    low_rank_insert: bool = True               # re-project W onto W_orth + P_D(W) every piter steps
+    low_rank_gradient: bool = False            # project every gradient onto the context's span instead
+
+
+@dataclass
+class InsertProblem:
+    """What every solver is given (one signature: `run(problem, options, update_callback) -> losses`).
+
+    target(key) -> the target piece's output [B, O, H, W]; target_with_weight(weight, key) the same with
+    another weight [1, O, I, k, k]; target_layer(key) the piece as the fast solver models it; styles() the
+    layer's styles [N, I] for a z-sample (the fast solver's demodulation term). `weight` is edited in place
+    so that target(key) ~ val [1, O, H, W] within span(context rows [rank, I]); with preserve_set, the loss
+    adds preserve_weight times the preserve regions' mask-weighted L1 change."""
+    target: Callable
+    target_with_weight: Callable
+    target_layer: Callable[[object], TargetLayer]
+    styles: Callable[[], torch.Tensor]
+    weight: torch.nn.Parameter
+    key: object
+    val: torch.Tensor
+    context: torch.Tensor
+    preserve_set: PreserveSet | None = None
+    preserve_weight: float = 0.0
 
 
 @dataclass
@@ -424,7 +470,36 @@ def _polish(target: LowRankTarget, lam0: torch.Tensor, steps: int, lr: float, be
     return lam if final < best[0] else best[1]
 
 
-def solver_steps(solver: str, niter: int, **settings) -> int:
-    """How many update_callback steps a solver takes: `niter`, or the fast solver's fixed schedule
-    (`rewrite.methods.Solver.steps`; settings that are not the solver's options are ignored)."""
-    return SOLVERS[solver].steps(niter, **settings)
+def option_values(options) -> dict:
+    """An options dataclass's fields as keyword arguments (values as given: no copies)."""
+    return {f.name: getattr(options, f.name) for f in fields(options)}
+
+
+def run_fast(problem: InsertProblem, options: FastOptions, update_callback: Callable | None = None) -> list[float]:
+    """The closed-form solver (`insert_fast`) on `problem` (its styles are asked for only with preserve > 0)."""
+    settings = option_values(options)
+    if options.preserve > 0:
+        settings['styles'] = problem.styles()
+    if problem.preserve_set is not None:
+        settings.update(preserve_set=problem.preserve_set, preserve_weight=problem.preserve_weight)
+    return insert_fast(problem.target_with_weight, problem.target_layer(problem.key), problem.weight, problem.key,
+                       problem.val, problem.context, update_callback=update_callback, **settings)
+
+
+def run_original(problem: InsertProblem, options: OriginalOptions,
+                 update_callback: Callable | None = None) -> list[float]:
+    """The paper's Adam on the whole weight, re-projected (`insert_original`), on `problem`."""
+    keep = problem.preserve_set
+    extra = None if keep is None else (lambda: problem.preserve_weight * keep.change(problem.target(keep.key)))
+    return insert_original(problem.target, problem.weight, problem.key, problem.val, problem.context,
+                           options.niter, options.piter, options.lr, options.low_rank_insert,
+                           options.low_rank_gradient, update_callback, extra_loss=extra)
+
+
+def run_linear(problem: InsertProblem, options: IterativeOptions,
+               update_callback: Callable | None = None) -> list[float]:
+    """Adam on Lambda (`insert_linear`) on `problem` (preserve regions are not supported)."""
+    if problem.preserve_set is not None:
+        raise ValueError("preserve regions need the 'fast' or the 'original' solver, not 'linear'")
+    return insert_linear(problem.target_with_weight, problem.weight, problem.key, problem.val, problem.context,
+                         options.niter, options.lr, update_callback)

@@ -418,14 +418,14 @@ def test_zero_with_a_non_finite_context_is_refused(edit_setup, bad):
 
 def test_a_solver_that_makes_non_finite_weights_is_undone(edit_setup, monkeypatch):
     """Whatever a solver returns, non-finite weights are never committed (checked in _atomic_edit)."""
-    import rewrite.ganrewrite as ganrewrite
+    import rewrite.solvers as solvers
     gw, request = edit_setup
     before = _weights(gw)
 
     def broken_solver(_target, _layer, weight, *args, **kwargs):
         weight[0, 0, 0, 0, 0] = float('inf')
         return [0.0]
-    monkeypatch.setattr(ganrewrite, 'insert_fast', broken_solver)
+    monkeypatch.setattr(solvers, 'insert_fast', broken_solver)        # what SOLVERS['fast'].run calls
     with pytest.raises(FloatingPointError, match='non-finite .*weights were restored'):
         gw.apply_edit(request, solver='fast')
     assert _unchanged(gw, before)

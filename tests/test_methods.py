@@ -13,7 +13,7 @@ from rewrite.__main__ import build_parser
 from rewrite.ganrewrite import KEY_METHODS, SOLVERS, RewriteError, SeqStyleGanRewriter
 from rewrite.methods import FastOptions, IterativeOptions
 from rewrite.rewriteapp import SOLVER_CHOICES
-from rewrite.solvers import insert_fast, solver_steps
+from rewrite.solvers import insert_fast
 from utils.zdataset import z_dataset_for_model
 
 
@@ -39,9 +39,9 @@ def test_every_reader_lists_the_registries():
 
 
 def test_steps_follow_the_options():
-    assert solver_steps('fast', 40) == 8 * 4 + 300
-    assert solver_steps('fast', 40, rounds=2, polish=10, ridges=(1.0,), lr=0.1) == 2 * 1 + 10
-    assert solver_steps('original', 123) == solver_steps('linear', 123) == 123
+    assert methods.SOLVERS['fast'].steps(40) == 8 * 4 + 300
+    assert methods.SOLVERS['fast'].steps(40, rounds=2, polish=10, ridges=(1.0,), lr=0.1) == 2 * 1 + 10
+    assert methods.SOLVERS['original'].steps(123) == methods.SOLVERS['linear'].steps(123) == 123
 
 
 @pytest.mark.parametrize('solver', ['fast', 'original'])
@@ -55,7 +55,7 @@ def test_edit_record_keeps_key_method_and_every_option(solver):
     if solver == 'fast':
         assert record.options == {'rounds': 8, 'polish': 7, 'polish_lr': 0.03, 'ridges': [0.1], 'max_change': 3.0,
                                   'preserve': 0.0}
-        assert len(record.losses) == solver_steps('fast', 0, **options)
+        assert len(record.losses) == methods.SOLVERS['fast'].steps(0, **options)
     else:
         assert record.options == {'niter': 30, 'piter': 5, 'lr': 0.05, 'low_rank_insert': True,
                                   'low_rank_gradient': False}

@@ -16,7 +16,8 @@ from PIL import Image
 
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask, solver_steps
+from rewrite.methods import SOLVERS
+from rewrite.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan
 from utils.zdataset import z_dataset_for_model
 
@@ -192,7 +193,7 @@ def test_execute_change_rewrites_and_repaints(app, gw):
     finally:
         del gw.apply_edit
     assert app.message.startswith('changed the model'), app.message
-    assert len(losses) == solver_steps('fast', 40) and app.progress.layout.visibility == 'hidden'
+    assert len(losses) == SOLVERS['fast'].steps(40) and app.progress.layout.visibility == 'hidden'
     assert app.loss_label.value.startswith(f'{len(losses)} steps, loss')
     after = grid_pictures(app)
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= 1
@@ -238,7 +239,7 @@ def test_iteration_controls_follow_the_solver(app):
     assert app.solver_box.value == 'fast' and app.niter_box.disabled and app.piter_box.disabled
     app.solver_box.value = 'original'
     assert not app.niter_box.disabled and not app.piter_box.disabled
-    assert solver_steps('original', 123) == 123
+    assert SOLVERS['original'].steps(123) == 123
 
 
 def test_set_request_from_code(app):
