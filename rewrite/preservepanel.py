@@ -157,7 +157,7 @@ class PreservePanel(widgets.VBox):
         context_maps = gw.key_response_maps(context, imgnums)
         if not keep:
             return context_maps, None
-        obs, w = gw._keys_and_weights(keep, 'preserve')
+        obs, w = gw.keys_and_weights(keep, 'preserve')
         query = gw.covariance_adjusted_query_key((obs * w[:, None]).sum(0) / w.sum())
         return context_maps, gw.key_response_maps(query / query.norm().clamp(min=1e-12), imgnums)
 
