@@ -78,7 +78,7 @@ def bench_layer(model, zds, layer: int, n: int, niter: int, repeats: int, reques
 
     bare()                                                    # warm-up
     t_bare, t_stats = interleaved_medians([bare, stats], repeats)
-    gw._stats = gw.collect_statistics()
+    gw.keys.statistics = gw.collect_statistics()
     original = gw.apply_edit(request, rank=1, niter=niter, solver='original')
     gw.undo()
     fast = gw.apply_edit(request, rank=1, solver='fast')

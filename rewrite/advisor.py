@@ -299,7 +299,7 @@ def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Ten
     maps = []
     with torch.no_grad(), sampling_at(gw.model, truncation):
         for chunk in z.split(batch):
-            maps.append(gw._key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
+            maps.append(gw.key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
     maps = torch.cat(maps).float()[:, None]
     return F.interpolate(maps, size=(image_size, image_size), mode='nearest')[:, 0] > 0
 

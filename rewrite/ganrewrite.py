@@ -1,4 +1,4 @@
-"""SeqStyleGanRewriter: rewriting one convolution layer of a SeqStyleGAN2 as an associative memory.
+"""SeqStyleGanRewriter: rewriting one convolution layer of a generator as an associative memory.
 
 The layer's plain conv (the generator's rewrite site, utils/stylegan2/site.py) maps keys k (its input features,
 one vector per pixel) to values v (the features after demodulation, noise and activation). A user's
@@ -9,16 +9,16 @@ the weight may change (W' = W + Lambda D), so that other rules are disturbed as 
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), layernum=8)
     record = gw.apply_edit(json.load(open('dome2spire.json')), rank=1, solver='fast')
     image = gw.render_image(5)
+
+The rewriter is a facade over one module per part: pieces.py (the generator cut at the rewrite site, the
+z-sample, masks), contextkeys.py (key statistics, keys of regions, context directions by key method),
+goals.py (copy / paste / erase goals), history.py (atomic edits, rollback, undo / redo / revert) and
+render.py (response maps, search, pictures); the solvers and key methods are registered in methods.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
-import numbers
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,28 +26,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from utils import imgviz
-from utils.nethook import subsequence
 from utils.stylegan2 import DataBag, rewrite_site
 
-from . import contextkeys, editfile, methods
-from .checks import RewriteError, check_fast_options, check_options, check_rank, real_number
-from .geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
-from .preserve import PRESERVE_WEIGHT, PreserveSet, context_directions
+from . import editfile, keymethods, methods
+from .checks import RewriteError, check_fast_options, check_options, real_number
+from .contextkeys import ContextKeys
+from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
+from .goals import Goals
+from .history import LOSS_TOLERANCE, EditHistory
+from .pieces import EDIT_DTYPES, LayerPieces
+from .preserve import PRESERVE_WEIGHT, PreserveSet
+from .render import Renderer, key_response
 from .solvers import EditRecord, InsertProblem, TargetLayer, projected_conv
-from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics
+from .statistics import KeyStatistics
+
+__all__ = ['DEFAULT_SOLVER', 'EDIT_DTYPES', 'ERASE_UNITS', 'KEY_METHODS', 'LOSS_TOLERANCE', 'SOLVERS',
+           'RewriteError', 'SeqStyleGanRewriter', 'check_fast_options', 'check_options']
 
 KEY_METHODS = tuple(methods.KEY_METHODS)      # the registries' names (rewrite/methods.py)
 SOLVERS = tuple(methods.SOLVERS)
 DEFAULT_SOLVER = methods.DEFAULT_SOLVER  # the one default of apply_edit/apply_erase, the CLI and the widget
 ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
-
-
-LOSS_TOLERANCE = 0.5    # an edit whose goal loss ends above (1 + this) x its initial loss is rolled back
-EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflows in the solvers
 
 
 class SeqStyleGanRewriter:
@@ -74,8 +74,7 @@ class SeqStyleGanRewriter:
         self.cachedir = None if cachedir is None else Path(cachedir)
         self.low_rank_insert, self.low_rank_gradient = low_rank_insert, low_rank_gradient
         self.use_linear_insert = use_linear_insert
-        self.tight_paste, self.alpha_area, self.key_method = tight_paste, alpha_area, key_method
-        self.batch_size, self.progress = batch_size, progress
+        self.key_method, self.batch_size, self.progress = key_method, batch_size, progress
         self.zds = zds
         if stats_size is not None and not 0 < stats_size <= len(zds):
             raise RewriteError(f'stats_size must be between 1 and {len(zds)}, not {stats_size}')
@@ -84,60 +83,46 @@ class SeqStyleGanRewriter:
         self.model.requires_grad_(False)
         if getattr(self.model, 'noise_mode', 'const') == 'random':
             self.model.noise_mode = 'const'           # goals and statistics must be reproducible
-        self.device = next(self.model.parameters()).device
-        self.site = rewrite_site(self.model, layernum)
-        self.firstlayer, self.lastlayer = self.site.conv, self.site.target_end
-        self.context_model = subsequence(self.model, upto_layer=self.firstlayer)
-        self.target_model = subsequence(self.model, first_layer=self.firstlayer, last_layer=self.lastlayer)
-        self.rendering_model = subsequence(self.model, after_layer=self.lastlayer)
-        self.conv = self.model.get_submodule(self.firstlayer)
-        if self.conv.weight.dtype not in EDIT_DTYPES:
-            raise RewriteError(f'the model is {self.conv.weight.dtype}, which the solvers do not support (they need '
-                               f'one of {[str(t) for t in EDIT_DTYPES]}; float16 overflows): convert it, e.g. '
-                               'model.float() or model.to(torch.bfloat16)')
-        self.weight_name = next(n for n, p in self.target_model.named_parameters() if p is self.conv.weight)
-        with torch.no_grad():
-            k = self.context_model(self.get_z(0))
-            v = self.target_model(k)
-            x = self.rendering_model(v)
-        self.k_shape, self.v_shape, self.x_shape = tuple(k.fmap.shape), tuple(v.fmap.shape), tuple(x.shape)
-        self.original_state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
-        self.history: list[tuple[EditRecord, dict[str, torch.Tensor]]] = []
-        self.undone: list[tuple[EditRecord, dict[str, torch.Tensor]]] = []   # (record, weights it made), for redo
-        self._stats: KeyStatistics | None = None
-        self._ranking_cache: dict = {}
+        self.pieces = p = LayerPieces(self.model, zds, layernum, batch_size)
+        self.device, self.site, self.conv, self.weight_name = p.device, p.site, p.conv, p.weight_name
+        self.firstlayer, self.lastlayer = p.firstlayer, p.lastlayer
+        self.context_model, self.target_model, self.rendering_model = p.context_model, p.target_model, p.rendering_model
+        self.k_shape, self.v_shape, self.x_shape = p.k_shape, p.v_shape, p.x_shape
+        self.keys = ContextKeys(p, self.stats_size, self.cachedir, progress)
+        self.goals = Goals(p, tight_paste, alpha_area)
+        self.renderer = Renderer(p, progress)
+        self.edits = EditHistory(self.model, self.firstlayer + '.weight', self.renderer.clear)
+        self.original_state = self.edits.original_state
+        self.history, self.undone = self.edits.history, self.edits.undone   # [(record, weights)], for undo / redo
 
     # ---- the z-sample and the pieces ----------------------------------------------------------
     @property
     def num_images(self) -> int:
-        return len(self.zds)
+        return self.pieces.num_images
 
     def get_z(self, imgnum: int) -> torch.Tensor:
         """z [1, D] of image `imgnum`."""
-        if isinstance(imgnum, bool) or not isinstance(imgnum, (int, np.integer)):
-            raise RewriteError(f'image number must be an integer, not {imgnum!r}')
-        if not 0 <= imgnum < len(self.zds):
-            raise RewriteError(f'image number {imgnum} is outside the z-sample (0..{len(self.zds) - 1})')
-        return self.zds[int(imgnum)][0][None].to(self.device)
+        return self.pieces.get_z(imgnum)
 
     def get_zs(self, imgnums: Sequence[int]) -> torch.Tensor:
-        return torch.cat([self.get_z(i) for i in imgnums])
+        return self.pieces.get_zs(imgnums)
 
     def sample_image_from_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] of the (edited) model for z [B, D]."""
-        with torch.no_grad():
-            return self.rendering_model(self.target_model(self.context_model(z.to(self.device))))
+        return self.pieces.image(z)
 
     def target_weights(self) -> torch.nn.Parameter:
         """The rewritten weight [1, O, I, k, k] (shared with self.model)."""
         return self.conv.weight
 
-    # ---- key statistics ------------------------------------------------------------------------
+    def area(self, mask, resolution: int, field: str = 'mask') -> torch.Tensor:
+        """A mask (data URL, or array [H, W] in [0, 1]) at `resolution`, as the original decoded it."""
+        return self.pieces.area(mask, resolution, field)
+
+    # ---- key statistics and context keys (rewrite/contextkeys.py) ------------------------------
     @property
     def stats(self) -> KeyStatistics:
-        if self._stats is None:
-            self._stats = self.collect_statistics()
-        return self._stats
+        return self.keys.stats
 
     @property
     def c_matrix(self) -> torch.Tensor:
@@ -150,33 +135,15 @@ class SeqStyleGanRewriter:
 
     def cache_meta(self) -> dict:
         """What the key statistics depend on (their cache key)."""
-        zs = self.statistics_zs()
-        seed = 'z' + hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16]
-        return cache_meta(self.context_model, self.layernum, len(zs), seed,
-                          getattr(self.model, 'truncation', 1.0), getattr(self.model, 'noise_mode', 'const'))
+        return self.keys.cache_meta()
 
     def collect_statistics(self, indices: Sequence[int] | None = None) -> KeyStatistics:
         """C (float64), ZCA, unit mean squares and quantiles over the z-sample; cached when possible."""
-        meta = self.cache_meta() if indices is None else None
-        path = self.cachedir / cache_filename(meta) if (self.cachedir and meta) else None
-        if path is not None and path.is_file():
-            cached = KeyStatistics.load(path, meta)
-            if cached is not None:
-                return cached
-        zs = self.statistics_zs() if indices is None else self.get_zs(list(indices))
-        moment, quantiles = gather_key_statistics(lambda z: self.context_model(z.to(self.device)).fmap, zs,
-                                                  self.batch_size, progress=self.progress)
-        stats = KeyStatistics(moment, quantiles)
-        if path is not None:
-            stats.save(path, meta)
-        return stats
-
-    def _all_zs(self) -> torch.Tensor:
-        return self.zds.tensors[0] if hasattr(self.zds, 'tensors') else torch.stack([z[0] for z in self.zds])
+        return self.keys.collect_statistics(indices)
 
     def statistics_zs(self) -> torch.Tensor:
         """The z's [N, D] the key statistics are gathered over (the first stats_size of the z-sample)."""
-        return self._all_zs()[:self.stats_size]
+        return self.keys.statistics_zs()
 
     def sample_styles(self, n: int = 64) -> torch.Tensor:
         """The target layer's styles [n, I] for the first n z's of the statistics sample (mapping
@@ -185,40 +152,16 @@ class SeqStyleGanRewriter:
 
     def covariance_adjusted_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1 k by a stable solve; k [I] or [N, I]."""
-        return contextkeys.covariance_adjusted(self.c_matrix, k)
+        return keymethods.covariance_adjusted(self.c_matrix, k)
 
     def zca_whitened_query_key(self, k: torch.Tensor) -> torch.Tensor:
         """C^-1/2 k; k [I] or [N, I]."""
-        return contextkeys.zca_whitened(self.zca_matrix, k)
+        return keymethods.zca_whitened(self.zca_matrix, k)
 
-    # ---- masks ---------------------------------------------------------------------------------
-    def area(self, mask, resolution: int, field: str = 'mask') -> torch.Tensor:
-        """A mask (data URL, or array [H, W] in [0, 1]) at `resolution`, as the original decoded it."""
-        if isinstance(mask, str):
-            try:
-                area = editfile.mask_from_url(mask, resolution)
-            except editfile.EditFileError as e:
-                raise RewriteError(f'{field}: {e}') from e
-        else:
-            area = editfile.resize_mask(torch.as_tensor(np.asarray(mask), dtype=torch.float32), resolution)
-        if not (area > 0).any():
-            raise RewriteError(f'{field}: the mask selects nothing at the {resolution}x{resolution} '
-                               f'resolution of layer {self.layernum}')
-        return area.to(self.device)
+    def keys_and_weights(self, pairs, field: str = 'key') -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel keys [N, I] and mask weights [N] of the selected pixels of every (imgnum, mask) pair."""
+        return self.keys.keys_and_weights(pairs, field)
 
-    def _keys_and_weights(self, pairs, field: str = 'key'):
-        """Per-pixel keys [N, I] and mask weights [N] of the selected pixels of every pair."""
-        obs, weights = [], []
-        for j, (imgnum, mask) in enumerate(pairs):
-            with torch.no_grad():
-                keys = self.context_model(self.get_z(imgnum)).fmap
-            w = self.area(mask, self.k_shape[2], f'{field}[{j}]').reshape(-1)
-            sel = w > 0
-            obs.append(flatten_keys(keys)[sel])
-            weights.append(w[sel])
-        return torch.cat(obs), torch.cat(weights)
-
-    # ---- context keys --------------------------------------------------------------------------
     def multi_key_from_selection(self, imgnum_mask_pairs, rank: int = 1, key_method: str | None = None,
                                  preserve_pairs=(), preserve_weight: float = PRESERVE_WEIGHT) -> torch.Tensor:
         """Orthonormal context directions D [rank, I] from the selected regions' keys. With preserve
@@ -226,93 +169,39 @@ class SeqStyleGanRewriter:
         generalized eigenvectors of the context energy against C + preserve_weight * P (P: the preserve
         keys' second moment; `rewrite.preserve.context_directions`): directions that answer to the
         context and as little as possible to the preserve keys."""
-        key_method = key_method or self.key_method
-        if key_method not in KEY_METHODS:
-            raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
-        check_rank(rank, self.k_shape[1])
-        if not imgnum_mask_pairs:
-            raise RewriteError('no context regions were given')
-        obs, w = self._keys_and_weights(imgnum_mask_pairs)
-        with torch.no_grad():
-            if key_method == 'zca' and preserve_pairs and preserve_weight > 0:
-                if rank > obs.shape[0]:
-                    raise RewriteError(f'rank {rank} exceeds the {obs.shape[0]} selected key pixels')
-                pobs, pw = self._keys_and_weights(preserve_pairs, 'preserve')
-                return context_directions(obs, w, self.c_matrix.to(obs.device), rank, pobs, pw, preserve_weight)
-            return methods.KEY_METHODS[key_method].directions(self.stats, obs, w, rank)
+        return self.keys.directions(imgnum_mask_pairs, rank, key_method or self.key_method, preserve_pairs,
+                                    preserve_weight)
 
     def query_key_from_selection(self, imgnum: int, mask) -> torch.Tensor:
         """The unit covariance-adjusted direction C^-1 mean(k) of a region's keys [I]."""
-        with torch.no_grad():
-            keys = self.context_model(self.get_z(imgnum)).fmap[0]
-            area = self.area(mask, self.k_shape[2], 'query')
-            mean = (keys * area[None]).sum((1, 2)) / (1e-10 + area.sum())
-        k = self.covariance_adjusted_query_key(mean)
-        return k / (1e-10 + k.norm())
+        return self.keys.query_key(imgnum, mask)
 
     def normdissect_units(self, imgnum_mask_pairs, rank: int) -> torch.Tensor:
         """The `rank` units with the largest mean squared response (normalised by their mean
         square over the z-sample) in the given regions."""
-        obs, w = self._keys_and_weights(imgnum_mask_pairs)
-        scale = self.stats.unit_mean_square.to(obs.device).clamp(min=1e-20)
-        score = ((obs.double() ** 2 / scale[None]) * w[:, None]).sum(0) / w.sum()
-        return score.argsort(descending=True)[:rank]
+        return self.keys.normdissect_units(imgnum_mask_pairs, rank)
 
-    # ---- goals from selections -----------------------------------------------------------------
-    def _crop_bag(self, bag: DataBag, fmap: torch.Tensor, value_box) -> DataBag:
-        """A goal-input bag with keys `fmap`, this layer's noise map cropped to value_box."""
-        fields = {k: v.detach() if torch.is_tensor(v) else v for k, v in bag.items() if k != 'output'}
-        idx = self.site.noise_index
-        if idx is not None:
-            noise = fields['noise'] = list(bag.noise)
-            if value_box is not None and torch.is_tensor(noise[idx]):
-                t, l, b, r = value_box
-                noise[idx] = noise[idx][:, :, t:b, l:r]
-        return DataBag(fields).updated(fmap=fmap.detach())
-
+    # ---- goals from selections (rewrite/goals.py) ----------------------------------------------
     def object_from_selection(self, imgnum: int, mask):
         """Copied values: (activations [1, O, h, w] in the region's box, its mask [h, w], the
         full value bag, the box)."""
-        area = self.area(mask, self.v_shape[2], 'object')
-        with torch.no_grad():
-            v_output = self.target_model(self.context_model(self.get_z(imgnum)))
-        t, l, b, r = positive_bounding_box(area)
-        return v_output.fmap[:, :, t:b, l:r], area[t:b, l:r], v_output, (t, l, b, r)
+        c = self.goals.copied(imgnum, mask)
+        return c.values, c.area, c.output, c.box
 
     def paste_from_selection(self, imgnum: int, mask, obj_acts, obj_area):
         """(goal keys bag, goal values [1, O, h, w], the full pasted values, the pasted box)."""
-        area = self.area(mask, self.v_shape[2], 'paste')
-        with torch.no_grad():
-            source = self.context_model(self.get_z(imgnum))
-            unchanged = self.target_model(source).fmap
-        full, bounds = paste_clip_at_center(unchanged, obj_acts, centered_location(area),
-                                            obj_area if self.alpha_area else None)
-        if not self.tight_paste:
-            return self._crop_bag(source, source.fmap, None), full, full, bounds
-        keys, vals, _, value_box = crop_clip_to_bounds(source.fmap, full, bounds)
-        return self._crop_bag(source, keys, value_box), vals, full, bounds
+        goal = self.goals.pasted(imgnum, mask, obj_acts, obj_area)
+        return goal.key, goal.val, goal.full, goal.box
 
     def erase_from_selection(self, imgnum: int, mask, context_pairs, drank: int):
         """Goal: the region's keys produce what the layer gives with the top `drank`
         (normdissect) units of the context zeroed."""
-        area = self.area(mask, self.v_shape[2], 'paste')
-        units = self.normdissect_units(context_pairs, drank)
-        with torch.no_grad():
-            source = self.context_model(self.get_z(imgnum))
-            erased_keys = source.fmap.clone()
-            erased_keys[:, units] = 0.0
-            erased = self.target_model(source.updated(fmap=erased_keys)).fmap
-        if not self.tight_paste:
-            return self._crop_bag(source, source.fmap, None), erased
-        keys, vals, _, value_box = crop_clip_to_bounds(source.fmap, erased, positive_bounding_box(area))
-        return self._crop_bag(source, keys, value_box), vals
+        goal = self.goals.erased(imgnum, mask, lambda: self.normdissect_units(context_pairs, drank))
+        return goal.key, goal.val
 
     # ---- rewriting -----------------------------------------------------------------------------
-    def _target_with_weight(self, weight: torch.Tensor, key: DataBag) -> torch.Tensor:
-        return functional_call(self.target_model, {self.weight_name: weight}, (key,)).fmap
-
     def _target(self, key: DataBag) -> torch.Tensor:
-        return self.target_model(key).fmap
+        return self.pieces.target(key)
 
     def _target_layer(self, key: DataBag) -> TargetLayer:
         return self.site.target_layer(key)
@@ -333,7 +222,7 @@ class SeqStyleGanRewriter:
         if preserve_set is not None and not run.preserve_regions:
             raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
         styles = solver_options.pop('styles', None)
-        problem = InsertProblem(self._target, self._target_with_weight, self._target_layer,
+        problem = InsertProblem(self._target, self.pieces.target_with_weight, self._target_layer,
                                 self.sample_styles if styles is None else lambda: styles, self.target_weights(),
                                 key, val, context, preserve_set, preserve_weight)
         return run.run(problem, run.configure(**self._settings(niter, piter, lr, solver_options)), update_callback)
@@ -347,30 +236,6 @@ class SeqStyleGanRewriter:
         """The registry's solver that runs `solver` ('original' runs as 'linear' with use_linear_insert)."""
         return 'linear' if solver == 'original' and self.use_linear_insert else solver
 
-    @contextlib.contextmanager
-    def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
-        """Snapshot the parameters an edit changes; restore them on any error or interrupt."""
-        state = dict(self.model.named_parameters())
-        names = names or [self.firstlayer + '.weight']
-        saved = {n: state[n].detach().clone() for n in names}
-        t0 = time.perf_counter()
-        try:
-            yield saved
-            bad = [n for n in names if not torch.isfinite(state[n]).all()]
-            if bad:
-                raise FloatingPointError(f'the edit made non-finite weights in {bad} (the weights were restored)')
-        except BaseException:
-            with torch.no_grad():
-                for n, v in saved.items():
-                    state[n].copy_(v)
-            raise
-        record.seconds = time.perf_counter() - t0
-        if record.rolled_back:
-            return
-        self.history.append((record, saved))
-        self.undone.clear()
-        self._ranking_cache.clear()
-
     def checked_context(self, context) -> torch.Tensor:
         """Context directions [rank, I] (I: the layer's key width), finite, on the weight's device and dtype."""
         width = self.k_shape[1]
@@ -382,26 +247,6 @@ class SeqStyleGanRewriter:
         if not context.is_floating_point() or not torch.isfinite(context).all():
             raise RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
         return context.to(self.target_weights())
-
-    def _keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
-        """After a solve: warns when the goal loss ended above its initial value, and rolls the weights back
-        to `saved` (record.rolled_back) when it ended above (1 + LOSS_TOLERANCE) x the initial loss. Below
-        that a rise is kept with the warning: the original solver's periodic re-projection legitimately
-        ends a little above its start on some edits (README: 0.410 -> 0.470), as the original release does."""
-        if not record.final_loss > record.initial_loss:
-            return
-        rise = f'the goal loss rose from {record.initial_loss:.4g} to {record.final_loss:.4g} ({record.solver} solver)'
-        if record.final_loss <= record.initial_loss * (1 + LOSS_TOLERANCE):
-            record.warning = f'{rise}; the result is kept: try another solver, layer or rank'
-        else:
-            state = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for n, v in saved.items():
-                    state[n].copy_(v)
-            record.rolled_back = True
-            record.warning = (f'{rise}, more than {LOSS_TOLERANCE:.0%} above: the change was rolled back (weights '
-                              'unchanged); try a lower learning rate or another solver')
-        warnings.warn(record.warning, RuntimeWarning, stacklevel=4)
 
     def _parse(self, request) -> editfile.EditRequest:
         try:
@@ -482,8 +327,7 @@ class SeqStyleGanRewriter:
 
     def _preserve_pairs(self, req: editfile.EditRequest, preserve_weight: float) -> list:
         """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
-        if isinstance(preserve_weight, bool) or not (isinstance(preserve_weight, numbers.Real)
-                                                     and np.isfinite(preserve_weight) and preserve_weight >= 0):
+        if not real_number(preserve_weight, 0.0, strict=False):
             raise RewriteError(f'preserve_weight must be a non-negative finite number, not {preserve_weight!r}')
         return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
 
@@ -520,7 +364,7 @@ class SeqStyleGanRewriter:
                 record.final_loss = F.l1_loss(self._target(goal_in), goal_out).item()
             if not np.isfinite(record.final_loss):
                 raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
-            self._keep_the_better(record, saved)
+            self.edits.keep_the_better(record, saved)
         record.context = context.detach().cpu()
         return record
 
@@ -575,93 +419,50 @@ class SeqStyleGanRewriter:
             record.final_loss = record.losses[-1] if record.losses else float('nan')
         return record
 
-    # ---- history -------------------------------------------------------------------------------
+    # ---- history (rewrite/history.py) ----------------------------------------------------------
+    def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
+        """Snapshot the parameters an edit changes; restore them on any error or interrupt."""
+        return self.edits.atomic_edit(record, names)
+
+    def _keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
+        """Warn on a rise of the goal loss; roll back a rise above LOSS_TOLERANCE (EditHistory.keep_the_better)."""
+        self.edits.keep_the_better(record, saved)
+
     def undo(self) -> EditRecord | None:
         """Restores the weights from before the last edit; returns its record (None if none)."""
-        if not self.history:
-            return None
-        record, saved = self.history.pop()
-        self.undone.append((record, self._swap_weights(saved)))
-        return record
+        return self.edits.undo()
 
     def redo(self) -> EditRecord | None:
         """Re-applies the last undone edit (a new edit or revert() forgets undone ones); returns its
         record (None if there is none)."""
-        if not self.undone:
-            return None
-        record, made = self.undone.pop()
-        self.history.append((record, self._swap_weights(made)))
-        return record
-
-    def _swap_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Copies `weights` into the model's parameters of those names; returns their previous values."""
-        state = dict(self.model.named_parameters())
-        previous = {n: state[n].detach().clone() for n in weights}
-        with torch.no_grad():
-            for n, v in weights.items():
-                state[n].copy_(v)
-        self._ranking_cache.clear()
-        return previous
+        return self.edits.redo()
 
     def revert(self) -> None:
         """Restores the original model (all edits undone and forgotten)."""
-        self.model.load_state_dict(self.original_state)
-        self.history.clear()
-        self.undone.clear()
-        self._ranking_cache.clear()
+        self.edits.revert()
 
-    @contextlib.contextmanager
     def original_model(self):
-        """Within the block, the model has its original weights (for 'Toggle original')."""
-        current = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
-        self.model.load_state_dict(self.original_state)
-        try:
-            yield self.model
-        finally:
-            self.model.load_state_dict(current)
+        """Within the block (a context manager), the model has its original weights (for 'Toggle original')."""
+        return self.edits.original_model()
 
-    # ---- search and pictures -------------------------------------------------------------------
-    def _batches(self, imgnums: Sequence[int]):
-        for start in range(0, len(imgnums), self.batch_size):
-            chunk = list(imgnums[start:start + self.batch_size])
-            yield chunk, self.get_zs(chunk)
+    # ---- search and pictures (rewrite/render.py) -----------------------------------------------
+    def key_response(self, fmap: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """fmap [N, I, h, w] . key [I] -> [N, h, w]."""
+        return key_response(fmap.to(self.device), key)
 
     def key_response_maps(self, key: torch.Tensor, imgnums: Sequence[int]) -> torch.Tensor:
         """Response k . key at every key pixel: [N, h, w]."""
-        maps = []
-        with torch.no_grad():
-            for _, z in self._batches(imgnums):
-                maps.append(self._key_response(self.context_model(z).fmap, key))
-        return torch.cat(maps)
-
-    def _key_response(self, fmap: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """fmap [N, I, h, w] . key [I] -> [N, h, w]."""
-        return (fmap * key.to(self.device, torch.float32)[None, :, None, None]).sum(1)
+        return self.renderer.key_response_maps(key, imgnums)
 
     def ranking_for_key(self, key: torch.Tensor, k: int = 12):
         """(the k image numbers whose strongest response to `key` is highest, response quantiles
         [101] over every pixel of the z-sample)."""
-        cache_key = (tuple(key.detach().cpu().numpy().round(6).tolist()), k)
-        if cache_key in self._ranking_cache:
-            return self._ranking_cache[cache_key]
-        maxima, samples = [], []
-        imgnums = list(range(self.num_images))
-        for chunk, _ in tqdm(list(self._batches(imgnums)), desc='search', disable=not self.progress, leave=False):
-            maps = self.key_response_maps(key, chunk)
-            maxima.append(maps.flatten(1).max(1).values)
-            samples.append(maps.flatten()[:: max(1, maps.numel() // 4096)])
-        maxima = torch.cat(maxima)
-        top = maxima.argsort(descending=True)[:k].tolist()
-        quantiles = torch.quantile(torch.cat(samples).float().cpu(), torch.linspace(0, 1, 101))
-        self._ranking_cache[cache_key] = (top, quantiles)
-        return top, quantiles
+        return self.renderer.ranking_for_key(key, k)
 
     def image_with_values(self, imgnum: int, values: torch.Tensor) -> torch.Tensor:
         """Image [3, H, W] of `imgnum` with the rewritten layer's output replaced by values [1, O, h, w]
         (e.g. paste_from_selection's pasted values: what a goal looks like), rendered by the rest."""
-        with torch.no_grad():
-            unchanged = self.target_model(self.context_model(self.get_z(imgnum)))
-            return self.rendering_model(unchanged.updated(fmap=values))[0]
+        return self.renderer.image_with_values(imgnum, values)
 
     def render_image(self, imgnum: int, key: torch.Tensor | None = None, level: float | None = None,
                      mask=None, **kwargs) -> Image.Image:
@@ -671,17 +472,4 @@ class SeqStyleGanRewriter:
 
     def render_image_batch(self, imgnums: Sequence[int], key: torch.Tensor | None = None,
                            level: float | None = None, mask=None, **kwargs) -> list[Image.Image]:
-        results = []
-        for _, z in self._batches(list(imgnums)):
-            with torch.no_grad():
-                keys = self.context_model(z)
-                images = self.rendering_model(self.target_model(keys))
-            if key is not None and level is not None:
-                maps = self._key_response(keys.fmap, key)
-                results += [imgviz.masked_image(img, m, level=level, **kwargs) for img, m in zip(images, maps)]
-            elif mask is not None:
-                area = self.area(mask, self.x_shape[2]) if isinstance(mask, str) else torch.as_tensor(mask)
-                results += [imgviz.masked_image(img, area, **kwargs) for img in images]
-            else:
-                results += [imgviz.as_image(img) for img in images]
-        return results
+        return self.renderer.render_image_batch(imgnums, key=key, level=level, mask=mask, **kwargs)

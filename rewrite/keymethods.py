@@ -1,4 +1,4 @@
-"""Context keys: the selected regions' keys and the orthonormal directions D [rank, I] made of them.
+"""Key methods: orthonormal context directions D [rank, I] made of the selected regions' keys.
 
 Every key method (registered in rewrite/methods.py) is a function with one signature,
 `directions(stats, keys [N, I], weights [N], rank) -> D [rank, I]` (float32), over the layer's key

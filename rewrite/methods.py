@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from . import contextkeys, solvers
+from . import keymethods, solvers
 from .solvers import FastOptions, IterativeOptions, OriginalOptions
 
 
 @dataclass(frozen=True)
 class KeyMethod:
     """A way of turning the selected context regions' keys into orthonormal directions D [rank, I]:
-    directions(stats, keys [N, I], mask weights [N], rank) -> D (rewrite/contextkeys.py)."""
+    directions(stats, keys [N, I], mask weights [N], rank) -> D (rewrite/keymethods.py)."""
     name: str
     summary: str
     directions: Callable
@@ -28,12 +28,12 @@ class KeyMethod:
 
 KEY_METHODS: dict[str, KeyMethod] = {m.name: m for m in (
     KeyMethod('zca', "top principal directions of the ZCA-whitened keys, mapped back (the paper's)",
-              contextkeys.zca_directions),
-    KeyMethod('svd', 'top left singular vectors of the covariance-adjusted keys C^-1 k', contextkeys.svd_directions),
-    KeyMethod('mean', 'the unit covariance-adjusted mean key C^-1 mean(k)', contextkeys.mean_directions,
+              keymethods.zca_directions),
+    KeyMethod('svd', 'top left singular vectors of the covariance-adjusted keys C^-1 k', keymethods.svd_directions),
+    KeyMethod('mean', 'the unit covariance-adjusted mean key C^-1 mean(k)', keymethods.mean_directions,
               max_rank=1),
     KeyMethod('gandissect', 'the units whose quantile-normalised responses in the regions are highest',
-              contextkeys.gandissect_directions),
+              keymethods.gandissect_directions),
 )}
 DEFAULT_KEY_METHOD = 'zca'
 
