@@ -38,7 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.fileio import atomic_write_bytes, atomic_write_text
-from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan, rewrite_site, save_checkpoint
+from utils.generators import load_generator, save_generator
+from utils.stylegan2 import SeqStyleGAN2, rewrite_site, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
 
@@ -317,9 +318,9 @@ def _one_line(text: str) -> str:
 
 
 def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGAN2:
-    """The generator named by --model, or CliError."""
+    """The generator named by --model (of any registered family, utils/generators.py), or CliError."""
     try:
-        model = load_seq_stylegan(spec, truncation=truncation)
+        model = load_generator(spec, truncation=truncation)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise CliError(f'cannot load --model {spec}: {_one_line(e)}') from None
     return model.to(device)
@@ -526,7 +527,8 @@ def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World
 def sample_settings(args, model: SeqStyleGAN2, spec: EditSpec | None) -> dict:
     """What defines the images in a sample folder: a resumed run must match it."""
     settings = {'weights': weights_fingerprint(model), 'size': model.size, 'truncation': args.truncation,
-                'noise_mode': model.noise_mode, 'seed_offset': args.seed_offset, 'pixels': sampling.PIXEL_FORMAT}
+                'noise_mode': getattr(model, 'noise_mode', 'const'), 'seed_offset': args.seed_offset,
+                'pixels': sampling.PIXEL_FORMAT}
     if spec is not None:
         settings['edit'] = spec.describe()
     return settings
@@ -565,7 +567,7 @@ def run_apply(args, world: World) -> None:
     record = run_edit(gw, spec)
     info = spec.describe() | {'edit_file': str(args.edit), 'truncation': args.truncation,
                               'initial_loss': record.initial_loss, 'final_loss': record.final_loss}
-    save_checkpoint(gw.model, args.out, edit_info=json.dumps(info))
+    save_generator(gw.model, args.out, edit_info=json.dumps(info))
     print(f'{edit_summary(record)}; wrote {args.out}')
 
 

@@ -5,6 +5,7 @@ no noise, nearest upsampling, pixel norm), which the rewriter and both solvers e
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
@@ -95,6 +97,7 @@ class TinyPGAN(nn.Sequential):
         steps.append(('output', ToImage(channels)))
         super().__init__(OrderedDict(steps))
         self.z_dim = z_dim
+        self.size = 16                                  # the image size (the sample folders check it)
 
     def rewrite_site(self, layernum: int) -> RewriteSite:
         if layernum not in (1, 2, 3):
@@ -219,3 +222,38 @@ def test_advisor_sweeps_the_plain_conv_family(pgan):
     assert all(torch.equal(v, before[k]) for k, v in pgan.state_dict().items())
     with pytest.raises(RewriteError, match='layer 9 does not exist'):
         advise(pgan, z_dataset_for_model(pgan, 40), request, layers=[9], progress=False)
+
+
+def test_the_command_line_applies_and_samples_the_plain_conv_family(pgan, request_8px, tmp_path, monkeypatch):
+    """`python -m rewrite apply / sample` on a checkpoint of the tiny family: it names its family, the test
+    registers how to build it, and the CLI edits it as the API does (weights bit-identical)."""
+    from rewrite.__main__ import main
+    from utils import generators
+    monkeypatch.setattr(generators, 'FAMILIES', {})
+    generators.register_family('tiny-pgan', lambda ckpt, truncation: tiny_from_state(ckpt['state_dict']), TinyPGAN)
+    ckpt, edit, out = tmp_path / 'pgan.pt', tmp_path / 'edit.json', tmp_path / 'edited.pt'
+    generators.save_generator(pgan, ckpt)
+    edit.write_text(json.dumps(request_8px))
+    threads = ['--threads', str(torch.get_num_threads())]
+    assert main(['apply', '--model', str(ckpt), '--edit', str(edit), '--layer', '2', '--rank', '2', '--zsample', '20',
+                 '--cachedir', str(tmp_path / 'cache'), '--out', str(out), '--quiet', *threads]) == 0
+    edited = generators.load_generator(out, truncation=0.5)
+    assert isinstance(edited, TinyPGAN) and torch.load(out, weights_only=True)['family'] == 'tiny-pgan'
+    gw = SeqStyleGanRewriter(pgan, z_dataset_for_model(pgan, 20), layernum=2, progress=False)
+    gw.apply_request(request_8px, rank=2)
+    got, want = edited.state_dict(), gw.model.state_dict()
+    assert not torch.equal(got['block2.conv.weight'], pgan.state_dict()['block2.conv.weight'])
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    samples = tmp_path / 'samples'
+    assert main(['sample', '--model', str(out), '--n', '3', '--out', str(samples), '--quiet', *threads]) == 0
+    pngs = sorted(samples.glob('0*.png'))
+    assert len(pngs) == 3 and Image.open(pngs[0]).size == (16, 16)
+    torch.save({'family': 'nope', 'state_dict': {}}, tmp_path / 'odd.pt')
+    with pytest.raises(ValueError, match="family 'nope' is not registered"):
+        generators.load_generator(tmp_path / 'odd.pt', truncation=0.5)
+
+
+def tiny_from_state(state: dict) -> TinyPGAN:
+    model = TinyPGAN()
+    model.load_state_dict(state)
+    return model.eval()

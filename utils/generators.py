@@ -1,0 +1,88 @@
+"""Generator families: how a checkpoint of each is loaded and saved, so that the command line edits any family
+that has a rewrite site (utils/stylegan2/site.py) without code of its own for it.
+
+A checkpoint names its family in a 'family' entry; one without it is a StyleGAN2 checkpoint (the default
+family, read by utils/stylegan2's load_seq_stylegan: files, 'demo', release names, NVlabs .pkl files).
+Another family's checkpoint is {'family': name, 'state_dict': model.state_dict(), ...extra entries}.
+
+    register_family('tiny-pgan', lambda ckpt, truncation: TinyPGAN.from_state_dict(ckpt['state_dict']), TinyPGAN)
+    model = load_generator('edited.pt', truncation=0.5)
+    save_generator(model, 'edited.pt', edit_info='...')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from utils.fileio import atomic_path
+
+DEFAULT_FAMILY = 'stylegan2'
+
+
+@dataclass(frozen=True)
+class GeneratorFamily:
+    """name; build(checkpoint dict, truncation) -> the generator (eval mode); model_type: its class, by which
+    save_generator knows a model's family."""
+    name: str
+    build: Callable[[dict, float], torch.nn.Module]
+    model_type: type
+
+
+FAMILIES: dict[str, GeneratorFamily] = {}
+
+
+def register_family(name: str, build_from_state_dict: Callable[[dict, float], torch.nn.Module],
+                    model_type: type) -> GeneratorFamily:
+    """Registers (or replaces) the family `name`; build_from_state_dict(checkpoint, truncation) -> model."""
+    if not isinstance(name, str) or not name or name == DEFAULT_FAMILY:
+        raise ValueError(f'family: a non-empty name other than {DEFAULT_FAMILY!r}, not {name!r}')
+    family = FAMILIES[name] = GeneratorFamily(name, build_from_state_dict, model_type)
+    return family
+
+
+def checkpoint_family(spec: str | os.PathLike) -> str:
+    """The family a checkpoint names (DEFAULT_FAMILY for names, .pkl files and checkpoints without one)."""
+    path = Path(spec)
+    if not path.is_file() or path.suffix.lower() == '.pkl':
+        return DEFAULT_FAMILY
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True, mmap=True)   # tensors not read
+    except Exception:                    # not a zip checkpoint: StyleGAN2's reader says what is wrong
+        return DEFAULT_FAMILY
+    family = data.get('family', DEFAULT_FAMILY) if isinstance(data, dict) else DEFAULT_FAMILY
+    if not isinstance(family, str):
+        raise ValueError(f'{path}: family must be a name, not {type(family).__name__}')
+    return family
+
+
+def load_generator(spec: str | os.PathLike, truncation: float) -> torch.nn.Module:
+    """The generator a checkpoint file (or a StyleGAN2 name such as 'demo') holds, of whichever family."""
+    family = checkpoint_family(spec)
+    if family == DEFAULT_FAMILY:
+        from utils.stylegan2 import load_seq_stylegan
+        return load_seq_stylegan(spec, truncation=truncation)
+    if family not in FAMILIES:
+        raise ValueError(f'{spec}: family {family!r} is not registered (known: {[DEFAULT_FAMILY, *FAMILIES]})')
+    return FAMILIES[family].build(torch.load(spec, map_location='cpu', weights_only=True), truncation).eval()
+
+
+def family_of(model: torch.nn.Module) -> str:
+    """The registered family whose model_type `model` is (DEFAULT_FAMILY otherwise)."""
+    return next((f.name for f in FAMILIES.values() if isinstance(model, f.model_type)), DEFAULT_FAMILY)
+
+
+def save_generator(model: torch.nn.Module, path: str | os.PathLike, **extra) -> None:
+    """Writes `model` (atomically) as its family's checkpoint, with `extra` entries alongside."""
+    family = family_of(model)
+    if family == DEFAULT_FAMILY:
+        from utils.stylegan2 import save_checkpoint
+        save_checkpoint(model, path, **extra)
+        return
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({'family': family, 'state_dict': state, **extra}, tmp)
