@@ -657,13 +657,12 @@ class GanRewriteApp(widgets.VBox):
     @reports_errors('Remove context')
     def remove_context(self, index: int) -> None:
         keys = self.request.get('key', [])
-        if not 0 <= index < len(keys):
-            return
-        imgnum, _ = keys.pop(index)
-        if not keys:
-            del self.request['key']
-        self._context_changed()
-        self.show_message(f'removed image {imgnum} from the context')
+        if 0 <= index < len(keys):                  # (an index out of range removes nothing)
+            imgnum, _ = keys.pop(index)
+            if not keys:
+                del self.request['key']
+            self._context_changed()
+            self.show_message(f'removed image {imgnum} from the context')
 
     @reports_errors('Select context')
     def select_context(self, index: int) -> None:

@@ -179,12 +179,14 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(bytes(data), dtype=dtype)[0]
 
 
-_ALLOWED = {
+_ALLOWED = {     # (module, name) -> its safe stand-in: persistent networks, storages, tensors, parameters
     ('torch_utils.persistence', '_reconstruct_persistent_obj'): _persistent_record,
     ('torch.storage', '_load_from_bytes'): _load_storage,
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
     ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
     ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
+}
+_ALLOWED.update({    # containers and numpy values
     ('collections', 'OrderedDict'): OrderedDict,
     ('builtins', 'set'): set,
     ('builtins', 'frozenset'): frozenset,
@@ -192,7 +194,7 @@ _ALLOWED = {
     ('numpy', 'dtype'): _numpy_dtype,
     ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
     ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
-}
+})
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
