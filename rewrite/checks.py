@@ -20,6 +20,12 @@ def real_number(value, low: float, strict: bool) -> bool:
             and (value > low if strict else value >= low))
 
 
+def check_choice(value, choices, field: str) -> None:
+    """value is one of `choices` (a registry's names, read when called: a newly registered one counts)."""
+    if value not in choices:
+        raise RewriteError(f'{field} must be one of {tuple(choices)}, not {value!r}')
+
+
 def check_options(niter: int, piter: int, lr: float) -> None:
     """Clear errors for optimisation settings that cannot work."""
     if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from . import keymethods, methods
-from .checks import RewriteError, check_rank
+from .checks import RewriteError, check_choice, check_rank
 from .pieces import LayerPieces
 from .preserve import PRESERVE_WEIGHT, context_directions
 from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics
@@ -77,8 +77,7 @@ class ContextKeys:
                    preserve_weight: float = PRESERVE_WEIGHT) -> torch.Tensor:
         """Orthonormal context directions D [rank, I] of the regions `pairs` by `key_method`; with preserve
         regions (key_method 'zca' only) and preserve_weight > 0, `rewrite.preserve.context_directions`."""
-        if key_method not in methods.KEY_METHODS:
-            raise RewriteError(f'key_method must be one of {tuple(methods.KEY_METHODS)}, not {key_method!r}')
+        check_choice(key_method, methods.KEY_METHODS, 'key_method')
         check_rank(rank, self.pieces.k_shape[1])
         if not pairs:
             raise RewriteError('no context regions were given')

@@ -30,7 +30,7 @@ from PIL import Image
 from utils.stylegan2 import DataBag, rewrite_site
 
 from . import editfile, keymethods, methods
-from .checks import RewriteError, check_fast_options, check_options, real_number
+from .checks import RewriteError, check_choice, check_fast_options, check_options, real_number
 from .contextkeys import ContextKeys
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .goals import Goals
@@ -68,8 +68,7 @@ class SeqStyleGanRewriter:
             rewrite_site(model, layernum)                 # a clear error before anything is copied
         except ValueError as e:
             raise RewriteError(str(e)) from None
-        if key_method not in KEY_METHODS:
-            raise RewriteError(f'key_method must be one of {KEY_METHODS}, not {key_method!r}')
+        check_choice(key_method, methods.KEY_METHODS, 'key_method')
         self.layernum = layernum
         self.cachedir = None if cachedir is None else Path(cachedir)
         self.low_rank_insert, self.low_rank_gradient = low_rank_insert, low_rank_gradient
@@ -212,8 +211,7 @@ class SeqStyleGanRewriter:
                preserve_weight: float = 0.0, **solver_options) -> list[float]:
         """Changes the layer weight (in place) so target(key) ~ val, within span(context rows); with
         preserve_set, the loss adds preserve_weight * the preserve regions' mask-weighted L1 change."""
-        if solver not in SOLVERS:
-            raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
+        check_choice(solver, methods.SOLVERS, 'solver')
         check_options(niter=niter, piter=piter, lr=lr)
         if solver == 'fast':
             check_fast_options(solver_options)
@@ -285,8 +283,7 @@ class SeqStyleGanRewriter:
             raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
                                "for an erase ('paste' without 'object') or a context-only request use "
                                "apply_request, which dispatches on what the request holds")
-        if solver not in SOLVERS:
-            raise RewriteError(f'solver must be one of {SOLVERS}, not {solver!r}')
+        check_choice(solver, methods.SOLVERS, 'solver')
         check_options(niter=niter, piter=piter, lr=lr)
         keep = self._preserve_pairs(req, preserve_weight)
         obj_acts, obj_area, _, _ = self.object_from_selection(req.object.imgnum, req.object.mask_url)

@@ -61,3 +61,42 @@ def test_edit_record_keeps_key_method_and_every_option(solver):
                                   'low_rank_gradient': False}
     with pytest.raises(RewriteError, match="unknown option 'polsh' of the 'fast' solver"):
         gw.apply_edit(request, solver='fast', polsh=3)
+
+
+def test_a_registered_key_method_and_solver_run_by_name(monkeypatch):
+    """Adding a key method or a solver is one registry entry: the rewriter dispatches by name."""
+    import warnings
+
+    import torch
+
+    from rewrite.solvers import projected_conv
+    model = TinyPGAN()
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 8), layernum=2, progress=False)
+
+    def first_units(stats, keys, weights, rank):
+        return torch.eye(keys.shape[1])[:rank]
+    calls = []
+
+    def nudge(problem, options, update_callback):
+        """W += lr * the all-ones weight projected onto the context (a stand-in solver)."""
+        calls.append(options)
+        with torch.no_grad():
+            problem.weight += options.lr * projected_conv(torch.ones_like(problem.weight), problem.context)
+        return [0.0]
+    monkeypatch.setitem(methods.KEY_METHODS, 'units', methods.KeyMethod('units', 'the first units', first_units))
+    monkeypatch.setitem(methods.SOLVERS, 'nudge', methods.Solver('nudge', 'a fixed step', nudge, IterativeOptions,
+                                                                 preserve_regions=False))
+    pairs = [(1, square(8, 4, 4, 3))]
+    assert torch.equal(gw.multi_key_from_selection(pairs, rank=2, key_method='units'), torch.eye(12)[:2])
+    w0 = gw.target_weights().detach().clone()
+    request = {'object': [0, square(8, 1, 1, 3)], 'paste': [1, square(8, 4, 4, 3)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)       # a fixed step may raise the goal loss a little
+        record = gw.apply_edit(request, rank=2, solver='nudge', lr=1e-3, niter=5)
+    assert calls == [IterativeOptions(niter=5, piter=10, lr=1e-3)] and record.solver == 'nudge'
+    assert record.options == {'niter': 5, 'piter': 10, 'lr': 1e-3}
+    change = gw.target_weights().detach() - w0
+    expected = 1e-3 * projected_conv(torch.ones_like(w0), record.context.to(w0))
+    assert record.rolled_back or torch.allclose(change, expected, atol=1e-6)     # float32 rounding of W
+    with pytest.raises(RewriteError, match="solver must be one of .*'nudge'"):
+        gw.apply_edit(request, solver='nope')
