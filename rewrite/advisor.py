@@ -16,23 +16,27 @@ layer; `gw.revert()` between ranks) and scored from the model and the request al
 - reach: on `heldout` samples not in the z-sample, the mean |pixel change| where the rule applies:
   pixels where the context key (the request's rank-1 context direction at this layer) responds at
   least as strongly as the median pixel of the request's own context regions.
-- leak: the mean |pixel change| everywhere else (outside those pixels grown by LEAK_MARGIN of the
-  image side); with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
+- leak: the mean |pixel change| of held-out samples away from what the edit is about: outside the
+  pixels whose output patch (below) looks like the source or the object, before or after the edit, grown
+  by one patch pixel; with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
   `preserve_leak`, the mean |pixel change| inside those regions.
 - size: the relative weight change ||W' - W|| / ||W|| of the rewritten layer.
 - attain: how far the held-out targets went where the request asked, not merely how much they changed
-  (reach). An edit: at the layer's output (targets at its resolution), the share of their distance to the
-  nearest of the copied object's outputs that the edit closed, pooled over the target pixels,
-  (sum d_before - sum d_after) / sum d_before. An erase asks that the region look like what surrounds it:
-  the same pooled share for the RGB distance of the target pixels to the mean colour of a ring around them
-  (`removal`). 1: all the way, 0: no closer, negative: further away.
+  (reach), measured in one space downstream of every layer, so that settings at different layers compare:
+  the output image's 3x3 RGB patches at PATCH_RES x PATCH_RES (`PatchGoal`), labelled by their nearest
+  exemplar patch from the request's own images: 'object' (the copied object's mask), 'source' (the paste
+  and context masks) and 'other' (the rest of those images). An edit: the share of the target pixels'
+  patch distance to the nearest object patch that the edit closed, pooled over them,
+  (sum d_before - sum d_after) / sum d_before (1: all the way, 0: no closer, negative: further away).
+  An erase: the share of the target pixels whose patch no longer looks like the source (nearest exemplar
+  not a source patch) after the edit, in [0, 1].
 - effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
 
 Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
 rule must hold as well); the edit, the paste image and preserve regions use the model's own truncation.
 
 Ranking (the rule make_demo_edits uses with segmenter labels, with label-free stand-ins): of the settings
-whose attainment is within ATTAIN_TOLERANCE (5 points) of the best, the one that leaks least wins; `score`
+whose attainment is within ATTAIN_TOLERANCE (30%) of the best's, the one that leaks least wins; `score`
 orders the whole table the same way: 1 + (1 - leak / largest leak) for those near the best (in [1, 2]),
 attain / best attain for the rest (in [0, 1)). With preserve regions, leak is the larger of the two leaks.
 Without any held-out target the effect replaces attainment (near: within EFFECT_TOLERANCE of the largest
@@ -68,10 +72,10 @@ HELDOUT_N = 48
 HELDOUT_TRUNCATION = 1.0    # held-out samples: the model's whole distribution
 EFFECT_TOLERANCE = 0.15     # settings whose effect is within this share of the best count as equally effective
 TARGET_QUANTILE = 0.5       # held-out pixels responding >= this quantile of the context pixels are the targets
-LEAK_MARGIN = 1 / 16        # the targets grow by this share of the image side before 'elsewhere' begins
 PREVIEW = 6                 # held-out samples kept per setting for pictures
-EXEMPLARS = 4096            # at most this many of the copied object's output pixels are goal exemplars
-ATTAIN_TOLERANCE = 0.05     # settings whose attainment is within this many points of the best count as equal
+PATCH_RES = 32              # attainment and leak compare output images' 3x3 RGB patches at this resolution
+PATCH_EXEMPLARS = 512       # at most this many exemplar patches of each kind (object, source, other)
+ATTAIN_TOLERANCE = 0.3      # settings whose attainment is within this share of the best's count as equal
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -137,7 +141,7 @@ class Advice:
                 'heldout_n': self.heldout_n, 'heldout_seed': self.heldout_seed,
                 'heldout_truncation': self.heldout_truncation, 'seconds': self.seconds,
                 'effect_tolerance': EFFECT_TOLERANCE, 'target_quantile': TARGET_QUANTILE,
-                'leak_margin': LEAK_MARGIN, 'attain_tolerance': ATTAIN_TOLERANCE,
+                'patch_res': PATCH_RES, 'attain_tolerance': ATTAIN_TOLERANCE,
                 'table': [c.to_json() for c in self.table]}
 
     def text_table(self) -> str:
@@ -331,68 +335,87 @@ def _spread(rows: torch.Tensor, most: int) -> torch.Tensor:
     return rows[torch.linspace(0, len(rows) - 1, most).round().long()]
 
 
-def layer_values(gw: SeqStyleGanRewriter, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """The rewritten layer's outputs [N, O, h, w] for z [N, D]."""
-    with torch.no_grad():
-        return torch.cat([gw.target_model(gw.context_model(chunk.to(gw.device))).fmap.cpu()
-                          for chunk in z.split(batch)])
-
-
-def removal(before: torch.Tensor, after: torch.Tensor, targets: torch.Tensor, margin: int) -> float:
-    """An erase's attainment: how much more the targets look like their surroundings after the edit.
-
-    before, after: images [N, 3, H, W]; targets: bool [N, H, W]. Each image's surroundings colour is the
-    mean RGB of the ring grow(targets, 2 margin) minus grow(targets, margin); with d the RGB distance of a
-    target pixel to it, the result is (sum d_before - sum d_after) / sum d_before over the target pixels
-    of images that have a ring, in (-inf, 1]; nan when there are none."""
-    before, after = before.clamp(-1, 1), after.clamp(-1, 1)
-    ring = grow(targets, 2 * margin) & ~grow(targets, margin)
-    d0 = d1 = 0.0
-    for b, a, t, r in zip(before, after, targets, ring):
-        if not t.any() or not r.any():
-            continue
-        colour = b[:, r].mean(1)[:, None]
-        d0 += float((b[:, t] - colour).norm(dim=0).sum())
-        d1 += float((a[:, t] - colour).norm(dim=0).sum())
-    return (d0 - d1) / d0 if d0 > 0 else math.nan
+def patches(images: torch.Tensor, res: int = PATCH_RES) -> torch.Tensor:
+    """float [N, 27, r, r], r = min(res, H): each pixel's 3x3 RGB neighbourhood (edges replicated; channel
+    c * 9 + 3 dy + dx, F.unfold's order) of images [N, 3, H, W] clamped to [-1, 1] and area-averaged to r x r."""
+    r = min(res, images.shape[-1])
+    small = F.adaptive_avg_pool2d(images.clamp(-1, 1).float(), r)
+    return F.unfold(F.pad(small, (1, 1, 1, 1), mode='replicate'), 3).view(len(images), 27, r, r)
 
 
 @dataclass
-class LayerGoal:
-    """What an edit asks of held-out target pixels at its layer, in that layer's output space: to take
-    the copied object's values. pixels: bool [N, h, w], the targets at the layer's output resolution;
-    before: float [P, O] their unedited outputs; exemplars: float [M, O] the object's outputs (at most
-    EXEMPLARS, evenly spaced)."""
+class PatchGoal:
+    """The request's own regions as labelled output patches (see `patches`), a space downstream of every
+    layer: exemplars {'source': [Ms, 27], 'object': [Mo, 27] (edits only), 'other': [Mx, 27]}, at most
+    PATCH_EXEMPLARS each (evenly spaced)."""
 
-    pixels: torch.Tensor
-    before: torch.Tensor
-    exemplars: torch.Tensor
+    exemplars: dict[str, torch.Tensor]
 
     @classmethod
-    def build(cls, gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, targets: torch.Tensor,
-              batch: int = 16, truncation: float | None = None) -> LayerGoal:
-        """targets: bool [N, H, W] at image resolution (target_maps) of z sampled at `truncation`; gw
-        unedited; req an edit (has object)."""
-        with sampling_at(gw.model, truncation):
-            values = layer_values(gw, z, batch)
-        res = values.shape[-1]
-        pixels = F.interpolate(targets.float()[:, None], size=(res, res), mode='area')[:, 0] >= 0.5
-        acts, area, _, _ = gw.object_from_selection(req.object.imgnum, req.object.mask_url)
-        exemplars = acts[0].permute(1, 2, 0)[area.to(acts.device) > 0.5].cpu()
-        return cls(pixels, values.permute(0, 2, 3, 1)[pixels], _spread(exemplars, EXEMPLARS))
+    def build(cls, model, z_all: torch.Tensor, req: editfile.EditRequest, batch: int = 16) -> PatchGoal:
+        """z_all: the z-sample [Z, D]; the request's images are rendered at the model's own truncation.
+        source: the paste mask and the context masks; object: the object's mask (not source where both);
+        other: the pixels of those images outside every mask grown by one pixel."""
+        kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
+        imgnums = sorted({s.imgnum for sels in kinds.values() for s in sels})
+        where = {i: n for n, i in enumerate(imgnums)}
+        feats = patches(render(model, z_all[imgnums].to(next(model.parameters()).device), batch))
+        res = feats.shape[-1]
+        masks = {}
+        for kind, sels in kinds.items():
+            masks[kind] = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
+            for s in sels:
+                masks[kind][where[s.imgnum]] |= s.mask_at(res) > 0.5
+        masks['other'] = ~grow(torch.stack(list(masks.values())).any(0), 1)
+        if 'object' in masks:
+            masks['source'] &= ~masks['object']
+        rows = feats.permute(0, 2, 3, 1)
+        return cls({kind: _spread(rows[m], PATCH_EXEMPLARS) for kind, m in masks.items()})
 
-    def distance(self, values: torch.Tensor) -> torch.Tensor:
-        """[P]: each target pixel's distance (values [P, O]) to the nearest exemplar."""
-        return torch.cat([torch.cdist(part, self.exemplars).min(1).values for part in values.split(4096)])
+    def distances(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{kind: [N, r, r]}: each patch's distance to the nearest exemplar of that kind (inf without any);
+        images [N, 3, H, W]."""
+        feats = patches(images)
+        n, _, r, _ = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, 27)
+        out = {}
+        for kind, ex in self.exemplars.items():
+            if not len(ex):
+                out[kind] = torch.full((n, r, r), math.inf)
+                continue
+            out[kind] = torch.cat([torch.cdist(part, ex).min(1).values
+                                   for part in flat.split(4096)]).view(n, r, r)
+        return out
 
-    def attainment(self, after: torch.Tensor) -> float:
-        """The share of the target pixels' distance to the object that the edit closed, pooled over them:
-        (sum d_before - sum d_after) / sum d_before, in (-inf, 1]; after: [N, O, h, w]. nan without targets."""
-        if not self.pixels.any() or not len(self.exemplars):
+    @staticmethod
+    def looks_like(dist: Mapping[str, torch.Tensor], kind: str) -> torch.Tensor:
+        """bool [N, r, r]: the patches whose nearest exemplar is of `kind` (ties: the earlier kind in
+        source, object, other order); dist from `distances`."""
+        kinds = [k for k in ('source', 'object', 'other') if k in dist]
+        return torch.stack([dist[k] for k in kinds]).argmin(0) == kinds.index(kind)
+
+    def attainment(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
+                   targets: torch.Tensor) -> float:
+        """targets: bool [N, r, r]. An edit: (sum d_before - sum d_after) / sum d_before of the targets'
+        distance to the nearest object patch; an erase: the share of the targets that do not look like
+        the source after. nan without targets."""
+        if not targets.any():
             return math.nan
-        d0 = float(self.distance(self.before).sum())
-        d1 = float(self.distance(after.permute(0, 2, 3, 1)[self.pixels]).sum())
+        if 'object' not in self.exemplars:
+            return float((targets & ~self.looks_like(after, 'source')).sum()) / float(targets.sum())
+        d0, d1 = float(before['object'][targets].sum()), float(after['object'][targets].sum())
         return (d0 - d1) / d0 if d0 > 0 else math.nan
+
+    def about(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """bool [N, r, r]: what the edit is about, the patches that look like the source or the object before
+        or after it, grown by one pixel (leak is measured outside)."""
+        kinds = [k for k in ('source', 'object') if k in self.exemplars]
+        return grow(torch.stack([self.looks_like(d, k) for d in (before, after) for k in kinds]).any(0), 1)
+
+
+def patch_targets(targets: torch.Tensor, res: int) -> torch.Tensor:
+    """bool [N, res, res]: the targets (bool [N, H, W]) at patch resolution, blocks at least half covered."""
+    return F.interpolate(targets.float()[:, None], size=(res, res), mode='area')[:, 0] >= 0.5
 
 
 def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
@@ -404,7 +427,7 @@ def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
         if all(math.isfinite(c.attain) for c in usable):
             goal = {id(c): c.attain for c in usable}
             top = max(goal.values())
-            near = [c for c in usable if goal[id(c)] >= top - ATTAIN_TOLERANCE]
+            near = [c for c in usable if goal[id(c)] >= top - ATTAIN_TOLERANCE * abs(top)]
         else:                                   # no held-out targets: the reach x fit rule
             goal = {id(c): c.effect for c in usable}
             top = max(goal.values())
@@ -477,14 +500,12 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     try:
         for layer in layers:
             reason = layer_skip_reason(req, model, layer)
-            gw, targets, goal = None, None, None
+            gw, targets = None, None
             if reason is None:
                 try:
                     gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False,
                                              stats_size=stats_size)
                     targets = target_maps(gw, req, probe.z, probe.before.shape[-1], batch, heldout_truncation)
-                    goal = None if req.object is None else LayerGoal.build(gw, req, probe.z, targets, batch,
-                                                                           heldout_truncation)
                 except RewriteError as e:
                     reason = str(e)
             for rank in ranks:
@@ -492,7 +513,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
                 if reason is not None:
                     cand.skipped = reason
                 else:
-                    probe.measure(cand, gw, raw, rank, targets, goal, solver_options)
+                    probe.measure(cand, gw, raw, rank, targets, solver_options)
                 table.append(cand)
                 done += 1
                 bar.update(1)
@@ -512,15 +533,17 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 @dataclass
 class Probe:
     """What every setting of a sweep is measured on: held-out z [N, D] and their unedited images
-    [N, 3, H, W]; the paste image's z and image and the pasted region [H, W]; the preserve regions'
+    [N, 3, H, W], the request's exemplar patches and the held-out images' patch distances to them
+    ({kind: [N, r, r]}); the paste image's z and image and the pasted region [H, W]; the preserve regions'
     z, images and masks (None without)."""
 
     z: torch.Tensor
     before: torch.Tensor
+    patch_goal: PatchGoal
+    before_dist: dict
     z_goal: torch.Tensor
     before_goal: torch.Tensor
     region: torch.Tensor
-    margin: int
     batch: int
     truncation: float | None = None
     z_pres: torch.Tensor | None = None
@@ -543,14 +566,16 @@ class Probe:
             z_pres = torch.stack([z_all[s.imgnum] for s in preserve]).to(device)
             pres = {'z_pres': z_pres, 'before_pres': render(model, z_pres, batch),
                     'pres_masks': torch.stack([s.mask_at(size) for s in preserve])}
-        return cls(z=z, before=before, z_goal=z_goal, before_goal=render(model, z_goal),
-                   region=pasted_region(req, size), margin=max(1, round(size * LEAK_MARGIN)), batch=batch,
+        patch_goal = PatchGoal.build(model, z_all, req, batch)
+        return cls(z=z, before=before, patch_goal=patch_goal, before_dist=patch_goal.distances(before),
+                   z_goal=z_goal, before_goal=render(model, z_goal),
+                   region=pasted_region(req, size), batch=batch,
                    truncation=truncation, **pres)
 
     def measure(self, cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int, targets: torch.Tensor,
-                goal: LayerGoal | None, solver_options: Mapping) -> None:
+                solver_options: Mapping) -> None:
         """Applies the request at `rank` on gw (reverted first and after) and fills cand's measures;
-        targets: bool [N, H, W], the rule's targets at gw's layer (target_maps); goal: LayerGoal of them."""
+        targets: bool [N, H, W], the rule's targets at gw's layer (target_maps)."""
         gw.revert()
         w0 = gw.target_weights().detach().clone()
         try:
@@ -568,12 +593,14 @@ class Probe:
             cand.paste = weighted_mean_change(change_map(self.before_goal, after_goal)[0], self.region)
             with sampling_at(gw.model, self.truncation):
                 after = render(gw.model, self.z, self.batch)
-                values = None if goal is None else layer_values(gw, self.z, self.batch)
             change = change_map(self.before, after)
             cand.reach = weighted_mean_change(change, targets)
-            cand.leak = weighted_mean_change(change, ~grow(targets, self.margin))
-            cand.attain = (removal(self.before, after, targets, self.margin) if goal is None else
-                           goal.attainment(values))
+            after_dist = self.patch_goal.distances(after)
+            about = self.patch_goal.about(self.before_dist, after_dist)
+            about = F.interpolate(about.float()[:, None], size=change.shape[-2:], mode='nearest')[:, 0] > 0
+            cand.leak = weighted_mean_change(change, ~about)
+            cand.attain = self.patch_goal.attainment(self.before_dist, after_dist,
+                                                     patch_targets(targets, after_dist['source'].shape[-1]))
             if self.z_pres is not None:
                 cand.preserve_leak = weighted_mean_change(
                     change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)
