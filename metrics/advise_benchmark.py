@@ -71,6 +71,7 @@ EXTRA_PLANS = (
     EditPlan('dome2tree', object=('tree',), paste=('dome',), dst='tree', keys=32),
 )
 # Fixed after the score changed to attainment (issue 16, second round), before the advisor was run on them.
+# The third round's score (attainment in output patch space) was chosen on the other 6 edits only.
 UNSEEN_PLANS = (
     EditPlan('spire2dome', object=('dome',), paste=('spire',), dst='dome', keys=32),
     EditPlan('flattop2tree', object=('tree',), paste=('flattop',), dst='tree', keys=32),
