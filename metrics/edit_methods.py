@@ -49,7 +49,16 @@ from metrics.common import (
     collateral_text,
     sample,
 )
-from metrics.make_demo_edits import PLAN, PRESERVE_PLANS, EditPlan, PreservePlan, apply_plan, open_snapshot, score_plan
+from metrics.make_demo_edits import (
+    PLAN,
+    PRESERVE_PLANS,
+    EditPlan,
+    PreservePlan,
+    apply_plan,
+    bundled_preserve_weight,
+    open_snapshot,
+    score_plan,
+)
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.methods import IterativeOptions
@@ -156,8 +165,10 @@ def solver_agreement(rows: list[dict], original: str = ORIGINAL) -> dict:
 
 def compare_preserve(snapshot, segmenter, pplan: PreservePlan, opts) -> dict:
     """The bundled edit of `pplan` (with preserve regions) without them (preserve_weight 0: bit for bit the
-    edit without the field) and with them (the default weight), per solver, at rank 1 and the bundled rank."""
+    edit without the field) and with them (the weight make_demo_edits chose with the file), per solver, at
+    rank 1 and the bundled rank."""
     path, layer, rank, request = bundled_request(pplan.name)
+    chosen = bundled_preserve_weight(pplan.name, path)
     model = snapshot.model(EDIT_TRUNCATION)
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, ZSAMPLE), layer, progress=False)
     _ = gw.stats
@@ -166,7 +177,7 @@ def compare_preserve(snapshot, segmenter, pplan: PreservePlan, opts) -> dict:
     rows = []
     for solver in ('original', 'fast'):
         for r in sorted({1, rank}):
-            for weight in (0.0, PRESERVE_WEIGHT):
+            for weight in (0.0, chosen):
                 gw.revert()
                 record = apply_plan(gw, pplan.plan, request, rank=r, solver=solver, niter=opts.niter,
                                     preserve_weight=weight)
@@ -178,8 +189,8 @@ def compare_preserve(snapshot, segmenter, pplan: PreservePlan, opts) -> dict:
                 print(f'{pplan.name}: {solver} rank {r} preserve_weight {weight:g}: effectiveness '
                       f'{pct(rows[-1]["effectiveness"])}, collateral {pct(rows[-1].get("collateral", float("nan")))}, '
                       f'change outside {rows[-1]["mean_abs_change_outside"]:.4f}, {record.seconds:.1f} s', flush=True)
-    return {'file': rel(path), 'layer': layer, 'rank': rank, 'preserve_regions': len(request['preserve']),
-            'rows': rows}
+    return {'file': rel(path), 'layer': layer, 'rank': rank, 'preserve_weight': chosen,
+            'preserve_regions': len(request['preserve']), 'rows': rows}
 
 
 def preserve_table(result: dict) -> str:
@@ -210,7 +221,7 @@ collateral."""
 
 
 def preserve_goals(res: dict) -> list[list]:
-    """The issue's figures for the edits with preserve regions (fast solver, the default weight): rows of
+    """The issue's figures for the edits with preserve regions (fast solver, the file's weight): rows of
     [goal, measured, pass]."""
     def row(name: str, rank: int | None) -> dict | None:
         result = res['edits'].get(name)
@@ -247,7 +258,8 @@ def preserve_report(res: dict) -> str:
 
 Checkpoint `{res['checkpoint']['sha256']}`; the bundled edits with `preserve` regions (made by
 `python -m metrics.make_demo_edits --preserve`), applied without them (preserve_weight 0, bit for bit the
-edit without the field) and with them (the default preserve_weight {res['settings']['preserve_weight']:g}), by the
+edit without the field) and with them (the preserve_weight make_demo_edits chose with the file, default
+{res['settings']['preserve_weight']:g}), by the
 original solver (release settings, {res['settings']['niter']} iterations) and the fast solver, at rank 1 and
 at the bundled rank; scored on {res['settings']['n']} held-out z's (seed {EVAL_SEED}, truncation
 {EVAL_TRUNCATION}). Collateral (dome -> spire): flat tops of dome-free samples turned spire. Erase rate after
@@ -256,9 +268,11 @@ Effectiveness of the window erase: share of window pixels (before) labelled buil
 shared CPU, {res['machine']['torch_threads']} thread(s).
 """]
     for name, result in res['edits'].items():
+        weight = result.get('preserve_weight', res['settings']['preserve_weight'])
         parts.append(f"## {name} (`{result['file']}`, layer {result['layer']}, bundled rank {result['rank']}, "
-                     f"{result['preserve_regions']} preserve regions)\n\n{preserve_table(result)}\n")
-    parts.append('### Goals (issue 13; fast solver, default preserve_weight)\n\n'
+                     f"preserve_weight {weight:g}, {result['preserve_regions']} preserve regions)\n\n"
+                     f"{preserve_table(result)}\n")
+    parts.append('### Goals (issue 13; fast solver, the bundled preserve_weight)\n\n'
                  + markdown_table(['goal', 'measured', ''], preserve_goals(res)) + '\n')
     parts.append(PRESERVE_TRIED + '\n')
     parts.append(f"Regenerate: `python -m metrics.edit_methods --preserve --n {res['settings']['n']} "
@@ -267,11 +281,19 @@ shared CPU, {res['machine']['torch_threads']} thread(s).
 
 
 def run_preserve(snapshot, segmenter, opts) -> dict:
-    """Every bundled edit with preserve regions, without and with them: edit_methods_preserve.{json,md}."""
-    res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads),
-           'settings': {'n': opts.n, 'niter': opts.niter, 'batch': opts.batch, 'preserve_weight': PRESERVE_WEIGHT,
-                        'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION, 'eval_seed': EVAL_SEED},
-           'edits': {p.name: compare_preserve(snapshot, segmenter, p, opts) for p in PRESERVE_PLANS}}
+    """Every bundled edit with preserve regions (or those of opts.only; the others' results kept from the last
+    run on this checkpoint with the same settings), without and with them: edit_methods_preserve.{json,md}."""
+    settings = {'n': opts.n, 'niter': opts.niter, 'batch': opts.batch, 'preserve_weight': PRESERVE_WEIGHT,
+                'edit_truncation': EDIT_TRUNCATION, 'eval_truncation': EVAL_TRUNCATION, 'eval_seed': EVAL_SEED}
+    last = opts.out_dir / 'edit_methods_preserve.json'
+    old = json.loads(last.read_text()) if opts.only and last.is_file() else {}
+    if opts.only and (old.get('checkpoint', {}).get('sha256') != snapshot.sha256 or old.get('settings') != settings):
+        raise SystemExit('--only needs the last edit_methods_preserve.json made for this checkpoint with the same '
+                         '--n / --niter / --batch: run without --only')
+    edits = {p.name: compare_preserve(snapshot, segmenter, p, opts) if not opts.only or p.name in opts.only
+             else old['edits'][p.name] for p in PRESERVE_PLANS}
+    res = {'checkpoint': snapshot.describe(), 'machine': machine_info(opts.threads), 'settings': settings,
+           'edits': edits}
     write_json(opts.out_dir / 'edit_methods_preserve.json', res)
     text = preserve_report(res)
     atomic_write_text(opts.out_dir / 'edit_methods_preserve.md', text)
@@ -415,6 +437,8 @@ def parse_args(argv=None):
     p.add_argument('--preserve', action='store_true',
                    help='only the bundled edits with preserve regions, without and with them (issue 13): '
                         'edit_methods_preserve.{json,md}')
+    p.add_argument('--only', nargs='+', choices=[pp.name for pp in PRESERVE_PLANS], default=None,
+                   help='with --preserve: measure only these edits again (the others are kept from the last run)')
     p.add_argument('--report-only', action='store_true',
                    help='only rewrite edit_methods.md and .png from the last edit_methods.json')
     add_snapshot_args(p, RESULTS)

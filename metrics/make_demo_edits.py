@@ -79,6 +79,7 @@ PRESERVE_PROVENANCE = RESULTS / 'demo_preserve_edits.json'
 PROCEDURE = 7                   # bump when choosing or scoring changes: older edit files are then remade
 EFFECTIVENESS_TOLERANCE = 0.05  # settings this close to the most effective count as equally effective
 MASK_SIZE = 256                 # the original UI's canvas
+PRESERVE_WEIGHTS = (PRESERVE_WEIGHT, 0.3, 1.0)   # the preserve_weight values make_preserve_edits tries
 
 
 @dataclass(frozen=True)
@@ -275,13 +276,14 @@ def score_plan(plan: EditPlan, segmenter: Segmenter, before: Samples, after: Sam
     return replacement_scores(segmenter, before, after, plan.paste, plan.dst, others=others)
 
 
-Setting = tuple[int, int]               # (layer, rank)
+Setting = tuple                         # (layer, rank) or (layer, rank, preserve_weight)
 
 
 def best_setting(scores: dict[Setting, dict]) -> Setting:
     """The (layer, rank) a user would settle on (see the module docstring): of the settings whose
     effectiveness is within EFFECTIVENESS_TOLERANCE of the best (nan counts lowest), the one with the
-    least change outside the edited region (ties: the lower rank, then the lower layer)."""
+    least change outside the edited region (ties: the lower rank, then the lower layer, then the lower
+    preserve_weight when the settings have one)."""
     usable = {setting: s for setting, s in scores.items() if 'error' not in s}
     if not usable:
         raise RuntimeError(f'the edit failed at every setting: { {k: s["error"] for k, s in scores.items()} }')
@@ -292,28 +294,32 @@ def best_setting(scores: dict[Setting, dict]) -> Setting:
 
     best = max(effectiveness(s) for s in usable)
     near = [s for s in usable if effectiveness(s) >= best - EFFECTIVENESS_TOLERANCE]
-    return min(near, key=lambda s: (usable[s].get('mean_abs_change_outside', float('inf')), s[1], s[0]))
+    return min(near, key=lambda s: (usable[s].get('mean_abs_change_outside', float('inf')), s[1], s[0], *s[2:]))
 
 
 def score_settings(model, zds, plans: Sequence[EditPlan], requests: dict, layers: Sequence[int],
                    ranks: Sequence[int], segmenter: Segmenter, eval_z: torch.Tensor, before: Samples,
-                   batch: int) -> dict:
-    """{plan name: {(layer, rank): scores}} for every plan applied at every layer and rank (fast solver)."""
+                   batch: int, weights: Sequence[float] | None = None) -> dict:
+    """{plan name: {setting: scores}} for every plan applied at every layer and rank (fast solver); the
+    setting is (layer, rank), or with `weights` (layer, rank, preserve_weight) for each of them."""
     scores = {p.name: {} for p in plans}
     for layer in layers:
         gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
         for plan in plans:
             for rank in ranks:
-                gw.revert()
-                try:
-                    record = apply_plan(gw, plan, requests[plan.name], rank=rank)
-                except RewriteError as e:
-                    scores[plan.name][layer, rank] = {'error': str(e)}
-                    continue
-                after = sample(gw.model, eval_z, segmenter, batch, f'{plan.name} layer {layer} rank {rank}',
-                               EVAL_TRUNCATION)
-                scores[plan.name][layer, rank] = score_plan(plan, segmenter, before, after) | {
-                    'final_loss': record.final_loss, 'seconds': record.seconds}
+                for weight in (None,) if weights is None else weights:
+                    setting = (layer, rank) if weight is None else (layer, rank, weight)
+                    options = {} if weight is None else {'preserve_weight': weight}
+                    gw.revert()
+                    try:
+                        record = apply_plan(gw, plan, requests[plan.name], rank=rank, **options)
+                    except RewriteError as e:
+                        scores[plan.name][setting] = {'error': str(e)}
+                        continue
+                    desc = f'{plan.name} layer {layer} rank {rank}' + ('' if weight is None else f' weight {weight:g}')
+                    after = sample(gw.model, eval_z, segmenter, batch, desc, EVAL_TRUNCATION)
+                    scores[plan.name][setting] = score_plan(plan, segmenter, before, after) | {
+                        'final_loss': record.final_loss, 'seconds': record.seconds}
     return scores
 
 
@@ -351,13 +357,15 @@ def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] =
 
 
 def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] = (7, 8),
-                        ranks: Sequence[int] = (1, 3), eval_n: int = 400, dilate_px: int = 1,
+                        ranks: Sequence[int] = (1, 3, 4), eval_n: int = 400, dilate_px: int = 1,
                         truncation: float = EDIT_TRUNCATION, batch: int = 32, out_dir: Path = EDIT_DIR,
-                        provenance: Path = PRESERVE_PROVENANCE,
-                        plans: Sequence[PreservePlan] = PRESERVE_PLANS) -> dict:
+                        provenance: Path = PRESERVE_PROVENANCE, plans: Sequence[PreservePlan] = PRESERVE_PLANS,
+                        weights: Sequence[float] = PRESERVE_WEIGHTS) -> dict:
     """The bundled edits with preserve regions (issue 13): each PreservePlan's regions chosen as make_edits
-    chooses them plus its preserve regions, every setting scored (fast solver, default preserve_weight) and
-    the best written as NAME_layerN[_rankR].json (the selection rule of best_setting)."""
+    chooses them plus its preserve regions, every (layer, rank, preserve_weight) scored (fast solver) and
+    the best written as NAME_layerN[_rankR].json (the selection rule of best_setting); the chosen weight
+    goes to the provenance (bundled_preserve_weight reads it). Edits of other plans already in
+    `provenance` stay there."""
     model = snapshot.model(truncation)
     zds = z_dataset_for_model(model, ZSAMPLE)
     pool = sample(model, zds.tensors[0], segmenter, batch, desc='z-sample')
@@ -372,18 +380,23 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
     eval_z = z_sample_for_model(model, eval_n, seed=SELECTION_SEED)
     before = sample(model, eval_z, segmenter, batch, 'held-out samples', EVAL_TRUNCATION)
     scores = score_settings(model, zds, [p.plan for p in plans], requests, layers, ranks, segmenter, eval_z,
-                            before, batch)
+                            before, batch, weights=weights)
+    old = read_provenance(provenance) or {}
+    kept = old.get('edits', {}) if old.get('checkpoint', {}).get('sha256') == snapshot.sha256 else {}
     record = {'checkpoint': snapshot.describe(), 'truncation': truncation, 'zsample': ZSAMPLE, 'eval_n': eval_n,
               'selection_seed': SELECTION_SEED, 'layers_tried': list(layers), 'ranks_tried': list(ranks),
-              'preserve_weight': PRESERVE_WEIGHT, 'dilate_px': dilate_px, 'solver': 'fast', 'edits': {}}
+              'preserve_weights_tried': list(weights), 'dilate_px': dilate_px, 'solver': 'fast',
+              'edits': {k: v for k, v in kept.items() if k not in {p.name for p in plans}}}
     for pplan in plans:
         name = pplan.plan.name
-        layer, rank = best_setting(scores[name])
+        layer, rank, weight = best_setting(scores[name])
         path = write_edit(out_dir, pplan.name, layer, rank, requests[name])
         record['edits'][pplan.name] = {'file': rel(path), 'plan': name, 'layer': layer, 'rank': rank,
-                                       'regions': described[name],
-                                       'scores': [{'layer': lay, 'rank': r, **s}
-                                                  for (lay, r), s in scores[name].items()]}
+                                       'preserve_weight': weight, 'regions': described[name],
+                                       'tried': {'layers': list(layers), 'ranks': list(ranks),
+                                                 'preserve_weights': list(weights)},
+                                       'scores': [{'layer': lay, 'rank': r, 'preserve_weight': w, **s}
+                                                  for (lay, r, w), s in scores[name].items()]}
     write_json(provenance, record)
     return record
 
@@ -410,6 +423,13 @@ def read_provenance(provenance: Path = PROVENANCE) -> dict | None:
         return json.loads(Path(provenance).read_text())
     except (OSError, ValueError):
         return None
+
+
+def bundled_preserve_weight(name: str, path: Path, provenance: Path = PRESERVE_PROVENANCE) -> float:
+    """The preserve_weight make_preserve_edits chose with the bundled edit `name` at `path` (from its
+    provenance); PRESERVE_WEIGHT when the provenance does not name that file or records no weight."""
+    edit = (read_provenance(provenance) or {}).get('edits', {}).get(name, {})
+    return float(edit.get('preserve_weight', PRESERVE_WEIGHT)) if edit.get('file') == rel(path) else PRESERVE_WEIGHT
 
 
 def edits_are_current(snapshot: Snapshot, provenance: Path = PROVENANCE) -> bool:
@@ -449,8 +469,10 @@ def summary_table(record: dict) -> str:
     rows = []
     for name, e in record['edits'].items():
         for s in e['scores']:
-            chosen = (s['layer'], s['rank']) == (e['layer'], e['rank'])
-            rows.append([name, s['layer'], s['rank'], 'yes' if chosen else '',
+            setting = ('layer', 'rank', 'preserve_weight')
+            chosen = all(s.get(k) == e.get(k) for k in setting)
+            weight = f' (preserve_weight {s["preserve_weight"]:g})' if 'preserve_weight' in s else ''
+            rows.append([name + weight, s['layer'], s['rank'], 'yes' if chosen else '',
                          s.get('error', pct(s.get('effectiveness', float('nan')))),
                          s.get('n_with_source', ''), pct(s['collateral']) if 'collateral' in s else '',
                          fmt(s.get('mean_abs_change_outside', float('nan')), 4)])
@@ -461,7 +483,8 @@ def summary_table(record: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
-    p.add_argument('--ranks', type=int, nargs='+', default=[1, 2, 3], help='ranks of the weight change to try')
+    p.add_argument('--ranks', type=int, nargs='+', default=None,
+                   help='ranks of the weight change to try (default: 1 2 3; with --preserve 1 3 4)')
     p.add_argument('--eval-n', type=int, default=400, help='held-out samples that score each setting')
     p.add_argument('--keys', type=int, default=None,
                    help="context regions per edit (default: each plan's, 32 for tower tops, 16 for the watermark)")
@@ -476,6 +499,10 @@ def parse_args(argv=None):
     p.add_argument('--preserve', action='store_true',
                    help='make the edits with preserve regions instead (dome2spire_preserve, erase_watermark_preserve, '
                         'erase_windows_preserve; issue 13)')
+    p.add_argument('--preserve-weights', type=float, nargs='+', default=list(PRESERVE_WEIGHTS),
+                   help='with --preserve: the preserve_weight values tried with each layer and rank')
+    p.add_argument('--only', nargs='+', choices=[pp.name for pp in PRESERVE_PLANS], default=None,
+                   help='with --preserve: remake only these edits (the others stay in the provenance)')
     return p.parse_args(argv)
 
 
@@ -485,12 +512,15 @@ def main(argv=None) -> None:
     snapshot = load_snapshot(args.checkpoint)
     if args.preserve:
         args.provenance = args.provenance or PRESERVE_PROVENANCE
-        record = make_preserve_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks,
+        plans = [p for p in PRESERVE_PLANS if args.only is None or p.name in args.only]
+        record = make_preserve_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks or (1, 3, 4),
                                      eval_n=args.eval_n, dilate_px=args.dilate, truncation=args.truncation,
-                                     batch=args.batch, out_dir=args.out_dir, provenance=args.provenance)
+                                     batch=args.batch, out_dir=args.out_dir, provenance=args.provenance,
+                                     plans=plans, weights=args.preserve_weights)
     else:
         args.provenance = args.provenance or PROVENANCE
-        record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks, eval_n=args.eval_n,
+        record = make_edits(snapshot, load_segmenter(), layers=args.layers, ranks=args.ranks or (1, 2, 3),
+                            eval_n=args.eval_n,
                             n_keys=args.keys, dilate_px=args.dilate, truncation=args.truncation, batch=args.batch,
                             out_dir=args.out_dir, provenance=args.provenance)
     print(f'checkpoint {snapshot.sha256} (iteration {snapshot.train_info.get("iterations")})')

@@ -17,6 +17,7 @@ from metrics.make_demo_edits import (
     Region,
     apply_plan,
     best_setting,
+    bundled_preserve_weight,
     clearest_regions,
     edits_are_current,
     largest_component,
@@ -26,6 +27,7 @@ from metrics.make_demo_edits import (
 )
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.preserve import PRESERVE_WEIGHT
 from utils.demo import CLASSES, load_segmenter
 from utils.demo.measures import (
     TOPS,
@@ -265,6 +267,23 @@ def test_best_setting_takes_the_least_change_among_the_nearly_most_effective():
     assert best_setting(scores) == (7, 3)
     scores[7, 3]['mean_abs_change_outside'] = 0.05
     assert best_setting(scores) == (7, 2)
+
+
+def test_best_setting_over_preserve_weights_and_the_weight_read_back(tmp_path):
+    scores = {(7, 3, 0.1): {'effectiveness': 0.96, 'mean_abs_change_outside': 0.029},
+              (7, 4, 1.0): {'effectiveness': 0.94, 'mean_abs_change_outside': 0.020},     # within 5 points
+              (7, 3, 3.0): {'effectiveness': 0.80, 'mean_abs_change_outside': 0.015},     # less effective
+              (7, 4, 0.3): {'effectiveness': 0.95, 'mean_abs_change_outside': 0.020}}     # tie: lower weight
+    assert best_setting(scores) == (7, 4, 0.3)
+    del scores[7, 4, 0.3]
+    assert best_setting(scores) == (7, 4, 1.0)
+    edit = tmp_path / 'e_layer7_rank4.json'
+    prov = tmp_path / 'prov.json'
+    prov.write_text(json.dumps({'edits': {'e': {'file': report.rel(edit), 'preserve_weight': 1.0}}}))
+    assert bundled_preserve_weight('e', edit, prov) == 1.0
+    assert bundled_preserve_weight('e', tmp_path / 'e_layer7_rank3.json', prov) == PRESERVE_WEIGHT   # another file
+    assert bundled_preserve_weight('other', edit, prov) == PRESERVE_WEIGHT
+    assert bundled_preserve_weight('e', edit, tmp_path / 'missing.json') == PRESERVE_WEIGHT
 
 
 def test_write_edit_names_the_setting_and_removes_other_settings(tmp_path):
