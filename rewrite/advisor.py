@@ -60,12 +60,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from utils.imgviz import to_uint8_batch
 from utils.stylegan2 import rewrite_site
 from utils.zdataset import z_sample_for_model
 
 from . import editfile
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
+from .pieces import all_zs
 
 HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
 HELDOUT_N = 48
@@ -232,15 +234,10 @@ def check_request(request: dict, num_images: int) -> editfile.EditRequest:
     return req
 
 
-def mask_resolution(model, layer: int) -> int:
-    """The smaller of layer N's input and output feature-map sizes (an upsampling layer doubles)."""
-    return rewrite_site(model, layer).mask_resolution
-
-
 def layer_skip_reason(req: editfile.EditRequest, model, layer: int) -> str | None:
     """Why `layer` cannot carry the request (a mask selects nothing at its resolution), or None."""
     try:
-        req.check(resolution=mask_resolution(model, layer))
+        req.check(resolution=rewrite_site(model, layer).mask_resolution)
     except editfile.EditFileError as e:
         return f'{e.field}: {e.reason}'
     return None
@@ -291,14 +288,11 @@ def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Ten
     pairs = [(s.imgnum, s.mask_url) for s in req.context]
     direction = gw.multi_key_from_selection(pairs, rank=1)[0]
     res = gw.k_shape[2]
-    own = []
-    for imgnum, url in pairs:
-        response = gw.key_response_maps(direction, [imgnum])[0]
-        own.append(response[editfile.mask_from_url(url, res).to(response.device) > 0.5])
-    own = torch.cat(own)
+    responses = [gw.key_response_maps(direction, [imgnum])[0] for imgnum, _ in pairs]
+    masks = [editfile.mask_from_url(url, res).to(r.device) for (_, url), r in zip(pairs, responses)]
+    own = torch.cat([r[m > 0.5] for r, m in zip(responses, masks)])
     if own.numel() == 0:            # every context mask is faint at this resolution: use its painted pixels
-        own = torch.cat([gw.key_response_maps(direction, [i])[0][editfile.mask_from_url(u, res) > 0]
-                         for i, u in pairs])
+        own = torch.cat([r[m > 0] for r, m in zip(responses, masks)])
     level = torch.quantile(own.float().cpu(), TARGET_QUANTILE)
     maps = []
     with torch.no_grad(), sampling_at(gw.model, truncation):
@@ -522,12 +516,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     finally:
         bar.close()
     return Advice(score_candidates(table), heldout, heldout_seed, time.perf_counter() - t0,
-                  _uint8(probe.before[:PREVIEW]), heldout_truncation)
-
-
-def _uint8(images: torch.Tensor) -> np.ndarray:
-    """uint8 [N, H, W, 3] of images [N, 3, H, W] in [-1, 1]."""
-    return images.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+                  to_uint8_batch(probe.before[:PREVIEW]), heldout_truncation)
 
 
 @dataclass
@@ -559,7 +548,7 @@ class Probe:
         with sampling_at(sampler, truncation):
             before = render(sampler, z, batch)
         size = before.shape[-1]
-        z_all = zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
+        z_all = all_zs(zds)
         z_goal = z_all[req.paste.imgnum][None].to(device)
         pres = {}
         if preserve:
@@ -604,7 +593,7 @@ class Probe:
             if self.z_pres is not None:
                 cand.preserve_leak = weighted_mean_change(
                     change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)
-            cand.previews = {'after': _uint8(after[:PREVIEW]), 'change': change[:PREVIEW].numpy(),
+            cand.previews = {'after': to_uint8_batch(after[:PREVIEW]), 'change': change[:PREVIEW].numpy(),
                              'targets': targets[:PREVIEW].numpy()}
         finally:
             gw.revert()

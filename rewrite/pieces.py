@@ -24,6 +24,11 @@ from .checks import RewriteError
 EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflows in the solvers
 
 
+def all_zs(zds) -> torch.Tensor:
+    """Every z [N, D] of a z-sample (a TensorDataset, or any sequence of (z, ...) items)."""
+    return zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
+
+
 class LayerPieces:
     """`model` (the rewriter's own copy) cut at layer `layernum`'s rewrite site; zds: the z-sample
     (TensorDataset); batch_size: images per forward pass when many are rendered or searched."""
@@ -65,7 +70,7 @@ class LayerPieces:
 
     def all_zs(self) -> torch.Tensor:
         """Every z of the z-sample [N, D]."""
-        return self.zds.tensors[0] if hasattr(self.zds, 'tensors') else torch.stack([z[0] for z in self.zds])
+        return all_zs(self.zds)
 
     def batches(self, imgnums: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """(image numbers, z's [b, D]) in batches of batch_size."""
