@@ -79,7 +79,6 @@ UNSEEN_PLANS = (
 ALL_PLANS = {p.name: p for p in (*PLANS, *EXTRA_PLANS, *UNSEEN_PLANS)}
 GROUNDTRUTH = RESULTS / 'advise_groundtruth.json'
 OUT_JSON = RESULTS / 'advise_benchmark.json'
-OUT_MD = RESULTS / 'advise_benchmark.md'
 DILATE_PX = 1
 OUTSIDE_FACTOR = 1.25
 

@@ -42,7 +42,6 @@ CONFIGS = {
 }
 FULL_PLAN = [('config-f-256', (1, 8)), ('demo-64', (32,))]
 QUICK_PLAN = [('tiny-32', (1, 8))]
-MODES = ('seq', 'fused')
 BLUR_TAPS = 16          # the 4x4 FIR kernel
 DEFAULT_OUT = ROOT / 'metrics' / 'results' / 'generator_bench.json'
 

@@ -27,7 +27,6 @@ RELEASE_FILES = {
     'kitchen': 'stylegan2_kitchen-b3a526e9.pt',
     'places': 'stylegan2_places-a3b72d71.pt',
 }
-RELEASE_SIZES = {name: 256 for name in RELEASE_FILES} | {'faces': 1024, 'car': 512}
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / 'demo' / 'weights' / 'toychurch64.pt'
 MAX_LOG_SIZE = 12          # 4096 px: the largest generator a checkpoint may declare
 MAX_WIDTH = 16384          # the widest layer (style_dim or channels) a checkpoint may declare
