@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from scipy import ndimage
+from test_cli import box, edit_json
 from test_sampling import TINY
 
 from rewrite import __main__ as cli
@@ -22,18 +23,6 @@ from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 ZSAMPLE, HELDOUT = 20, 8
-
-
-def box(t, l, b, r, size=32) -> np.ndarray:  # noqa: E741
-    mask = np.zeros((size, size))
-    mask[t:b, l:r] = 1
-    return mask
-
-
-def edit_json() -> dict:
-    """Copy a region of image 3 into image 5, with images 5 and 7 as context (32 px masks)."""
-    return {'object': [3, encode_mask(box(4, 4, 16, 16))], 'paste': [5, encode_mask(box(10, 10, 24, 24))],
-            'key': [[5, encode_mask(box(10, 10, 24, 24))], [7, encode_mask(box(0, 0, 16, 16))]]}
 
 
 @pytest.fixture(scope='module')
