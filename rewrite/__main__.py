@@ -338,15 +338,10 @@ def check_layer(model: SeqStyleGAN2, layer: int) -> None:
         raise CliError(f'--layer: {e}') from None
 
 
-def mask_resolution(model: SeqStyleGAN2, layer: int) -> int:
-    """The smaller of layer N's input and output feature-map sizes (upsampling layers double)."""
-    return rewrite_site(model, layer).mask_resolution
-
-
 def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int) -> dict:
     """The edit file as a validated JSON dict (image numbers within the z-sample, masks non-empty at the layer)."""
     try:
-        request = load_edit(path, num_images=zsample, layer_resolution=mask_resolution(model, layer))
+        request = load_edit(path, num_images=zsample, layer_resolution=rewrite_site(model, layer).mask_resolution)
     except OSError as e:
         raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
     except EditFileError as e:
