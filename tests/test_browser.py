@@ -89,6 +89,12 @@ def open_page(browser, problems: list[str], width: int, height: int):
     return page
 
 
+def server_env() -> dict[str, str]:
+    """The notebook servers' environment: the project importable, the test's thread count."""
+    return {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
+            'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+
+
 def served_notebook(tmp_path: Path) -> tuple[Path, dict, Path]:
     """(the notebook with the test's parameters, written to tmp_path; the Voila server's environment; its MASK_DIR)."""
     mask_dir = tmp_path / 'masks'
@@ -96,9 +102,7 @@ def served_notebook(tmp_path: Path) -> tuple[Path, dict, Path]:
                          CANVAS_SIZE=CANVAS, MASK_DIR=str(mask_dir), RUN_EXAMPLE=False)
     served = tmp_path / 'rewriting-interface.ipynb'
     nbformat.write(nb, served)
-    env = {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
-           'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
-    return served, env, mask_dir
+    return served, server_env(), mask_dir
 
 
 def test_paint_copy_paste_execute_save_in_chromium(sync_playwright, tmp_path):

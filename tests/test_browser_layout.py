@@ -11,7 +11,6 @@ session then checks the feedback: Execute Change, the history list, Ctrl+Z over 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser.voila_server import serve_jupyterlab, serve_voila
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, stroke, sync_playwright  # noqa: F401 - fixture
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, server_env, stroke, sync_playwright  # noqa: F401 - fixture
 from test_notebook import NOTEBOOK, ROOT, with_parameters
 
 pytestmark = pytest.mark.slow
@@ -86,11 +85,6 @@ def served_notebook(tmp_path):
     path = folder / 'rewriting-interface.ipynb'
     nbformat.write(nb, path)
     return path
-
-
-def server_env() -> dict[str, str]:
-    return {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
-            'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
 
 
 def check_layout(page, where: str, folder: Path) -> dict:

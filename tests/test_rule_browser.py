@@ -3,14 +3,12 @@ Chromium. Paints where to add the cause and checks both models' pictures are red
 
 from __future__ import annotations
 
-import os
-
 import nbformat
 import numpy as np
 import pytest
 from browser.voila_server import serve_voila
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, pixels, stroke, sync_playwright  # noqa: F401 - fixture
-from test_notebook import ROOT, with_parameters
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, pixels, server_env, stroke, sync_playwright  # noqa: F401 - fixture
+from test_notebook import with_parameters
 from test_rule_notebook import RULE_NOTEBOOK
 
 pytestmark = pytest.mark.slow
@@ -21,10 +19,8 @@ def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa
                          LAYERS='layer6,layer8', STEPS=2, RANK_ONE_STEPS=3, OUT='', PROBER_SIZE=192)
     served = tmp_path / 'reflection-rule-change.ipynb'
     nbformat.write(nb, served)
-    env = {'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
-           'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
     problems: list[str] = []
-    with serve_voila(served, env, log=tmp_path / 'voila.log') as url, sync_playwright() as p:
+    with serve_voila(served, server_env(), log=tmp_path / 'voila.log') as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             from playwright.sync_api import expect
