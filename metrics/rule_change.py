@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from metrics.common import RESULTS, setup_torch
-from metrics.report import machine_info, rel, write_json
+from metrics.report import machine_info, pct, rel, write_json
 from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, present
 from rewrite.rulechange import (
     change_outside,
@@ -54,10 +54,6 @@ MAX_RULE_DIFF = 8.0          # points: glow when lit, model vs data
 MIN_FLIP = 0.70
 MAX_OUTSIDE = 0.03
 MAX_CAUSE_DROP = 5.0         # points
-
-
-def pct(x: float) -> str:
-    return 'n/a' if x != x else f'{100 * x:.1f}%'
 
 
 def rates_row(r: dict) -> str:
