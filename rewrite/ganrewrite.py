@@ -12,8 +12,9 @@ the weight may change (W' = W + Lambda D), so that other rules are disturbed as 
 
 The rewriter is a facade over one module per part: pieces.py (the generator cut at the rewrite site, the
 z-sample, masks), contextkeys.py (key statistics, keys of regions, context directions by key method),
-goals.py (copy / paste / erase goals), history.py (atomic edits, rollback, undo / redo / revert) and
-render.py (response maps, search, pictures); the solvers and key methods are registered in methods.py.
+goals.py (copy / paste / erase goals), edits.py (running an edit: request, context, goal, solver, record),
+history.py (atomic edits, rollback, undo / redo / revert) and render.py (response maps, search, pictures);
+the solvers and key methods are registered in methods.py.
 """
 
 from __future__ import annotations
@@ -22,23 +23,20 @@ import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from utils.stylegan2 import DataBag, rewrite_site
 
-from . import editfile, keymethods, methods
-from .checks import RewriteError, check_choice, check_fast_options, check_options, real_number
+from . import editfile, edits, keymethods, methods
+from .checks import RewriteError, check_choice, check_fast_options, check_options
 from .contextkeys import ContextKeys
-from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .goals import Goals
 from .history import LOSS_TOLERANCE, EditHistory
 from .pieces import EDIT_DTYPES, LayerPieces
 from .preserve import PRESERVE_WEIGHT, PreserveSet
 from .render import Renderer, key_response
-from .solvers import EditRecord, InsertProblem, TargetLayer, projected_conv
+from .solvers import EditRecord, TargetLayer
 from .statistics import KeyStatistics
 
 __all__ = ['DEFAULT_SOLVER', 'EDIT_DTYPES', 'ERASE_UNITS', 'KEY_METHODS', 'LOSS_TOLERANCE', 'SOLVERS',
@@ -211,59 +209,15 @@ class SeqStyleGanRewriter:
                preserve_weight: float = 0.0, **solver_options) -> list[float]:
         """Changes the layer weight (in place) so target(key) ~ val, within span(context rows); with
         preserve_set, the loss adds preserve_weight * the preserve regions' mask-weighted L1 change."""
-        check_choice(solver, methods.SOLVERS, 'solver')
-        check_options(niter=niter, piter=piter, lr=lr)
-        if solver == 'fast':
-            check_fast_options(solver_options)
-        context = self.checked_context(context)
-        run = methods.SOLVERS[self._solver_run(solver)]
-        if preserve_set is not None and not run.preserve_regions:
-            raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
-        styles = solver_options.pop('styles', None)
-        problem = InsertProblem(self._target, self.pieces.target_with_weight, self._target_layer,
-                                self.sample_styles if styles is None else lambda: styles, self.target_weights(),
-                                key, val, context, preserve_set, preserve_weight)
-        return run.run(problem, run.configure(**self._settings(niter, piter, lr, solver_options)), update_callback)
-
-    def _settings(self, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
-        """Every setting a solver may take: the Adam ones, the rewriter's projection flags, the solver's own."""
-        return {'niter': niter, 'piter': piter, 'lr': lr, 'low_rank_insert': self.low_rank_insert,
-                'low_rank_gradient': self.low_rank_gradient, **solver_options}
-
-    def _solver_run(self, solver: str) -> str:
-        """The registry's solver that runs `solver` ('original' runs as 'linear' with use_linear_insert)."""
-        return 'linear' if solver == 'original' and self.use_linear_insert else solver
+        return edits.insert(self, key, val, context, niter, piter, lr, update_callback, solver, preserve_set,
+                            preserve_weight, solver_options)
 
     def checked_context(self, context) -> torch.Tensor:
         """Context directions [rank, I] (I: the layer's key width), finite, on the weight's device and dtype."""
-        width = self.k_shape[1]
-        if not torch.is_tensor(context) or context.dim() != 2 or not 1 <= context.shape[0] <= width \
-                or context.shape[1] != width:
-            shape = tuple(context.shape) if torch.is_tensor(context) else type(context).__name__
-            raise RewriteError(f'context must be a tensor [rank, {width}] with 1 <= rank <= {width} '
-                               f'(this layer has {width} input channels), not {shape}')
-        if not context.is_floating_point() or not torch.isfinite(context).all():
-            raise RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
-        return context.to(self.target_weights())
+        return edits.checked_context(context, self.target_weights())
 
     def _parse(self, request) -> editfile.EditRequest:
-        try:
-            return editfile.parse_edit(request, num_images=self.num_images)
-        except editfile.EditFileError as e:
-            raise RewriteError(str(e)) from e
-        except (OSError, ValueError) as e:
-            reason = getattr(e, 'strerror', None) or e
-            raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
-
-    def _context_pairs(self, req: editfile.EditRequest, single_key: int = -1):
-        pairs = [(s.imgnum, s.mask_url) for s in req.context]
-        if not pairs:
-            raise RewriteError('the request has no context: give key regions or a paste region')
-        if single_key >= 0:
-            if single_key >= len(pairs):
-                raise RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
-            pairs = [pairs[single_key]]
-        return pairs
+        return edits.parse(request, self.num_images)
 
     def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
                    update_callback: Callable | None = None, single_key: int = -1, solver: str = DEFAULT_SOLVER,
@@ -277,144 +231,37 @@ class SeqStyleGanRewriter:
         request: a dict in the edit-file format (or a path to one). solver: 'fast' (DEFAULT_SOLVER, the
         closed-form solver, seconds on a CPU), 'original' (the paper's niter Adam steps) or 'linear'.
         Atomic: on a bad request, an interrupt or a non-finite loss the weights are restored and an
-        error is raised."""
-        req = self._parse(request)
-        if req.object is None or req.paste is None:
-            raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
-                               "for an erase ('paste' without 'object') or a context-only request use "
-                               "apply_request, which dispatches on what the request holds")
-        check_choice(solver, methods.SOLVERS, 'solver')
-        check_options(niter=niter, piter=piter, lr=lr)
-        keep = self._preserve_pairs(req, preserve_weight)
-        obj_acts, obj_area, _, _ = self.object_from_selection(req.object.imgnum, req.object.mask_url)
-        goal_in, goal_out, _, _ = self.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
-        context = self.multi_key_from_selection(self._context_pairs(req, single_key), rank=rank,
-                                                preserve_pairs=keep, preserve_weight=preserve_weight)
-        return self._run_insert('edit', req, goal_in, goal_out, context, rank, niter, piter, lr,
-                                update_callback, solver, solver_options, keep, preserve_weight)
+        error is raised (rewrite/edits.py runs it)."""
+        return edits.apply_edit(self, request, rank, niter, piter, lr, update_callback, single_key, solver,
+                                preserve_weight, solver_options)
 
     def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
                     lr: float = 0.05, update_callback: Callable | None = None, solver: str = DEFAULT_SOLVER,
                     preserve_weight: float = PRESERVE_WEIGHT, **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed);
         `preserve` regions and preserve_weight as in apply_edit."""
-        req = self._parse(request)
-        if req.paste is None:
-            raise RewriteError("an erase needs a 'paste' region (what to erase)")
-        pairs = self._context_pairs(req)
-        if not 1 <= drank <= self.k_shape[1]:
-            raise RewriteError(f'drank must be between 1 and {self.k_shape[1]}, not {drank}')
-        keep = self._preserve_pairs(req, preserve_weight)
-        goal_in, goal_out = self.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
-        context = self.multi_key_from_selection(pairs, rank=rank, preserve_pairs=keep, preserve_weight=preserve_weight)
-        return self._run_insert('erase', req, goal_in, goal_out, context, rank, niter, piter, lr,
-                                update_callback, solver, solver_options, keep, preserve_weight)
+        return edits.apply_erase(self, request, rank, drank, niter, piter, lr, update_callback, solver,
+                                 preserve_weight, solver_options)
 
     def apply_request(self, request, rank: int = 1, **options) -> EditRecord:
         """Carries out whatever a saved request describes: copy and paste (`object` + `paste`) ->
         apply_edit; an erase (`paste` without `object`) -> apply_erase; context only (`key`) ->
         zero the context directions (forget that rule)."""
-        req = self._parse(request)
-        if req.object is not None and req.paste is not None:
-            return self.apply_edit(req.to_json(), rank=rank, **options)
-        if req.paste is not None:
-            return self.apply_erase(req.to_json(), rank=rank, **options)
-        context = self.multi_key_from_selection(self._context_pairs(req), rank=rank)
-        return self.zero(context)
-
-    def _preserve_pairs(self, req: editfile.EditRequest, preserve_weight: float) -> list:
-        """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
-        if not real_number(preserve_weight, 0.0, strict=False):
-            raise RewriteError(f'preserve_weight must be a non-negative finite number, not {preserve_weight!r}')
-        return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
+        return edits.apply_request(self, request, rank, options)
 
     def preserve_from_selection(self, pairs) -> PreserveSet:
         """The preserve regions [(imgnum, mask)] at the target layer: the full images' key bag
         (batch [M]), the layer's outputs [M, O, H, W] and the masks [M, H, W] at the value resolution."""
-        weight = torch.stack([self.area(m, self.v_shape[2], f'preserve[{j}]') for j, (_, m) in enumerate(pairs)])
-        with torch.no_grad():
-            key = self.context_model(self.get_zs([i for i, _ in pairs]))
-            return PreserveSet(key, self._target(key), weight)
-
-    def _solver_record(self, solver: str, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
-        """Every option the solver ran with (its registry defaults filled in), for the EditRecord."""
-        return methods.SOLVERS[self._solver_run(solver)].recorded(**self._settings(niter, piter, lr, solver_options))
-
-    def _run_insert(self, kind, req, goal_in, goal_out, context, rank, niter, piter, lr,
-                    update_callback, solver, solver_options, preserve_pairs=(),
-                    preserve_weight: float = 0.0) -> EditRecord:
-        record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json(), key_method=self.key_method,
-                            options=self._solver_record(solver, niter, piter, lr, solver_options))
-        keep = self.preserve_from_selection(preserve_pairs) if preserve_pairs else None
-        if keep is not None:
-            record.preserve_weight = float(preserve_weight)
-        with torch.no_grad():
-            record.initial_loss = F.l1_loss(self._target(goal_in), goal_out).item()
-        with self._atomic_edit(record) as saved:
-            record.losses = self.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
-                                        update_callback=update_callback, solver=solver, preserve_set=keep,
-                                        preserve_weight=preserve_weight, **solver_options)
-            if keep is not None:
-                with torch.no_grad():
-                    record.preserve_change = keep.change(self._target(keep.key)).item()
-            with torch.no_grad():
-                record.final_loss = F.l1_loss(self._target(goal_in), goal_out).item()
-            if not np.isfinite(record.final_loss):
-                raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
-            self.edits.keep_the_better(record, saved)
-        record.context = context.detach().cpu()
-        return record
+        return edits.preserve_set(self, pairs)
 
     def zero(self, context: torch.Tensor, amount: float = 0.0) -> EditRecord:
         """Sets the weight's component along the context rows to `amount` (0: forget them)."""
-        context = self.checked_context(context)
-        if not real_number(amount, -np.inf, True):
-            raise RewriteError(f'amount must be a finite number, not {amount!r}')
-        record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
-        with self._atomic_edit(record), torch.no_grad():
-            weight = self.target_weights()
-            ortho = weight - projected_conv(weight, context)
-            weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
-        return record
+        return edits.zero(self, context, amount)
 
     def apply_overfit(self, request, niter: int = 2001, lr: float = 0.01,
                       update_callback: Callable | None = None) -> EditRecord:
         """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
-        req = self._parse(request)
-        if req.object is None or req.paste is None:
-            raise RewriteError("overfitting needs both 'object' and 'paste'")
-        res = self.x_shape[2]
-        obj_area = self.area(req.object.mask_url, res, 'object')
-        with torch.no_grad():
-            obj_img = self.sample_image_from_latent(self.get_z(req.object.imgnum))
-            t, l, b, r = positive_bounding_box(obj_area)
-            z = self.get_z(req.paste.imgnum)
-            goal, (t2, l2, b2, r2) = paste_clip_at_center(
-                self.sample_image_from_latent(z), obj_img[:, :, t:b, l:r],
-                centered_location(self.area(req.paste.mask_url, res, 'paste')), obj_area[t:b, l:r])
-        params = dict(self.model.named_parameters())
-        record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json())
-        with self._atomic_edit(record, names=list(params)):
-            self.model.requires_grad_(True)
-            try:
-                optimizer = torch.optim.Adam(params.values(), lr=lr)
-                for it in range(niter):
-                    out = self.model(z)
-                    loss = F.l1_loss(out[:, :, t2:b2, l2:r2], goal[:, :, t2:b2, l2:r2])
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f'overfitting loss became {loss.item()} at iteration {it}')
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    record.losses.append(loss.item())
-                    if update_callback is not None:
-                        update_callback(it, loss.item())
-            finally:
-                self.model.requires_grad_(False)
-                for p in params.values():
-                    p.grad = None
-            record.final_loss = record.losses[-1] if record.losses else float('nan')
-        return record
+        return edits.apply_overfit(self, request, niter, lr, update_callback)
 
     # ---- history (rewrite/history.py) ----------------------------------------------------------
     def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):

@@ -1,0 +1,248 @@
+"""Running an edit: parse the request, gather its context and preserve regions, build the goal, run the
+registered solver and record what happened (an EditRecord), atomically (rewrite/history.py).
+
+Each function takes the rewriter (`gw`, a SeqStyleGanRewriter) and goes through its public methods
+(object_from_selection, multi_key_from_selection, insert, ...), so a subclass or a test that replaces one
+of them changes what every edit does:
+
+    record = edits.apply_edit(gw, json.load(open('dome2spire.json')), rank=1, solver='fast')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.stylegan2 import DataBag
+
+from . import editfile, methods
+from .checks import RewriteError, check_choice, check_fast_options, check_options, real_number
+from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
+from .preserve import PreserveSet
+from .solvers import EditRecord, InsertProblem, projected_conv
+
+if TYPE_CHECKING:
+    from .ganrewrite import SeqStyleGanRewriter
+
+
+def parse(request, num_images: int) -> editfile.EditRequest:
+    """The request (a dict in the edit-file format, or a path to one) checked against a z-sample of
+    `num_images`; any problem is a RewriteError naming it."""
+    try:
+        return editfile.parse_edit(request, num_images=num_images)
+    except editfile.EditFileError as e:
+        raise RewriteError(str(e)) from e
+    except (OSError, ValueError) as e:
+        reason = getattr(e, 'strerror', None) or e
+        raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
+
+
+def context_pairs(req: editfile.EditRequest, single_key: int = -1) -> list:
+    """The request's context regions [(imgnum, mask)] (only number `single_key` when >= 0)."""
+    pairs = [(s.imgnum, s.mask_url) for s in req.context]
+    if not pairs:
+        raise RewriteError('the request has no context: give key regions or a paste region')
+    if single_key >= 0:
+        if single_key >= len(pairs):
+            raise RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
+        pairs = [pairs[single_key]]
+    return pairs
+
+
+def preserve_pairs(req: editfile.EditRequest, preserve_weight: float) -> list:
+    """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
+    if not real_number(preserve_weight, 0.0, strict=False):
+        raise RewriteError(f'preserve_weight must be a non-negative finite number, not {preserve_weight!r}')
+    return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
+
+
+def checked_context(context, weight: torch.Tensor) -> torch.Tensor:
+    """Context directions [rank, I] (I: the key width of the weight [1, O, I, k, k]), finite, on the
+    weight's device and dtype."""
+    width = weight.shape[2]
+    if not torch.is_tensor(context) or context.dim() != 2 or not 1 <= context.shape[0] <= width \
+            or context.shape[1] != width:
+        shape = tuple(context.shape) if torch.is_tensor(context) else type(context).__name__
+        raise RewriteError(f'context must be a tensor [rank, {width}] with 1 <= rank <= {width} '
+                           f'(this layer has {width} input channels), not {shape}')
+    if not context.is_floating_point() or not torch.isfinite(context).all():
+        raise RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
+    return context.to(weight)
+
+
+def solver_run(gw: SeqStyleGanRewriter, solver: str) -> methods.Solver:
+    """The registry's solver that runs `solver` ('original' runs as 'linear' with use_linear_insert)."""
+    return methods.SOLVERS['linear' if solver == 'original' and gw.use_linear_insert else solver]
+
+
+def settings(gw: SeqStyleGanRewriter, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
+    """Every setting a solver may take: the Adam ones, the rewriter's projection flags, the solver's own."""
+    return {'niter': niter, 'piter': piter, 'lr': lr, 'low_rank_insert': gw.low_rank_insert,
+            'low_rank_gradient': gw.low_rank_gradient, **solver_options}
+
+
+def insert(gw: SeqStyleGanRewriter, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int,
+           piter: int, lr: float, update_callback: Callable | None, solver: str,
+           preserve_set: PreserveSet | None, preserve_weight: float, solver_options: dict) -> list[float]:
+    """Changes the layer weight (in place) so target(key) ~ val [1, O, h, w], within span(context rows
+    [rank, I]); returns the solver's losses. See SeqStyleGanRewriter.insert."""
+    check_choice(solver, methods.SOLVERS, 'solver')
+    check_options(niter=niter, piter=piter, lr=lr)
+    if solver == 'fast':
+        check_fast_options(solver_options)
+    context = gw.checked_context(context)
+    run = solver_run(gw, solver)
+    if preserve_set is not None and not run.preserve_regions:
+        raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
+    styles = solver_options.pop('styles', None)
+    problem = InsertProblem(gw.pieces.target, gw.pieces.target_with_weight, gw.site.target_layer,
+                            gw.sample_styles if styles is None else lambda: styles, gw.target_weights(),
+                            key, val, context, preserve_set, preserve_weight)
+    return run.run(problem, run.configure(**settings(gw, niter, piter, lr, solver_options)), update_callback)
+
+
+def preserve_set(gw: SeqStyleGanRewriter, pairs) -> PreserveSet:
+    """The preserve regions [(imgnum, mask)] at the target layer: the full images' key bag (batch [M]),
+    the layer's outputs [M, O, H, W] and the masks [M, H, W] at the value resolution."""
+    weight = torch.stack([gw.area(m, gw.v_shape[2], f'preserve[{j}]') for j, (_, m) in enumerate(pairs)])
+    with torch.no_grad():
+        key = gw.context_model(gw.get_zs([i for i, _ in pairs]))
+        return PreserveSet(key, gw.pieces.target(key), weight)
+
+
+def apply_edit(gw: SeqStyleGanRewriter, request, rank: int, niter: int, piter: int, lr: float,
+               update_callback: Callable | None, single_key: int, solver: str, preserve_weight: float,
+               solver_options: dict) -> EditRecord:
+    """Copy the request's `object`, paste it at `paste`, with its `key` regions (or the paste) as context.
+    See SeqStyleGanRewriter.apply_edit."""
+    req = parse(request, gw.num_images)
+    if req.object is None or req.paste is None:
+        raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
+                           "for an erase ('paste' without 'object') or a context-only request use "
+                           "apply_request, which dispatches on what the request holds")
+    check_choice(solver, methods.SOLVERS, 'solver')
+    check_options(niter=niter, piter=piter, lr=lr)
+    keep = preserve_pairs(req, preserve_weight)
+    obj_acts, obj_area, _, _ = gw.object_from_selection(req.object.imgnum, req.object.mask_url)
+    goal_in, goal_out, _, _ = gw.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
+    context = gw.multi_key_from_selection(context_pairs(req, single_key), rank=rank,
+                                          preserve_pairs=keep, preserve_weight=preserve_weight)
+    return run_insert(gw, 'edit', req, goal_in, goal_out, context, rank, niter, piter, lr,
+                      update_callback, solver, solver_options, keep, preserve_weight)
+
+
+def apply_erase(gw: SeqStyleGanRewriter, request, rank: int, drank: int, niter: int, piter: int, lr: float,
+                update_callback: Callable | None, solver: str, preserve_weight: float,
+                solver_options: dict) -> EditRecord:
+    """Remove what the `key` context regions show from the `paste` region (its top `drank` units zeroed).
+    See SeqStyleGanRewriter.apply_erase."""
+    req = parse(request, gw.num_images)
+    if req.paste is None:
+        raise RewriteError("an erase needs a 'paste' region (what to erase)")
+    pairs = context_pairs(req)
+    if not 1 <= drank <= gw.k_shape[1]:
+        raise RewriteError(f'drank must be between 1 and {gw.k_shape[1]}, not {drank}')
+    keep = preserve_pairs(req, preserve_weight)
+    goal_in, goal_out = gw.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
+    context = gw.multi_key_from_selection(pairs, rank=rank, preserve_pairs=keep, preserve_weight=preserve_weight)
+    return run_insert(gw, 'erase', req, goal_in, goal_out, context, rank, niter, piter, lr,
+                      update_callback, solver, solver_options, keep, preserve_weight)
+
+
+def apply_request(gw: SeqStyleGanRewriter, request, rank: int, options: dict) -> EditRecord:
+    """Whatever a saved request describes: an edit, an erase, or (context only) the context zeroed."""
+    req = parse(request, gw.num_images)
+    if req.object is not None and req.paste is not None:
+        return gw.apply_edit(req.to_json(), rank=rank, **options)
+    if req.paste is not None:
+        return gw.apply_erase(req.to_json(), rank=rank, **options)
+    context = gw.multi_key_from_selection(context_pairs(req), rank=rank)
+    return gw.zero(context)
+
+
+def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, goal_in: DataBag,
+               goal_out: torch.Tensor, context: torch.Tensor, rank: int, niter: int, piter: int, lr: float,
+               update_callback: Callable | None, solver: str, solver_options: dict, keep_pairs=(),
+               preserve_weight: float = 0.0) -> EditRecord:
+    """Runs gw.insert towards the goal (keys goal_in, values goal_out [1, O, h, w]) within the context
+    [rank, I], atomically, and records the losses, the options (registry defaults filled in), the
+    preserve regions' change and the context."""
+    options = solver_run(gw, solver).recorded(**settings(gw, niter, piter, lr, solver_options))
+    record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json(), key_method=gw.key_method,
+                        options=options)
+    keep = gw.preserve_from_selection(keep_pairs) if keep_pairs else None
+    if keep is not None:
+        record.preserve_weight = float(preserve_weight)
+    with torch.no_grad():
+        record.initial_loss = F.l1_loss(gw.pieces.target(goal_in), goal_out).item()
+    with gw.edits.atomic_edit(record) as saved:
+        record.losses = gw.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
+                                  update_callback=update_callback, solver=solver, preserve_set=keep,
+                                  preserve_weight=preserve_weight, **solver_options)
+        if keep is not None:
+            with torch.no_grad():
+                record.preserve_change = keep.change(gw.pieces.target(keep.key)).item()
+        with torch.no_grad():
+            record.final_loss = F.l1_loss(gw.pieces.target(goal_in), goal_out).item()
+        if not np.isfinite(record.final_loss):
+            raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
+        gw.edits.keep_the_better(record, saved)
+    record.context = context.detach().cpu()
+    return record
+
+
+def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditRecord:
+    """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them)."""
+    context = gw.checked_context(context)
+    if not real_number(amount, -np.inf, True):
+        raise RewriteError(f'amount must be a finite number, not {amount!r}')
+    record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
+    with gw.edits.atomic_edit(record), torch.no_grad():
+        weight = gw.target_weights()
+        ortho = weight - projected_conv(weight, context)
+        weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
+    return record
+
+
+def apply_overfit(gw: SeqStyleGanRewriter, request, niter: int, lr: float,
+                  update_callback: Callable | None) -> EditRecord:
+    """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
+    req = parse(request, gw.num_images)
+    if req.object is None or req.paste is None:
+        raise RewriteError("overfitting needs both 'object' and 'paste'")
+    res = gw.x_shape[2]
+    obj_area = gw.area(req.object.mask_url, res, 'object')
+    with torch.no_grad():
+        obj_img = gw.sample_image_from_latent(gw.get_z(req.object.imgnum))
+        t, l, b, r = positive_bounding_box(obj_area)
+        z = gw.get_z(req.paste.imgnum)
+        goal, (t2, l2, b2, r2) = paste_clip_at_center(
+            gw.sample_image_from_latent(z), obj_img[:, :, t:b, l:r],
+            centered_location(gw.area(req.paste.mask_url, res, 'paste')), obj_area[t:b, l:r])
+    params = dict(gw.model.named_parameters())
+    record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json())
+    with gw.edits.atomic_edit(record, names=list(params)):
+        gw.model.requires_grad_(True)
+        try:
+            optimizer = torch.optim.Adam(params.values(), lr=lr)
+            for it in range(niter):
+                out = gw.model(z)
+                loss = F.l1_loss(out[:, :, t2:b2, l2:r2], goal[:, :, t2:b2, l2:r2])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f'overfitting loss became {loss.item()} at iteration {it}')
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                record.losses.append(loss.item())
+                if update_callback is not None:
+                    update_callback(it, loss.item())
+        finally:
+            gw.model.requires_grad_(False)
+            for p in params.values():
+                p.grad = None
+        record.final_loss = record.losses[-1] if record.losses else float('nan')
+    return record
