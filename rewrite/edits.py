@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from utils.stylegan2 import DataBag
 
 from . import editfile, methods
-from .checks import RewriteError, check_choice, check_fast_options, check_options, real_number
+from .checks import RewriteError, check_choice, check_options, real_number
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .preserve import PreserveSet
 from .solvers import EditRecord, InsertProblem, projected_conv
@@ -92,8 +92,8 @@ def insert(gw: SeqStyleGanRewriter, key: DataBag, val: torch.Tensor, context: to
     [rank, I]); returns the solver's losses. See SeqStyleGanRewriter.insert."""
     check_choice(solver, methods.SOLVERS, 'solver')
     check_options(niter=niter, piter=piter, lr=lr)
-    if solver == 'fast':
-        check_fast_options(solver_options)
+    if methods.SOLVERS[solver].check is not None:
+        methods.SOLVERS[solver].check(solver_options)
     context = gw.checked_context(context)
     run = solver_run(gw, solver)
     if preserve_set is not None and not run.preserve_regions:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from . import keymethods, solvers
+from . import checks, keymethods, solvers
 from .solvers import FastOptions, IterativeOptions, OriginalOptions
 
 
@@ -42,12 +42,14 @@ DEFAULT_KEY_METHOD = 'zca'
 class Solver:
     """A solver: its name, what it does, the function that runs it (`run(problem: solvers.InsertProblem,
     options, update_callback) -> losses`, editing problem.weight in place) and its options (a dataclass with
-    documented defaults); preserve_regions: whether it can weigh preserve regions."""
+    documented defaults); preserve_regions: whether it can weigh preserve regions; check(settings): raises
+    RewriteError, naming the setting, for settings it cannot run with (None: no checks of its own)."""
     name: str
     summary: str
     run: Callable
     options: type
     preserve_regions: bool = True
+    check: Callable[[dict], None] | None = None
 
     def option_names(self) -> list[str]:
         return [f.name for f in fields(self.options)]
@@ -72,7 +74,8 @@ class Solver:
 
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver('fast', 'closed-form weighted least squares through the inverted activation, then a short Adam '
-                   'polish on the exact loss (seconds on a CPU)', solvers.run_fast, FastOptions),
+                   'polish on the exact loss (seconds on a CPU)', solvers.run_fast, FastOptions,
+           check=checks.check_fast_options),
     Solver('original', "the paper's Adam on the whole weight, re-projected onto the context every piter "
                        'steps (niter steps, minutes)', solvers.run_original, OriginalOptions),
     Solver('linear', 'Adam on the low-rank coefficient Lambda of W + Lambda D (niter steps)', solvers.run_linear,

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from utils import imgviz
+from utils.generators import save_generator
 from utils.paintwidget import PaintWidget, encode_picture
-from utils.stylegan2 import save_checkpoint
 
 from . import editfile
 from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
@@ -963,5 +963,5 @@ class GanRewriteApp(widgets.VBox):
     @reports_errors('Export')
     def export(self, _button=None) -> None:
         path = export_path(self.export_box.value)
-        save_checkpoint(self.gw.model, path)
+        save_generator(self.gw.model, path)
         self.show_message(f'exported the rewritten generator to {path}')

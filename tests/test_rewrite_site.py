@@ -197,8 +197,13 @@ def test_image_with_values_renders_the_rest_of_the_generator(pgan):
     assert torch.allclose(zeroed, expected, atol=1e-6)
 
 
-def test_widget_edits_the_plain_conv_family(pgan, request_8px, tmp_path):
+def test_widget_edits_and_exports_the_plain_conv_family(pgan, request_8px, tmp_path, monkeypatch):
+    """Execute rewrites the tiny family's layer; Export writes a checkpoint of its family that reloads
+    (through the family registry) with the rewritten weights."""
     from rewrite.rewriteapp import GanRewriteApp
+    from utils import generators
+    monkeypatch.setattr(generators, 'FAMILIES', {})
+    generators.register_family('tiny-pgan', lambda ckpt, truncation: tiny_from_state(ckpt['state_dict']), TinyPGAN)
 
     gw = SeqStyleGanRewriter(pgan, z_dataset_for_model(pgan, 12), layernum=2, progress=False)
     app = GanRewriteApp(gw, mask_dir=tmp_path, size=32, num_canvases=4, niter=40, background=False)
@@ -208,6 +213,13 @@ def test_widget_edits_the_plain_conv_family(pgan, request_8px, tmp_path):
     assert app.message.startswith('changed the model'), app.message
     assert len(gw.history) == 1 and gw.history[0][0].final_loss < gw.history[0][0].initial_loss
     assert any(a != b for a, b in zip(before, [canvas.value for canvas in app.canvases], strict=True))
+    app.export_box.value = str(tmp_path / 'exported.pt')
+    app.export()
+    assert app.message.startswith('exported the rewritten generator'), app.message
+    reloaded = generators.load_generator(tmp_path / 'exported.pt', truncation=0.5)
+    assert isinstance(reloaded, TinyPGAN)
+    want = gw.model.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in reloaded.state_dict().items())
 
 
 def test_advisor_sweeps_the_plain_conv_family(pgan):
