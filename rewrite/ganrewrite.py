@@ -60,7 +60,7 @@ class SeqStyleGanRewriter:
     def __init__(self, model, zds, layernum: int, cachedir: str | Path | None = None,
                  low_rank_insert: bool = True, low_rank_gradient: bool = False,
                  use_linear_insert: bool = False, tight_paste: bool = True, alpha_area: bool = True,
-                 key_method: str = 'zca', batch_size: int = 8, progress: bool = True,
+                 key_method: str = methods.DEFAULT_KEY_METHOD, batch_size: int = 8, progress: bool = True,
                  stats_size: int | None = None):
         try:
             rewrite_site(model, layernum)                 # a clear error before anything is copied
