@@ -36,6 +36,7 @@ from utils.stylegan2.layers import DataBag
 from utils.zdataset import z_sample_for_model
 
 WEIGHTS = Path(__file__).resolve().parent / 'weights'
+DEFAULT_LR = 0.002
 DATA_OFFSET = 2_000_000          # training scenes never overlap the held-out scenes 0..999999
 
 
@@ -103,6 +104,11 @@ def save_grid(g_ema: SeqStyleGAN2, path: Path, n: int = 64) -> None:
     Image.fromarray(imgviz.tile(images, cols=8)).save(path)
 
 
+def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group['lr'] = lr
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -110,8 +116,9 @@ def train(args) -> None:
     g_ema = copy.deepcopy(g).eval()
     requires_grad(g_ema, False)
     g_ratio, d_ratio = 1.0, args.d_reg_every / (args.d_reg_every + 1)
-    g_opt = torch.optim.Adam(g.parameters(), lr=args.lr * g_ratio, betas=(0.0, 0.99 ** g_ratio))
-    d_opt = torch.optim.Adam(d.parameters(), lr=args.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio))
+    lr = DEFAULT_LR if args.lr is None else args.lr
+    g_opt = torch.optim.Adam(g.parameters(), lr=lr * g_ratio, betas=(0.0, 0.99 ** g_ratio))
+    d_opt = torch.optim.Adam(d.parameters(), lr=lr * d_ratio, betas=(0.0, 0.99 ** d_ratio))
     state_path = Path(args.state)
     start, wall = 0, 0.0
     if state_path.is_file() and not args.restart:
@@ -121,6 +128,10 @@ def train(args) -> None:
         start, wall = int(st['iteration']), float(st['wall_seconds'])
         torch.set_rng_state(st['rng'])
         print(f'resumed from {state_path} at iteration {start}')
+        if args.lr is not None:  # an explicit --lr overrides the rate stored with the optimisers
+            set_learning_rate(g_opt, args.lr * g_ratio)
+            set_learning_rate(d_opt, args.lr * d_ratio)
+            print(f'learning rate set to {args.lr} (G) / {args.lr * d_ratio:g} (D)')
     elif args.init_from:
         # fine-tuning: every weight and optimiser moment from another run's state, iterations counted from 0
         st = torch.load(args.init_from, map_location='cpu', weights_only=True)
@@ -172,9 +183,10 @@ def train(args) -> None:
                                'iteration': done, 'wall_seconds': elapsed, 'rng': torch.get_rng_state(),
                                'args': json.dumps(vars(args))}, state_path)
             export_generator(g_ema, Path(args.export), iterations=done, wall_seconds=round(elapsed),
+                             lr=g_opt.param_groups[0]['lr'],
                              **{k: v for k, v in vars(args).items() if k in
-                                ('size', 'channels', 'style_dim', 'n_mlp', 'batch', 'lr', 'r1', 'mixing',
-                                 'family', 'init_from')})
+                                ('size', 'channels', 'style_dim', 'n_mlp', 'batch', 'r1', 'mixing',
+                                 'family', 'init_from', 'ema_kimg')})
         if done % args.sample_every == 0 or done == args.iters:
             save_grid(g_ema, Path(args.samples) / f'iter{done:06d}.png')
 
@@ -187,11 +199,14 @@ def parse_args(argv=None):
     p.add_argument('--channels', type=int, default=64)
     p.add_argument('--style-dim', type=int, default=128)
     p.add_argument('--n-mlp', type=int, default=4)
-    p.add_argument('--lr', type=float, default=0.002)
+    p.add_argument('--lr', type=float, default=None,
+                   help=f'Adam learning rate (default {DEFAULT_LR} for a new run; when resuming, the rate stored '
+                        'with the optimisers unless given)')
     p.add_argument('--r1', type=float, default=2.0, help='R1 weight (0.2 let D win and G collapse early)')
     p.add_argument('--d-reg-every', type=int, default=16)
     p.add_argument('--mixing', type=float, default=0.9)
-    p.add_argument('--ema-kimg', type=float, default=2.0)
+    p.add_argument('--ema-kimg', type=float, default=2.0,
+                   help='EMA half-life of the exported generator in thousands of images (applies on resume too)')
     p.add_argument('--data-size', type=int, default=1_000_000)
     p.add_argument('--augment-flip', action='store_true')
     p.add_argument('--threads', type=int, default=2)
