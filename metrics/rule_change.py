@@ -32,7 +32,7 @@ import torch
 
 from metrics.common import RESULTS, setup_torch
 from metrics.report import machine_info, pct, rel, write_json
-from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, present
+from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, area, present
 from rewrite.rulechange import (
     change_outside,
     changed_model,
@@ -95,7 +95,10 @@ def main(argv=None) -> dict:
     data_rates = RuleRates.of(torch.as_tensor(data[1]).long())
     plain = rule.labels(rule.images(z_sample_for_model(model, args.n, seed=2)))
     model_rates = RuleRates.of(plain)
-    log('data', data_rates, '\nmodel', model_rates)
+    data_lit = area(torch.as_tensor(data[1]).long(), 'lit_window')
+    smallest = int(data_lit[data_lit > 0].min()) if (data_lit > 0).any() else MIN_PIXELS
+    model_rates_large = RuleRates.of(plain, cause_pixels=smallest)     # a diagnostic; the goal uses MIN_PIXELS
+    log('data', data_rates, '\nmodel', model_rates, f'\nmodel, lit windows >= {smallest} px', model_rates_large)
 
     # 2. dissection
     found = rule.dissect(z_sample_for_model(model, args.dissect, seed=1))
@@ -144,6 +147,7 @@ def main(argv=None) -> dict:
 
     result = dict(model=rel(Path(args.model)), iteration=iteration, args=vars(args),
                   data_rates=asdict(data_rates), model_rates=asdict(model_rates),
+                  data_smallest_cause=smallest, model_rates_large_cause=asdict(model_rates_large),
                   dissection=dict(layer=found.layer, units=found.units[:8].tolist(), iou=found.iou[:8].tolist()),
                   interventions=before, layer_search=dict(rows=search.rows, best=best, margin=search.margin,
                                                           verdict=search.verdict()),
@@ -173,6 +177,13 @@ def card(r: dict, table: str) -> str:
     cause_goal = f'within {MAX_CAUSE_DROP:.0f} points: {ok(cause_ok)}'
     p = o['plain_rates']
     plain = f"{pct(p['effect_when_cause'])} / {pct(p['effect_without_cause'])}"
+    large = r.get('model_rates_large_cause')
+    large_row = '' if large is None else \
+        f"| model, lit windows counted from {r['data_smallest_cause']} px | {rates_row(large)} |\n"
+    large_note = '' if large is None else f"""
+Diagnostic row: every lit window of the data covers at least {r['data_smallest_cause']} pixels (its smallest), while
+the segmenter also finds a few lit pixels on the model's yellowish tower tops and half-drawn windows; counting the
+cause only from the data's smallest area shows how much of the gap those make. The goal is judged on the row above."""
 
     return f"""# Glow-rule demo model (`glowchurch64.pt`), issue 17
 
@@ -188,8 +199,8 @@ the rule's region below the building.
 | --- | --- | --- | --- | --- |
 | data | {rates_row(d)} |
 | model | {rates_row(m)} |
-
-Goal (glow when lit within {MAX_RULE_DIFF:.0f} points of the data's): {ok(rule_ok)}.
+{large_row}
+Goal (glow when lit within {MAX_RULE_DIFF:.0f} points of the data's, the model's row): {ok(rule_ok)}.{large_note}
 
 ## Changing the rule (section 5.3)
 Cause dissected at `{r['dissection']['layer']}`: top units by IoU with lit windows {r['dissection']['units'][:5]}

@@ -35,9 +35,14 @@ MIN_PIXELS = 4                                  # a class is present with at lea
 BODY = ('building', 'window', 'lit_window', 'door')
 
 
-def present(labels: torch.Tensor, name: str) -> torch.Tensor:
-    """bool [N]: class ``name`` covers at least MIN_PIXELS pixels of each label map [N, H, W]."""
-    return (labels == RULE_CLASS_ID[name]).flatten(1).sum(1) >= MIN_PIXELS
+def present(labels: torch.Tensor, name: str, min_pixels: int = MIN_PIXELS) -> torch.Tensor:
+    """bool [N]: class ``name`` covers at least ``min_pixels`` pixels of each label map [N, H, W]."""
+    return area(labels, name) >= min_pixels
+
+
+def area(labels: torch.Tensor, name: str) -> torch.Tensor:
+    """int64 [N]: the pixels of class ``name`` in each label map [N, H, W]."""
+    return (labels == RULE_CLASS_ID[name]).flatten(1).sum(1)
 
 
 def body_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -66,7 +71,9 @@ def effect_region(labels: torch.Tensor) -> torch.Tensor:
 @dataclass
 class RuleRates:
     """The rule's rates over N label maps: cause present, effect present when it is and when it is not,
-    effect placed as the rule says (most of its pixels in ``effect_region``) when the cause is present."""
+    effect placed as the rule says (most of its pixels in ``effect_region``) when the cause is present.
+    ``cause_pixels``: the area from which the cause counts as present (MIN_PIXELS by default; the data's
+    smallest lit-window area asks for windows drawn as large as the world draws them)."""
 
     n: int
     cause: float
@@ -75,8 +82,8 @@ class RuleRates:
     placed_when_cause: float
 
     @classmethod
-    def of(cls, labels: torch.Tensor) -> RuleRates:
-        lit, glow = present(labels, 'lit_window'), present(labels, 'glow')
+    def of(cls, labels: torch.Tensor, cause_pixels: int = MIN_PIXELS) -> RuleRates:
+        lit, glow = present(labels, 'lit_window', cause_pixels), present(labels, 'glow')
         g = labels == RULE_CLASS_ID['glow']
         inside = (g & effect_region(labels)).flatten(1).sum(1).float()
         placed = glow & (inside >= 0.5 * g.flatten(1).sum(1).float())

@@ -38,6 +38,20 @@ def test_rates_of_the_data_are_the_rule(data):
     assert rates.placed_when_cause == 1.0
 
 
+def test_rates_count_the_cause_from_the_area_asked():
+    lw, g = RULE_CLASS_ID['lit_window'], RULE_CLASS_ID['glow']
+    labels = torch.zeros(4, 8, 8, dtype=torch.long)
+    labels[0, :1, :4] = lw                      # 4 lit pixels, no glow: a small, unruly cause
+    labels[1, :3, :3] = lw                      # 9 lit pixels, glow
+    labels[1, 7, :] = g
+    labels[2, :3, :3] = lw                      # 9 lit pixels, no glow
+    labels[3, 7, :] = g                         # glow without the cause
+    small = RuleRates.of(labels)                # MIN_PIXELS = 4: maps 0, 1, 2 are lit
+    assert (small.cause, small.effect_when_cause, small.effect_without_cause) == (0.75, pytest.approx(1 / 3), 1.0)
+    large = RuleRates.of(labels, cause_pixels=9)   # only maps 1 and 2; maps 0 and 3 unlit, one with glow
+    assert (large.cause, large.effect_when_cause, large.effect_without_cause) == (0.5, 0.5, 0.5)
+
+
 def test_flip_rate_counts_effects_lost_with_the_cause_kept():
     lw, g = RULE_CLASS_ID['lit_window'], RULE_CLASS_ID['glow']
     before = torch.zeros(4, 8, 8, dtype=torch.long)
