@@ -7,12 +7,10 @@ The measures themselves (regions, effectiveness, change outside, ...) are define
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from rewrite import editfile
 from utils import imgviz
 from utils.demo import Segmenter
 from utils.demo.measures import Samples
+from utils.generators import sampling_at
 from utils.stylegan2 import SeqStyleGAN2
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT, model_from_checkpoint
 
@@ -105,21 +104,10 @@ def generate(model: torch.nn.Module, z: torch.Tensor, batch: int = 32, desc: str
     return torch.cat(out)
 
 
-@contextlib.contextmanager
-def at_truncation(model: SeqStyleGAN2, truncation: float) -> Iterator[SeqStyleGAN2]:
-    """Within the block, `model` samples at `truncation` (e.g. an edited model made at another)."""
-    saved = model.truncation
-    model.truncation = truncation
-    try:
-        yield model
-    finally:
-        model.truncation = saved
-
-
 def sample(model: SeqStyleGAN2, z: torch.Tensor, segmenter: Segmenter, batch: int = 32,
            desc: str | None = None, truncation: float | None = None) -> Samples:
     """Images of model(z) (at `truncation` when given, else the model's own) and their labels."""
-    with at_truncation(model, model.truncation if truncation is None else truncation):
+    with sampling_at(model, truncation):
         images = generate(model, z, batch, desc)
     return Samples(images, segmenter.segment(images, vote=True))
 

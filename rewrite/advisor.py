@@ -45,7 +45,6 @@ effect). Skipped or failed settings score nan and come last.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -60,7 +59,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from utils.generators import sampling_at
 from utils.imgviz import to_uint8_batch
+from utils.masks import dilate
 from utils.stylegan2 import rewrite_site
 from utils.zdataset import z_sample_for_model
 
@@ -273,13 +274,6 @@ def change_map(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     return (after.clamp(-1, 1) - before.clamp(-1, 1)).abs().mean(1)
 
 
-def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of bool [N, H, W] by `radius` pixels."""
-    if radius <= 0:
-        return mask.clone()
-    return F.max_pool2d(mask.float()[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
-
-
 def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, image_size: int,
                 batch: int = 16, truncation: float | None = None) -> torch.Tensor:
     """bool [N, H, W] at image resolution: held-out pixels (z [N, D], sampled at `truncation`) where the
@@ -300,20 +294,6 @@ def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Ten
             maps.append(gw.key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
     maps = torch.cat(maps).float()[:, None]
     return F.interpolate(maps, size=(image_size, image_size), mode='nearest')[:, 0] > 0
-
-
-@contextlib.contextmanager
-def sampling_at(model, truncation: float | None):
-    """Within the block `model` samples at `truncation` (None, or a model without one: unchanged)."""
-    saved = getattr(model, 'truncation', None)
-    if truncation is None or saved is None:
-        yield model
-        return
-    model.truncation = truncation
-    try:
-        yield model
-    finally:
-        model.truncation = saved
 
 
 def render(model, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
@@ -360,7 +340,7 @@ class PatchGoal:
             masks[kind] = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
             for s in sels:
                 masks[kind][where[s.imgnum]] |= s.mask_at(res) > 0.5
-        masks['other'] = ~grow(torch.stack(list(masks.values())).any(0), 1)
+        masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
         if 'object' in masks:
             masks['source'] &= ~masks['object']
         rows = feats.permute(0, 2, 3, 1)
@@ -404,7 +384,7 @@ class PatchGoal:
         """bool [N, r, r]: what the edit is about, the patches that look like the source or the object before
         or after it, grown by one pixel (leak is measured outside)."""
         kinds = [k for k in ('source', 'object') if k in self.exemplars]
-        return grow(torch.stack([self.looks_like(d, k) for d in (before, after) for k in kinds]).any(0), 1)
+        return dilate(torch.stack([self.looks_like(d, k) for d in (before, after) for k in kinds]).any(0), 1)
 
 
 def patch_targets(targets: torch.Tensor, res: int) -> torch.Tensor:

@@ -8,12 +8,14 @@ Another family's checkpoint is {'family': name, 'state_dict': model.state_dict()
     register_family('tiny-pgan', lambda ckpt, truncation: TinyPGAN.from_state_dict(ckpt['state_dict']), TinyPGAN)
     model = load_generator('edited.pt', truncation=0.5)
     save_generator(model, 'edited.pt', edit_info='...')
+    with sampling_at(model, 1.0): images = model(z)     # any family with a `truncation` attribute
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +88,18 @@ def save_generator(model: torch.nn.Module, path: str | os.PathLike, **extra) -> 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({'family': family, 'state_dict': state, **extra}, tmp)
+
+
+@contextlib.contextmanager
+def sampling_at(model: torch.nn.Module, truncation: float | None) -> Iterator[torch.nn.Module]:
+    """Within the block `model` samples at `truncation` (e.g. an edited model made at another); None, or a
+    model without a `truncation` attribute: unchanged."""
+    saved = getattr(model, 'truncation', None)
+    if truncation is None or saved is None:
+        yield model
+        return
+    model.truncation = truncation
+    try:
+        yield model
+    finally:
+        model.truncation = saved

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 MASK_URL_PREFIX = 'data:image/png;base64,'
@@ -221,3 +222,10 @@ def union_masks(masks: Iterable[np.ndarray | torch.Tensor]) -> torch.Tensor:
     return torch.from_numpy(np.maximum.reduce(arrays).astype(np.float32))
 
 
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square (Chebyshev) dilation of a bool [H, W] or [N, H, W] mask by `radius` pixels: a pixel joins when
+    any pixel within `radius` rows and columns is set."""
+    if radius <= 0:
+        return mask.clone()
+    x = mask.float().reshape(-1, 1, *mask.shape[-2:])
+    return (F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius) > 0).reshape(mask.shape)

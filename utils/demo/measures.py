@@ -4,7 +4,7 @@
 Definitions:
 
 - present: a class covers at least MIN_PIXELS pixels of a label map (as `utils.demo.presence`).
-- dilate(mask, r): square (Chebyshev) dilation by r pixels: a pixel joins when any pixel within r rows
+- dilate(mask, r) (utils.masks): square (Chebyshev) dilation by r pixels: a pixel joins when any pixel within r rows
   and r columns of it is in the mask.
 - tower(labels): the tower tops (dome, spire and flattop pixels) plus the tower body column below them:
   in every column, going down from a top pixel, every following pixel labelled as a top or as building,
@@ -32,12 +32,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from scipy.linalg import LinAlgWarning
 
 from utils.demo.frechet import frechet_distance
 from utils.demo.scenes import CLASSES
 from utils.demo.segmenter import Segmenter
+from utils.masks import dilate
 
 MIN_PIXELS = 4                      # as utils.demo.presence
 TOPS = ('dome', 'spire', 'flattop')
@@ -70,14 +70,6 @@ def class_ids(names: Iterable[str]) -> list[int]:
 def class_mask(labels: torch.Tensor, names: Iterable[str]) -> torch.Tensor:
     """bool, same shape as labels: pixels labelled as any of `names`."""
     return torch.isin(labels, torch.tensor(class_ids(names), device=labels.device))
-
-
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of a bool [H, W] or [N, H, W] mask by `radius` pixels."""
-    if radius <= 0:
-        return mask.clone()
-    x = mask.float().reshape(-1, 1, *mask.shape[-2:])
-    return (F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius) > 0).reshape(mask.shape)
 
 
 def tower(labels: torch.Tensor) -> torch.Tensor:
