@@ -75,6 +75,10 @@ EXTRA_PLANS = (
 UNSEEN_PLANS = (
     EditPlan('spire2dome', object=('dome',), paste=('spire',), dst='dome', keys=32),
     EditPlan('flattop2tree', object=('tree',), paste=('flattop',), dst='tree', keys=32),
+    # Fixed 3 Dec 2026 before the advisor was ever run on them, the patch score unchanged since (fourth round).
+    EditPlan('dome2flattop', object=('flattop',), paste=('dome',), dst='flattop', keys=32),
+    EditPlan('flattop2spire', object=('spire',), paste=('flattop',), dst='spire', keys=32),
+    EditPlan('spire2tree', object=('tree',), paste=('spire',), dst='tree', keys=32),
 )
 ALL_PLANS = {p.name: p for p in (*PLANS, *EXTRA_PLANS, *UNSEEN_PLANS)}
 GROUNDTRUTH = RESULTS / 'advise_groundtruth.json'
