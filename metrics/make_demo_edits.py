@@ -364,8 +364,8 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
     """The bundled edits with preserve regions (issue 13): each PreservePlan's regions chosen as make_edits
     chooses them plus its preserve regions, every (layer, rank, preserve_weight) scored (fast solver) and
     the best written as NAME_layerN[_rankR].json (the selection rule of best_setting); the chosen weight
-    goes to the provenance (bundled_preserve_weight reads it). Edits of other plans already in
-    `provenance` stay there."""
+    goes to the file (its `preserve_weight` field) and to the provenance (bundled_preserve_weight reads
+    it). Edits of other plans already in `provenance` stay there."""
     model = snapshot.model(truncation)
     zds = z_dataset_for_model(model, ZSAMPLE)
     pool = sample(model, zds.tensors[0], segmenter, batch, desc='z-sample')
@@ -390,7 +390,7 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
     for pplan in plans:
         name = pplan.plan.name
         layer, rank, weight = best_setting(scores[name])
-        path = write_edit(out_dir, pplan.name, layer, rank, requests[name])
+        path = write_edit(out_dir, pplan.name, layer, rank, with_preserve_weight(requests[name], weight))
         record['edits'][pplan.name] = {'file': rel(path), 'plan': name, 'layer': layer, 'rank': rank,
                                        'preserve_weight': weight, 'regions': described[name],
                                        'tried': {'layers': list(layers), 'ranks': list(ranks),
@@ -399,6 +399,18 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
                                                   for (lay, r, w), s in scores[name].items()]}
     write_json(provenance, record)
     return record
+
+
+def with_preserve_weight(request: dict, weight: float) -> dict:
+    """A copy of the request with the `preserve_weight` field (right after `preserve`) set to the chosen
+    weight, so that the widget and the CLI apply the file as it was measured."""
+    out = {}
+    for name, value in request.items():
+        if name != 'preserve_weight':
+            out[name] = value
+        if name == 'preserve':
+            out['preserve_weight'] = float(weight)
+    return out
 
 
 def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict) -> Path:

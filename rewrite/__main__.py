@@ -130,9 +130,10 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
                    help='; '.join(f'{s.name}: {s.summary}' for s in SOLVERS.values()) + f' (default: {DEFAULT_SOLVER})')
     p.add_argument('--niter', type=_int_at_least(1), default=2001,
                    help="iterations of the 'original' and 'linear' solvers (default 2001)")
-    p.add_argument('--preserve-weight', type=_finite_float, default=PRESERVE_WEIGHT,
-                   help="weight of the edit file's 'preserve' regions (outputs kept as they are; default "
-                        f"{PRESERVE_WEIGHT}; 0 ignores them)")
+    p.add_argument('--preserve-weight', type=_finite_float, default=None,
+                   help="weight of the edit file's 'preserve' regions (outputs kept as they are; 0 ignores "
+                        "them; default: the file's 'preserve_weight' field, else "
+                        f"{PRESERVE_WEIGHT}); a number given here wins over the file's")
 
 
 def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
@@ -456,8 +457,10 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     if args.rank > channels:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
     check_stats_n(args)
+    weight = args.preserve_weight if args.preserve_weight is not None else \
+        request.get('preserve_weight', PRESERVE_WEIGHT)      # --preserve-weight, else the file's, else the default
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
-                    not args.quiet, args.stats_n, args.preserve_weight)
+                    not args.quiet, args.stats_n, float(weight))
 
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,

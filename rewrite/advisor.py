@@ -224,10 +224,13 @@ def parse_preserve(value, num_images: int) -> list[editfile.Selection]:
 
 
 def check_request(request: dict, num_images: int) -> editfile.EditRequest:
-    """The parsed request (its `preserve` field left to the rewriter); RewriteError when malformed or when
-    it has no paste region (the advisor scores how the paste example changed)."""
+    """The parsed request (its `preserve` and `preserve_weight` fields left to the rewriter); RewriteError
+    when malformed or when it has no paste region (the advisor scores how the paste example changed)."""
     try:
-        req = editfile.parse_edit({k: v for k, v in request.items() if k != 'preserve'}, num_images=num_images)
+        req = editfile.parse_edit({k: v for k, v in request.items() if k not in ('preserve', 'preserve_weight')},
+                                  num_images=num_images)
+        if 'preserve_weight' in request:            # the weight checked with its regions, as the rewriter will
+            editfile.parse_edit(request, num_images=num_images)
     except editfile.EditFileError as e:
         raise RewriteError(str(e)) from None
     if req.paste is None:

@@ -8,6 +8,9 @@ An edit request is a JSON object with some of these fields (the format of the or
     query:  [imgnum, mask]            region used for search/matching
     preserve: [[imgnum, mask], ...]   regions whose layer outputs must stay as they are (optional; the
                                       original tool ignores fields it does not know)
+    preserve_weight: number           the weight of the preserve regions' term (optional, only with
+                                      `preserve`; a finite number >= 0; absent: the rewriter's default,
+                                      rewrite.preserve.PRESERVE_WEIGHT; 0 ignores the regions)
 
 `imgnum` indexes the seeded z-sample; `mask` is a ``data:image/png;base64,...`` URL of a square RGBA PNG
 whose unpainted pixels are (0, 0, 0, 0) and painted ones white with an alpha fading at the brush edge.
@@ -40,6 +43,10 @@ Decisions of this module:
 - ``key``, when present, must list at least one pair (the UI deletes an emptied key list); unknown fields
   and fields given twice in JSON text are errors, so what is read is exactly what will be written.
 - Pairs may be lists or tuples (the original UI kept tuples in memory).
+- ``preserve_weight`` must be a finite real number >= 0 (bool, NaN, infinities and strings are rejected)
+  and is an error without ``preserve`` (a weight of nothing; the UI drops it with the last region). It is
+  kept as written (an int stays an int) so that a file read then written is the same; the rewriter uses
+  it when no weight is passed explicitly (an explicit one wins).
 
 Every failure raises EditFileError, whose ``field`` names the culprit (``request``, ``paste``,
 ``key[2].mask``, ``object.imgnum``, ...), and nothing is modified.
@@ -48,6 +55,7 @@ Every failure raises EditFileError, whose ``field`` names the culprit (``request
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import re
@@ -84,7 +92,7 @@ __all__ = ['FIELDS', 'MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'EditFileError', 'EditR
            'bounding_box', 'decode_mask_rgba', 'encode_mask', 'load_edit', 'mask_from_url', 'parse_edit',
            'resize_mask', 'save_edit', 'selection_from_mask', 'union_masks', 'validate_request']
 
-FIELDS = ('object', 'paste', 'key', 'query', 'preserve')
+FIELDS = ('object', 'paste', 'key', 'query', 'preserve', 'preserve_weight')
 LIST_FIELDS = ('key', 'preserve')
 PAIR_FIELDS = ('object', 'paste', 'query')
 EDIT_FIELDS = ('object', 'paste', 'key')
@@ -182,6 +190,22 @@ def _parse_pair(value: object, where: str) -> Selection:
         raise err.within(where) from None
 
 
+def _check_weight(value: object, name: str = 'preserve_weight') -> int | float:
+    """A finite real number >= 0 (not bool), kept as given: an int stays an int (numpy scalars become
+    Python ones), so that writing it back gives the same text."""
+    expected = 'must be a finite number >= 0'
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EditFileError(name, f'{expected}, got {_describe(value)}')
+    value = int(value) if isinstance(value, numbers.Integral) else float(value)
+    try:
+        finite = math.isfinite(value)          # an int too large for a float overflows
+    except OverflowError:
+        finite = False
+    if not finite or value < 0:
+        raise EditFileError(name, f'{expected}, got {_describe(value)}')
+    return value
+
+
 def _parse_key(value: object, name: str = 'key') -> list[Selection]:
     """A list field (`key` or `preserve`): at least one [imgnum, mask] pair."""
     if not isinstance(value, (list, tuple)):
@@ -200,6 +224,7 @@ class EditRequest:
     key: list[Selection] = field(default_factory=list)
     query: Selection | None = None
     preserve: list[Selection] = field(default_factory=list)
+    preserve_weight: float | None = None     # the preserve regions' weight the file asks for (None: absent)
     field_order: tuple[str, ...] = field(default=FIELDS, compare=False, repr=False)
 
     def __post_init__(self):
@@ -222,6 +247,11 @@ class EditRequest:
                     raise EditFileError(f'{name}[{index}]', f'must be a Selection, got {_describe(selection)}')
         if self.object is None and self.paste is None and not self.key:
             raise EditFileError('request', 'needs at least one of object, paste or key')
+        if self.preserve_weight is not None:
+            self.preserve_weight = _check_weight(self.preserve_weight)
+            if not self.preserve:
+                raise EditFileError('preserve_weight', 'is the weight of the preserve regions and needs a '
+                                                       'non-empty preserve list (leave the field out instead)')
         if not set(self.field_order) <= set(FIELDS) or len(set(self.field_order)) != len(self.field_order):
             raise ValueError(f'field_order must list distinct names among {FIELDS}, got {self.field_order}')
 
@@ -238,9 +268,13 @@ class EditRequest:
         return [name for name in order
                 if (getattr(self, name) if name in LIST_FIELDS else getattr(self, name) is not None)]
 
+    def selection_fields(self) -> list[str]:
+        """The present fields that hold selections (present_fields less preserve_weight)."""
+        return [name for name in self.present_fields() if name != 'preserve_weight']
+
     def selections(self) -> Iterator[tuple[str, Selection]]:
         """(field path, selection) for every selection, in file order: ('paste', s), ('key[0]', s), ..."""
-        for name in self.present_fields():
+        for name in self.selection_fields():
             if name in LIST_FIELDS:
                 yield from ((f'{name}[{index}]', selection) for index, selection in enumerate(getattr(self, name)))
             else:
@@ -284,7 +318,8 @@ class EditRequest:
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""
         self._check_structure()
-        return {name: ([selection.to_json() for selection in getattr(self, name)] if name in LIST_FIELDS
+        return {name: (self.preserve_weight if name == 'preserve_weight' else
+                       [selection.to_json() for selection in getattr(self, name)] if name in LIST_FIELDS
                        else getattr(self, name).to_json())
                 for name in self.present_fields()}
 
@@ -301,7 +336,8 @@ class EditRequest:
         pairs = {name: _parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
         key = _parse_key(obj['key']) if 'key' in obj else []
         preserve = _parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
-        request = cls(**pairs, key=key, preserve=preserve, field_order=tuple(obj))
+        weight = _check_weight(obj['preserve_weight']) if 'preserve_weight' in obj else None
+        request = cls(**pairs, key=key, preserve=preserve, preserve_weight=weight, field_order=tuple(obj))
         request.check(num_images, resolution)
         return request
 

@@ -221,12 +221,14 @@ class SeqStyleGanRewriter:
 
     def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
                    update_callback: Callable | None = None, single_key: int = -1, solver: str = DEFAULT_SOLVER,
-                   preserve_weight: float = PRESERVE_WEIGHT, **solver_options) -> EditRecord:
+                   preserve_weight: float | None = None, **solver_options) -> EditRecord:
         """Copy `object`, paste at `paste`, with `key` regions (or the paste) as context.
 
         With `preserve` regions in the request and preserve_weight > 0 (0: ignore them), the context
         directions turn away from the preserve keys and the solver's loss adds preserve_weight times
         their outputs' mask-weighted L1 change; the record keeps the weight and that change.
+        preserve_weight None: the request's `preserve_weight` field, else PRESERVE_WEIGHT (a number
+        passed here wins over the file's).
 
         request: a dict in the edit-file format (or a path to one). solver: 'fast' (DEFAULT_SOLVER, the
         closed-form solver, seconds on a CPU), 'original' (the paper's niter Adam steps) or 'linear'.
@@ -237,17 +239,19 @@ class SeqStyleGanRewriter:
 
     def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
                     lr: float = 0.05, update_callback: Callable | None = None, solver: str = DEFAULT_SOLVER,
-                    preserve_weight: float = PRESERVE_WEIGHT, **solver_options) -> EditRecord:
+                    preserve_weight: float | None = None, **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed);
         `preserve` regions and preserve_weight as in apply_edit."""
         return edits.apply_erase(self, request, rank, drank, niter, piter, lr, update_callback, solver,
                                  preserve_weight, solver_options)
 
-    def apply_request(self, request, rank: int = 1, **options) -> EditRecord:
+    def apply_request(self, request, rank: int = 1, preserve_weight: float | None = None,
+                      **options) -> EditRecord:
         """Carries out whatever a saved request describes: copy and paste (`object` + `paste`) ->
         apply_edit; an erase (`paste` without `object`) -> apply_erase; context only (`key`) ->
-        zero the context directions (forget that rule)."""
-        return edits.apply_request(self, request, rank, options)
+        zero the context directions (forget that rule). `options` go to apply_edit / apply_erase; without
+        preserve_weight the request's own `preserve_weight` (else PRESERVE_WEIGHT) is used."""
+        return edits.apply_request(self, request, rank, {'preserve_weight': preserve_weight, **options})
 
     def preserve_from_selection(self, pairs) -> PreserveSet:
         """The preserve regions [(imgnum, mask)] at the target layer: the full images' key bag

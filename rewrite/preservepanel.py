@@ -4,7 +4,9 @@
 
 Add to Preserve puts the painted selection into the request's `preserve` list (one region per image; a
 second region of the same image replaces the first), saved and loaded with the edit as the app saves its
-request. The tray shows the preserve regions in their own colour (blue); a click on a picture removes it.
+request, with the file's `preserve_weight` when it has one (Preview and Execute Change use it, else
+PRESERVE_WEIGHT; removing the last region drops it, as a weight without regions is not a valid file).
+The tray shows the preserve regions in their own colour (blue); a click on a picture removes it.
 Preview draws, over the app's grid of samples, where the current context answers (the rank-1 context
 direction, chosen against the preserve keys, as Execute Change will; red heat) and where the preserve
 regions' keys answer (their mean covariance-adjusted key; blue heat), each relative to the 99th percentile
@@ -97,6 +99,12 @@ class PreservePanel(widgets.VBox):
     def regions(self) -> list:
         return self.app.request.get('preserve', [])
 
+    @property
+    def weight(self) -> float:
+        """The preserve regions' weight Execute Change will use: the request's `preserve_weight` (a loaded
+        file's), else PRESERVE_WEIGHT."""
+        return float(self.app.request.get('preserve_weight', PRESERVE_WEIGHT))
+
     @reports_errors('Add to Preserve')
     def add(self, _button=None) -> None:
         imgnum, url = self.app._selection()
@@ -116,6 +124,7 @@ class PreservePanel(widgets.VBox):
         imgnum, _ = regions.pop(index)
         if not regions:
             del self.app.request['preserve']
+            self.app.request.pop('preserve_weight', None)     # a weight of nothing: the file would be invalid
         self.repaint()
         self.show_message(f'removed image {imgnum} from the preserve regions')
 
@@ -147,13 +156,14 @@ class PreservePanel(widgets.VBox):
 
     def preview_maps(self, imgnums: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(context response [N, h, w], preserve response [N, h, w] or None) over samples `imgnums`: the
-        rank-1 context direction as Execute Change chooses it, and the preserve regions' mean C^-1 k."""
+        rank-1 context direction as Execute Change chooses it (at the request's preserve weight), and the
+        preserve regions' mean C^-1 k."""
         gw, request = self.app.gw, self.app.request
         if not request.get('key') and 'paste' not in request:
             raise UserError('there is no context yet: Add to Context (or Paste) first, then Preview')
         pairs = request.get('key') or [request['paste']]
         keep = [tuple(pair) for pair in self.regions]
-        context = gw.multi_key_from_selection(pairs, rank=1, preserve_pairs=keep, preserve_weight=PRESERVE_WEIGHT)[0]
+        context = gw.multi_key_from_selection(pairs, rank=1, preserve_pairs=keep, preserve_weight=self.weight)[0]
         context_maps = gw.key_response_maps(context, imgnums)
         if not keep:
             return context_maps, None

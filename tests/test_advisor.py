@@ -300,6 +300,11 @@ def test_layer_too_small_for_the_masks_is_skipped_with_the_reason(model, zds):
     assert advice.to_json()['table'][-1]['skipped'] == skipped[0].skipped
 
 
+def test_the_files_preserve_weight_passes_the_advisors_check():
+    request = edit_json() | {'preserve': [[11, encode_mask(box(0, 0, 32, 32))]], 'preserve_weight': 1.0}
+    assert advisor.check_request(request, ZSAMPLE).paste.imgnum == request['paste'][0]
+
+
 def test_preserve_regions_are_scored(model, zds):
     request = edit_json() | {'preserve': [[11, encode_mask(box(0, 0, 32, 32))]]}
     advice = advise(model, zds, request, layers=[8], ranks=(1,), heldout=4, progress=False)
@@ -324,6 +329,8 @@ def test_preserve_regions_are_scored(model, zds):
     (lambda r: r['key'].__setitem__(1, [7]), 'key[1]'),
     (lambda r: r.__setitem__('preserve', [[2]]), 'preserve[0]'),
     (lambda r: r.__setitem__('preserve', [[ZSAMPLE, r['paste'][1]]]), 'preserve[0].imgnum'),
+    (lambda r: r.__setitem__('preserve_weight', 1.0), 'preserve_weight: is the weight of the preserve regions'),
+    (lambda r: r.update(preserve=[[2, r['paste'][1]]], preserve_weight=-1), 'preserve_weight: must be a finite'),
 ])
 def test_malformed_requests_give_clear_errors(model, zds, change, field):
     request = edit_json()

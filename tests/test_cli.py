@@ -221,6 +221,47 @@ def test_apply_via_subprocess_then_sample_the_export(files, tmp_path):
         np.testing.assert_array_equal(read_png(tmp_path / 's' / f'{i:06d}.png'), ref[i])
 
 
+def test_apply_uses_the_edit_files_preserve_weight(files, tmp_path, capsys):
+    """Issue 13 follow-up: without --preserve-weight the file's `preserve_weight` is used (and printed); a
+    --preserve-weight given wins; a file without the field uses PRESERVE_WEIGHT."""
+    from rewrite.preserve import PRESERVE_WEIGHT
+    plain = {**edit_json(), 'preserve': [[9, encode_mask(box(0, 0, 32, 32))]]}
+    (tmp_path / 'plain.json').write_text(json.dumps(plain))
+    (tmp_path / 'weighted.json').write_text(json.dumps({**plain, 'preserve_weight': 50}))
+    key = f'convs.{LAYER - 3}.conv.weight'
+
+    def apply(name, *extra):
+        out = tmp_path / f'{name}{len(extra)}.pt'
+        code, stdout, err = run(capsys, 'apply', '--model', files['ckpt'], '--edit', tmp_path / f'{name}.json',
+                                '--layer', LAYER, '--solver', 'fast', '--zsample', ZSAMPLE, '--cachedir',
+                                files['cache'], '--quiet', *extra, '--out', out)
+        assert code == 0, err
+        info = json.loads(torch.load(out, weights_only=True)['edit_info'])
+        return read_checkpoint(out)['g_ema'][key], stdout, info['preserve_weight']
+
+    by_file, printed, recorded = apply('weighted')
+    assert '(weight 50)' in printed and recorded == 50
+    by_flag, printed, recorded = apply('plain', '--preserve-weight', '50')
+    assert '(weight 50)' in printed and recorded == 50
+    assert torch.equal(by_file, by_flag)
+    default, printed, recorded = apply('plain')
+    assert f'(weight {PRESERVE_WEIGHT:g})' in printed and recorded == PRESERVE_WEIGHT
+    assert not torch.equal(default, by_file)
+    overridden, printed, recorded = apply('weighted', '--preserve-weight', str(PRESERVE_WEIGHT))
+    assert f'(weight {PRESERVE_WEIGHT:g})' in printed and recorded == PRESERVE_WEIGHT
+    assert torch.equal(overridden, default)
+
+
+def test_preserve_weight_help_says_the_file_weight_is_the_default(capsys):
+    from rewrite.preserve import PRESERVE_WEIGHT
+    for command in ('apply', 'sample', 'demo'):
+        with pytest.raises(SystemExit):
+            cli.main([command, '--help'])
+        text = ' '.join(capsys.readouterr().out.split())
+        assert ("default: the file's 'preserve_weight' field, else "
+                f"{PRESERVE_WEIGHT}); a number given here wins over the file's") in text
+
+
 # ---- stats -------------------------------------------------------------------------------------------
 
 def reference_second_moment(model: SeqStyleGAN2, layer: int, n: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from metrics.make_demo_edits import (
     largest_component,
     painted,
     stand_on_base,
+    with_preserve_weight,
     write_edit,
 )
 from rewrite import editfile
@@ -284,6 +285,31 @@ def test_best_setting_over_preserve_weights_and_the_weight_read_back(tmp_path):
     assert bundled_preserve_weight('e', tmp_path / 'e_layer7_rank3.json', prov) == PRESERVE_WEIGHT   # another file
     assert bundled_preserve_weight('other', edit, prov) == PRESERVE_WEIGHT
     assert bundled_preserve_weight('e', edit, tmp_path / 'missing.json') == PRESERVE_WEIGHT
+
+
+def test_the_chosen_preserve_weight_goes_into_the_file(tmp_path):
+    """Issue 13 follow-up: make_preserve_edits writes the chosen weight right after `preserve`; the bundled
+    files with preserve regions carry the weight their provenance records (none recorded: no field)."""
+    mask = editfile.encode_mask(np.ones((8, 8), np.float32))
+    request = {'paste': [0, mask], 'key': [[1, mask]], 'preserve': [[2, mask]], 'query': [3, mask]}
+    weighted = with_preserve_weight(request, 1)
+    assert list(weighted) == ['paste', 'key', 'preserve', 'preserve_weight', 'query']
+    assert weighted['preserve_weight'] == 1.0 and type(weighted['preserve_weight']) is float
+    assert 'preserve_weight' not in request                                      # a copy
+    assert list(with_preserve_weight(weighted, 0.3).values())[3] == 0.3          # replaced, in place
+    path = write_edit(tmp_path, 'e', 7, 4, weighted)
+    assert editfile.load_edit(path).preserve_weight == 1.0
+    provenance = report.ROOT / 'metrics' / 'results' / 'demo_preserve_edits.json'
+    edits = json.loads(provenance.read_text())['edits']
+    assert edits, 'no bundled edits with preserve regions'
+    for name, entry in edits.items():
+        path = report.ROOT / entry['file']
+        text = path.read_text()
+        parsed = editfile.load_edit(path)
+        assert parsed.preserve_weight == entry.get('preserve_weight'), name
+        assert parsed.preserve_weight is None or parsed.preserve_weight == bundled_preserve_weight(name, path)
+        assert text == json.dumps(parsed.to_json(), indent=1)                   # the module's writer's layout
+    assert edits['erase_watermark_preserve']['preserve_weight'] == 1.0
 
 
 def test_write_edit_names_the_setting_and_removes_other_settings(tmp_path):

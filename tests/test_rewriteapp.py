@@ -360,6 +360,55 @@ def test_files_of_the_original_tool_load_apply_and_save_identically(app, tmp_pat
     assert (app.mask_dir / 'copy_of_spire2square.json').read_bytes() == source.read_bytes()
 
 
+def test_a_files_preserve_weight_is_loaded_previewed_executed_and_saved(app, gw):
+    """Issue 13 follow-up: Load keeps the file's `preserve_weight`, Preview and Execute Change use it, Save
+    writes it back byte for byte; removing the last preserve region drops it, so the saved file stays valid."""
+    from rewrite.preserve import PRESERVE_WEIGHT
+    weight = 30.0
+    plain = {'object': [0, box_url(0.2, 0.2, 0.45, 0.45)], 'paste': [1, box_url(0.5, 0.5, 0.8, 0.8)],
+             'key': [[1, box_url(0.5, 0.5, 0.8, 0.8)]], 'preserve': [[3, box_url(0, 0, 0.5, 1)]]}
+    app.mask_dir.mkdir(parents=True)
+    source = app.mask_dir / 'weighted.json'
+    editfile.save_edit(source, {**plain, 'preserve_weight': weight})
+    app.name_box.value = 'weighted'
+    app.load_btn.click()
+    assert app.request == {**plain, 'preserve_weight': weight} and 'loaded weighted' in app.message
+    assert app.preserve_panel.weight == weight
+    # Preview: the context direction chosen against the preserve keys at the file's weight
+    imgnums = list(app.sel)
+    context_maps, _ = app.preserve_panel.preview_maps(imgnums)
+    keep = [tuple(pair) for pair in plain['preserve']]
+
+    def maps_at(w):
+        direction = gw.multi_key_from_selection(plain['key'], rank=1, preserve_pairs=keep, preserve_weight=w)[0]
+        return gw.key_response_maps(direction, imgnums)
+    assert torch.equal(context_maps, maps_at(weight)) and not torch.equal(context_maps, maps_at(PRESERVE_WEIGHT))
+    # Execute Change: the record keeps the file's weight; the same weights as passing it explicitly
+    app.execute_btn.click()
+    assert app.message.startswith('changed the model'), app.message
+    record = gw.history[-1][0]
+    assert record.preserve_weight == weight and record.request['preserve_weight'] == weight
+    executed = layer_weight(gw)
+    gw.revert()
+    gw.apply_edit(plain, preserve_weight=weight, **app._settings())
+    assert torch.equal(layer_weight(gw), executed)
+    gw.revert()
+    gw.apply_edit(plain, **app._settings())
+    assert not torch.equal(layer_weight(gw), executed)                 # the default weight gives another edit
+    gw.revert()
+    # Save writes it back: the same bytes as the loaded file
+    app.name_box.value = 'copy'
+    app.save_btn.click()
+    assert (app.mask_dir / 'copy.json').read_bytes() == source.read_bytes()
+    # the last preserve region removed: the weight goes with it, and the file saves without either
+    app.preserve_panel.remove(0)
+    assert 'preserve' not in app.request and 'preserve_weight' not in app.request
+    app.name_box.value = 'no_preserve'
+    app.save_btn.click()
+    assert json.loads((app.mask_dir / 'no_preserve.json').read_text()) == {
+        name: value for name, value in plain.items() if name != 'preserve'}
+
+
 def test_loading_a_file_with_unknown_images_explains(app):
     source = need_shared(REFERENCE / 'original-edits' / 'church' / 'dome2spire.json')
     app.mask_dir.mkdir(parents=True)
