@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 
 from .advisor import Advice, Candidate, advise
-from .rewriteapp import SolveCancelled, UserError, reports_errors
+from .rewriteapp import AppPanel, SolveCancelled, UserError, reports_errors
 
 RANKS = (1, 2, 3)
 NEAR = 2            # the default layers: the app's layer and this many on either side
@@ -54,12 +54,11 @@ def row_text(c: Candidate) -> str:
             f'reach {c.reach:.4f}, leak {c.leak:.4f}{preserve}, size {c.size:.3f}')
 
 
-class AdvisePanel(widgets.VBox):
+class AdvisePanel(AppPanel):
     """The Advise button, the layers box and the table of the last sweep (rows best first)."""
 
     def __init__(self, app, heldout: int = 48):
-        super().__init__()
-        self.app = app
+        super().__init__(app)
         self.heldout = int(heldout)
         self.advice: Advice | None = None
         known = self.known_layers()
@@ -77,14 +76,6 @@ class AdvisePanel(widgets.VBox):
     def known_layers(self) -> list[int]:
         model = self.app.gw.model
         return list(getattr(model, 'layer_numbers', [self.app.gw.layernum]))
-
-    # the app's error reporting (rewriteapp.reports_errors) reads these two
-    @property
-    def solving(self) -> str | None:
-        return self.app.solving
-
-    def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
-        self.app.show_message(text, error=error, warning=warning)
 
     @reports_errors('Advise')
     def run(self, _button=None) -> None:

@@ -32,7 +32,7 @@ from utils.paintwidget import as_rgb_array, encode_picture
 
 from . import editfile
 from .preserve import PRESERVE_WEIGHT
-from .rewriteapp import UserError, reports_errors
+from .rewriteapp import AppPanel, UserError, reports_errors
 
 PRESERVE_COLOR = (40, 110, 255)
 CONTEXT_COLOR = (255, 40, 40)
@@ -64,14 +64,13 @@ def response_level(maps: torch.Tensor) -> float:
     return float(torch.quantile(values, 0.99)) if values.numel() else 1.0
 
 
-class PreservePanel(widgets.VBox):
+class PreservePanel(AppPanel):
     """Add to Preserve, the preserve tray (click removes) and Preview (heat maps over the app's grid)."""
 
     outline = staticmethod(outline_regions)      # the app's grid draws the regions with it
 
     def __init__(self, app, heldout: int = 16, shown: int = 4):
-        super().__init__()
-        self.app = app
+        super().__init__(app)
         self.heldout, self.shown = int(heldout), int(shown)
         self.add_btn = app._button('Add to Preserve', self.add, tooltip='the selected region joins the preserve '
                                    'regions: the rule must leave it as it is')
@@ -86,14 +85,6 @@ class PreservePanel(widgets.VBox):
         self.preview_box = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
         self.children = [widgets.HBox([self.add_btn, self.preview_btn, self.changes_btn]), hint, self.tray,
                          self.preview_box]
-
-    # the app's error reporting (rewriteapp.reports_errors) reads these two
-    @property
-    def solving(self) -> str | None:
-        return self.app.solving
-
-    def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
-        self.app.show_message(text, error=error, warning=warning)
 
     @property
     def regions(self) -> list:

@@ -92,6 +92,23 @@ def reports_errors(action: str, while_busy: bool = False) -> Callable:
     return decorate
 
 
+class AppPanel(widgets.VBox):
+    """A panel of the app in its own module (preserve regions, the advisor): keeps the app, and reports
+    through it, so its handlers decorated with `reports_errors` show messages in the app's bar and wait
+    for the app's solve."""
+
+    def __init__(self, app, **kwargs):
+        super().__init__(**kwargs)
+        self.app = app
+
+    @property
+    def solving(self) -> str | None:
+        return self.app.solving
+
+    def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
+        self.app.show_message(text, error=error, warning=warning)
+
+
 def parse_image_numbers(text: str, num_images: int, limit: int) -> list[int]:
     """'200-212', '5,9,12' or a mix -> the image numbers, in order, at most `limit` of them.
 
