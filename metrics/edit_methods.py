@@ -276,7 +276,8 @@ def preserve_report(res: dict) -> str:
 Checkpoint `{res['checkpoint']['sha256']}`; the bundled edits with `preserve` regions (made by
 `python -m metrics.make_demo_edits --preserve`), applied without them (preserve_weight 0, bit for bit the
 edit without the field) and with them (the preserve_weight make_demo_edits chose with the file, default
-{res['settings']['preserve_weight']:g}), by the
+{res['settings']['preserve_weight']:g}; a file made with another weight carries it in its `preserve_weight` field, which
+the rewriter, the CLI and the widget apply unless told otherwise), by the
 original solver (release settings, {res['settings']['niter']} iterations) and the fast solver, at rank 1 and
 at the bundled rank; scored on {res['settings']['n']} held-out z's (seed {EVAL_SEED}, truncation
 {EVAL_TRUNCATION}). Collateral (dome -> spire): flat tops of dome-free samples turned spire. Erase rate after
@@ -457,13 +458,18 @@ def parse_args(argv=None):
     p.add_argument('--only', nargs='+', choices=[pp.name for pp in PRESERVE_PLANS], default=None,
                    help='with --preserve: measure only these edits again (the others are kept from the last run)')
     p.add_argument('--report-only', action='store_true',
-                   help='only rewrite edit_methods.md and .png from the last edit_methods.json')
+                   help='only rewrite edit_methods.md and .png from the last edit_methods.json (with --preserve: '
+                        'edit_methods_preserve.md from edit_methods_preserve.json)')
     add_snapshot_args(p, RESULTS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
+    if opts.report_only and opts.preserve:
+        res = json.loads((opts.out_dir / 'edit_methods_preserve.json').read_text())
+        atomic_write_text(opts.out_dir / 'edit_methods_preserve.md', preserve_report(res))
+        return res
     if opts.report_only:
         res = json.loads((opts.out_dir / 'edit_methods.json').read_text())
         write_report(res, opts.out_dir)
