@@ -182,8 +182,11 @@ def card(r: dict, table: str) -> str:
         f"| model, lit windows counted from {r['data_smallest_cause']} px | {rates_row(large)} |\n"
     large_note = '' if large is None else f"""
 Diagnostic row: every lit window of the data covers at least {r['data_smallest_cause']} pixels (its smallest), while
-the segmenter also finds a few lit pixels on the model's yellowish tower tops and half-drawn windows; counting the
-cause only from the data's smallest area shows how much of the gap those make. The goal is judged on the row above."""
+the model also draws smaller lit patches (half-drawn windows, yellowish tower tops the segmenter calls lit). Counting
+the cause only from the data's smallest area, glow when lit is {pct(large['effect_when_cause'])}, but the samples with
+smaller lit patches move to the unlit column and glow when not lit becomes {pct(large['effect_without_cause'])}: the
+model ties the glow to windows drawn as the world draws them, and draws the glow for about half of its small lit
+patches. The goal is judged on the model's row."""
 
     return f"""# Glow-rule demo model (`glowchurch64.pt`), issue 17
 
