@@ -15,10 +15,10 @@ import contextlib
 import io
 import re
 import tempfile
-import time
 from pathlib import Path
 
 from metrics.report import machine_info, markdown_table, write_json
+from metrics.timing import timed
 from rewrite import __main__ as cli
 
 EDIT = Path(__file__).resolve().parents[1] / 'notebooks' / 'masks' / 'demo' / 'dome2spire_layer8_rank3.json'
@@ -33,10 +33,12 @@ def run_apply(solver: str, stats_n: int | None, threads: int) -> dict:
                 '--zsample', '1000', '--cachedir', f'{scratch}/cache', '--out', f'{scratch}/e.pt', '--quiet',
                 '--threads', str(threads)] + (['--stats-n', str(stats_n)] if stats_n else [])
         out, err = io.StringIO(), io.StringIO()
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = cli.main(args)
-        seconds = time.perf_counter() - start
+
+        def quiet_apply() -> int:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                return cli.main(args)
+
+        status, seconds = timed(quiet_apply)
     loss = re.search(r'loss (\S+) -> (\S+)', out.getvalue())
     return {'seconds': seconds, 'status': status, 'loss': f'{loss[1]} -> {loss[2]}' if loss else err.getvalue()}
 

@@ -17,6 +17,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -33,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from metrics.report import machine_info, markdown_table, write_json  # noqa: E402
+from metrics.timing import Timing, interleaved_timings, repeat_timing  # noqa: E402
 from utils.stylegan2 import SeqStyleGAN2, ops  # noqa: E402
 
 CONFIGS = {
@@ -124,25 +126,14 @@ def build_pair(config: dict, seed: int = 0) -> dict[str, SeqStyleGAN2]:
     return {'seq': seq, 'fused': seq.fused_copy().eval()}
 
 
-def forward_seconds(model: SeqStyleGAN2, z: torch.Tensor) -> float:
+def time_modes(models: dict[str, SeqStyleGAN2], z: torch.Tensor, repeats: int, warmup: int) -> dict[str, Timing]:
+    """Seconds per forward pass (no grad) of each mode; repeats alternate which mode goes first."""
     with torch.no_grad():
-        start = time.perf_counter()
-        model(z)
-        return time.perf_counter() - start
-
-
-def time_modes(models: dict[str, SeqStyleGAN2], z: torch.Tensor, repeats: int,
-               warmup: int) -> dict[str, list[float]]:
-    """Seconds per forward pass of each mode; repeats alternate which mode goes first."""
-    for _ in range(warmup):
-        for model in models.values():
-            forward_seconds(model, z)
-    times: dict[str, list[float]] = {mode: [] for mode in models}
-    order = list(models)
-    for r in range(repeats):
-        for mode in (order if r % 2 == 0 else order[::-1]):
-            times[mode].append(forward_seconds(models[mode], z))
-    return times
+        for _ in range(warmup):
+            for model in models.values():
+                model(z)
+        timings = interleaved_timings([functools.partial(m, z) for m in models.values()], repeats, alternate=True)
+    return dict(zip(models, timings))
 
 
 def bench_case(name: str, batch: int, threads: int, repeats: int, warmup: int) -> list[dict]:
@@ -155,12 +146,12 @@ def bench_case(name: str, batch: int, threads: int, repeats: int, warmup: int) -
     for mode, model in models.items():
         parts = generator_macs(model, mode, batch)
         macs = sum(parts.values())
-        seconds = statistics.median(times[mode])
+        seconds = times[mode].median
         counted = measured_flops(model, z)
         rows.append({
             'config': name, 'batch': batch, 'threads': threads, 'mode': mode,
             'images_per_s': batch / seconds, 'ms_per_image': 1000 * seconds / batch,
-            'seconds_per_forward': times[mode],
+            'seconds_per_forward': list(times[mode].seconds),
             'gflop_per_image': 2 * macs / 1e9,
             'gflop_per_image_by_part': {k: 2 * v / 1e9 for k, v in sorted(parts.items())},
             'flop_counter_gflop_per_image': counted / 1e9,
@@ -194,7 +185,8 @@ def module_self_times(model: SeqStyleGAN2, z: torch.Tensor, repeats: int = 3) ->
     try:
         for _ in range(repeats + 1):
             inclusive.clear()
-            forward_seconds(model, z)
+            with torch.no_grad():
+                model(z)
             by_class: dict[str, float] = defaultdict(float)
             for module, seconds in inclusive.items():
                 children = sum(inclusive.get(c, 0.0) for c in module.children())
@@ -230,16 +222,10 @@ def layer_op_times(model: SeqStyleGAN2, batch: int, repeats: int = 3) -> Iterato
         row = {'layer': name, 'c_in': w.shape[1], 'c_out': w.shape[0], 'res_in': r_in, 'upsample': conv.upsample}
         with torch.no_grad():
             for key, fn in seq_and_fused_pieces(x, w, style, conv.scale, conv.upsample).items():
-                fn()
-                row[key] = statistics.median(_timed(fn) for _ in range(repeats))
+                fn()                                                   # warm-up
+                row[key] = repeat_timing(fn, repeats).median
         row['seq_total'] = row['seq.style_apply'] + row['seq.conv'] + row['seq.demodulation']
         yield row
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def profile_report(name: str, batch: int, threads: int, repeats: int) -> dict:

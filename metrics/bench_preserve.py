@@ -16,29 +16,19 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
-import time
 from pathlib import Path
 
 import ipywidgets  # noqa: F401  (the widget's import cost stays out of the timings)
 
 from metrics.common import EDIT_DIR, EDIT_TRUNCATION, RESULTS, ZSAMPLE, edit_setting, setup_torch
 from metrics.report import machine_info, markdown_table, write_json
+from metrics.timing import repeat_timing
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.preserve import PRESERVE_WEIGHT
 from utils.stylegan2 import load_seq_stylegan
 from utils.zdataset import z_dataset_for_model
 
 SOLVE_GOAL_S, PREVIEW_GOAL_S = 2.0, 1.5
-
-
-def median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def solve_once(gw, apply, request: dict, rank: int, weight: float) -> None:
@@ -48,14 +38,10 @@ def solve_once(gw, apply, request: dict, rank: int, weight: float) -> None:
 
 def strip_seconds(app, record, repeats: int) -> tuple[float, float]:
     """(the first before / after strip after a change, the median of `repeats` later ones): each after the
-    app's refresh, as Execute Change shows it."""
-    def once() -> float:
-        app.refresh()
-        t0 = time.perf_counter()
-        app.preserve_panel.after_change(record)
-        return time.perf_counter() - t0
-    first = once()
-    return first, statistics.median(once() for _ in range(repeats))
+    app's refresh (untimed), as Execute Change shows it."""
+    strip = functools.partial(app.preserve_panel.after_change, record)
+    first = repeat_timing(strip, 1, setup=app.refresh).median
+    return first, repeat_timing(strip, repeats, setup=app.refresh).median
 
 
 def main(argv=None) -> dict:
@@ -78,11 +64,11 @@ def main(argv=None) -> dict:
         apply = gw.apply_erase if 'object' not in request else gw.apply_edit
         seconds = {}
         for weight in (0.0, PRESERVE_WEIGHT):
-            seconds[weight] = median_seconds(functools.partial(solve_once, gw, apply, request, rank, weight),
-                                             opts.repeats)
+            seconds[weight] = repeat_timing(functools.partial(solve_once, gw, apply, request, rank, weight),
+                                            opts.repeats).median
         app = GanRewriteApp(gw, size=64, num_canvases=opts.preview_n, background=False)
         app.set_request(request)
-        preview = median_seconds(app.preserve_panel.preview, opts.repeats)
+        preview = repeat_timing(app.preserve_panel.preview, opts.repeats).median
         record = apply(request, rank=rank, solver='fast', preserve_weight=PRESERVE_WEIGHT)
         strip_first, strip = strip_seconds(app, record, opts.repeats)
         gw.revert()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from metrics.report import machine_info, write_json
+from metrics.timing import interleaved_timings
 from rewrite import editfile
 from rewrite.ganrewrite import SeqStyleGanRewriter
 from rewrite.statistics import gather_key_statistics
@@ -52,17 +52,6 @@ def edit_request() -> dict:
     return {'object': [3, editfile.encode_mask(box)], 'paste': [5, editfile.encode_mask(paste)]}
 
 
-def interleaved_medians(fns, repeats: int) -> list[float]:
-    """Median seconds of each fn, run in turns (A B A B ...) so that load drift hits all alike."""
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [float(np.median(ts)) for ts in times]
-
-
 def bench_layer(model, zds, layer: int, n: int, niter: int, repeats: int, request: dict) -> dict:
     gw = SeqStyleGanRewriter(model, zds, layer, progress=False)
     zs = zds.tensors[0][:n]
@@ -77,7 +66,7 @@ def bench_layer(model, zds, layer: int, n: int, niter: int, repeats: int, reques
         gather_key_statistics(lambda z: gw.context_model(z).fmap, zs, batch, progress=False)
 
     bare()                                                    # warm-up
-    t_bare, t_stats = interleaved_medians([bare, stats], repeats)
+    t_bare, t_stats = (t.median for t in interleaved_timings([bare, stats], repeats))
     gw.keys.statistics = gw.collect_statistics()
     original = gw.apply_edit(request, rank=1, niter=niter, solver='original')
     gw.undo()

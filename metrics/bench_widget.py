@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metrics.report import machine_info, write_json  # noqa: E402
+from metrics.timing import Timing, repeat_timing  # noqa: E402
 from rewrite import editfile  # noqa: E402
 from rewrite.ganrewrite import SeqStyleGanRewriter  # noqa: E402
 from rewrite.rewriteapp import GanRewriteApp  # noqa: E402
@@ -43,17 +41,6 @@ GOALS_MS = {'stroke': 100, 'grid32': 1500, 'execute': 3000}
 RESULTS = ROOT / 'metrics' / 'results' / 'widget.json'
 
 
-def median_ms(run: Callable[[], object], repeats: int, setup: Callable[[], object] = lambda: None) -> dict:
-    """Median (and min, max) wall time of run() in ms over `repeats`, setup() untimed before each."""
-    times = []
-    for _ in range(repeats):
-        setup()
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return {'median_ms': statistics.median(times), 'min_ms': min(times), 'max_ms': max(times), 'repeats': repeats}
-
-
 def box(size: int, top: float, left: float, bottom: float, right: float) -> str:
     mask = np.zeros((size, size), np.float32)
     mask[int(top * size):int(bottom * size), int(left * size):int(right * size)] = 1
@@ -66,15 +53,15 @@ def bench_stroke(app: GanRewriteApp, repeats: int) -> dict:
     events = canvas.events
     dispatch_dom_event(events, mouse_message('mousedown', 20, 20, canvas.size))
     points = iter((20 + (i * 7) % 200, 20 + (i * 3) % 200) for i in range(10 ** 6))
-    result = median_ms(lambda: dispatch_dom_event(events, mouse_message('mousemove', *next(points), canvas.size)),
-                       repeats * 20)
+    result = repeat_timing(lambda: dispatch_dom_event(events, mouse_message('mousemove', *next(points), canvas.size)),
+                           repeats * 20).summary_ms()
     dispatch_dom_event(events, mouse_message('mouseup', 30, 30, canvas.size))
     return result
 
 
 def bench_grid(app: GanRewriteApp, repeats: int) -> dict:
     """Repaint after a model change (what follows Execute, Undo or Revert)."""
-    return median_ms(app.refresh, repeats)
+    return repeat_timing(app.refresh, repeats).summary_ms()
 
 
 def bench_execute(gw, mask_dir: Path, repeats: int, size: int) -> tuple[dict, dict]:
@@ -86,12 +73,11 @@ def bench_execute(gw, mask_dir: Path, repeats: int, size: int) -> tuple[dict, di
         app.execute()
         if not app.message.startswith('changed the model'):
             raise RuntimeError(app.message)
-        seconds.append(gw.history[-1][0].seconds * 1000)
+        seconds.append(gw.history[-1][0].seconds)
 
     app.execute()                                    # warm-up: key statistics are gathered on first use
-    total = median_ms(execute, repeats, setup=gw.revert)
-    return total, {'median_ms': statistics.median(seconds), 'min_ms': min(seconds), 'max_ms': max(seconds),
-                   'repeats': repeats}
+    total = repeat_timing(execute, repeats, setup=gw.revert).summary_ms()
+    return total, Timing(tuple(seconds)).summary_ms()
 
 
 def main(argv: list[str] | None = None) -> dict:

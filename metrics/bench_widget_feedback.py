@@ -15,7 +15,6 @@ statistics computed beforehand. Prints a table and writes metrics/results/widget
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from metrics.common import bundled_request, setup_torch  # noqa: E402
 from metrics.report import machine_info, write_json  # noqa: E402
+from metrics.timing import Timing, timed  # noqa: E402
 from rewrite.ganrewrite import SeqStyleGanRewriter  # noqa: E402
 from rewrite.rewriteapp import GanRewriteApp  # noqa: E402
 from utils.stylegan2 import load_seq_stylegan  # noqa: E402
@@ -44,16 +44,6 @@ def press(app: GanRewriteApp, key: str, **modifiers) -> None:
     dispatch_dom_event(app.key_events, key_message(key, **modifiers))
 
 
-def timed_ms(run) -> float:
-    start = time.perf_counter()
-    run()
-    return (time.perf_counter() - start) * 1000
-
-
-def summary(times: list[float]) -> dict:
-    return {'median_ms': statistics.median(times), 'min_ms': min(times), 'max_ms': max(times), 'repeats': len(times)}
-
-
 def click_and_wait(app: GanRewriteApp) -> None:
     app.execute_btn.click()
     if not app.wait(600) or 'loss' not in app.message:
@@ -61,7 +51,7 @@ def click_and_wait(app: GanRewriteApp) -> None:
 
 
 def cancel_once(app: GanRewriteApp, gw) -> float:
-    """Starts the original solver, cancels it once it has taken 20 steps; ms from Cancel to live controls."""
+    """Starts the original solver, cancels it once it has taken 20 steps; seconds from Cancel to live controls."""
     before = gw.target_weights().detach().clone()
     app.solver_box.value = 'original'
     app.execute_btn.click()
@@ -70,10 +60,12 @@ def cancel_once(app: GanRewriteApp, gw) -> float:
         if time.monotonic() > deadline or not app.solving:
             raise RuntimeError(f'the solve did not reach 20 steps: {app.message}')
         time.sleep(0.005)
-    start = time.perf_counter()
-    app.cancel_btn.click()
-    app.wait(600)
-    elapsed = (time.perf_counter() - start) * 1000
+
+    def cancel() -> None:
+        app.cancel_btn.click()
+        app.wait(600)
+
+    _, elapsed = timed(cancel)
     app.solver_box.value = 'fast'
     if not torch.equal(gw.target_weights(), before) or 'cancelled' not in app.message:
         raise RuntimeError(f'cancel left the model changed or said {app.message!r}')
@@ -99,14 +91,14 @@ def main() -> None:
         rows = {'execute_fast': [], 'cancel': [], 'undo': [], 'redo': [], 'history_jump': []}
         for _ in range(args.repeats):
             gw.revert()
-            rows['execute_fast'].append(timed_ms(lambda: click_and_wait(app)))
+            rows['execute_fast'].append(timed(lambda: click_and_wait(app))[1])
             rows['cancel'].append(cancel_once(app, gw))
-            rows['undo'].append(timed_ms(lambda: press(app, 'z', ctrlKey=True)))
-            rows['redo'].append(timed_ms(lambda: press(app, 'z', ctrlKey=True, shiftKey=True)))
+            rows['undo'].append(timed(lambda: press(app, 'z', ctrlKey=True))[1])
+            rows['redo'].append(timed(lambda: press(app, 'z', ctrlKey=True, shiftKey=True))[1])
             click_and_wait(app)
-            rows['history_jump'].append(timed_ms(lambda: setattr(app.history_box, 'value', 0)))
+            rows['history_jump'].append(timed(lambda: setattr(app.history_box, 'value', 0))[1])
             assert gw.history == [] and len(gw.undone) == 2, app.message
-    results = {name: summary(times) for name, times in rows.items()}
+    results = {name: Timing(tuple(seconds)).summary_ms() for name, seconds in rows.items()}
     print(f'{"what":14} {"median ms":>10} {"min":>8} {"max":>8}')
     for name, row in results.items():
         print(f'{name:14} {row["median_ms"]:10.0f} {row["min_ms"]:8.0f} {row["max_ms"]:8.0f}')
