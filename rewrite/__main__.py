@@ -55,7 +55,7 @@ from .distributed import (
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .methods import SOLVERS
-from .preserve import PRESERVE_WEIGHT
+from .preserve import PRESERVE_WEIGHT, preserve_weight_for
 from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, gather_key_statistics, weights_fingerprint
 
@@ -457,10 +457,9 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     if args.rank > channels:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
     check_stats_n(args)
-    weight = args.preserve_weight if args.preserve_weight is not None else \
-        request.get('preserve_weight', PRESERVE_WEIGHT)      # --preserve-weight, else the file's, else the default
+    weight = preserve_weight_for(args.preserve_weight, request.get('preserve_weight'))
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
-                    not args.quiet, args.stats_n, float(weight))
+                    not args.quiet, args.stats_n, weight)
 
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,

@@ -22,7 +22,7 @@ from utils.stylegan2 import DataBag
 from . import editfile, methods
 from .checks import RewriteError, check_choice, check_options, real_number
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
-from .preserve import PRESERVE_WEIGHT, PreserveSet
+from .preserve import PreserveSet, preserve_weight_for
 from .solvers import EditRecord, InsertProblem, projected_conv
 
 if TYPE_CHECKING:
@@ -51,14 +51,6 @@ def context_pairs(req: editfile.EditRequest, single_key: int = -1) -> list:
             raise RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
         pairs = [pairs[single_key]]
     return pairs
-
-
-def request_weight(req: editfile.EditRequest, preserve_weight: float | None) -> float:
-    """The preserve weight an edit uses: `preserve_weight` when given (an explicit number wins), else the
-    request's own `preserve_weight` field, else PRESERVE_WEIGHT."""
-    if preserve_weight is not None:
-        return preserve_weight
-    return PRESERVE_WEIGHT if req.preserve_weight is None else float(req.preserve_weight)
 
 
 def preserve_pairs(req: editfile.EditRequest, preserve_weight: float) -> list:
@@ -134,7 +126,7 @@ def apply_edit(gw: SeqStyleGanRewriter, request, rank: int, niter: int, piter: i
                            "apply_request, which dispatches on what the request holds")
     check_choice(solver, methods.SOLVERS, 'solver')
     check_options(niter=niter, piter=piter, lr=lr)
-    preserve_weight = request_weight(req, preserve_weight)
+    preserve_weight = preserve_weight_for(preserve_weight, req.preserve_weight)
     keep = preserve_pairs(req, preserve_weight)
     obj_acts, obj_area, _, _ = gw.object_from_selection(req.object.imgnum, req.object.mask_url)
     goal_in, goal_out, _, _ = gw.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
@@ -155,7 +147,7 @@ def apply_erase(gw: SeqStyleGanRewriter, request, rank: int, drank: int, niter: 
     pairs = context_pairs(req)
     if not 1 <= drank <= gw.k_shape[1]:
         raise RewriteError(f'drank must be between 1 and {gw.k_shape[1]}, not {drank}')
-    preserve_weight = request_weight(req, preserve_weight)
+    preserve_weight = preserve_weight_for(preserve_weight, req.preserve_weight)
     keep = preserve_pairs(req, preserve_weight)
     goal_in, goal_out = gw.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
     context = gw.multi_key_from_selection(pairs, rank=rank, preserve_pairs=keep, preserve_weight=preserve_weight)

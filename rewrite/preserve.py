@@ -23,6 +23,15 @@ import torch
 PRESERVE_WEIGHT = 0.1
 
 
+def preserve_weight_for(given: float | None, in_file: float | None) -> float:
+    """The preserve weight an edit uses: `given` (an explicit argument or --preserve-weight) wins, else the
+    edit file's own `preserve_weight` field (`in_file`), else PRESERVE_WEIGHT. `given` is returned as it is:
+    the edit checks it (and names it in its error)."""
+    if given is not None:
+        return given
+    return PRESERVE_WEIGHT if in_file is None else float(in_file)
+
+
 @dataclass
 class PreserveSet:
     """The preserve regions at the target layer, M images at full size.

@@ -31,7 +31,7 @@ from utils import imgviz
 from utils.paintwidget import as_rgb_array, encode_picture
 
 from . import editfile
-from .preserve import PRESERVE_WEIGHT
+from .preserve import preserve_weight_for
 from .rewriteapp import AppPanel, UserError, reports_errors
 
 PRESERVE_COLOR = (40, 110, 255)
@@ -94,7 +94,7 @@ class PreservePanel(AppPanel):
     def weight(self) -> float:
         """The preserve regions' weight Execute Change will use: the request's `preserve_weight` (a loaded
         file's), else PRESERVE_WEIGHT."""
-        return float(self.app.request.get('preserve_weight', PRESERVE_WEIGHT))
+        return preserve_weight_for(None, self.app.request.get('preserve_weight'))
 
     @reports_errors('Add to Preserve')
     def add(self, _button=None) -> None:
