@@ -11,7 +11,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "install.sh: installing torch==${TORCH_VERSION:-2.13.0} from ${TORCH_INDEX_URL:-PyPI (CUDA build on Linux)}"
-    "$PY" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+    # --retries 1: where the index cannot be reached, pip falls back to its configured find-links quickly
+    "$PY" -m pip install -q --retries 1 "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 else
     echo "install.sh: keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 fi

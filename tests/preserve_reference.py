@@ -1,22 +1,19 @@
-"""Issue 13: SHA-256 of the rewritten weight that edit files *without* `preserve` give, for the
-bit-identity test (tests/test_preserve_method.py). Recipe (one thread, so the float sums are the same):
+"""The bundled and the original tool's edit files as test cases, for the test that an edit file *without*
+`preserve` gives, bit for bit, the weights of the same file *with* preserve regions applied at
+preserve_weight 0 (tests/test_preserve_method.py). Both sides are computed in the same run on the same host,
+one thread, so the float sums are the same; nothing is recorded between runs (float kernels differ between
+CPUs).
 
 - demo: the bundled files of notebooks/masks/demo at the layer their name records, the demo model at
   truncation 0.5, z_dataset_for_model(model, 1000), key statistics over the first 50 z's; the fast
   solver (default options) at the file's rank and at rank 1, the original solver (20 steps) at its rank;
 - orig: the original tool's 28 edit files (../shared/reference/original-edits) on the size-256 layout
   checkpoint of seed 5 at truncation 0.5, statistics over 6 z's, rank 1; fast and original (3 steps).
-
-`python tests/preserve_reference.py` rewrites tests/data/no_preserve_reference_sha256.json (only to be run
-on the code whose results are the reference; it was run on the code before issue 13's method). Float
-kernels differ between CPU instruction sets, so the file records the platform it was made on (`_platform`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,17 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_EDITS = ROOT / 'notebooks' / 'masks' / 'demo'
-REFERENCE_FILE = ROOT / 'tests' / 'data' / 'no_preserve_reference_sha256.json'
 ORIGINAL_NITER = {'demo': 20, 'orig': 3}
-
-
-def platform() -> str:
-    """What the float results depend on besides the code: torch's version and CPU kernel level."""
-    return f'torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}'
-
-
-def weight_hash(weight: torch.Tensor) -> str:
-    return hashlib.sha256(weight.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _layer_and_rank(path: Path) -> tuple[int, int]:
@@ -63,16 +50,25 @@ def orig_layer(path: Path) -> int:
     return 6 if path.parent.name == 'faces' else 8
 
 
-def compute_hashes(kind: str, rewriter_for, cases) -> dict[str, str]:
-    """Hashes of the weight after each case; rewriter_for(layer) -> a SeqStyleGanRewriter (reverted after)."""
+def with_zero_weight_preserve(request: dict) -> dict:
+    """The request with preserve regions (its own context regions, else its paste region): applied at
+    preserve_weight 0 these must change nothing."""
+    regions = request.get('key') or [request['paste']]
+    return {**request, 'preserve': [list(region) for region in regions]}
+
+
+def weights_after(rewriter_for, cases, variant=lambda request: request, **options) -> dict[str, torch.Tensor]:
+    """The target weight after each case (a copy); rewriter_for(layer) -> a SeqStyleGanRewriter (reverted after).
+    `variant` maps the file's request to the one applied; `options` go to apply_request."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = {}
         for key, layer, path, solver, rank in cases:
             gw = rewriter_for(layer)
-            gw.apply_request(json.loads(path.read_text()), rank=rank, solver=solver, niter=ORIGINAL_NITER[kind])
-            out[key] = weight_hash(gw.target_weights())
+            niter = ORIGINAL_NITER['orig' if key.startswith('orig/') else 'demo']
+            gw.apply_request(variant(json.loads(path.read_text())), rank=rank, solver=solver, niter=niter, **options)
+            out[key] = gw.target_weights().detach().clone()
             gw.revert()
         return out
     finally:
@@ -107,20 +103,3 @@ def orig_cases(folder: Path) -> Iterator[tuple[str, int, Path, str, int]]:
     for path in sorted(folder.glob('*/*.json')):
         for solver in ('fast', 'original'):
             yield f'orig/{path.parent.name}/{path.name}/{solver}', orig_layer(path), path, solver, 1
-
-
-def main() -> None:
-    sys.path.insert(0, str(ROOT / 'tests'))
-    from conftest import REFERENCE, layout_checkpoint
-
-    from utils.fileio import atomic_write_text
-    hashes = {'_platform': platform()}
-    hashes.update(compute_hashes('demo', demo_rewriters(), demo_cases()))
-    hashes.update(compute_hashes('orig', orig_rewriters(layout_checkpoint(256, seed=5)),
-                                 orig_cases(REFERENCE / 'original-edits')))
-    atomic_write_text(REFERENCE_FILE, json.dumps(hashes, indent=1) + '\n')
-    print(f'{len(hashes)} hashes -> {REFERENCE_FILE}')
-
-
-if __name__ == '__main__':
-    main()

@@ -379,17 +379,36 @@ def source_tree(dest: Path) -> Path:
     return dest
 
 
+def dependency_paths() -> list[str]:
+    """The running environment's site-packages folders: where its torch, numpy, ... are installed."""
+    import site
+    import sysconfig
+    paths = [sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib'], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        paths.append(site.getusersitepackages())
+    return list(dict.fromkeys(path for path in paths if Path(path).is_dir()))
+
+
 @pytest.mark.slow
 def test_non_editable_install_runs_demo_and_notebook_from_another_folder(tmp_path):
-    """pip install . (not editable) into a fresh venv that borrows torch from the system's site-packages."""
+    """pip install . (not editable, build isolation) into a fresh venv of its own, with its own pip.
+
+    The venv has no system site packages (in a venv the "system" is the base interpreter, which need
+    not have torch or `wheel`); the package is built by that venv's pip with build isolation (setuptools
+    from the package index pip is configured with) and installed with --no-deps; its dependencies come
+    from the running environment's site-packages, appended after the venv's own by a .pth file, so the
+    package itself is found in the venv only."""
     src = source_tree(tmp_path / 'src')
     venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', '--without-pip', str(venv)], check=True,
-                   timeout=300)                            # the system's pip and setuptools (no network needed)
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, timeout=300)
     python, rewrite_cmd = str(venv / 'bin' / 'python'), str(venv / 'bin' / 'rewrite')
-    proc = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', str(src)],
-                          capture_output=True, text=True, timeout=600, env=os.environ | {'PIP_NO_INDEX': '1'})
+    purelib = subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                             capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    build_env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PIP_NO_INDEX')}
+    proc = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-deps', str(src)],
+                          capture_output=True, text=True, timeout=900, env=build_env)
     assert proc.returncode == 0, proc.stderr
+    (Path(purelib) / 'zz_test_dependencies.pth').write_text('\n'.join(dependency_paths()) + '\n')
     elsewhere = tmp_path / 'elsewhere'
     elsewhere.mkdir()
     (elsewhere / 'utils.py').write_text(USER_UTILS)                    # and a user's utils.py beside it

@@ -44,6 +44,7 @@ EXCLUDED = {
     ('.', '.venv/bin/activate'): 'activates that environment (a shell builtin)',
     ('pip', 'install'): 'installs packages from the network',
     ('python', '-m', 'rewrite', 'advise'): 'minutes (a 12-setting sweep per layer); tests/test_advisor.py runs it',
+    ('python', '-m', 'pytest'): 'runs tests, this test included',
 }
 
 
@@ -111,6 +112,20 @@ def test_command_extraction_and_the_size_rule():
     assert any(c[0] == 'torchrun' for c in commands)
     for prefix in EXCLUDED:                         # no stale exclusions
         assert any(excluded(c) == prefix for c in commands), prefix
+
+
+def test_ci_runs_the_readme_set_up_block():
+    """.ci/run extracts the commands of README's set-up block with an awk program: run it on README and
+    compare with that block as this test reads it; the commands install, then run the whole suite."""
+    script = (ROOT / '.ci' / 'run').read_text()
+    program = re.search(r"awk '(.*?)' README.md", script, flags=re.S).group(1)
+    proc = subprocess.run(['awk', program, str(ROOT / 'README.md')], capture_output=True, text=True, check=True)
+    text = (ROOT / 'README.md').read_text()
+    set_up = shell_blocks(text[text.index('## Set-up'):])[0]
+    extracted = [command for line in proc.stdout.splitlines() for command in shell_commands(f'```bash\n{line}\n```')]
+    assert extracted == set_up
+    assert set_up[0] == ['bash', 'setup/install.sh'] and set_up[-1] == ['bash', 'setup/run-tests.sh']
+    assert 'python3 -m venv' in script and '--system-site-packages' not in script
 
 
 @pytest.mark.slow
