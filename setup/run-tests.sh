@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup/install.sh --test
 "${PYTHON:-python3}" -m ruff check .
-exec "${PYTHON:-python3}" -m pytest -q "$@"
+exec "${PYTHON:-python3}" -m pytest -q --durations=15 "$@"

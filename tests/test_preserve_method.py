@@ -203,7 +203,7 @@ def test_bundled_edit_files_without_preserve_match_preserve_weight_zero():
 def test_original_edit_files_without_preserve_match_preserve_weight_zero():
     folder = need_shared() / 'original-edits'
     cases = list(preserve_reference.orig_cases(folder))
-    assert len(cases) == 56
+    assert len(cases) == 28 + 4
     rewriter_for = preserve_reference.orig_rewriters(layout_checkpoint(256, seed=5))
     without = preserve_reference.weights_after(rewriter_for, cases)
     with_zero = preserve_reference.weights_after(rewriter_for, cases, preserve_reference.with_zero_weight_preserve,
