@@ -309,10 +309,27 @@ def run_convert(args: argparse.Namespace, world) -> None:
     """convert IN.pkl OUT.pt: load_seq_stylegan(IN.pkl) then save_checkpoint (conv_clamp kept)."""
     if args.source.suffix.lower() != '.pkl':
         raise CliError(f'convert: {args.source} is not a .pkl file (NVlabs StyleGAN2-ADA snapshot expected)')
+    check_convert_paths(args.source, args.dest)
     model = load_model(str(args.source), truncation=1.0, device=torch.device('cpu'))
     if world.is_main:
         save_checkpoint(model, args.dest)
         print(f'wrote {args.dest}: {model.size} px, style_dim {model.style_dim}, conv_clamp {model.conv_clamp}')
+
+
+def check_convert_paths(source: Path, dest: Path) -> None:
+    """Before any conversion work: the source is a regular file and the destination a writable file name
+    that is not the source itself (the same file by any name: a hard link or a symlink to it)."""
+    if not source.is_file():
+        raise CliError(f'convert: {source} is not a readable file')
+    try:
+        same = dest.exists() and os.path.samefile(source, dest)
+    except OSError as e:
+        raise CliError(f'convert: cannot check DEST {dest} ({e.strerror or e})') from None
+    if same:
+        raise CliError(f'convert: DEST {dest} is the source file {source} (the same file): writing it would '
+                       'replace the pickle; choose another file name, e.g. '
+                       f'{source.with_suffix(".pt").name}')
+    check_writable_file(dest, 'DEST')
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -377,6 +394,8 @@ def check_writable_dir(path: Path, what: str) -> None:
 def check_writable_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise CliError(f'{what} {path} is a folder, expected a file name')
+    if path.exists() and not path.is_file():
+        raise CliError(f'{what} {path} exists and is not a regular file (a device or FIFO is never replaced)')
     check_writable_dir(path.parent, f'the folder of {what}')
 
 
