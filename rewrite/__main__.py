@@ -57,7 +57,7 @@ from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .methods import SOLVERS
 from .preserve import PRESERVE_WEIGHT, preserve_weight_for
 from .savededits import notebook_files, notebooks_dir
-from .statistics import KeyStatistics, cache_filename, gather_key_statistics, weights_fingerprint
+from .statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
 DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
@@ -372,7 +372,7 @@ def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int)
 
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
-    while not path.exists():
+    while not os.path.lexists(path) and path != path.parent:      # a dangling symlink stops the walk
         path = path.parent
     return path
 
@@ -382,6 +382,8 @@ def check_writable_dir(path: Path, what: str) -> None:
     if path.exists() and not path.is_dir():
         raise CliError(f'{what} {path} exists and is not a folder')
     base = _nearest_existing(path)
+    if base.is_symlink() and not base.exists():
+        raise CliError(f'{what} {path} cannot be created: {base} is a dangling symbolic link')
     if not base.is_dir():
         raise CliError(f'{what} {path} cannot be created: {base} is not a folder')
     try:
@@ -614,6 +616,9 @@ def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> 
     not: (the cache file, the statistics gathered now, or None when they were cached already)."""
     zs, meta = statistics_inputs(gw)
     path = cachedir / cache_filename(meta)
+    problem = cache_problem(path)
+    if problem is not None:                     # before the pass, not after it
+        raise CliError(f'--cachedir: {problem}')
     if all_agree(KeyStatistics.load(path, meta) is not None, world):
         return path, None
     stats = gather_statistics(gw, zs, world)

@@ -15,7 +15,15 @@ from . import keymethods, methods
 from .checks import RewriteError, check_choice, check_rank
 from .pieces import LayerPieces
 from .preserve import PRESERVE_WEIGHT, context_directions
-from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics
+from .statistics import (
+    KeyStatistics,
+    cache_filename,
+    cache_meta,
+    cache_problem,
+    cache_unwritable_warning,
+    flatten_keys,
+    gather_key_statistics,
+)
 
 
 class ContextKeys:
@@ -52,13 +60,20 @@ class ContextKeys:
             cached = KeyStatistics.load(path, meta)
             if cached is not None:
                 return cached
+        problem = cache_problem(path) if path is not None else None
+        if problem is not None:                  # found before the pass: the statistics stay in memory
+            cache_unwritable_warning(path, problem)
+            path = None
         zs = self.statistics_zs() if indices is None else self.pieces.get_zs(list(indices))
         device, context_model = self.pieces.device, self.pieces.context_model
         moment, quantiles = gather_key_statistics(lambda z: context_model(z.to(device)).fmap, zs,
                                                   self.pieces.batch_size, progress=self.progress)
         stats = KeyStatistics(moment, quantiles)
         if path is not None:
-            stats.save(path, meta)
+            try:
+                stats.save(path, meta)
+            except OSError as e:                 # the disk filled, or the folder changed during the pass
+                cache_unwritable_warning(path, f'{path}: {e.strerror or e}')
         return stats
 
     def keys_and_weights(self, pairs, field: str = 'key') -> tuple[torch.Tensor, torch.Tensor]:

@@ -214,3 +214,98 @@ def test_a_second_interrupt_during_the_restore_waits_for_it():
     out = run_child(SIGINT_IN_RESTORE)
     assert 'RESULT signal interrupted same 0' in out, out
     assert 'RESULT callback interrupted same 0' in out, out
+
+
+# ---- the statistics cache folder --------------------------------------------------------------------
+
+def _rewriter(cachedir):
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_rewriter import LAYER, tiny_model
+
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from utils.zdataset import z_dataset_for_model
+    model = tiny_model()
+    return SeqStyleGanRewriter(model, z_dataset_for_model(model, 16), LAYER, cachedir=cachedir, progress=False)
+
+
+def _unusable_cache(tmp_path, case: str) -> Path:
+    """A cache folder (or, for 'file_is_folder', a folder whose cache file name is taken by a folder)."""
+    (tmp_path / 'plain').write_text('x')
+    if case.startswith('dangling'):
+        (tmp_path / 'gone').symlink_to(tmp_path / 'nowhere')
+    if case == 'file_is_folder':
+        from rewrite.statistics import cache_filename
+        (tmp_path / 'cache' / cache_filename(_rewriter(None).cache_meta())).mkdir(parents=True)
+    return {'file': tmp_path / 'plain', 'under_a_file': tmp_path / 'plain' / 'cache', 'read_only': Path('/proc/cache'),
+            'dev_null': Path('/dev/null'), 'dangling': tmp_path / 'gone', 'dangling_parent': tmp_path / 'gone' / 'c',
+            'file_is_folder': tmp_path / 'cache'}[case]
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob('*'))}
+
+
+CACHE_CASES = ['file', 'under_a_file', 'read_only', 'dev_null', 'dangling', 'dangling_parent', 'file_is_folder']
+
+
+@pytest.mark.parametrize('case', CACHE_CASES)
+def test_an_unwritable_cache_is_found_before_the_pass_and_the_statistics_kept(tmp_path, monkeypatch, case):
+    import warnings
+
+    import torch
+
+    import rewrite.contextkeys as contextkeys
+    cachedir = _unusable_cache(tmp_path, case)
+    before = _tree(tmp_path)
+    gather = contextkeys.gather_key_statistics
+    gw = _rewriter(cachedir)
+    with warnings.catch_warnings(record=True) as seen:
+        def gather_after_the_check(*args, **kwargs):
+            assert seen, 'the statistics pass started before the cache folder was checked'
+            return gather(*args, **kwargs)
+        monkeypatch.setattr(contextkeys, 'gather_key_statistics', gather_after_the_check)
+        warnings.simplefilter('always')
+        stats = gw.stats
+    assert len(seen) == 1 and 'statistics cache not written' in str(seen[0].message), [str(w.message) for w in seen]
+    assert 'kept in memory' in str(seen[0].message)
+    reference = _rewriter(None).stats
+    assert torch.equal(stats.c_matrix, reference.c_matrix)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('case', ['file_is_folder', 'dangling', 'dev_null'])
+def test_cli_stats_and_apply_with_an_unusable_cache(tmp_path, capsys, case):
+    import json
+
+    import torch
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_cli import edit_json
+    from test_sampling import TINY as SMALL
+
+    from rewrite.statistics import cache_filename
+    from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
+    torch.manual_seed(0)
+    save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
+    (tmp_path / 'edit.json').write_text(json.dumps(edit_json()))
+    cache = {'file_is_folder': tmp_path / 'cache', 'dangling': tmp_path / 'gone', 'dev_null': Path('/dev/null')}[case]
+    (tmp_path / 'gone').symlink_to(tmp_path / 'nowhere')
+    if case == 'file_is_folder':                   # every cache file name the commands will use is a folder
+        from rewrite.__main__ import load_model, make_rewriter
+        model = load_model(str(tmp_path / 'small.pt'), 0.5, torch.device('cpu'))
+        for n in (12, 20):
+            (cache / cache_filename(make_rewriter(model, 6, n, cache, False).cache_meta())).mkdir(parents=True)
+    before = _tree(tmp_path)
+    code, _, err = cli(capsys, 'stats', '--model', tmp_path / 'small.pt', '--layer', 6, '--n', 12, '--cachedir', cache,
+                       '--quiet')
+    one_line_error(code, err)
+    assert '--cachedir' in err and ('is a folder' in err or 'dangling' in err or 'not a folder' in err), err
+    assert _tree(tmp_path) == before
+    code, out, err = cli(capsys, 'apply', '--model', tmp_path / 'small.pt', '--edit', tmp_path / 'edit.json',
+                         '--layer', 6, '--zsample', 20, '--cachedir', cache, '--quiet', '--out', tmp_path / 'e.pt')
+    assert 'Traceback' not in err
+    if case == 'file_is_folder':                   # the folder is usable, the one file is not: warned, kept in memory
+        assert code == 0 and 'statistics cache not written' in err and 'wrote' in out, err
+        assert (tmp_path / 'e.pt').is_file()
+    else:
+        one_line_error(code, err)
+        assert '--cachedir' in err
