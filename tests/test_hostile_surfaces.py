@@ -309,3 +309,262 @@ def test_cli_stats_and_apply_with_an_unusable_cache(tmp_path, capsys, case):
     else:
         one_line_error(code, err)
         assert '--cachedir' in err
+
+
+# ---- NVlabs .pkl files: claims bounded by the file, every field checked by name -------------------------
+
+def legacy_storage_blob(values, claim: int | None = None) -> bytes:
+    """A float32 storage as a legacy torch.save stream (what NVlabs' pickles embed per storage), written
+    here field by field; `claim`: the element count its declaration states (default: the true one)."""
+    import io
+    import pickle
+    import struct
+
+    import numpy as np
+    import torch
+    data = np.ascontiguousarray(values, dtype='<f4').reshape(-1)
+    claim = data.size if claim is None else claim
+    out = io.BytesIO()
+    for header in (torch.serialization.MAGIC_NUMBER, torch.serialization.PROTOCOL_VERSION,
+                   {'protocol_version': 1001, 'little_endian': True, 'type_sizes': {'short': 2, 'int': 4, 'long': 4}}):
+        pickle.dump(header, out, protocol=2)
+    marker = object()
+
+    class Declaration(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ('storage', torch.FloatStorage, 'key0', 'cpu', claim, None) if obj is marker else None
+    Declaration(out, protocol=2).dump(marker)
+    pickle.dump(['key0'], out, protocol=2)
+    out.write(struct.pack('<q', data.size) + data.tobytes())
+    return out.getvalue()
+
+
+class ClaimedTensor:
+    """A tensor of `shape` and `stride` over a storage blob (for hostile views and declarations)."""
+
+    def __init__(self, blob: bytes, shape: tuple, stride: tuple):
+        self.blob, self.shape, self.stride = blob, shape, stride
+
+
+def write_ada_pickle(data, path: Path) -> Path:
+    """Pickles what read_ada_pickle returned back into NVlabs' layout (persistence records, legacy storage
+    blobs), without NVlabs' code: the globals are written by name only."""
+    import collections
+    import pickle
+    import types
+
+    import torch
+
+    from utils.stylegan2.ada_pickle import PersistentRecord, _PlainDict
+    persistence = types.ModuleType('torch_utils.persistence')
+
+    def _reconstruct_persistent_obj(meta):
+        raise AssertionError('never called: written by name')
+    _reconstruct_persistent_obj.__module__ = 'torch_utils.persistence'
+    _reconstruct_persistent_obj.__qualname__ = '_reconstruct_persistent_obj'
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    package = types.ModuleType('torch_utils')
+    package.persistence = persistence
+
+    class Writer(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, PersistentRecord):
+                return _reconstruct_persistent_obj, ({'type': 'class', 'version': 6, 'module_src': obj.module_src,
+                                                      'class_name': obj.class_name, 'state': obj.state},)
+            if isinstance(obj, _PlainDict):
+                return dict, (), None, None, iter(obj.items())
+            if isinstance(obj, torch.Tensor):
+                t = obj.detach().float().contiguous()
+                obj = ClaimedTensor(legacy_storage_blob(t.numpy()), tuple(t.shape), tuple(t.stride()))
+            if isinstance(obj, ClaimedTensor):
+                storage = _Blob(obj.blob)
+                return torch._utils._rebuild_tensor_v2, (storage, 0, obj.shape, obj.stride, False,
+                                                         collections.OrderedDict())
+            if isinstance(obj, _Blob):
+                return torch.storage._load_from_bytes, (obj.blob,)
+            return NotImplemented
+
+    saved = {name: sys.modules.get(name) for name in ('torch_utils', 'torch_utils.persistence')}
+    sys.modules.update({'torch_utils': package, 'torch_utils.persistence': persistence})
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        with open(path, 'wb') as f:
+            Writer(f, protocol=4).dump(data)
+    finally:
+        sys.setrecursionlimit(limit)
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return path
+
+
+class _Blob:
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+
+def ada_data():
+    from utils.stylegan2.ada_pickle import read_ada_pickle
+    return read_ada_pickle(need_shared(PKL))
+
+
+def test_the_test_writer_round_trips_the_reference_pickle(tmp_path):
+    """The writer the hostile files below are made with: ada64.pkl rewritten reads back to the same checkpoint."""
+    import io
+    import warnings
+
+    import torch
+
+    from utils.stylegan2.ada_pickle import read_ada_checkpoint
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ours = read_ada_checkpoint(write_ada_pickle(ada_data(), tmp_path / 'again.pkl'))
+        ref = read_ada_checkpoint(need_shared(PKL))
+    assert sorted(ours['g_ema']) == sorted(ref['g_ema'])
+    assert all(torch.equal(ours['g_ema'][k], v) for k, v in ref['g_ema'].items())
+    assert torch.equal(ours['latent_avg'], ref['latent_avg']) and ours['conv_clamp'] == ref['conv_clamp']
+    storage = torch.load(io.BytesIO(legacy_storage_blob(torch.arange(6.0).numpy())), weights_only=True)
+    assert storage.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+PKL_PEAK = r'''
+import resource, sys, warnings
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]) * 2 ** 20,) * 2)
+from utils.stylegan2 import load_seq_stylegan
+warnings.simplefilter('ignore')
+try:
+    load_seq_stylegan(sys.argv[1])
+    print('LOADED')
+except ValueError as e:
+    print('ERROR', ' '.join(str(e).split()))
+except MemoryError:
+    print('MEMORYERROR')
+hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]
+print('PEAK_MB', int(hwm.split()[1]) / 1024)
+'''
+CAP_MB = 6000          # the children's address-space cap: torch alone maps about 1.5 GB of it
+
+
+@pytest.mark.parametrize('case', ['stride0_16384', 'stride0_4T', 'declared_14G', 'declared_4T'])
+def test_pkl_claims_are_bounded_by_what_the_file_holds(tmp_path, case):
+    import re
+
+    import numpy as np
+    data = ada_data()
+    fc = data['G_ema'].child('mapping').child('fc0')
+    shape, stride, claim = {'stride0_16384': ((16384, 16384), (0, 0), None),
+                            'stride0_4T': ((2 ** 20, 2 ** 20), (0, 1), None),
+                            'declared_14G': ((512, 512), (512, 1), 3_600_000_000),
+                            'declared_4T': ((512, 512), (512, 1), 10 ** 12)}[case]
+    weight = fc.parameters['weight'].numpy()
+    values = {'stride0_16384': weight.reshape(-1)[:1], 'stride0_4T': np.resize(weight, 2 ** 20)}.get(case, weight)
+    fc.parameters['weight'] = ClaimedTensor(legacy_storage_blob(values, claim), shape, stride)
+    path = write_ada_pickle(data, tmp_path / 'claim.pkl')
+    assert path.stat().st_size < 32 * 2 ** 20
+    out = run_child(PKL_PEAK, str(path), str(CAP_MB))
+    assert 'ERROR' in out and str(path) in out, out
+    expected = ('broadcast or overlapping view' if case.startswith('stride0')
+                else 'declares .* bytes of storage but holds only')
+    assert re.search(expected, out), out
+    assert float(out.split('PEAK_MB')[1]) < 900, out
+
+
+def _field_case(data, where: str, name: str, value, state: bool = False):
+    record = data['G_ema']
+    for part in where.split('.')[1:] if '.' in where else []:
+        record = record.child(part)
+    if state:
+        record.state[name] = value
+    else:
+        record.state['_init_kwargs'] = {**record.init_kwargs, name: value}
+
+
+FIELD_CASES = [
+    ('G_ema.synthesis', 'img_resolution', [64], 'img_resolution is a list of 1 items, expected an integer'),
+    ('G_ema.synthesis', 'img_resolution', 'x', "img_resolution is 'x', expected an integer"),
+    ('G_ema.synthesis', 'img_resolution', 64.5, 'img_resolution is 64.5, expected an integer'),
+    ('G_ema.synthesis', 'img_resolution', True, 'img_resolution is True, expected an integer'),
+    ('G_ema.synthesis', 'img_resolution', 2 ** 40, 'img_resolution is 1099511627776, expected an integer between'),
+    ('G_ema.synthesis', 'img_resolution', 48, 'img_resolution 48 is not a power of two'),
+    ('G_ema.synthesis', 'img_channels', [3], 'img_channels is a list of 1 items, expected an integer'),
+    ('G_ema.synthesis', 'img_channels', 'x', "img_channels is 'x', expected an integer"),
+    ('G_ema.synthesis', 'img_channels', 3.0, 'img_channels is 3.0, expected an integer'),
+    ('G_ema.mapping.fc0', 'lr_multiplier', [0.01], 'lr_multiplier is a list of 1 items, expected a positive finite'),
+    ('G_ema.mapping.fc0', 'lr_multiplier', 'x', "lr_multiplier is 'x', expected a positive finite number"),
+    ('G_ema.mapping.fc0', 'lr_multiplier', float('nan'), 'lr_multiplier is nan, expected a positive finite number'),
+    ('G_ema.mapping.fc0', 'activation', ['lrelu'], 'activation is a list of 1 items, expected a string'),
+    ('G_ema.mapping', 'num_ws', [10], 'num_ws is a list of 1 items, expected an integer'),
+    ('G_ema.mapping', 'num_ws', '10', "num_ws is '10', expected an integer"),
+    ('G_ema.mapping', 'num_ws', 10.5, 'num_ws is 10.5, expected an integer'),
+    ('G_ema.mapping', 'w_dim', 'x', "w_dim is 'x', expected an integer"),
+    ('G_ema.mapping', 'w_dim', 511, 'w_dim is 511 but the mapping network makes 512'),
+    ('G_ema.mapping', 'z_dim', [512], 'z_dim is a list of 1 items, expected an integer'),
+    ('G_ema.synthesis.b8.conv0', 'conv_clamp', [256], 'conv_clamp is a list of 1 items, expected a positive finite'),
+    ('G_ema.synthesis.b8.conv0', 'conv_clamp', 'x', "conv_clamp is 'x', expected a positive finite number"),
+    ('G_ema.synthesis.b8.conv0', 'use_noise', 'yes', "use_noise is 'yes', expected True or False"),
+    ('G_ema.synthesis.b8', 'use_fp16', [1], 'use_fp16 is a list of 1 items, expected True or False'),
+    ('G_ema.synthesis.b8', 'architecture', ['skip'], 'architecture is a list of 1 items, expected a string'),
+    ('G_ema.synthesis.b8', 'resample_filter', 'x', "resample_filter is 'x', not supported"),
+    ('G_ema.synthesis.b8', 'resample_filter', [1, 'a', 3, 1], 'resample_filter is a list of 4 items, not supported'),
+    ('G_ema', 'c_dim', 'x', "c_dim is 'x', expected an integer"),
+]
+
+
+@pytest.mark.filterwarnings('ignore:G_ema computes')
+@pytest.mark.parametrize('where, name, value, message', FIELD_CASES,
+                         ids=[f'{c[1]}={c[2]!r}' for c in FIELD_CASES])
+def test_every_pkl_field_is_checked_by_name(tmp_path, capsys, where, name, value, message):
+    import re
+    data = ada_data()
+    _field_case(data, where, name, value)
+    path = write_ada_pickle(data, tmp_path / 'field.pkl')
+    before = path.read_bytes()
+    code, _, err = cli(capsys, 'convert', path, tmp_path / 'out.pt')
+    one_line_error(code, err)
+    assert message in err and str(path) in err, err
+    assert re.search(rf'{re.escape(where.split(".")[0])}', err), err
+    assert path.read_bytes() == before and not (tmp_path / 'out.pt').exists()
+
+
+@pytest.mark.parametrize('case', ['deep_filter', 'deep_top', 'cyclic'])
+def test_deep_or_cyclic_pkl_data_is_a_clear_error(tmp_path, case):
+    from utils.stylegan2 import load_seq_stylegan
+    from utils.stylegan2.ada_pickle import MAX_NESTING, AdaPickleError
+    path = tmp_path / f'{case}.pkl'
+    if case == 'deep_filter':
+        data = ada_data()
+        nested: list = [1, 3, 3, 1]
+        for _ in range(3000):
+            nested = [nested]
+        _field_case(data, 'G_ema.synthesis.b8', 'resample_filter', nested)
+        write_ada_pickle(data, path)
+    elif case == 'deep_top':                     # a list 100000 levels deep, written as opcodes
+        path.write_bytes(b'\x80\x02' + b']' * 100000 + b'a' * 99999 + b'.')
+    else:                                        # a list that contains itself
+        path.write_bytes(b'\x80\x02]q\x00h\x00a}q\x01X\x05\x00\x00\x00G_emaq\x02h\x00s\x86.')
+    message = 'contains itself' if case == 'cyclic' else f'nests more than {MAX_NESTING} levels deep'
+    with pytest.raises(AdaPickleError, match=message):
+        load_seq_stylegan(path)
+
+
+def test_a_damaged_g_ema_is_an_error_not_a_fallback_to_g(tmp_path):
+    import warnings
+
+    from utils.stylegan2 import load_seq_stylegan
+    from utils.stylegan2.ada_pickle import AdaPickleError
+    for damaged in (None, 'x', {'weights': 1}):
+        data = ada_data()
+        data['G_ema'] = damaged
+        path = write_ada_pickle(data, tmp_path / 'damaged.pkl')
+        with pytest.raises(AdaPickleError, match=r'G_ema is .*expected a network record .*G, the raw training '
+                                                 'generator, is not used in its place'):
+            load_seq_stylegan(path)
+    data = ada_data()
+    del data['G_ema']                            # no G_ema at all: G, with a warning (documented)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        load_seq_stylegan(write_ada_pickle(data, tmp_path / 'g_only.pkl'))
+    assert any('has no G_ema: using G' in str(w.message) for w in seen)
