@@ -55,7 +55,7 @@ from .distributed import (
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .methods import SOLVERS
-from .preserve import PRESERVE_WEIGHT, preserve_weight_for
+from .preserve import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, preserve_weight_for
 from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics, weights_fingerprint
 
@@ -479,6 +479,9 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
     check_stats_n(args)
     weight = preserve_weight_for(args.preserve_weight, request.get('preserve_weight'))
+    if weight > MAX_PRESERVE_WEIGHT:
+        raise CliError(f'--preserve-weight {weight:g} is above {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT: '
+                       'a weight of 1 already removes a rank-1 edit)')
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
                     not args.quiet, args.stats_n, weight)
 

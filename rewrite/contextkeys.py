@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from . import keymethods, methods
-from .checks import RewriteError, check_choice, check_rank
+from .checks import RewriteError, check_choice, check_rank, real_number
 from .pieces import LayerPieces
-from .preserve import PRESERVE_WEIGHT, context_directions
+from .preserve import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, context_directions
 from .statistics import (
     KeyStatistics,
     cache_filename,
@@ -94,6 +94,10 @@ class ContextKeys:
         regions (key_method 'zca' only) and preserve_weight > 0, `rewrite.preserve.context_directions`."""
         check_choice(key_method, methods.KEY_METHODS, 'key_method')
         check_rank(rank, self.pieces.k_shape[1])
+        if preserve_pairs and not (real_number(preserve_weight, 0.0, strict=False)
+                                   and preserve_weight <= MAX_PRESERVE_WEIGHT):
+            raise RewriteError(f'preserve_weight must be a finite number between 0 and {MAX_PRESERVE_WEIGHT:g} '
+                               f'(MAX_PRESERVE_WEIGHT), not {preserve_weight!r}')
         if not pairs:
             raise RewriteError('no context regions were given')
         obs, w = self.keys_and_weights(pairs)

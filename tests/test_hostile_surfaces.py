@@ -568,3 +568,94 @@ def test_a_damaged_g_ema_is_an_error_not_a_fallback_to_g(tmp_path):
         warnings.simplefilter('always')
         load_seq_stylegan(write_ada_pickle(data, tmp_path / 'g_only.pkl'))
     assert any('has no G_ema: using G' in str(w.message) for w in seen)
+
+
+# ---- preserve fields: a documented range for the weight, a documented limit on regions --------------------
+
+@pytest.fixture(scope='module')
+def edit_setup():
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_hostile_input import _edit_setup
+    return _edit_setup()
+
+
+def _weights(gw) -> dict:
+    return {n: t.clone() for n, t in gw.model.state_dict().items()}
+
+
+def _unchanged(gw, before) -> bool:
+    import torch
+    return all(torch.equal(t, before[n]) for n, t in gw.model.state_dict().items()) and not gw.history
+
+
+@pytest.mark.parametrize('weight', [1e308, 1000.5, float('inf')])
+def test_a_huge_preserve_weight_is_refused_before_work(edit_setup, weight):
+    from rewrite.ganrewrite import RewriteError
+    from rewrite.preserve import MAX_PRESERVE_WEIGHT
+    gw, request = edit_setup
+    assert MAX_PRESERVE_WEIGHT == 1000
+    request = request | {'preserve': [request['key'][1]]}
+    before = _weights(gw)
+    with pytest.raises(RewriteError, match=r'preserve_weight must be a finite number between 0 and 1000 '
+                                           r'\(MAX_PRESERVE_WEIGHT\)'):
+        gw.apply_edit(request, solver='fast', preserve_weight=weight)
+    with pytest.raises(RewriteError, match='preserve_weight must be a finite number between 0 and 1000'):
+        gw.multi_key_from_selection(request['key'], rank=1, preserve_pairs=request['preserve'], preserve_weight=weight)
+    if weight < float('inf'):
+        with pytest.raises(RewriteError, match=r'preserve_weight: must be (at most 1000|a finite number)'):
+            gw.apply_edit(request | {'preserve_weight': weight}, solver='fast')
+    assert _unchanged(gw, before)
+    gw.apply_edit(request, solver='fast', preserve_weight=MAX_PRESERVE_WEIGHT)   # the limit itself works
+    gw.revert()
+
+
+@pytest.mark.parametrize('where', ['file', 'option'])
+def test_cli_refuses_a_huge_preserve_weight_in_one_line(tmp_path, capsys, where):
+    import json
+
+    import torch
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_cli import edit_json
+    from test_sampling import TINY as SMALL
+
+    from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
+    torch.manual_seed(0)
+    save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
+    request = edit_json()
+    request['preserve'] = [request['key'][1]]
+    if where == 'file':
+        request['preserve_weight'] = 1e308
+    (tmp_path / 'edit.json').write_text(json.dumps(request))
+    before = _tree(tmp_path)
+    extra = ['--preserve-weight', '1e308'] if where == 'option' else []
+    code, _, err = cli(capsys, 'apply', '--model', tmp_path / 'small.pt', '--edit', tmp_path / 'edit.json',
+                       '--layer', 6, '--zsample', 20, '--cachedir', tmp_path / 'cache', '--quiet',
+                       '--out', tmp_path / 'e.pt', *extra)
+    one_line_error(code, err)
+    assert ('preserve_weight: must be at most 1000' if where == 'file' else '--preserve-weight 1e+308 is above 1000') \
+        in err, err
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('field, count', [('preserve', 20000), ('key', 101)])
+def test_region_counts_are_limited_before_any_mask_is_decoded(tmp_path, monkeypatch, field, count):
+    import json
+
+    import rewrite.editfile as editfile
+    from rewrite.editfile import MAX_REGIONS, EditFileError, load_edit
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_cli import edit_json
+    request = edit_json()
+    request[field] = [request['paste']] * count
+    path = tmp_path / 'many.json'
+    path.write_text(json.dumps(request))
+    decoded = []
+    open_png = editfile._open_png
+    monkeypatch.setattr(editfile, '_open_png', lambda url: decoded.append(1) or open_png(url))
+    with pytest.raises(EditFileError, match=rf'{field}: lists {count} regions; a request has at most '
+                                            rf'{MAX_REGIONS} \(MAX_REGIONS\)'):
+        load_edit(path)
+    assert MAX_REGIONS == 100 and decoded == []
+    request[field] = [request['paste']] * MAX_REGIONS          # the limit itself is accepted
+    path.write_text(json.dumps(request))
+    assert len(getattr(load_edit(path), field)) == MAX_REGIONS
