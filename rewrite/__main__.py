@@ -60,6 +60,7 @@ from .savededits import notebook_files, notebooks_dir
 from .statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
+MAX_ZSAMPLE = 100_000               # --zsample / stats --n at most (z [N, 512] and a statistics pass over all N)
 DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
 DEMO_LAYER = 6
 EXIT_BAD_INPUT = 2
@@ -95,6 +96,18 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
         if value < low:
             raise argparse.ArgumentTypeError(f'must be >= {low}, got {value}')
+        return value
+    return parse
+
+
+def _int_between(low: int, high: int, limit: str) -> Callable[[str], int]:
+    """An integer option in [low, high], checked before anything is allocated (`limit`: the constant's name)."""
+    at_least = _int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f'must be at most {high} ({limit}), got {value}')
         return value
     return parse
 
@@ -137,8 +150,9 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
-    p.add_argument('--zsample', type=_int_at_least(1), default=DEFAULT_ZSAMPLE,
-                   help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--zsample', type=_int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
+                   help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE}, '
+                        f'at most {MAX_ZSAMPLE})')
     if stats_n:
         p.add_argument('--stats-n', type=_int_at_least(1), default=None,
                        help='gather the key statistics over the first N images of the z-sample only (default: '
@@ -183,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    '(float64, summed across torchrun processes) and caches it.')
     _add_model_args(p)
     p.add_argument('--layer', type=int, required=True, help='the layer N (layerN)')
-    p.add_argument('--n', '--num-images', type=_int_at_least(1), default=DEFAULT_ZSAMPLE, dest='zsample',
-                   help=f'z-sample size (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--n', '--num-images', type=_int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
+                   dest='zsample', help=f'z-sample size (default {DEFAULT_ZSAMPLE}, at most {MAX_ZSAMPLE})')
     p.add_argument('--cachedir', type=Path, default=None, help=f'cache folder (default {default_cachedir()})')
     p.add_argument('--batch', type=_int_at_least(1), default=8,
                    help='images per forward pass (default 8, as the rewriter; quantiles depend on it)')
@@ -246,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--layers', type=int, nargs='+', default=None,
                    help='layers to try (default: every layer; those too small for the masks are listed as skipped)')
     p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
-    p.add_argument('--heldout', type=_int_at_least(1), default=advisor.HELDOUT_N,
-                   help=f'held-out samples that score each setting (default {advisor.HELDOUT_N})')
+    p.add_argument('--heldout', type=_int_between(1, advisor.MAX_HELDOUT, 'MAX_HELDOUT'), default=advisor.HELDOUT_N,
+                   help=f'held-out samples that score each setting (default {advisor.HELDOUT_N}, at most '
+                        f'{advisor.MAX_HELDOUT})')
     p.add_argument('--heldout-truncation', type=_finite_float, default=advisor.HELDOUT_TRUNCATION,
                    help='truncation of the held-out samples (default 1: the whole distribution; the edit '
                         'itself uses --truncation)')

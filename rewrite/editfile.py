@@ -458,6 +458,19 @@ def load_edit(path: str | os.PathLike, num_images: int | None = None,
         raise EditFileError(err.field, f'{err.reason} (in {path})') from None
 
 
+def read_edit_json(obj: str | os.PathLike) -> object:
+    """The JSON value of an edit (JSON text, or the path of a file), read as load_edit reads it, before
+    validation: bounded reads of regular files only, fields given twice and too deep nesting refused
+    (EditFileError 'request'); OSError if the file cannot be read."""
+    if isinstance(obj, str) and obj.lstrip()[:1] in ('{', '['):
+        return _loads(obj)
+    raw = read_edit_bytes(obj)
+    try:
+        return _loads(raw.decode('utf-8'))
+    except UnicodeDecodeError as err:
+        raise EditFileError('request', f'{obj} is not UTF-8 text ({err.reason})') from None
+
+
 def save_edit(path: str | os.PathLike, request: Mapping | EditRequest, num_images: int | None = None,
               layer_resolution: int | None = None) -> EditRequest:
     """Validates `request` and writes it atomically (temp file in the same folder + os.replace): on any

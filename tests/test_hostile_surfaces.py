@@ -659,3 +659,92 @@ def test_region_counts_are_limited_before_any_mask_is_decoded(tmp_path, monkeypa
     request[field] = [request['paste']] * MAX_REGIONS          # the limit itself is accepted
     path.write_text(json.dumps(request))
     assert len(getattr(load_edit(path), field)) == MAX_REGIONS
+
+
+# ---- `rewrite advise`: the edit-file reader, bounded reads, documented limits -----------------------------
+
+@pytest.fixture()
+def small_model_and_edit(tmp_path) -> tuple[Path, Path]:
+    import json
+
+    import torch
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_cli import edit_json
+    from test_sampling import TINY as SMALL
+
+    from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
+    torch.manual_seed(0)
+    save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
+    (tmp_path / 'edit.json').write_text(json.dumps(edit_json()))
+    return tmp_path / 'small.pt', tmp_path / 'edit.json'
+
+
+def _advise_edit_case(tmp_path, edit: Path, case: str) -> tuple[Path, str]:
+    text = edit.read_text()
+    if case == 'fifo':
+        os.mkfifo(tmp_path / 'fifo.json')
+        return tmp_path / 'fifo.json', 'is not a regular file'
+    if case == 'dev_zero':
+        return Path('/dev/zero'), 'is not a regular file'
+    if case == 'deep':
+        (tmp_path / 'deep.json').write_text('[' * 100000 + ']' * 100000)
+        return tmp_path / 'deep.json', 'JSON nested too deeply'
+    paste = text[text.index('"paste"'):text.index(', "key"')]
+    (tmp_path / 'twice.json').write_text(text[:-1] + ', ' + paste + '}')
+    return tmp_path / 'twice.json', 'paste: appears twice in the JSON object'
+
+
+@pytest.mark.parametrize('case', ['fifo', 'dev_zero', 'deep', 'duplicate_paste'])
+def test_advise_reads_edits_as_apply_does(tmp_path, capsys, small_model_and_edit, case):
+    """The same one-line error from `advise` and `apply`; a FIFO in a child with a time limit (it used to hang)."""
+    model, edit = small_model_and_edit
+    path, message = _advise_edit_case(tmp_path, edit, case)
+    before = _tree(tmp_path)
+    for command in ('advise', 'apply'):
+        out = tmp_path / ('advice' if command == 'advise' else 'e.pt')
+        args = [command, '--model', model, '--edit', path, '--zsample', 20, '--cachedir', tmp_path / 'cache',
+                '--quiet', '--out', out, '--threads', 1]
+        args += ['--layers', 6, '--ranks', 1, '--heldout', 2] if command == 'advise' else ['--layer', 6]
+        if case == 'fifo':
+            proc = subprocess.run([sys.executable, '-m', 'rewrite', *map(str, args)], cwd=ROOT, env=clean_env(),
+                                  capture_output=True, text=True, timeout=300)
+            code, err = proc.returncode, proc.stderr
+        else:
+            code, _, err = cli(capsys, *args)
+        one_line_error(code, err)
+        assert message in err, (command, err)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('option, value, limit', [('--heldout', 100_000_000, 'MAX_HELDOUT'),
+                                                  ('--zsample', 1_000_000_000, 'MAX_ZSAMPLE')])
+def test_advise_sizes_are_limited_before_allocating(tmp_path, capsys, small_model_and_edit, option, value, limit):
+    from rewrite import __main__ as main
+    from rewrite import advisor
+    model, edit = small_model_and_edit
+    before = _tree(tmp_path)
+    code, _, err = cli(capsys, 'advise', '--model', model, '--edit', edit, '--cachedir', tmp_path / 'cache',
+                       '--out', tmp_path / 'advice', option, value)
+    one_line_error(code, err)
+    high = advisor.MAX_HELDOUT if option == '--heldout' else main.MAX_ZSAMPLE
+    assert f'{option}: must be at most {high} ({limit}), got {value}' in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_advise_api_refuses_a_huge_heldout_and_a_duplicated_field(small_model_and_edit):
+    import torch
+
+    from rewrite.advisor import MAX_HELDOUT, advise, read_request
+    from rewrite.ganrewrite import RewriteError
+    from utils.stylegan2 import load_seq_stylegan
+    from utils.zdataset import z_dataset_for_model
+    model_path, edit = small_model_and_edit
+    model = load_seq_stylegan(model_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RewriteError, match=rf'heldout: expected a number of samples between 1 and {MAX_HELDOUT} '
+                                           r'\(MAX_HELDOUT\), got 100000000'):
+        advise(model, z_dataset_for_model(model, 20), str(edit), layers=[6], ranks=(1,), heldout=100_000_000)
+    text = edit.read_text()
+    with pytest.raises(RewriteError, match='paste: appears twice'):
+        read_request(text[:-1] + ', "paste": ' + text[text.index('"paste": ') + 9:text.index(', "key"')] + '}')
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
