@@ -309,15 +309,43 @@ def run_notebook(args: argparse.Namespace, world) -> None:
     missing = [str(source) for source, _ in files if not source.is_file()]
     if missing:
         raise CliError(f'the package has no {", ".join(missing)}: reinstall it (pip install .)')
-    existing = [str(target) for _, target in files if target.exists()]
+    existing = [str(target) for _, target in files if os.path.lexists(target)]
     if existing:
         raise CliError(f'{", ".join(existing)} already exist(s): nothing was copied; choose another DIR or move them')
-    for source, target in files:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, source.read_bytes())
+    for _, target in files:                     # every folder on the way, before anything is copied
+        for folder in reversed(target.relative_to(args.dest).parents):
+            folder = args.dest / folder
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise CliError(f'{folder} exists and is not a folder (it would hold {target.name}): nothing was '
+                               'copied; choose another DIR or move it')
+    try:
+        copy_all_or_nothing(files)
+    except OSError as e:
+        raise CliError(f'cannot copy into {args.dest} ({e.strerror or e}): nothing was copied') from None
     print(f'wrote {files[0][1]}, {files[1][1]} and {len(files) - 2} bundled edits in {args.dest / "masks" / "demo"}; '
           f'open it with `jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it), '
           f'or `cd {args.dest} && voila {files[0][1].name}`')
+
+
+def copy_all_or_nothing(files: list[tuple[Path, Path]]) -> None:
+    """Copies each (source, target) atomically, creating folders; on any failure the files and folders
+    made so far are removed again, so a copy is complete or absent."""
+    made: list[Path] = []
+    try:
+        for source, target in files:
+            missing = [folder for folder in reversed(target.parents) if not os.path.lexists(folder)]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made += missing
+            atomic_write_bytes(target, source.read_bytes())
+            made.append(target)
+    except BaseException:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        raise
 
 
 def run_convert(args: argparse.Namespace, world) -> None:

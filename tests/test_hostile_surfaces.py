@@ -748,3 +748,53 @@ def test_advise_api_refuses_a_huge_heldout_and_a_duplicated_field(small_model_an
     with pytest.raises(RewriteError, match='paste: appears twice'):
         read_request(text[:-1] + ', "paste": ' + text[text.index('"paste": ') + 9:text.index(', "key"')] + '}')
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ---- `rewrite notebook DIR`: all or nothing ------------------------------------------------------------
+
+@pytest.mark.parametrize('case', ['dangling', 'dangling_inside', 'masks_is_a_file', 'demo_is_a_file'])
+def test_notebook_refuses_unusable_folders_before_copying(tmp_path, capsys, case):
+    dest = tmp_path / 'nb'
+    if case == 'dangling':
+        dest.symlink_to(tmp_path / 'nowhere')
+        expected = 'is a dangling symbolic link'
+    elif case == 'dangling_inside':
+        dest.mkdir()
+        (dest / 'masks').symlink_to(tmp_path / 'nowhere')
+        expected = 'masks exists and is not a folder'
+    else:
+        dest.mkdir()
+        if case == 'demo_is_a_file':
+            (dest / 'masks').mkdir()
+        (dest / 'masks' if case == 'masks_is_a_file' else dest / 'masks' / 'demo').write_text('mine')
+        expected = 'exists and is not a folder'
+    before = _tree(tmp_path)
+    code, _, err = cli(capsys, 'notebook', dest)
+    one_line_error(code, err)
+    assert expected in err, err
+    assert case == 'dangling' or 'nothing was copied' in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_notebook_copy_that_fails_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import rewrite.__main__ as main
+    dest = tmp_path / 'nb'
+    dest.mkdir()
+    (dest / 'notes.txt').write_text('mine')
+    before = _tree(tmp_path)
+    write = main.atomic_write_bytes
+    calls = []
+
+    def fail_third(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, 'No space left on device')
+        write(path, data)
+    monkeypatch.setattr(main, 'atomic_write_bytes', fail_third)
+    code, _, err = cli(capsys, 'notebook', dest)
+    one_line_error(code, err)
+    assert 'No space left on device' in err and 'nothing was copied' in err, err
+    assert len(calls) == 3 and _tree(tmp_path) == before
+    monkeypatch.setattr(main, 'atomic_write_bytes', write)
+    code, out, err = cli(capsys, 'notebook', dest)             # and then it works
+    assert code == 0 and (dest / 'rewriting-interface.ipynb').is_file() and (dest / 'notes.txt').read_text() == 'mine'
