@@ -67,7 +67,7 @@ from utils.zdataset import z_sample_for_model
 from . import editfile
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
-from .pieces import all_zs
+from .pieces import all_zs, float_zs
 
 HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
 HELDOUT_N = 48
@@ -450,6 +450,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     if isinstance(heldout, bool) or not isinstance(heldout, int) or not 1 <= heldout <= MAX_HELDOUT:
         raise RewriteError(f'heldout: expected a number of samples between 1 and {MAX_HELDOUT} (MAX_HELDOUT), '
                            f'got {heldout!r}')
+    zds = float_zs(zds)
     raw = read_request(request)
     req = check_request(raw, len(zds))
     preserve = list(req.preserve)

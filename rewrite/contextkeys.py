@@ -45,8 +45,10 @@ class ContextKeys:
 
     def cache_meta(self) -> dict:
         """What the key statistics depend on (their cache key)."""
-        zs = self.statistics_zs()
-        seed = 'z' + hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16]
+        zs = self.statistics_zs().detach().cpu().contiguous()
+        raw = (zs.numpy().tobytes() if zs.dtype != torch.bfloat16            # numpy has no bfloat16: its bits
+               else b'bfloat16' + zs.view(torch.int16).numpy().tobytes())
+        seed = 'z' + hashlib.sha256(raw).hexdigest()[:16]
         model = self.pieces.model
         return cache_meta(self.pieces.context_model, self.pieces.layernum, len(zs), seed,
                           getattr(model, 'truncation', 1.0), getattr(model, 'noise_mode', 'const'))

@@ -798,3 +798,31 @@ def test_notebook_copy_that_fails_midway_leaves_nothing(tmp_path, capsys, monkey
     monkeypatch.setattr(main, 'atomic_write_bytes', write)
     code, out, err = cli(capsys, 'notebook', dest)             # and then it works
     assert code == 0 and (dest / 'rewriting-interface.ipynb').is_file() and (dest / 'notes.txt').read_text() == 'mine'
+
+
+# ---- z-samples of other dtypes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_low_precision_z_samples_work_like_their_float32_values(tmp_path, dtype):
+    """A z-sample in bfloat16 or float16 is used as its values in float32: the statistics (and their cache file)
+    and the edit are those of the float32 z-sample of the same values."""
+    import torch
+    from torch.utils.data import TensorDataset
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from test_hostile_input import _edit_setup
+    from test_rewriter import LAYER, tiny_model
+
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from utils.zdataset import z_dataset_for_model
+    _, request = _edit_setup()
+    model = tiny_model()
+    low = z_dataset_for_model(model, 40).tensors[0].to(getattr(torch, dtype))
+    gws = [SeqStyleGanRewriter(model, TensorDataset(z), LAYER, progress=False, cachedir=tmp_path / 'cache')
+           for z in (low, low.float())]
+    assert gws[0].zds.tensors[0].dtype == torch.float32 and torch.equal(gws[0].zds.tensors[0], low.float())
+    assert gws[0].cache_meta() == gws[1].cache_meta()
+    assert torch.equal(gws[0].c_matrix, gws[1].c_matrix)
+    records = [gw.apply_edit(request, solver='fast') for gw in gws]
+    assert records[0].final_loss == records[1].final_loss < records[0].initial_loss
+    assert torch.equal(gws[0].target_weights(), gws[1].target_weights())
+    assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
