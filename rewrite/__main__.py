@@ -333,9 +333,8 @@ def copy_all_or_nothing(files: list[tuple[Path, Path]]) -> None:
     made: list[Path] = []
     try:
         for source, target in files:
-            missing = [folder for folder in reversed(target.parents) if not os.path.lexists(folder)]
+            made += [folder for folder in reversed(target.parents) if not os.path.lexists(folder)]
             target.parent.mkdir(parents=True, exist_ok=True)
-            made += missing
             atomic_write_bytes(target, source.read_bytes())
             made.append(target)
     except BaseException:
