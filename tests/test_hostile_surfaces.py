@@ -6,6 +6,7 @@ user's files byte-identical and the weights bit-identical."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -827,3 +828,19 @@ def test_low_precision_z_samples_work_like_their_float32_values(tmp_path, dtype)
     assert records[0].final_loss == records[1].final_loss < records[0].initial_loss
     assert torch.equal(gws[0].target_weights(), gws[1].target_weights())
     assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
+
+
+@pytest.mark.filterwarnings('ignore:G_ema computes')
+@pytest.mark.parametrize('where, name, shape', [('G_ema.synthesis.b8.conv0', 'noise_strength', (2,)),
+                                                ('G_ema.synthesis.b8.torgb', 'bias', (4,))])
+def test_pkl_parameters_of_the_wrong_size_name_themselves(where, name, shape):
+    import torch
+
+    from utils.stylegan2.ada_pickle import AdaPickleError, ada_checkpoint
+    data = ada_data()
+    record = data['G_ema']
+    for part in where.split('.')[1:]:
+        record = record.child(part)
+    record.parameters[name] = torch.zeros(shape)
+    with pytest.raises(AdaPickleError, match=rf'{re.escape(where)}\.{name} has shape \({shape[0]},\); expected'):
+        ada_checkpoint(data)

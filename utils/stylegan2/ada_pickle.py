@@ -385,6 +385,12 @@ def _buffer(record: PersistentRecord, name: str, where: str) -> torch.Tensor:
     return _tensor(record, record.buffers, name, where)
 
 
+def _reshaped(value: torch.Tensor, shape: tuple[int, ...], where: str) -> torch.Tensor:
+    if value.numel() != math.prod(shape):
+        raise AdaPickleError(f'{where} has shape {tuple(value.shape)}; expected {math.prod(shape)} values')
+    return value.reshape(shape)
+
+
 def _need_child(record: PersistentRecord, name: str, where: str) -> PersistentRecord:
     child = record.child(name)
     if child is None:
@@ -587,10 +593,13 @@ def _map_generator(gen: PersistentRecord, gname: str, synthesis: PersistentRecor
             sd[f'{key}.conv.weight'] = weight[None]
             sd[f'{key}.conv.modulation.weight'] = _param(affine, 'weight', f'{lwhere}.affine')
             sd[f'{key}.conv.modulation.bias'] = _param(affine, 'bias', f'{lwhere}.affine')
-            sd[f'{key}.noise.weight'] = _param(layer, 'noise_strength', lwhere).reshape(1)
+            strength = _param(layer, 'noise_strength', lwhere)
+            sd[f'{key}.noise.weight'] = _reshaped(strength, (1,), f'{lwhere}.noise_strength')
             sd[f'{key}.activate.bias'] = _param(layer, 'bias', lwhere)
             noise = _buffer(layer, 'noise_const', lwhere)
-            sd[f'noises.noise_{n_noise}'] = noise.reshape(1, 1, *noise.shape[-2:])
+            if noise.dim() < 2:
+                raise AdaPickleError(f'{lwhere}.noise_const has shape {tuple(noise.shape)}; expected [H, W]')
+            sd[f'noises.noise_{n_noise}'] = _reshaped(noise, (1, 1, *noise.shape[-2:]), f'{lwhere}.noise_const')
             n_noise += 1
             layers.append((layer, lwhere))
         torgb = _need_child(block, 'torgb', where)
@@ -603,7 +612,7 @@ def _map_generator(gen: PersistentRecord, gname: str, synthesis: PersistentRecor
         sd[f'{rgb_key}.conv.weight'] = rgb_weight[None]
         sd[f'{rgb_key}.conv.modulation.weight'] = _param(rgb_affine, 'weight', f'{rwhere}.affine')
         sd[f'{rgb_key}.conv.modulation.bias'] = _param(rgb_affine, 'bias', f'{rwhere}.affine')
-        sd[f'{rgb_key}.bias'] = _param(torgb, 'bias', rwhere).reshape(1, 3, 1, 1)
+        sd[f'{rgb_key}.bias'] = _reshaped(_param(torgb, 'bias', rwhere), (1, 3, 1, 1), f'{rwhere}.bias')
         layers.append((torgb, rwhere))
         taps = _resample_taps(block, where)
         if res > 4:
