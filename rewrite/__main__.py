@@ -55,11 +55,12 @@ from .distributed import (
 from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .methods import SOLVERS
-from .preserve import PRESERVE_WEIGHT, preserve_weight_for
+from .preserve import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, preserve_weight_for
 from .savededits import notebook_files, notebooks_dir
-from .statistics import KeyStatistics, cache_filename, gather_key_statistics, weights_fingerprint
+from .statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
+MAX_ZSAMPLE = 100_000               # --zsample / stats --n at most (z [N, 512] and a statistics pass over all N)
 DEMO_EDIT_DIR = notebooks_dir() / 'masks' / 'demo'        # the checkout's, or the installed package data
 DEMO_LAYER = 6
 EXIT_BAD_INPUT = 2
@@ -95,6 +96,18 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
         if value < low:
             raise argparse.ArgumentTypeError(f'must be >= {low}, got {value}')
+        return value
+    return parse
+
+
+def _int_between(low: int, high: int, limit: str) -> Callable[[str], int]:
+    """An integer option in [low, high], checked before anything is allocated (`limit`: the constant's name)."""
+    at_least = _int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f'must be at most {high} ({limit}), got {value}')
         return value
     return parse
 
@@ -137,8 +150,9 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
-    p.add_argument('--zsample', type=_int_at_least(1), default=DEFAULT_ZSAMPLE,
-                   help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--zsample', type=_int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
+                   help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE}, '
+                        f'at most {MAX_ZSAMPLE})')
     if stats_n:
         p.add_argument('--stats-n', type=_int_at_least(1), default=None,
                        help='gather the key statistics over the first N images of the z-sample only (default: '
@@ -183,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    '(float64, summed across torchrun processes) and caches it.')
     _add_model_args(p)
     p.add_argument('--layer', type=int, required=True, help='the layer N (layerN)')
-    p.add_argument('--n', '--num-images', type=_int_at_least(1), default=DEFAULT_ZSAMPLE, dest='zsample',
-                   help=f'z-sample size (default {DEFAULT_ZSAMPLE})')
+    p.add_argument('--n', '--num-images', type=_int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
+                   dest='zsample', help=f'z-sample size (default {DEFAULT_ZSAMPLE}, at most {MAX_ZSAMPLE})')
     p.add_argument('--cachedir', type=Path, default=None, help=f'cache folder (default {default_cachedir()})')
     p.add_argument('--batch', type=_int_at_least(1), default=8,
                    help='images per forward pass (default 8, as the rewriter; quantiles depend on it)')
@@ -246,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--layers', type=int, nargs='+', default=None,
                    help='layers to try (default: every layer; those too small for the masks are listed as skipped)')
     p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
-    p.add_argument('--heldout', type=_int_at_least(1), default=advisor.HELDOUT_N,
-                   help=f'held-out samples that score each setting (default {advisor.HELDOUT_N})')
+    p.add_argument('--heldout', type=_int_between(1, advisor.MAX_HELDOUT, 'MAX_HELDOUT'), default=advisor.HELDOUT_N,
+                   help=f'held-out samples that score each setting (default {advisor.HELDOUT_N}, at most '
+                        f'{advisor.MAX_HELDOUT})')
     p.add_argument('--heldout-truncation', type=_finite_float, default=advisor.HELDOUT_TRUNCATION,
                    help='truncation of the held-out samples (default 1: the whole distribution; the edit '
                         'itself uses --truncation)')
@@ -294,25 +309,69 @@ def run_notebook(args: argparse.Namespace, world) -> None:
     missing = [str(source) for source, _ in files if not source.is_file()]
     if missing:
         raise CliError(f'the package has no {", ".join(missing)}: reinstall it (pip install .)')
-    existing = [str(target) for _, target in files if target.exists()]
+    existing = [str(target) for _, target in files if os.path.lexists(target)]
     if existing:
         raise CliError(f'{", ".join(existing)} already exist(s): nothing was copied; choose another DIR or move them')
-    for source, target in files:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, source.read_bytes())
+    for _, target in files:                     # every folder on the way, before anything is copied
+        for folder in reversed(target.relative_to(args.dest).parents):
+            folder = args.dest / folder
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise CliError(f'{folder} exists and is not a folder (it would hold {target.name}): nothing was '
+                               'copied; choose another DIR or move it')
+    try:
+        copy_all_or_nothing(files)
+    except OSError as e:
+        raise CliError(f'cannot copy into {args.dest} ({e.strerror or e}): nothing was copied') from None
     print(f'wrote {files[0][1]}, {files[1][1]} and {len(files) - 2} bundled edits in {args.dest / "masks" / "demo"}; '
           f'open it with `jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it), '
           f'or `cd {args.dest} && voila {files[0][1].name}`')
+
+
+def copy_all_or_nothing(files: list[tuple[Path, Path]]) -> None:
+    """Copies each (source, target) atomically, creating folders; on any failure the files and folders
+    made so far are removed again, so a copy is complete or absent."""
+    made: list[Path] = []
+    try:
+        for source, target in files:
+            made += [folder for folder in reversed(target.parents) if not os.path.lexists(folder)]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, source.read_bytes())
+            made.append(target)
+    except BaseException:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        raise
 
 
 def run_convert(args: argparse.Namespace, world) -> None:
     """convert IN.pkl OUT.pt: load_seq_stylegan(IN.pkl) then save_checkpoint (conv_clamp kept)."""
     if args.source.suffix.lower() != '.pkl':
         raise CliError(f'convert: {args.source} is not a .pkl file (NVlabs StyleGAN2-ADA snapshot expected)')
+    check_convert_paths(args.source, args.dest)
     model = load_model(str(args.source), truncation=1.0, device=torch.device('cpu'))
     if world.is_main:
         save_checkpoint(model, args.dest)
         print(f'wrote {args.dest}: {model.size} px, style_dim {model.style_dim}, conv_clamp {model.conv_clamp}')
+
+
+def check_convert_paths(source: Path, dest: Path) -> None:
+    """Before any conversion work: the source is a regular file and the destination a writable file name
+    that is not the source itself (the same file by any name: a hard link or a symlink to it)."""
+    if not source.is_file():
+        raise CliError(f'convert: {source} is not a readable file')
+    try:
+        same = dest.exists() and os.path.samefile(source, dest)
+    except OSError as e:
+        raise CliError(f'convert: cannot check DEST {dest} ({e.strerror or e})') from None
+    if same:
+        raise CliError(f'convert: DEST {dest} is the source file {source} (the same file): writing it would '
+                       'replace the pickle; choose another file name, e.g. '
+                       f'{source.with_suffix(".pt").name}')
+    check_writable_file(dest, 'DEST')
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -355,7 +414,7 @@ def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int)
 
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
-    while not path.exists():
+    while not os.path.lexists(path) and path != path.parent:      # a dangling symlink stops the walk
         path = path.parent
     return path
 
@@ -365,6 +424,8 @@ def check_writable_dir(path: Path, what: str) -> None:
     if path.exists() and not path.is_dir():
         raise CliError(f'{what} {path} exists and is not a folder')
     base = _nearest_existing(path)
+    if base.is_symlink() and not base.exists():
+        raise CliError(f'{what} {path} cannot be created: {base} is a dangling symbolic link')
     if not base.is_dir():
         raise CliError(f'{what} {path} cannot be created: {base} is not a folder')
     try:
@@ -377,6 +438,8 @@ def check_writable_dir(path: Path, what: str) -> None:
 def check_writable_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise CliError(f'{what} {path} is a folder, expected a file name')
+    if path.exists() and not path.is_file():
+        raise CliError(f'{what} {path} exists and is not a regular file (a device or FIFO is never replaced)')
     check_writable_dir(path.parent, f'the folder of {what}')
 
 
@@ -458,6 +521,9 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
         raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
     check_stats_n(args)
     weight = preserve_weight_for(args.preserve_weight, request.get('preserve_weight'))
+    if weight > MAX_PRESERVE_WEIGHT:
+        raise CliError(f'--preserve-weight {weight:g} is above {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT: '
+                       'a weight of 1 already removes a rank-1 edit)')
     return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
                     not args.quiet, args.stats_n, weight)
 
@@ -595,6 +661,9 @@ def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> 
     not: (the cache file, the statistics gathered now, or None when they were cached already)."""
     zs, meta = statistics_inputs(gw)
     path = cachedir / cache_filename(meta)
+    problem = cache_problem(path)
+    if problem is not None:                     # before the pass, not after it
+        raise CliError(f'--cachedir: {problem}')
     if all_agree(KeyStatistics.load(path, meta) is not None, world):
         return path, None
     stats = gather_statistics(gw, zs, world)

@@ -46,7 +46,6 @@ effect). Skipped or failed settings score nan and come last.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -68,10 +67,11 @@ from utils.zdataset import z_sample_for_model
 from . import editfile
 from .ganrewrite import RewriteError, SeqStyleGanRewriter
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
-from .pieces import all_zs
+from .pieces import all_zs, float_zs
 
 HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
 HELDOUT_N = 48
+MAX_HELDOUT = 1000          # held-out samples at most: each is rendered and kept ([N, 3, H, W] float32, twice)
 HELDOUT_TRUNCATION = 1.0    # held-out samples: the model's whole distribution
 EFFECT_TOLERANCE = 0.15     # settings whose effect is within this share of the best count as equally effective
 TARGET_QUANTILE = 0.5       # held-out pixels responding >= this quantile of the context pixels are the targets
@@ -179,23 +179,24 @@ def _num(value: float, digits: int) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 def read_request(request: Mapping | str | os.PathLike) -> dict:
-    """The request as a JSON dict (from a dict, JSON text or a file); RewriteError naming the problem."""
+    """The request as a JSON dict (from a dict, JSON text or a file); RewriteError naming the problem.
+
+    Text and files are read by the edit-file reader (rewrite/editfile.py), as `rewrite apply` reads them:
+    a bounded read of a regular file only (a FIFO or /dev/zero is refused without blocking), fields given
+    twice and JSON nested too deeply are errors."""
     if isinstance(request, Mapping):
         return dict(request)
-    if isinstance(request, str) and request.lstrip()[:1] in ('{', '['):
-        text, where = request, 'request'
-    elif isinstance(request, (str, os.PathLike)):
-        try:
-            text, where = Path(request).read_text(encoding='utf-8'), str(request)
-        except (OSError, UnicodeDecodeError) as e:
-            raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} '
-                               f'({getattr(e, "strerror", None) or e})') from None
-    else:
+    if not isinstance(request, (str, os.PathLike)):
         raise RewriteError(f'request: expected an edit (dict, JSON text or file), got {type(request).__name__}')
+    is_text = isinstance(request, str) and request.lstrip()[:1] in ('{', '[')
+    where = 'request' if is_text else str(request)
     try:
-        obj = json.loads(text)
-    except ValueError as e:
-        raise RewriteError(f'request: {where} is not valid JSON ({e})') from None
+        obj = editfile.read_edit_json(request)
+    except editfile.EditFileError as e:
+        raise RewriteError(str(e)) from None
+    except OSError as e:
+        raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} '
+                           f'({e.strerror or e})') from None
     if not isinstance(obj, dict):
         raise RewriteError(f'request: {where} must hold a JSON object, got {type(obj).__name__}')
     return obj
@@ -224,13 +225,11 @@ def parse_preserve(value, num_images: int) -> list[editfile.Selection]:
 
 
 def check_request(request: dict, num_images: int) -> editfile.EditRequest:
-    """The parsed request (its `preserve` and `preserve_weight` fields left to the rewriter); RewriteError
-    when malformed or when it has no paste region (the advisor scores how the paste example changed)."""
+    """The parsed request (every field, `preserve` and `preserve_weight` too, checked by the edit-file
+    reader as the rewriter will); RewriteError when malformed or when it has no paste region (the advisor
+    scores how the paste example changed)."""
     try:
-        req = editfile.parse_edit({k: v for k, v in request.items() if k not in ('preserve', 'preserve_weight')},
-                                  num_images=num_images)
-        if 'preserve_weight' in request:            # the weight checked with its regions, as the rewriter will
-            editfile.parse_edit(request, num_images=num_images)
+        req = editfile.parse_edit(request, num_images=num_images)
     except editfile.EditFileError as e:
         raise RewriteError(str(e)) from None
     if req.paste is None:
@@ -448,9 +447,13 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
     """
     t0 = time.perf_counter()
+    if isinstance(heldout, bool) or not isinstance(heldout, int) or not 1 <= heldout <= MAX_HELDOUT:
+        raise RewriteError(f'heldout: expected a number of samples between 1 and {MAX_HELDOUT} (MAX_HELDOUT), '
+                           f'got {heldout!r}')
+    zds = float_zs(zds)
     raw = read_request(request)
     req = check_request(raw, len(zds))
-    preserve = parse_preserve(raw.get('preserve'), len(zds))
+    preserve = list(req.preserve)
     layers = default_layers(model) if layers is None else list(layers)
     ranks = list(ranks)
     if not layers or not ranks:
@@ -468,8 +471,6 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     if stats_size is not None and (isinstance(stats_size, bool) or not isinstance(stats_size, int)
                                    or not 1 <= stats_size <= len(zds)):
         raise RewriteError(f'stats_size: expected 1..{len(zds)} (the z-sample size) or None, got {stats_size!r}')
-    if isinstance(heldout, bool) or not isinstance(heldout, int) or heldout < 1:
-        raise RewriteError(f'heldout: expected a positive number of samples, got {heldout!r}')
 
     probe = Probe.build(model, zds, req, preserve, heldout, heldout_seed, batch, heldout_truncation)
     table, total, done = [], len(layers) * len(ranks), 0

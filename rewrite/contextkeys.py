@@ -12,10 +12,18 @@ from pathlib import Path
 import torch
 
 from . import keymethods, methods
-from .checks import RewriteError, check_choice, check_rank
+from .checks import RewriteError, check_choice, check_rank, real_number
 from .pieces import LayerPieces
-from .preserve import PRESERVE_WEIGHT, context_directions
-from .statistics import KeyStatistics, cache_filename, cache_meta, flatten_keys, gather_key_statistics
+from .preserve import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, context_directions
+from .statistics import (
+    KeyStatistics,
+    cache_filename,
+    cache_meta,
+    cache_problem,
+    cache_unwritable_warning,
+    flatten_keys,
+    gather_key_statistics,
+)
 
 
 class ContextKeys:
@@ -37,8 +45,10 @@ class ContextKeys:
 
     def cache_meta(self) -> dict:
         """What the key statistics depend on (their cache key)."""
-        zs = self.statistics_zs()
-        seed = 'z' + hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16]
+        zs = self.statistics_zs().detach().cpu().contiguous()
+        raw = (zs.numpy().tobytes() if zs.dtype != torch.bfloat16            # numpy has no bfloat16: its bits
+               else b'bfloat16' + zs.view(torch.int16).numpy().tobytes())
+        seed = 'z' + hashlib.sha256(raw).hexdigest()[:16]
         model = self.pieces.model
         return cache_meta(self.pieces.context_model, self.pieces.layernum, len(zs), seed,
                           getattr(model, 'truncation', 1.0), getattr(model, 'noise_mode', 'const'))
@@ -52,13 +62,20 @@ class ContextKeys:
             cached = KeyStatistics.load(path, meta)
             if cached is not None:
                 return cached
+        problem = cache_problem(path) if path is not None else None
+        if problem is not None:                  # found before the pass: the statistics stay in memory
+            cache_unwritable_warning(path, problem)
+            path = None
         zs = self.statistics_zs() if indices is None else self.pieces.get_zs(list(indices))
         device, context_model = self.pieces.device, self.pieces.context_model
         moment, quantiles = gather_key_statistics(lambda z: context_model(z.to(device)).fmap, zs,
                                                   self.pieces.batch_size, progress=self.progress)
         stats = KeyStatistics(moment, quantiles)
         if path is not None:
-            stats.save(path, meta)
+            try:
+                stats.save(path, meta)
+            except OSError as e:                 # the disk filled, or the folder changed during the pass
+                cache_unwritable_warning(path, f'{path}: {e.strerror or e}')
         return stats
 
     def keys_and_weights(self, pairs, field: str = 'key') -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +96,10 @@ class ContextKeys:
         regions (key_method 'zca' only) and preserve_weight > 0, `rewrite.preserve.context_directions`."""
         check_choice(key_method, methods.KEY_METHODS, 'key_method')
         check_rank(rank, self.pieces.k_shape[1])
+        if preserve_pairs and not (real_number(preserve_weight, 0.0, strict=False)
+                                   and preserve_weight <= MAX_PRESERVE_WEIGHT):
+            raise RewriteError(f'preserve_weight must be a finite number between 0 and {MAX_PRESERVE_WEIGHT:g} '
+                               f'(MAX_PRESERVE_WEIGHT), not {preserve_weight!r}')
         if not pairs:
             raise RewriteError('no context regions were given')
         obs, w = self.keys_and_weights(pairs)

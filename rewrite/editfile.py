@@ -43,7 +43,10 @@ Decisions of this module:
 - ``key``, when present, must list at least one pair (the UI deletes an emptied key list); unknown fields
   and fields given twice in JSON text are errors, so what is read is exactly what will be written.
 - Pairs may be lists or tuples (the original UI kept tuples in memory).
-- ``preserve_weight`` must be a finite real number >= 0 (bool, NaN, infinities and strings are rejected)
+- ``key`` and ``preserve`` list at most MAX_REGIONS (100) regions each, checked before any mask is decoded
+  (each region costs a full image's keys and layer outputs when the edit runs).
+- ``preserve_weight`` must be a finite real number in [0, MAX_PRESERVE_WEIGHT] (1000; bool, NaN, infinities,
+  larger numbers and strings are rejected)
   and is an error without ``preserve`` (a weight of nothing; the UI drops it with the last region). It is
   kept as written (an int stays an int) so that a file read then written is the same; the rewriter uses
   it when no weight is passed explicitly (an explicit one wins).
@@ -85,6 +88,7 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
 )
 
 from .geometry import positive_bounding_box
+from .preserve import MAX_PRESERVE_WEIGHT
 
 EditFileError = FieldError      # the error of every malformed request or mask
 
@@ -100,6 +104,7 @@ EDIT_FIELDS = ('object', 'paste', 'key')
 
 MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
 MAX_INT_DIGITS = 1000      # longer JSON integers are not converted (see LongInteger)
+MAX_REGIONS = 100          # regions in one list field (key, preserve) of a request
 
 SETTING_IN_NAME = re.compile(r'_layer(\d+)(?:_rank(\d+))?$')
 
@@ -203,6 +208,9 @@ def _check_weight(value: object, name: str = 'preserve_weight') -> int | float:
         finite = False
     if not finite or value < 0:
         raise EditFileError(name, f'{expected}, got {_describe(value)}')
+    if value > MAX_PRESERVE_WEIGHT:
+        raise EditFileError(name, f'must be at most {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT), '
+                                  f'got {_describe(value)}')
     return value
 
 
@@ -212,7 +220,14 @@ def _parse_key(value: object, name: str = 'key') -> list[Selection]:
         raise EditFileError(name, f'must be a list of [imgnum, mask] pairs, got {_describe(value)}')
     if not value:
         raise EditFileError(name, 'must list at least one [imgnum, mask] pair (leave the field out instead)')
+    _check_region_count(len(value), name)
     return [_parse_pair(pair, f'{name}[{index}]') for index, pair in enumerate(value)]
+
+
+def _check_region_count(count: int, name: str) -> None:
+    if count > MAX_REGIONS:
+        raise EditFileError(name, f'lists {count} regions; a request has at most {MAX_REGIONS} (MAX_REGIONS) in '
+                                  'each of key and preserve')
 
 
 @dataclass
@@ -242,6 +257,7 @@ class EditRequest:
             selections = getattr(self, name)
             if not isinstance(selections, list):
                 raise EditFileError(name, f'must be a list of Selections, got {_describe(selections)}')
+            _check_region_count(len(selections), name)
             for index, selection in enumerate(selections):
                 if not isinstance(selection, Selection):
                     raise EditFileError(f'{name}[{index}]', f'must be a Selection, got {_describe(selection)}')
@@ -333,6 +349,9 @@ class EditRequest:
                 raise EditFileError(str(name), f'unknown field (expected some of {", ".join(FIELDS)})')
         if not any(name in obj for name in EDIT_FIELDS):
             raise EditFileError('request', f'needs at least one of object, paste or key, got {list(obj) or "none"}')
+        for name in LIST_FIELDS:                 # counted before any mask is decoded
+            if isinstance(obj.get(name), (list, tuple)):
+                _check_region_count(len(obj[name]), name)
         pairs = {name: _parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
         key = _parse_key(obj['key']) if 'key' in obj else []
         preserve = _parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
@@ -437,6 +456,19 @@ def load_edit(path: str | os.PathLike, num_images: int | None = None,
         raise EditFileError('request', f'{path} is not UTF-8 text ({err.reason})') from None
     except EditFileError as err:
         raise EditFileError(err.field, f'{err.reason} (in {path})') from None
+
+
+def read_edit_json(obj: str | os.PathLike) -> object:
+    """The JSON value of an edit (JSON text, or the path of a file), read as load_edit reads it, before
+    validation: bounded reads of regular files only, fields given twice and too deep nesting refused
+    (EditFileError 'request'); OSError if the file cannot be read."""
+    if isinstance(obj, str) and obj.lstrip()[:1] in ('{', '['):
+        return _loads(obj)
+    raw = read_edit_bytes(obj)
+    try:
+        return _loads(raw.decode('utf-8'))
+    except UnicodeDecodeError as err:
+        raise EditFileError('request', f'{obj} is not UTF-8 text ({err.reason})') from None
 
 
 def save_edit(path: str | os.PathLike, request: Mapping | EditRequest, num_images: int | None = None,

@@ -22,7 +22,7 @@ from utils.stylegan2 import DataBag
 from . import editfile, methods
 from .checks import RewriteError, check_choice, check_options, real_number
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
-from .preserve import PreserveSet, preserve_weight_for
+from .preserve import MAX_PRESERVE_WEIGHT, PreserveSet, preserve_weight_for
 from .solvers import EditRecord, InsertProblem, projected_conv
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ def context_pairs(req: editfile.EditRequest, single_key: int = -1) -> list:
 
 def preserve_pairs(req: editfile.EditRequest, preserve_weight: float) -> list:
     """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
-    if not real_number(preserve_weight, 0.0, strict=False):
-        raise RewriteError(f'preserve_weight must be a non-negative finite number, not {preserve_weight!r}')
+    if not real_number(preserve_weight, 0.0, strict=False) or preserve_weight > MAX_PRESERVE_WEIGHT:
+        raise RewriteError(f'preserve_weight must be a finite number between 0 and {MAX_PRESERVE_WEIGHT:g} '
+                           f'(MAX_PRESERVE_WEIGHT), not {preserve_weight!r}')
     return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
 
 

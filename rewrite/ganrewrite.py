@@ -33,7 +33,7 @@ from .checks import RewriteError, check_choice, check_fast_options, check_option
 from .contextkeys import ContextKeys
 from .goals import Goals
 from .history import LOSS_TOLERANCE, EditHistory
-from .pieces import EDIT_DTYPES, LayerPieces
+from .pieces import EDIT_DTYPES, LayerPieces, float_zs
 from .preserve import PRESERVE_WEIGHT, PreserveSet
 from .render import Renderer, key_response
 from .solvers import EditRecord, TargetLayer
@@ -72,7 +72,7 @@ class SeqStyleGanRewriter:
         self.low_rank_insert, self.low_rank_gradient = low_rank_insert, low_rank_gradient
         self.use_linear_insert = use_linear_insert
         self.key_method, self.batch_size, self.progress = key_method, batch_size, progress
-        self.zds = zds
+        self.zds = zds = float_zs(zds)                  # bfloat16 / float16 z's: their values in float32
         if stats_size is not None and not 0 < stats_size <= len(zds):
             raise RewriteError(f'stats_size must be between 1 and {len(zds)}, not {stats_size}')
         self.stats_size = stats_size or len(zds)

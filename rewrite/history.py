@@ -6,6 +6,8 @@ request.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +17,62 @@ import torch
 from .solvers import EditRecord
 
 LOSS_TOLERANCE = 0.5    # an edit whose goal loss ends above (1 + this) x its initial loss is rolled back
+
+
+class InterruptGuard:
+    """SIGINT made safe for a restore: while the guard is active (in the main thread; elsewhere it does
+    nothing), the first SIGINT is handled as before (the handler that was installed raises KeyboardInterrupt),
+    every later one is held back (counted in `held`) until the guard ends, so that the restore which the
+    first one starts cannot be interrupted by a second; `hold()` holds back every SIGINT from then on.
+
+        with InterruptGuard() as guard:
+            try:
+                work()
+            except BaseException:
+                guard.hold()
+                restore()
+                raise
+    """
+
+    def __init__(self):
+        self.previous = None
+        self.holding = False
+        self.held = 0
+        self._installed = False
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.previous = signal.getsignal(signal.SIGINT)
+                signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+            except (ValueError, OSError):         # not the main interpreter: signals are not ours to handle
+                self._installed = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self.previous)
+            self._installed = False
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def _handle(self, signum, frame) -> None:
+        if self.holding:
+            self.held += 1
+            return
+        previous = self.previous
+        if previous == signal.SIG_IGN:
+            return
+        try:
+            if callable(previous):
+                previous(signum, frame)
+            else:                                 # SIG_DFL or a handler not installed from Python
+                raise KeyboardInterrupt
+        except BaseException:
+            self.holding = True                   # the first interrupt is on its way: the rest wait
+            raise
 
 
 class EditHistory:
@@ -35,25 +93,34 @@ class EditHistory:
 
     @contextlib.contextmanager
     def atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
-        """Snapshot the parameters an edit changes; restore them on any error or interrupt."""
+        """Snapshot the parameters an edit changes; restore them on any error or interrupt.
+
+        Atomic under repeated SIGINTs (InterruptGuard): the first interrupts the edit, later ones wait
+        until the weights are restored; one that arrives as the edit finishes undoes it too, so an
+        interrupted edit always leaves the weights bit-identical to before."""
         state = dict(self.model.named_parameters())
         names = names or [self.weight_name]
         saved = {n: state[n].detach().clone() for n in names}
         t0 = time.perf_counter()
-        try:
-            yield saved
-            bad = [n for n in names if not torch.isfinite(state[n]).all()]
-            if bad:
-                raise FloatingPointError(f'the edit made non-finite weights in {bad} (the weights were restored)')
-        except BaseException:
-            self._restore(saved)
-            raise
-        record.seconds = time.perf_counter() - t0
-        if record.rolled_back:
-            return
-        self.history.append((record, saved))
-        self.undone.clear()
-        self.on_change()
+        with InterruptGuard() as guard:
+            try:
+                yield saved
+                guard.hold()
+                bad = [n for n in names if not torch.isfinite(state[n]).all()]
+                if bad:
+                    raise FloatingPointError(f'the edit made non-finite weights in {bad} (the weights were restored)')
+                if guard.held:
+                    raise KeyboardInterrupt
+            except BaseException:
+                guard.hold()
+                self._restore(saved)
+                raise
+            record.seconds = time.perf_counter() - t0
+            if record.rolled_back:
+                return
+            self.history.append((record, saved))
+            self.undone.clear()
+            self.on_change()
 
     def keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
         """After a solve: warns when the goal loss ended above its initial value, and rolls the weights back

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch.func import functional_call
+from torch.utils.data import TensorDataset
 
 from utils.nethook import subsequence
 from utils.stylegan2 import DataBag, rewrite_site
@@ -27,6 +28,18 @@ EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflo
 def all_zs(zds) -> torch.Tensor:
     """Every z [N, D] of a z-sample (a TensorDataset, or any sequence of (z, ...) items)."""
     return zds.tensors[0] if hasattr(zds, 'tensors') else torch.stack([z[0] for z in zds])
+
+
+def float_zs(zds):
+    """The z-sample, with z's of a narrower float dtype (bfloat16, float16) as a float32 TensorDataset of the
+    same values (exactly); any other z-sample as it is. The generator normalises z before its first layer
+    casts it to the weights' dtype: in bfloat16 that normalisation would round."""
+    if len(zds) == 0 or not torch.is_tensor(zds[0][0]) or zds[0][0].dtype not in (torch.bfloat16, torch.float16):
+        return zds
+    converted = TensorDataset(all_zs(zds).float())
+    if hasattr(zds, 'seed'):
+        converted.seed = zds.seed
+    return converted
 
 
 class LayerPieces:

@@ -21,6 +21,9 @@ import torch
 # 66% / 87%; 0.1 -> 45% / 32%; 0.3 -> 23% / 4%; weight 1 removes the rank-1 edit entirely. The bundled
 # edits at this default: metrics/results/edit_methods_preserve.md (and the demo model card).
 PRESERVE_WEIGHT = 0.1
+# The largest preserve_weight accepted (edit files, the API, --preserve-weight): a weight of 1 already removes a
+# rank-1 edit; past this the preserve term swamps the goal in any float precision (1e308 overflowed C + w P).
+MAX_PRESERVE_WEIGHT = 1000.0
 
 
 def preserve_weight_for(given: float | None, in_file: float | None) -> float:

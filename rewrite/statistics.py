@@ -5,7 +5,13 @@ its ZCA matrix C^-1/2 whitens keys, and C^-1 k gives covariance-adjusted query d
 Results are cached as .npz, keyed by a fingerprint of every weight the keys depend on, the layer,
 the sample size, the seed and the truncation, so a cache made for other weights is never reused.
 Each file carries a SHA-256 of its arrays (`checksum`), checked on read with the arrays' consistency:
-a damaged file is reported by a warning and recomputed, never used.
+a damaged file is reported by a warning and recomputed, never used. The checksum guards against accidents
+(a truncated write, a flipped bit, a file copied over another), not against an attacker: whoever can write
+the cache folder can recompute it, so keep the cache folder as private as the model.
+
+A cache that cannot be written (`cache_problem`: the folder is a file, lies under a file, is read-only or a
+dangling symbolic link, or the cache file's name is taken by a folder) is found before the statistics are
+gathered; the rewriter then warns and keeps them in memory only.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from utils.fileio import atomic_path
+from utils.fileio import atomic_path, folder_problem
 from utils.runningstats import QuantileSample, SecondMoment
 
 from .distributed import World, all_reduce_sum, gather_to_main
@@ -116,7 +123,10 @@ class KeyStatistics:
     @classmethod
     def load(cls, path: str | os.PathLike, meta: dict) -> KeyStatistics | None:
         """The cached statistics at `path`, or None if absent or made for other inputs. A file that is
-        unreadable, fails its checksum or holds inconsistent arrays also gives None, with a warning."""
+        unreadable, fails its checksum or holds inconsistent arrays also gives None, with a warning; so does
+        a path that is not a regular file (a folder, a FIFO: never opened), which cache_problem reports."""
+        if not os.path.isfile(path):
+            return None
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
@@ -181,6 +191,24 @@ def cache_meta(context_model: torch.nn.Module, layernum: int, zs_size: int, seed
 def cache_filename(meta: dict) -> str:
     return (f"keystats-layer{meta['layer']}-n{meta['size']}-seed{meta['seed']}-t{meta['truncation']:g}-"
             f"{meta['weights'][:16]}.npz")
+
+
+def cache_problem(path: str | os.PathLike) -> str | None:
+    """Why the statistics cache file `path` cannot be written, before any work: its folder is not (and
+    cannot be created as) a writable folder, or the name is taken by something other than a regular file
+    (a folder, a FIFO, a device); None when it can be written."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_file():
+        kind = ('a folder' if path.is_dir() else 'a dangling symbolic link' if not path.exists()
+                else 'not a regular file')
+        return f'the cache file {path} is {kind}'
+    problem = folder_problem(path.parent)
+    return None if problem is None else f'the cache folder {path.parent} cannot be used: {problem}'
+
+
+def cache_unwritable_warning(path: str | os.PathLike, problem: str) -> None:
+    warnings.warn(f'statistics cache not written ({problem}); the statistics are kept in memory only and '
+                  'gathered again next time', RuntimeWarning, stacklevel=3)
 
 
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:

@@ -89,6 +89,26 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644, bulk: bool = False) 
         raise
 
 
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not, and cannot be created as, a folder this process can write into; None when it can.
+    Checked without creating anything (the write probe is an unnamed temp file): the nearest part of the
+    path that exists must be a folder (not a file, a device or a dangling symbolic link) that takes files."""
+    path = Path(path).absolute()
+    base = path
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
+    if base.is_symlink() and not base.exists():
+        return f'{base} is a dangling symbolic link'
+    if not base.is_dir():
+        return f'{path} exists and is not a folder' if base == path else f'{base} is not a folder'
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        return f'{base} is not writable ({e.strerror or e})'
+    return None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
