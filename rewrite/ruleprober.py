@@ -62,8 +62,9 @@ class RuleProber(widgets.VBox):
         self.sample.observe(self._new_sample, names='value')
         self.strength.observe(lambda _change: self.update(), names='value')
 
-        def column(title, widget):
-            return widgets.VBox([widgets.HTML(f'<b>{title}</b>'), widget])
+        def column(title, widget):        # each title over its own picture, the columns apart
+            heading = widgets.HTML(f'<b>{html.escape(title)}</b>', layout=widgets.Layout(width=f'{self.size}px'))
+            return widgets.VBox([heading, widget], layout=widgets.Layout(margin='0 16px 0 0'))
 
         super().__init__([widgets.HBox([self.sample, self.strength, self.clear_button]),
                           widgets.HBox([column('paint where to add / remove the cause', self.canvas),

@@ -48,6 +48,17 @@ LAYOUT_JS = '''() => {
     for (const el of app.querySelectorAll('button, .widget-label, label, .widget-readout, .widget-html-content'))
         if (shown(el) && el.scrollWidth > el.clientWidth + 1)
             problems.push(`cut short: "${name(el)}" needs ${el.scrollWidth} px, has ${el.clientWidth}`);
+    // no scroll box: every canvas, its cell and pane, the trays, the grid, and any other box of the app that
+    // would show a scrollbar (overflow auto / scroll) holds its content without scrolling
+    const boxes = new Set(app.querySelectorAll('.paint-widget, .rwa-cell, .rwa-pane, .rwa-tray, .rwa-grid, '
+        + '.rwa-thumb, .rwa-changes'));
+    for (const el of app.querySelectorAll('*'))
+        if (['auto', 'scroll'].some(v => [getComputedStyle(el).overflowX, getComputedStyle(el).overflowY].includes(v))
+            && !['SELECT', 'TEXTAREA', 'INPUT'].includes(el.tagName)) boxes.add(el);
+    for (const el of boxes)
+        if (shown(el) && (el.scrollWidth > el.clientWidth || el.scrollHeight > el.clientHeight))
+            problems.push(`scrolls: ${el.className} holds ${el.scrollWidth} x ${el.scrollHeight} px `
+                          + `in ${el.clientWidth} x ${el.clientHeight}`);
     const canvases = [...app.querySelectorAll('img.rwa-grid-canvas')].filter(shown);
     const numbers = canvases.map(img => (img.parentElement.querySelector('.rwa-number') || img).innerText.trim());
     const message = app.querySelector('.rwa-message').getBoundingClientRect();
