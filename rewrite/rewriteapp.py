@@ -319,11 +319,13 @@ class GanRewriteApp(widgets.VBox):
                                          layout=widgets.Layout(width='200px'))
         self.name_box.add_class('rwa-name')
         self.export_box = widgets.Text(value=str(self.mask_dir / 'rewritten.pt'), layout=widgets.Layout(width='260px'))
+        self.export_box.add_class('rwa-export')
         self.download_link = widgets.HTML(value='')          # after Export: the checkpoint as a download
         self.download_link.add_class('rwa-download')
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width='300px',
                                                                                           visibility='hidden'))
         self.loss_label = widgets.Label(value='')
+        self.loss_label.add_class('rwa-loss')
         self.message_line = widgets.HTML(value='')
         self.message_line.add_class('rwa-message')
         self.history_box = widgets.RadioButtons(options=[], description='history', style=WIDE,

@@ -23,7 +23,7 @@ from test_notebook import NOTEBOOK, ROOT, with_parameters
 
 pytestmark = pytest.mark.slow
 
-WIDTHS = (1280, 1920)
+WIDTHS = (900, 1280, 1920)
 HEIGHT = 1500                   # tall enough that the whole widget shows in the screenshots
 READY = 'paint a region on a sample to begin'
 
@@ -95,12 +95,38 @@ def served_notebook(tmp_path):
                          RUN_EXAMPLE=False)
     path = folder / 'rewriting-interface.ipynb'
     nbformat.write(nb, path)
+    shutil.copy(NOTEBOOK.parent / 'voila.json', folder / 'voila.json')      # as `rewrite notebook` copies it
     return path
 
 
+def fill_trays(page) -> None:
+    """Four context regions (two rows of the tray), a preserve region, a copy and a paste: the trays and the
+    copy / paste boxes as a user fills them."""
+    from playwright.sync_api import expect
+    message = page.locator('.rwa-message')
+    canvases = page.locator('img.rwa-grid-canvas')
+    button = lambda name: page.get_by_role('button', name=name, exact=True)   # noqa: E731
+    for n, index in enumerate((3, 4, 5, 6), 1):
+        canvases.nth(index).scroll_into_view_if_needed()
+        stroke(page, canvases.nth(index), (0.3, 0.3), (0.5, 0.5))
+        button('Add to Context').click()
+        expect(message).to_contain_text(f'context: {n} region')
+    canvases.nth(7).scroll_into_view_if_needed()
+    stroke(page, canvases.nth(7), (0.2, 0.2), (0.4, 0.4))
+    button('Add to Preserve').click()
+    expect(message).to_contain_text('preserve: 1 region')
+    for index, name, said in ((0, 'Copy', 'copied a region of image 0'), (1, 'Paste', 'paste goal in image 1')):
+        canvases.nth(index).scroll_into_view_if_needed()
+        stroke(page, canvases.nth(index), (0.3, 0.3), (0.55, 0.5))
+        button(name).click()
+        expect(message).to_contain_text(said)
+
+
 def check_layout(page, where: str, folder: Path) -> dict:
-    """Checks the geometry at each width; returns {width: columns of samples}."""
+    """Checks the geometry at each width, the trays and copy / paste boxes filled; returns {width: columns of
+    samples}."""
     columns = {}
+    fill_trays(page)
     for width in WIDTHS:
         page.set_viewport_size({'width': width, 'height': HEIGHT})
         page.wait_for_timeout(500)                                    # let the reflow settle
@@ -129,6 +155,9 @@ def test_layout_in_voila(sync_playwright, served_notebook):  # noqa: F811 - the 
             expect(page.locator('.rwa-message')).to_contain_text(READY, timeout=TIMEOUT_MS)
             columns = check_layout(page, 'voila', folder)
             assert columns[1920] == 3, columns                              # the whole grid beside the tools
+            text = page.inner_text('body')                  # no text for notebook users on a Voila page
+            assert 'run_example' not in text and 'MODEL' not in text and 'Scripted use' not in text
+            assert 'Rewriting a Deep Generative Model' in text and 'Add to Context' in text
         except Exception as error:
             log = (folder / 'voila.log').read_text()[-3000:]
             raise AssertionError(f'{error}\nbrowser console errors: {problems[-10:]}\nvoila log:\n{log}') from error
@@ -207,10 +236,26 @@ def session_in_jupyterlab(page, message) -> None:
     expect(message).to_contain_text(re.compile('changed the model|the loss rose'), timeout=TIMEOUT_MS)
     expect(button('Cancel')).to_be_disabled()
     expect(button('Execute Change')).to_be_enabled()
-    expect(page.locator('.rwa-history select option')).to_have_count(2)
+    history = page.locator('.rwa-history .widget-radio-box label')
+    expect(history).to_have_count(2)
+    expect(page.locator('.rwa-changes')).to_be_visible()
+    for width in WIDTHS:                            # the history and the Changes section laid out as well
+        page.set_viewport_size({'width': width, 'height': HEIGHT})
+        page.wait_for_timeout(500)
+        found = page.evaluate(LAYOUT_JS)
+        page.locator('.rwa').screenshot(path=str(ROOT / 'artifacts' / f'layout-jupyterlab-executed-{width}.png'))
+        assert found['problems'] == [], f'after Execute Change at {width} px: {found["problems"]}'
+        lines = page.evaluate('''() => [...document.querySelectorAll('.rwa-history .widget-radio-box label')].map(
+            label => [label.getBoundingClientRect().height, label.scrollWidth <= label.clientWidth])''')
+        assert all(height > 0 and fits for height, fits in lines), lines    # every state shown, wrapped
+    for part in ('changes', 'history'):             # below the pictures: scrolled into view to be seen
+        page.locator(f'.rwa-{part}').screenshot(path=str(ROOT / 'artifacts' / f'jupyterlab-{part}.png'))
+    expect(history.nth(1)).to_contain_text('edit')
+    expect(page.locator('.rwa-loss')).not_to_have_text('')
     cells = page.locator('.jp-Notebook .jp-Cell').count()
     canvases.nth(2).hover()
     page.keyboard.press('Control+z')
     expect(message).to_contain_text('undid the last edit')
     assert page.locator('.jp-Notebook .jp-Cell').count() == cells          # no cell added or removed meanwhile
-    expect(page.locator('.rwa-history select option').nth(1)).to_contain_text('undone: edit')
+    expect(history.nth(1)).to_contain_text('undone: edit')
+    expect(page.locator('.rwa-loss')).to_have_text('')                     # the undone solve's figures are gone
