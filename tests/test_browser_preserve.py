@@ -83,6 +83,9 @@ def session(page, mask_dir: Path, tmp_path: Path) -> None:
     expect(page.locator('.rwa-legend')).to_be_visible()
     expect(page.locator('.rwa-legend')).to_contain_text('red: where the context answers')
     page.wait_for_timeout(800)
+    artifacts = Path(__file__).resolve().parents[1] / 'artifacts'
+    artifacts.mkdir(exist_ok=True)
+    page.locator('.rwa-body').screenshot(path=str(artifacts / 'preview-voila.png'))
     heat = [pixels(canvases.nth(i)) - samples[i] for i in range(4)]
     reddened = [int(((d[..., 0] > 40) & (d[..., 1] < -10) & (d[..., 2] < -10)).sum()) for d in heat]
     blued = [int(((d[..., 2] > 40) & (d[..., 0] < -10)).sum()) for d in heat]
@@ -105,6 +108,7 @@ def session(page, mask_dir: Path, tmp_path: Path) -> None:
     expect(strip).to_have_count(5)                          # the 4 most changed held-out samples, then sample 2
     expect(strip.last).to_contain_text('#2 preserve:')
     expect(strip.first).to_contain_text('held-out:')
+    section.screenshot(path=str(artifacts / 'changes-voila.png'))
     tray = page.locator('.rwa-preserve-tray')                             # the section is not under the tray
     assert section.bounding_box()['y'] > page.locator('.rwa-grid').bounding_box()['y']
     assert section.bounding_box()['y'] >= tray.bounding_box()['y'] + tray.bounding_box()['height']
