@@ -367,7 +367,7 @@ class GanRewriteApp(widgets.VBox):
         the solver settings, the image and file controls, the status line right below them, then the
         context / copy / paste panel and the grid (beside it when there is room for `columns` samples a
         row, below it otherwise, with fewer a row only when the page is narrower still; every row shown),
-        then the history."""
+        then the Changes section (after an edit) and the history."""
         title = widgets.HTML(STYLE + '<span class="rwa-title">Rewriting a Deep Generative Model</span>')
         small = f'{self.size * 3 // 4}px'
         panes = [widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))

@@ -64,6 +64,7 @@ class RuleProber(widgets.VBox):
 
         def column(title, widget):        # each title over its own picture, the columns apart
             heading = widgets.HTML(f'<b>{html.escape(title)}</b>', layout=widgets.Layout(width=f'{self.size}px'))
+            heading.add_class('rp-title')
             return widgets.VBox([heading, widget], layout=widgets.Layout(margin='0 16px 0 0'))
 
         super().__init__([widgets.HBox([self.sample, self.strength, self.clear_button]),
