@@ -11,6 +11,7 @@ session then checks the feedback: Execute Change, the history list, Ctrl+Z over 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -196,7 +197,9 @@ def page_in_jupyter(sync_playwright, notebook: Path, app: str, session=None) -> 
             if session is not None:
                 session(page, message)
         except Exception as error:
-            page.screenshot(path=str(folder / f'failure-{app}.png'))
+            page.remove_locator_handler(select_kernel)      # the report must not wait on the dialog's button
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(folder / f'failure-{app}.png'), timeout=10_000)
             dialogs = page.locator('.jp-Dialog').all_inner_texts()
             raise AssertionError(f'{error}\ndialogs: {dialogs}\nbrowser console errors: {problems[-10:]}\n'
                                  f'{app} log:\n{log.read_text()[-3000:]}') from error

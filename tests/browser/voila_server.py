@@ -65,7 +65,8 @@ def serve_jupyterlab(notebook: Path, env: dict[str, str], log: Path, timeout: fl
                f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={notebook.parent}',
                f'--LabServerApp.user_settings_dir={settings}',
                f'--LabServerApp.workspaces_dir={notebook.parent / ".lab-workspaces"}',
-               '--LabApp.extension_manager=readonly', '--allow-root']
+               '--LabApp.extension_manager=readonly', '--allow-root',
+               '--KernelSpecManager.allowed_kernelspecs=python3']   # the notebook's kernel only: nothing to choose
     with serving(command, port, notebook.parent, env, log, timeout):
         page = 'lab/tree' if app == 'jupyterlab' else 'notebooks'
         yield f'http://127.0.0.1:{port}/{page}/{notebook.name}?token={token}'
