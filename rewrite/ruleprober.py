@@ -68,7 +68,7 @@ class RuleProber(widgets.VBox):
             return widgets.VBox([heading, widget], layout=widgets.Layout(margin='0 16px 0 0'))
 
         super().__init__([widgets.HBox([self.sample, self.strength, self.clear_button]),
-                          widgets.HBox([column('paint where to add / remove the cause', self.canvas),
+                          widgets.HBox([column('paint the cause here', self.canvas),
                                         column('original model', self.original),
                                         column('changed model', self.changed)]),
                           self.status])

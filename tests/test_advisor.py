@@ -400,7 +400,7 @@ def test_cli_advise_writes_table_and_picture(files, capsys):
     assert len(data['table']) == 4 and data['edit_file'].endswith('edit.json')
     assert data['table'][0]['layer'] == best['layer'] and data['table'][0]['rank'] == best['rank']
     with Image.open(out_dir / 'advice.png') as im:
-        assert im.size == (4 * 34 + 2, (1 + 2 * 3) * 34 + 2)
+        assert im.size == (advisor.ROW_LABEL_WIDTH + 4 * 34 + 2, (1 + 2 * 3) * 34 + 2)
     assert 'layer' in out.splitlines()[0] and 'leak' in out.splitlines()[0]
 
 

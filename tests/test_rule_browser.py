@@ -42,6 +42,7 @@ def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa
                                                                                  'rp-changed')]
             for left, right in zip(titles, titles[1:]):
                 assert left['x'] + left['width'] + 8 <= right['x'], titles
+            assert len({round(picture['y']) for picture in pictures}) == 1, pictures      # side by side, level
             for title, picture in zip(titles, pictures, strict=True):
                 assert abs(title['x'] - picture['x']) < 4 and title['y'] + title['height'] <= picture['y'] + 1
             page.screenshot(path=str(tmp_path / 'rule-prober.png'), full_page=True)
