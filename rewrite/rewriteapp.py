@@ -54,6 +54,7 @@ STYLE = '''<style>
 .rwa-number { position: absolute; top: 3px; left: 3px; z-index: 2; pointer-events: none; margin: 0; padding: 0 4px;
               background: rgba(255, 255, 255, 0.8); border-radius: 3px; font: bold 12px monospace; line-height: 16px; }
 .rwa-confirm { background: #fff4e0; padding: 2px 6px; }
+.rwa-change-rows .widget-html-content { align-self: center; }   /* 'before' / 'after' level with their row */
 .rwa-history { width: 100%; }
 .rwa-history .widget-radio-box { width: 100%; flex: 1 1 auto; min-width: 0; }
 .rwa-history .widget-radio-box label { white-space: normal; overflow-wrap: anywhere; height: auto; line-height: 1.3;
