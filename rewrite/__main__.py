@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_convert)
 
     p = sub.add_parser('notebook', help='copy the demonstration notebook and the bundled edits into a folder',
-                       description=f'Copies {notebooks_dir() / "rewriting-interface.ipynb"} and the bundled edits '
+                       description=f'Copies {notebooks_dir() / "rewriting-interface.ipynb"}, '
+                                   f'{notebooks_dir() / "reflection-rule-change.ipynb"} and the bundled edits '
                                    '(masks/demo/*.json) into DIR, for an installed package whose files live in '
                                    'site-packages. Existing files are never replaced.')
     p.add_argument('dest', type=Path, nargs='?', default=Path('rewrite-notebook'),
@@ -322,7 +323,8 @@ def run_notebook(args: argparse.Namespace, world) -> None:
         copy_all_or_nothing(files)
     except OSError as e:
         raise CliError(f'cannot copy into {args.dest} ({e.strerror or e}): nothing was copied') from None
-    print(f'wrote {files[0][1]}, {files[1][1]} and {len(files) - 2} bundled edits in {args.dest / "masks" / "demo"}; '
+    print(f'wrote {files[0][1]}, {files[1][1]}, {files[2][1]} and {len(files) - 3} bundled edits in '
+          f'{args.dest / "masks" / "demo"}; '
           f'open it with `jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it), '
           f'or `cd {args.dest} && voila {files[0][1].name}`')
 

@@ -3,17 +3,21 @@
     panel = PreservePanel(app)          # GanRewriteApp builds one as app.preserve_panel
 
 Add to Preserve puts the painted selection into the request's `preserve` list (one region per image; a
-second region of the same image replaces the first), saved and loaded with the edit as the app saves its
-request, with the file's `preserve_weight` when it has one (Preview and Execute Change use it, else
-PRESERVE_WEIGHT; removing the last region drops it, as a weight without regions is not a valid file).
+second region painted on the same image joins the first: their masks merge, as context strokes do), saved
+and loaded with the edit as the app saves its request, with the file's `preserve_weight` when it has one
+(Preview and Execute Change use it, else PRESERVE_WEIGHT; removing the last region drops it, as a weight
+without regions is not a valid file).
 The tray shows the preserve regions in their own colour (blue); a click on a picture removes it.
-Preview draws, over the app's grid of samples, where the current context answers (the rank-1 context
+Preview draws on the app's grid of samples themselves where the current context answers (the rank-1 context
 direction, chosen against the preserve keys, as Execute Change will; red heat) and where the preserve
 regions' keys answer (their mean covariance-adjusted key; blue heat), each relative to the 99th percentile
-of its response over those samples, so the user sees which images the rule will touch before executing.
-Changes shows before / after pairs of the `shown` held-out samples the edit changed most (of the `heldout`
-image numbers after the grid's, mean absolute pixel change) and of the preserve examples, each labelled with
-its change; Execute Change and Erase show it by themselves when they are done (`after_change`).
+of its response over those samples, so the user sees which images the rule will touch before executing; a
+legend says which colour is which. A second click on Preview, the next stroke on a sample, or a change of
+the model takes the heat maps off again.
+Changes shows, in its own titled section under the grid (`changes_section`), a row of the samples before
+the edit above a row of them after it: the `shown` held-out samples the edit changed most (of the `heldout`
+image numbers after the grid's, mean absolute pixel change), then the preserve examples, each captioned with
+its image number and change; Execute Change and Erase show it by themselves when they are done (`after_change`).
 On the app's grid, each preserve region is outlined in blue on its image (`outline_regions`), as Preview and
 the tray colour them.
 """
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 
 from utils import imgviz
-from utils.paintwidget import as_rgb_array, encode_picture
+from utils.paintwidget import as_rgb_array, encode_picture, mask_from_url
 
 from . import editfile
 from .preserve import preserve_weight_for
@@ -38,10 +42,10 @@ PRESERVE_COLOR = (40, 110, 255)
 CONTEXT_COLOR = (255, 40, 40)
 
 
-def heat_overlay(image: torch.Tensor, response: torch.Tensor, level: float, color) -> np.ndarray:
-    """uint8 [H, W, 3]: image [3, H, W] blended towards `color` by response [h, w] / level (clipped to
-    [0, 1], alpha up to 0.7), the response upsampled bilinearly."""
-    rgb = imgviz.to_uint8(image).astype(np.float32)
+def heat_overlay(image: torch.Tensor | np.ndarray, response: torch.Tensor, level: float, color) -> np.ndarray:
+    """uint8 [H, W, 3]: image [3, H, W] in [-1, 1] (or uint8 [H, W, 3]) blended towards `color` by
+    response [h, w] / level (clipped to [0, 1], alpha up to 0.7), the response upsampled bilinearly."""
+    rgb = (image if isinstance(image, np.ndarray) else imgviz.to_uint8(image)).astype(np.float32)
     heat = imgviz.resize_map(response.float().cpu(), rgb.shape[:2]).numpy() / max(level, 1e-12)
     alpha = 0.7 * np.clip(heat, 0.0, 1.0)[..., None]
     return (rgb * (1 - alpha) + alpha * np.asarray(color, np.float32)).clip(0, 255).astype(np.uint8)
@@ -82,9 +86,26 @@ class PreservePanel(AppPanel):
         self.thumbs: list[widgets.Image] = []
         self.changes_btn = app._button('Changes', self.show_changes, tooltip='before / after of the held-out samples '
                                        'the edit changed most, and of the preserve examples')
-        self.preview_box = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))
+        self.tray.add_class('rwa-preserve-tray')
+        self.legend = widgets.HTML(
+            f'<span style="color:rgb{CONTEXT_COLOR}">&#9632;</span> red: where the context answers (the rule will '
+            f'apply there) &nbsp; <span style="color:rgb{PRESERVE_COLOR}">&#9632;</span> blue: where the preserve '
+            'regions\' keys answer (Preview again, or paint, to hide)', layout=widgets.Layout(display='none'))
+        self.legend.add_class('rwa-hint')
+        self.legend.add_class('rwa-legend')
+        self.previewing = False
+        self._preview: dict[int, np.ndarray] = {}         # imgnum -> the sample with its heat maps
+        self._preview_version = 0
+        self.preview_box = widgets.HBox(layout=widgets.Layout(flex_flow='row wrap'))     # the before / after pairs
+        title = widgets.HTML('<b>Changes</b> made by the last edit: each sample before (top row) and after it '
+                             '(bottom row); the held-out samples it changed most, then the preserve examples, '
+                             'with their mean absolute pixel change')
+        title.add_class('rwa-hint')
+        title.add_class('rwa-changes-title')
+        self.changes_section = widgets.VBox([title, self.preview_box], layout=widgets.Layout(display='none'))
+        self.changes_section.add_class('rwa-changes')
         self.children = [widgets.HBox([self.add_btn, self.preview_btn, self.changes_btn]), hint, self.tray,
-                         self.preview_box]
+                         self.legend]
 
     @property
     def regions(self) -> list:
@@ -99,13 +120,20 @@ class PreservePanel(AppPanel):
     @reports_errors('Add to Preserve')
     def add(self, _button=None) -> None:
         imgnum, url = self.app._selection()
-        regions = [pair for pair in self.regions if pair[0] != imgnum] + [[imgnum, url]]
+        canvas = self.app.canvases[self.app.current]
+        regions = [list(pair) for pair in self.regions]
+        merged = next((pair for pair in regions if pair[0] == imgnum), None)
+        if merged is None:
+            regions.append([imgnum, url])
+        else:                                                  # the image's region grows by the new paint
+            merged[1] = editfile.encode_mask(np.maximum(mask_from_url(merged[1], canvas.size), canvas.mask))
         self.app.request['preserve'] = regions
-        self.app.canvases[self.app.current].clear_mask()      # the selection now shows as a blue outline
+        canvas.clear_mask()                                    # the selection now shows as a blue outline
         self.app.current = None
         self.repaint()
         self.show_message(f'preserve: {len(regions)} region{"s" * (len(regions) > 1)} '
-                          f'(images {[r[0] for r in regions]})')
+                          f'(images {[r[0] for r in regions]})' +
+                          (f'; the new paint joined image {imgnum}\'s region' if merged is not None else ''))
 
     @reports_errors('Remove preserve region')
     def remove(self, index: int) -> None:
@@ -164,23 +192,55 @@ class PreservePanel(AppPanel):
 
     @reports_errors('Preview')
     def preview(self, _button=None) -> None:
+        """Draws the heat maps on the grid's samples (red: context, blue: preserve keys); a second click
+        takes them off."""
+        if self.previewing:
+            self.stop_preview()
+            self.show_message('preview off: the grid shows the samples')
+            return
         imgnums = list(self.app.sel)
         context_maps, keep_maps = self.preview_maps(imgnums)
         images = self.app._images(imgnums)
-        size = self.app.size // 2
         levels = (response_level(context_maps), None if keep_maps is None else response_level(keep_maps))
-        cells = []
-        for k, image in enumerate(images):
-            rows = [heat_overlay(image, context_maps[k], levels[0], CONTEXT_COLOR)]
+        self._preview = {}
+        for k, (imgnum, image) in enumerate(zip(imgnums, images, strict=True)):
+            picture = heat_overlay(image, context_maps[k], levels[0], CONTEXT_COLOR)
             if keep_maps is not None:
-                rows.append(heat_overlay(image, keep_maps[k], levels[1], PRESERVE_COLOR))
-            picture = np.concatenate(rows, axis=0)
-            cells.append(widgets.Image(value=encode_picture(picture), format='jpeg', width=size,
-                                       height=size * len(rows)))
-        self.preview_box.children = cells
+                picture = heat_overlay(picture, keep_maps[k], levels[1], PRESERVE_COLOR)
+            self._preview[imgnum] = picture
+        self._show_preview(True)
         touched = int((context_maps.flatten(1).amax(1) >= levels[0]).sum())
         self.show_message(f'preview: the context answers at full strength in {touched} of {len(imgnums)} samples '
-                          '(red); preserve regions\' keys in blue')
+                          '(red on the grid)' + ('; the preserve regions\' keys in blue' if keep_maps is not None
+                                                 else '') + ' (click Preview again to hide)')
+
+    def stop_preview(self) -> None:
+        """Takes the heat maps off the grid (nothing to do when none are shown)."""
+        if self.previewing:
+            self._preview = {}
+            self._show_preview(False)
+
+    def _show_preview(self, on: bool) -> None:
+        self.previewing = on
+        self._preview_version += 1
+        self.preview_btn.button_style = 'info' if on else ''
+        self.legend.layout.display = None if on else 'none'
+        self.app.repaint_grid()
+
+    def preview_picture(self, imgnum: int) -> np.ndarray | None:
+        """Sample `imgnum` with the preview's heat maps (uint8 [H, W, 3]), or None when not previewed."""
+        return self._preview.get(imgnum) if self.previewing else None
+
+    @property
+    def preview_state(self) -> int | None:
+        """Changes whenever the preview goes on or off (the grid repaints its canvases then)."""
+        return self._preview_version if self.previewing else None
+
+    def clear(self) -> None:
+        """After a change of the model: no preview, no changes strip (both would show the model before)."""
+        self.stop_preview()
+        self.preview_box.children = []
+        self.changes_section.layout.display = 'none'
 
     def heldout_numbers(self) -> list[int]:
         """The `heldout` image numbers after the grid's (wrapping around the z-sample), none of the request's."""
@@ -207,6 +267,7 @@ class PreservePanel(AppPanel):
         change was rolled back (nothing changed); the message line stays the app's."""
         if getattr(record, 'rolled_back', False):
             self.preview_box.children = []
+            self.changes_section.layout.display = 'none'
         else:
             self.changes_strip()
 
@@ -215,22 +276,35 @@ class PreservePanel(AppPanel):
         top_changes, keep_changes = self.changes_strip()
         worst = f'{max(top_changes):.3f}' if top_changes else 'n/a'
         kept = f', preserve examples {max(keep_changes):.3f}' if keep_changes else ''
-        self.show_message(f'changes (top: before, bottom: after): most changed held-out sample {worst}{kept}')
+        self.show_message(f'changes (below the samples; top: before, bottom: after): most changed held-out sample '
+                          f'{worst}{kept}')
 
     def changes_strip(self) -> tuple[list[float], list[float]]:
-        """Shows before / after pairs (the most changed held-out samples, then the preserve examples, each
-        labelled `held-out N` or `preserve N` with its mean abs change); returns the two lists of changes."""
+        """Shows the Changes section: a column per sample (the most changed held-out samples, then the
+        preserve examples), the sample before the edit above it after (the rows labelled), captioned
+        `#N held-out: c` or `#N preserve: c` (c: its mean abs change); returns the two lists of changes."""
         top, top_changes, keep, keep_changes = self.most_changed()
         size = self.app.size // 2
-        cells = []
+        caption = widgets.Layout(width=f'{size}px')
+
+        def picture(image: torch.Tensor) -> widgets.Image:
+            return widgets.Image(value=encode_picture(as_rgb_array(imgviz.to_uint8(image), size)), format='jpeg',
+                                 width=size, height=size, layout=widgets.Layout(width=f'{size}px',
+                                                                                height=f'{size}px', margin='0'))
+
+        rows = widgets.VBox([widgets.HTML(f'<b>{name}</b>', layout=widgets.Layout(
+                                height=f'{size}px', width='48px', display='flex', align_items='center'))
+                             for name in ('before', 'after')])
+        rows.add_class('rwa-change-rows')
+        cells = [rows]
         for imgnum, amount, kind in [(i, c, 'held-out') for i, c in zip(top, top_changes, strict=True)] + \
                                     [(i, c, 'preserve') for i, c in zip(keep, keep_changes, strict=True)]:
             before, after = self.app._images([imgnum], original=True)[0], self.app._images([imgnum])[0]
-            pair = np.concatenate([imgviz.to_uint8(before), imgviz.to_uint8(after)], axis=0)
-            label = widgets.HTML(f'{kind} {imgnum}: {amount:.3f}')
-            cell = widgets.VBox([widgets.Image(value=encode_picture(pair), format='jpeg', width=size,
-                                               height=2 * size), label])
+            label = widgets.HTML(f'#{imgnum} {kind}: {amount:.3f}', layout=caption)
+            label.add_class('rwa-hint')                       # wraps when narrow
+            cell = widgets.VBox([picture(before), picture(after), label])
             cell.add_class('rwa-change')
             cells.append(cell)
         self.preview_box.children = cells
+        self.changes_section.layout.display = None
         return top_changes, keep_changes

@@ -12,6 +12,7 @@ format of the original tool. Every handler reports problems on the message line 
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import html
@@ -41,7 +42,9 @@ STYLE = '''<style>
 .rwa-message { min-height: 1.6em; font-family: monospace; flex: 1 1 320px; min-width: 0; }
 .rwa-message, .rwa-hint, .rwa-message .widget-html-content, .rwa-hint .widget-html-content {
     white-space: normal; overflow-wrap: anywhere; line-height: 1.3; height: auto; }
-.rwa-tray { background: #f2f2f2; overflow-x: auto; min-height: 100px; }
+.rwa-tray { background: #f2f2f2; min-height: 100px; }
+.rwa .rwa-cell, .rwa .rwa-pane, .rwa .rwa-tray { overflow: visible; }   /* sized to fit: never a scroll box */
+.rwa .paint-widget, .rwa .rwa-cell > * { margin: 0; }   /* the canvas fills its cell exactly (no widget margin) */
 .rwa-thumb { cursor: pointer; margin: 2px; border: 3px solid transparent; }
 .rwa-thumb-selected { border-color: #1565c0; }
 .rwa-grid { border-left: 4px dashed gray; padding-left: 6px; }
@@ -51,9 +54,15 @@ STYLE = '''<style>
 .rwa-number { position: absolute; top: 3px; left: 3px; z-index: 2; pointer-events: none; margin: 0; padding: 0 4px;
               background: rgba(255, 255, 255, 0.8); border-radius: 3px; font: bold 12px monospace; line-height: 16px; }
 .rwa-confirm { background: #fff4e0; padding: 2px 6px; }
+.rwa-change-rows .widget-html-content { align-self: center; }   /* 'before' / 'after' level with their row */
+.rwa-history { width: 100%; }
+.rwa-history .widget-radio-box { width: 100%; flex: 1 1 auto; min-width: 0; }
+.rwa-history .widget-radio-box label { white-space: normal; overflow-wrap: anywhere; height: auto; line-height: 1.3;
+                                       margin: 1px 0; }   /* one entry a line, long ones wrapped: every state shown */
 </style>'''
 WARNING_COLOR = '#8a4b00'            # amber: the change happened but did not do what was asked
 WIDE = {'description_width': 'initial'}   # descriptions never cut short
+DOWNLOAD_LIMIT = 64 << 20            # bytes: a bigger export is not offered as a download link from the page
 
 
 class UserError(Exception):
@@ -179,6 +188,19 @@ def describe_record(record) -> str:
     return ', '.join(parts)
 
 
+def download_link(path: Path, limit: int | None = None) -> str:
+    """An HTML link that downloads the file at `path` from the page itself (a data: URL, so it works where the
+    server does not serve files, as on a Voila page); '' for a file over `limit` bytes (DOWNLOAD_LIMIT)."""
+    size = path.stat().st_size
+    if size > (DOWNLOAD_LIMIT if limit is None else limit):
+        return ''
+    with open(path, 'rb') as f:
+        data = base64.b64encode(f.read(size)).decode('ascii')
+    name = html.escape(path.name, quote=True)
+    return (f'<a download="{name}" href="data:application/octet-stream;base64,{data}" '
+            f'title="the exported checkpoint">download {name} ({size / 2 ** 20:.1f} MB)</a>')
+
+
 def loss_rose(record) -> bool:
     """Whether an edit ended with a higher loss than it started with (it made things worse)."""
     return bool(record.final_loss > record.initial_loss)
@@ -223,7 +245,9 @@ class GanRewriteApp(widgets.VBox):
         self._worker: threading.Thread | None = None
         self._was_disabled: dict = {}
         self.selected_context: int | None = None
-        self._pending_save: Path | None = None
+        self._keep_hint = ''
+        self._pending_save: Path | None = None            # the file Overwrite replaces ...
+        self._pending_write: Callable[[Path], None] | None = None      # ... and how it writes it
         self._updating_history = False
         self._model_version = 0
         self._image_cache: dict[tuple, torch.Tensor] = {}
@@ -296,13 +320,17 @@ class GanRewriteApp(widgets.VBox):
                                          layout=widgets.Layout(width='200px'))
         self.name_box.add_class('rwa-name')
         self.export_box = widgets.Text(value=str(self.mask_dir / 'rewritten.pt'), layout=widgets.Layout(width='260px'))
+        self.export_box.add_class('rwa-export')
+        self.download_link = widgets.HTML(value='')          # after Export: the checkpoint as a download
+        self.download_link.add_class('rwa-download')
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width='300px',
                                                                                           visibility='hidden'))
         self.loss_label = widgets.Label(value='')
+        self.loss_label.add_class('rwa-loss')
         self.message_line = widgets.HTML(value='')
         self.message_line.add_class('rwa-message')
-        self.history_box = widgets.Select(options=[], rows=1, description='history',
-                                          style=WIDE, layout=widgets.Layout(width='100%', display='none'))
+        self.history_box = widgets.RadioButtons(options=[], description='history', style=WIDE,
+                                                layout=widgets.Layout(width='100%', display='none'))
         self.history_box.add_class('rwa-history')
         self.history_box.observe(self._history_clicked, names='value')
         self.confirm_label = widgets.HTML(value='')
@@ -326,7 +354,7 @@ class GanRewriteApp(widgets.VBox):
         self.paste_canvas.on_mask(self.move_paste)
         self.thumbs: list[widgets.Image] = []
         self.tray = widgets.HBox(layout=widgets.Layout(width=f'{max(self.size * 3 // 2 + 12, 330)}px',
-                                                       height=f'{small // 2 + 24}px'))
+                                                       min_height=f'{small // 2 + 24}px', flex_flow='row wrap'))
         self.tray.add_class('rwa-tray')
         self.number_labels = [widgets.HTML(value='') for _ in self.canvases]
         self.cells = [widgets.Box([label, canvas], layout=widgets.Layout(width=f'{self.size}px'))
@@ -340,12 +368,14 @@ class GanRewriteApp(widgets.VBox):
         the solver settings, the image and file controls, the status line right below them, then the
         context / copy / paste panel and the grid (beside it when there is room for `columns` samples a
         row, below it otherwise, with fewer a row only when the page is narrower still; every row shown),
-        then the history."""
+        then the Changes section (after an edit) and the history."""
         title = widgets.HTML(STYLE + '<span class="rwa-title">Rewriting a Deep Generative Model</span>')
         small = f'{self.size * 3 // 4}px'
-        copy_paste = wrapping_row(*[widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
-                                    for button, canvas in [(self.copy_btn, self.copy_canvas),
-                                                           (self.paste_btn, self.paste_canvas)]])
+        panes = [widgets.VBox([button, canvas], layout=widgets.Layout(width=small, margin='4px'))
+                 for button, canvas in [(self.copy_btn, self.copy_canvas), (self.paste_btn, self.paste_canvas)]]
+        for pane in panes:
+            pane.add_class('rwa-pane')
+        copy_paste = wrapping_row(*panes)
         tray_label = widgets.HTML('context: click a picture to select it, then Remove (or Delete) drops it')
         tray_label.add_class('rwa-hint')
         from .preservepanel import PreservePanel  # issue 13's preserve regions, their own module
@@ -372,10 +402,12 @@ class GanRewriteApp(widgets.VBox):
                 wrapping_row(self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
                              self.drank_box),
                 wrapping_row(self.numbers_box, self.search_btn, self.match_btn, self.brush_slider, self.clear_btn),
-                wrapping_row(self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn),
+                wrapping_row(self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn,
+                             self.download_link),
                 self.confirm_row,
                 wrapping_row(self.message_line, self.progress, self.loss_label),
                 self.body,
+                self.preserve_panel.changes_section,
                 self.history_box,
                 self.advise_panel]
 
@@ -500,7 +532,7 @@ class GanRewriteApp(widgets.VBox):
         self._repaint_copy()
         self._repaint_paste()
         self._repaint_changes()
-        self.preserve_panel.preview_box.children = []     # a preview or strip of the model before is stale
+        self.preserve_panel.clear()                       # a preview or strip of the model before is stale
 
     def repaint_grid(self) -> None:
         """Shows the selected samples; only canvases whose picture changed are re-encoded."""
@@ -508,7 +540,7 @@ class GanRewriteApp(widgets.VBox):
         images = self._images(shown, original=self.showing_original)
         overlay = self._match_overlays(shown, images) if self.showing_matches else None
         view = ('original' if self.showing_original else self._model_version,
-                self._context_version if self.showing_matches else None)
+                self._context_version if self.showing_matches else None, self.preserve_panel.preview_state)
         outlines = self.preserve_panel.grid_regions()     # preserve regions, outlined in blue
         for index, canvas in enumerate(self.canvases):
             if index >= len(shown):
@@ -526,6 +558,8 @@ class GanRewriteApp(widgets.VBox):
                 if self.current == index:
                     self.current = None
             picture = imgviz.to_uint8(images[index]) if overlay is None else overlay[index]
+            previewed = None if self.showing_original else self.preserve_panel.preview_picture(shown[index])
+            picture = picture if previewed is None else previewed         # Preview's heat maps on the sample
             canvas.set_picture(self.preserve_panel.outline(picture, outlines.get(shown[index], ()), canvas.size))
             self._shown[index] = state
 
@@ -608,7 +642,6 @@ class GanRewriteApp(widgets.VBox):
         try:
             self.history_box.options = options
             self.history_box.value = len(applied)
-            self.history_box.rows = min(len(options), 8)
         finally:
             self._updating_history = False
         self.history_box.layout.display = None if len(options) > 1 else 'none'
@@ -624,6 +657,7 @@ class GanRewriteApp(widgets.VBox):
         for other, canvas in enumerate(self.canvases):
             if other != index:
                 canvas.clear_mask()
+        self.preserve_panel.stop_preview()                # painting takes Preview's heat maps off
 
     def _selection(self) -> tuple[int, str]:
         """(imgnum, mask URL) of the painted selection; UserError when there is none."""
@@ -878,6 +912,7 @@ class GanRewriteApp(widgets.VBox):
         record = step()
         if record is None:
             raise UserError(nothing)
+        self.loss_label.value = ''                           # the last solve's figures are not this state's
         self.refresh()
         self.show_message(done.format(record.kind))
 
@@ -891,6 +926,7 @@ class GanRewriteApp(widgets.VBox):
             self.gw.undo()
         while len(self.gw.history) < state:
             self.gw.redo()
+        self.loss_label.value = ''
         self.refresh()
         self.show_message('back to the original model (Redo or the history re-applies the changes)' if state == 0
                           else f'now at change {state} of {total}')
@@ -898,6 +934,7 @@ class GanRewriteApp(widgets.VBox):
     @reports_errors('Revert')
     def revert(self, _button=None) -> None:
         self.gw.revert()
+        self.loss_label.value = ''
         self.refresh()
         self.show_message('reverted to the original model (the history is cleared)')
 
@@ -923,27 +960,32 @@ class GanRewriteApp(widgets.VBox):
         if not any(self.request.get(name) for name in editfile.EDIT_FIELDS):
             raise UserError('there is nothing to save: Copy, Paste or Add to Context first')
         if path.exists():
-            self._pending_save = path
-            self.confirm_label.value = (f'<b>{html.escape(path.name)}</b> already exists in '
-                                        f'{html.escape(str(self.mask_dir))}: overwrite it?')
-            self.confirm_row.layout.display = None
-            self.show_message(f'{path.name} already exists: click Overwrite to replace it, or Keep', warning=True)
+            self._ask_overwrite(path, self._write_edit, 'type another name to save this edit')
             return
         self._write_edit(path)
+
+    def _ask_overwrite(self, path: Path, write: Callable[[Path], None], other: str) -> None:
+        """Shows Overwrite / Keep and one message saying that `path` exists; Overwrite calls write(path),
+        Keep says `other` (what to do instead)."""
+        self._pending_save, self._pending_write, self._keep_hint = path, write, other
+        self.confirm_label.value = ''
+        self.confirm_row.layout.display = None
+        self.show_message(f'{path.name} already exists in {path.parent}: click Overwrite to replace it, or Keep',
+                          warning=True)
 
     @reports_errors('Overwrite')
     def confirm_overwrite(self, _button=None) -> None:
         path, self._pending_save = self._pending_save, None
         self.confirm_row.layout.display = 'none'
         if path is None:
-            raise UserError('nothing to overwrite: click Save first')
-        self._write_edit(path)
+            raise UserError('nothing to overwrite: click Save or Export first')
+        (self._pending_write or self._write_edit)(path)
 
     @reports_errors('Keep')
     def keep_saved(self, _button=None) -> None:
         path, self._pending_save = self._pending_save, None
         self.confirm_row.layout.display = 'none'
-        self.show_message(f'kept {path.name}: type another name to save this edit' if path else 'nothing to keep')
+        self.show_message(f'kept {path.name}: {self._keep_hint}' if path else 'nothing to keep')
 
     def _write_edit(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)      # mask_dir (or FOLDER in it)
@@ -972,6 +1014,7 @@ class GanRewriteApp(widgets.VBox):
 
     def _use_request(self, request: dict) -> None:
         self.request = request
+        self.loss_label.value = ''                           # the figures of a solve of the edit before
         self.preserve_panel.repaint()
         self._context_changed()
         self._repaint_copy()
@@ -980,5 +1023,14 @@ class GanRewriteApp(widgets.VBox):
     @reports_errors('Export')
     def export(self, _button=None) -> None:
         path = export_path(self.export_box.value)
+        if path.exists():
+            self._ask_overwrite(path, self._write_export, 'type another file name to export to')
+            return
+        self._write_export(path)
+
+    def _write_export(self, path: Path) -> None:
         save_generator(self.gw.model, path)
-        self.show_message(f'exported the rewritten generator to {path}')
+        self.download_link.value = download_link(path)
+        self.show_message(f'exported the rewritten generator to {path}' +
+                          ('' if self.download_link.value else f' (over {DOWNLOAD_LIMIT >> 20} MB: no download link; '
+                           'copy the file from there)'))

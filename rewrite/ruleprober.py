@@ -62,11 +62,13 @@ class RuleProber(widgets.VBox):
         self.sample.observe(self._new_sample, names='value')
         self.strength.observe(lambda _change: self.update(), names='value')
 
-        def column(title, widget):
-            return widgets.VBox([widgets.HTML(f'<b>{title}</b>'), widget])
+        def column(title, widget):        # each title over its own picture, the columns apart
+            heading = widgets.HTML(f'<b>{html.escape(title)}</b>', layout=widgets.Layout(width=f'{self.size}px'))
+            heading.add_class('rp-title')
+            return widgets.VBox([heading, widget], layout=widgets.Layout(margin='0 16px 0 0'))
 
         super().__init__([widgets.HBox([self.sample, self.strength, self.clear_button]),
-                          widgets.HBox([column('paint where to add / remove the cause', self.canvas),
+                          widgets.HBox([column('paint the cause here', self.canvas),
                                         column('original model', self.original),
                                         column('changed model', self.changed)]),
                           self.status])

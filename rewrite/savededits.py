@@ -64,6 +64,7 @@ def export_path(text: str | None) -> Path:
 
 
 NOTEBOOK_NAME = 'rewriting-interface.ipynb'
+RULE_NOTEBOOK_NAME = 'reflection-rule-change.ipynb'      # section 5.3: changing a contextual rule
 
 
 def notebooks_dir() -> Path:
@@ -75,9 +76,10 @@ def notebooks_dir() -> Path:
 
 
 def notebook_files(dest: Path) -> list[tuple[Path, Path]]:
-    """(source, target) of what `rewrite notebook DEST` copies: the notebook, voila.json (Voila shuts down
-    the kernels of closed tabs after 10 idle minutes when started in that folder) and masks/demo/*.json."""
+    """(source, target) of what `rewrite notebook DEST` copies: the two notebooks (the interface and the rule
+    change), voila.json (Voila shuts down the kernels of closed tabs after 10 idle minutes when started in that
+    folder) and masks/demo/*.json."""
     source = notebooks_dir()
-    files = [(source / name, dest / name) for name in (NOTEBOOK_NAME, 'voila.json')]
+    files = [(source / name, dest / name) for name in (NOTEBOOK_NAME, RULE_NOTEBOOK_NAME, 'voila.json')]
     bundled = sorted((source / 'masks' / 'demo').glob('*.json'))
     return files + [(path, dest / 'masks' / 'demo' / path.name) for path in bundled]

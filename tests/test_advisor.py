@@ -282,7 +282,11 @@ def test_table_is_ranked_and_serialisable(advice):
     assert 'layer' in advice.text_table().splitlines()[0]
     picture = advisor.advice_picture(advice, top=2)
     cols = min(advisor.PREVIEW, HELDOUT)
-    assert picture.shape == ((1 + 2 * 2) * (32 + 2) + 2, cols * (32 + 2) + 2, 3)
+    assert picture.shape == ((1 + 2 * 2) * (32 + 2) + 2, advisor.ROW_LABEL_WIDTH + cols * (32 + 2) + 2, 3)
+    labels = picture[:, :advisor.ROW_LABEL_WIDTH].min(-1) < 128          # dark text on white, left of the grid
+    for row in range(1 + 2 * 2):                                          # every row labelled
+        assert labels[2 + row * 34:(row + 1) * 34].sum() > 20, row
+    assert np.array_equal(picture[0, advisor.ROW_LABEL_WIDTH:], np.full((cols * 34 + 2, 3), 255, np.uint8))
 
 
 def test_layer_too_small_for_the_masks_is_skipped_with_the_reason(model, zds):
@@ -396,7 +400,7 @@ def test_cli_advise_writes_table_and_picture(files, capsys):
     assert len(data['table']) == 4 and data['edit_file'].endswith('edit.json')
     assert data['table'][0]['layer'] == best['layer'] and data['table'][0]['rank'] == best['rank']
     with Image.open(out_dir / 'advice.png') as im:
-        assert im.size == (4 * 34 + 2, (1 + 2 * 3) * 34 + 2)
+        assert im.size == (advisor.ROW_LABEL_WIDTH + 4 * 34 + 2, (1 + 2 * 3) * 34 + 2)
     assert 'layer' in out.splitlines()[0] and 'leak' in out.splitlines()[0]
 
 

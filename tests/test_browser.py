@@ -147,7 +147,7 @@ def run_session(page, mask_dir: Path, tmp_path: Path) -> None:
 
     page.get_by_role('button', name='Execute Change', exact=True).click()
     expect(message).to_contain_text('changed the model', timeout=TIMEOUT_MS)
-    expect(page.locator('.rwa-history select option')).to_have_count(2)     # the original model, the edit
+    expect(page.locator('.rwa-history .widget-radio-box label')).to_have_count(2)   # the original model, the edit
     rewritten_target = pixels(canvases.nth(1))
     assert np.abs(rewritten_target - original_target).mean() > 1.0, 'the grid was not repainted from the new model'
 

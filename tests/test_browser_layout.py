@@ -11,6 +11,7 @@ session then checks the feedback: Execute Change, the history list, Ctrl+Z over 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from test_notebook import NOTEBOOK, ROOT, with_parameters
 
 pytestmark = pytest.mark.slow
 
-WIDTHS = (1280, 1920)
+WIDTHS = (900, 1280, 1920)
 HEIGHT = 1500                   # tall enough that the whole widget shows in the screenshots
 READY = 'paint a region on a sample to begin'
 
@@ -48,6 +49,17 @@ LAYOUT_JS = '''() => {
     for (const el of app.querySelectorAll('button, .widget-label, label, .widget-readout, .widget-html-content'))
         if (shown(el) && el.scrollWidth > el.clientWidth + 1)
             problems.push(`cut short: "${name(el)}" needs ${el.scrollWidth} px, has ${el.clientWidth}`);
+    // no scroll box: every canvas, its cell and pane, the trays, the grid, and any other box of the app that
+    // would show a scrollbar (overflow auto / scroll) holds its content without scrolling
+    const boxes = new Set(app.querySelectorAll('.paint-widget, .rwa-cell, .rwa-pane, .rwa-tray, .rwa-grid, '
+        + '.rwa-thumb, .rwa-changes'));
+    for (const el of app.querySelectorAll('*'))
+        if (['auto', 'scroll'].some(v => [getComputedStyle(el).overflowX, getComputedStyle(el).overflowY].includes(v))
+            && !['SELECT', 'TEXTAREA', 'INPUT'].includes(el.tagName)) boxes.add(el);
+    for (const el of boxes)
+        if (shown(el) && (el.scrollWidth > el.clientWidth || el.scrollHeight > el.clientHeight))
+            problems.push(`scrolls: ${el.className} holds ${el.scrollWidth} x ${el.scrollHeight} px `
+                          + `in ${el.clientWidth} x ${el.clientHeight}`);
     const canvases = [...app.querySelectorAll('img.rwa-grid-canvas')].filter(shown);
     const numbers = canvases.map(img => (img.parentElement.querySelector('.rwa-number') || img).innerText.trim());
     const message = app.querySelector('.rwa-message').getBoundingClientRect();
@@ -84,12 +96,38 @@ def served_notebook(tmp_path):
                          RUN_EXAMPLE=False)
     path = folder / 'rewriting-interface.ipynb'
     nbformat.write(nb, path)
+    shutil.copy(NOTEBOOK.parent / 'voila.json', folder / 'voila.json')      # as `rewrite notebook` copies it
     return path
 
 
+def fill_trays(page) -> None:
+    """Four context regions (two rows of the tray), a preserve region, a copy and a paste: the trays and the
+    copy / paste boxes as a user fills them."""
+    from playwright.sync_api import expect
+    message = page.locator('.rwa-message')
+    canvases = page.locator('img.rwa-grid-canvas')
+    button = lambda name: page.get_by_role('button', name=name, exact=True)   # noqa: E731
+    for n, index in enumerate((3, 4, 5, 6), 1):
+        canvases.nth(index).scroll_into_view_if_needed()
+        stroke(page, canvases.nth(index), (0.3, 0.3), (0.5, 0.5))
+        button('Add to Context').click()
+        expect(message).to_contain_text(f'context: {n} region')
+    canvases.nth(7).scroll_into_view_if_needed()
+    stroke(page, canvases.nth(7), (0.2, 0.2), (0.4, 0.4))
+    button('Add to Preserve').click()
+    expect(message).to_contain_text('preserve: 1 region')
+    for index, name, said in ((0, 'Copy', 'copied a region of image 0'), (1, 'Paste', 'paste goal in image 1')):
+        canvases.nth(index).scroll_into_view_if_needed()
+        stroke(page, canvases.nth(index), (0.3, 0.3), (0.55, 0.5))
+        button(name).click()
+        expect(message).to_contain_text(said)
+
+
 def check_layout(page, where: str, folder: Path) -> dict:
-    """Checks the geometry at each width; returns {width: columns of samples}."""
+    """Checks the geometry at each width, the trays and copy / paste boxes filled; returns {width: columns of
+    samples}."""
     columns = {}
+    fill_trays(page)
     for width in WIDTHS:
         page.set_viewport_size({'width': width, 'height': HEIGHT})
         page.wait_for_timeout(500)                                    # let the reflow settle
@@ -118,6 +156,9 @@ def test_layout_in_voila(sync_playwright, served_notebook):  # noqa: F811 - the 
             expect(page.locator('.rwa-message')).to_contain_text(READY, timeout=TIMEOUT_MS)
             columns = check_layout(page, 'voila', folder)
             assert columns[1920] == 3, columns                              # the whole grid beside the tools
+            text = page.inner_text('body')                  # no text for notebook users on a Voila page
+            assert 'run_example' not in text and 'MODEL' not in text and 'Scripted use' not in text
+            assert 'Rewriting a Deep Generative Model' in text and 'Add to Context' in text
         except Exception as error:
             log = (folder / 'voila.log').read_text()[-3000:]
             raise AssertionError(f'{error}\nbrowser console errors: {problems[-10:]}\nvoila log:\n{log}') from error
@@ -156,7 +197,9 @@ def page_in_jupyter(sync_playwright, notebook: Path, app: str, session=None) -> 
             if session is not None:
                 session(page, message)
         except Exception as error:
-            page.screenshot(path=str(folder / f'failure-{app}.png'))
+            page.remove_locator_handler(select_kernel)      # the report must not wait on the dialog's button
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(folder / f'failure-{app}.png'), timeout=10_000)
             dialogs = page.locator('.jp-Dialog').all_inner_texts()
             raise AssertionError(f'{error}\ndialogs: {dialogs}\nbrowser console errors: {problems[-10:]}\n'
                                  f'{app} log:\n{log.read_text()[-3000:]}') from error
@@ -196,10 +239,26 @@ def session_in_jupyterlab(page, message) -> None:
     expect(message).to_contain_text(re.compile('changed the model|the loss rose'), timeout=TIMEOUT_MS)
     expect(button('Cancel')).to_be_disabled()
     expect(button('Execute Change')).to_be_enabled()
-    expect(page.locator('.rwa-history select option')).to_have_count(2)
+    history = page.locator('.rwa-history .widget-radio-box label')
+    expect(history).to_have_count(2)
+    expect(page.locator('.rwa-changes')).to_be_visible()
+    for width in WIDTHS:                            # the history and the Changes section laid out as well
+        page.set_viewport_size({'width': width, 'height': HEIGHT})
+        page.wait_for_timeout(500)
+        found = page.evaluate(LAYOUT_JS)
+        page.locator('.rwa').screenshot(path=str(ROOT / 'artifacts' / f'layout-jupyterlab-executed-{width}.png'))
+        assert found['problems'] == [], f'after Execute Change at {width} px: {found["problems"]}'
+        lines = page.evaluate('''() => [...document.querySelectorAll('.rwa-history .widget-radio-box label')].map(
+            label => [label.getBoundingClientRect().height, label.scrollWidth <= label.clientWidth])''')
+        assert all(height > 0 and fits for height, fits in lines), lines    # every state shown, wrapped
+    for part in ('changes', 'history'):             # below the pictures: scrolled into view to be seen
+        page.locator(f'.rwa-{part}').screenshot(path=str(ROOT / 'artifacts' / f'jupyterlab-{part}.png'))
+    expect(history.nth(1)).to_contain_text('edit')
+    expect(page.locator('.rwa-loss')).not_to_have_text('')
     cells = page.locator('.jp-Notebook .jp-Cell').count()
     canvases.nth(2).hover()
     page.keyboard.press('Control+z')
     expect(message).to_contain_text('undid the last edit')
     assert page.locator('.jp-Notebook .jp-Cell').count() == cells          # no cell added or removed meanwhile
-    expect(page.locator('.rwa-history select option').nth(1)).to_contain_text('undone: edit')
+    expect(history.nth(1)).to_contain_text('undone: edit')
+    expect(page.locator('.rwa-loss')).to_have_text('')                     # the undone solve's figures are gone

@@ -359,7 +359,8 @@ def test_notebook_command_copies_the_notebook_and_bundled_edits(tmp_path, capsys
     source = ROOT / 'notebooks'
     copied = sorted(str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file())
     bundled = (source / 'masks' / 'demo').glob('*.json')
-    expected = ['rewriting-interface.ipynb', 'voila.json'] + [f'masks/demo/{p.name}' for p in bundled]
+    expected = ['rewriting-interface.ipynb', 'reflection-rule-change.ipynb', 'voila.json'] + \
+        [f'masks/demo/{p.name}' for p in bundled]
     assert copied == sorted(expected) and 'wrote' in out
     assert all((dest / name).read_bytes() == (source / name).read_bytes() for name in expected)
     (dest / 'rewriting-interface.ipynb').write_text('mine')
@@ -452,7 +453,8 @@ def test_readme_commands_and_the_notebook_write_only_ignored_paths():
         pytest.skip('not a git checkout')
     written = readme_outputs((ROOT / 'README.md').read_text())
     assert {'samples/', 'edited/', 'edited.pt', 'edited5.png', 'advice/', 'cache/', 'my-notebook/'} <= written
-    notebook = ['notebooks/masks/scripted_example.json', 'notebooks/masks/rewritten.pt', 'notebooks/masks/cache/k.npz']
+    notebook = ['notebooks/masks/scripted_example.json', 'notebooks/masks/rewritten.pt', 'notebooks/masks/cache/k.npz',
+                'notebooks/scratch/glowchurch64-rule-changed.pt']                 # the reflection notebook's OUT
     paths = sorted(p.rstrip('/') + ('/x' if p.endswith('/') else '') for p in written) + notebook
     proc = subprocess.run(['git', 'check-ignore', '--no-index', *paths], cwd=ROOT, capture_output=True, text=True)
     ignored = set(proc.stdout.split())

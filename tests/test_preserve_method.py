@@ -410,11 +410,16 @@ def tray_tint(app, thumb, imgnum: int, url: str) -> float:
 
 
 def test_widget_preserve_tray_preview_save_and_load(tmp_path):
+    import re
+
     from paintevents import dispatch_dom_event
-    from test_rewriteapp import LAYER, NUM_IMAGES, paint, prepare_edit
+    from test_rewriteapp import LAYER, NUM_IMAGES, grid_pictures, paint, prepare_edit, shown
 
     from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
     from rewrite.rewriteapp import GanRewriteApp
+    from utils import imgviz
+    from utils.paintwidget import as_rgb_array
     from utils.stylegan2 import SeqStyleGAN2
     from utils.zdataset import z_dataset_for_model
     torch.manual_seed(0)
@@ -432,14 +437,46 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     context_tint = tray_tint(app, app.thumbs[0], *app.request['key'][0])
     preserve_tint = tray_tint(app, panel.thumbs[0], *app.request['preserve'][0])
     assert preserve_tint - context_tint > 50
+    plain = grid_pictures(app)
+    panel.preview_btn.click()                     # the heat maps drawn on the grid's own samples, with a legend
+    assert panel.previewing and 'preview' in app.message and panel.legend.layout.display is None
+    assert 'red' in panel.legend.value and 'blue' in panel.legend.value
+    context_maps, keep_maps = panel.preview_maps(app.sel)
+    levels = response_level(context_maps), response_level(keep_maps)
+    for k, imgnum in enumerate(app.sel):          # each canvas shows its sample under both heat maps
+        sample = imgviz.to_uint8(app._images([imgnum])[0]).astype(np.float64)
+        heat = [np.clip(imgviz.resize_map(maps[k].float(), sample.shape[:2]).numpy() / level, 0, 1)[..., None] * 0.7
+                for maps, level in zip((context_maps, keep_maps), levels, strict=True)]
+        expected = sample * (1 - heat[0]) + heat[0] * np.asarray(CONTEXT_COLOR)
+        expected = np.floor(np.clip(expected, 0, 255))
+        expected = expected * (1 - heat[1]) + heat[1] * np.asarray(PRESERVE_COLOR)
+        seen = shown(app.canvases[k])
+        expected = panel.outline(np.clip(expected, 0, 255).astype(np.uint8), panel.grid_regions().get(imgnum, ()),
+                                 seen.shape[0]).astype(np.float32)       # the preserve region's outline on top
+        assert np.abs(seen - expected).mean() < 4.0, k        # JPEG
+    assert sum(picture != before for picture, before in zip(grid_pictures(app), plain, strict=True)) >= 2
+    panel.preview_btn.click()                     # a second click takes them off
+    assert not panel.previewing and grid_pictures(app) == plain and panel.legend.layout.display == 'none'
     panel.preview_btn.click()
-    assert len(panel.preview_box.children) == len(app.sel) and 'preview' in app.message
+    paint(app, 5, [(4, 4), (8, 8)])               # ... and so does the next stroke
+    assert not panel.previewing and grid_pictures(app)[:5] == plain[:5]
+    app.clear_btn.click()
     app.execute()
     assert 'changed the model' in app.message
-    # the before / after strip is shown without a click: the most changed held-out samples, then the preserve example
-    labels = [cell.children[1].value for cell in panel.preview_box.children]
-    assert len(labels) == panel.shown + 1 and labels[-1].startswith(f'preserve {app.sel[3]}:')
-    assert all(label.startswith('held-out') for label in labels[:-1])
+    # the Changes section is shown without a click: the most changed held-out samples, then the preserve example,
+    # each the sample before above it after, under labelled rows and a title
+    assert panel.changes_section.layout.display is None and 'Changes' in panel.changes_section.children[0].value
+    rows, *cells = panel.preview_box.children
+    assert [label.value for label in rows.children] == ['<b>before</b>', '<b>after</b>']
+    labels = [cell.children[-1].value for cell in cells]
+    assert len(labels) == panel.shown + 1 and labels[-1].startswith(f'#{app.sel[3]} preserve: ')
+    assert all(re.fullmatch(r'#\d+ held-out: \d\.\d{3}', label) for label in labels[:-1])
+    top, top_changes, keep, keep_changes = panel.most_changed()
+    before = as_rgb_array(imgviz.to_uint8(app._images([top[0]], original=True)[0]), app.size // 2)
+    after = as_rgb_array(imgviz.to_uint8(app._images([top[0]])[0]), app.size // 2)
+    distance = lambda image, picture: float(np.abs(shown(image) - picture).mean())    # noqa: E731 (JPEG at 32 px)
+    assert distance(cells[0].children[0], before) < distance(cells[0].children[0], after)     # top: before
+    assert distance(cells[0].children[1], after) < distance(cells[0].children[1], before)     # bottom: after
     drawn = outline_colour(app, 3, app.request['preserve'][0][1])             # still outlined on the new model
     assert drawn[2] > drawn[0] + 100 and drawn[2] > drawn[1] + 60
     # Changes: before / after of the most changed held-out samples (none of the request's) and the preserve example
@@ -449,7 +486,7 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     before, after = app._images([top[0]], original=True)[0], app._images([top[0]])[0]
     assert top_changes[0] == pytest.approx(float((before - after).abs().mean()))
     panel.changes_btn.click()
-    assert len(panel.preview_box.children) == panel.shown + 1 and 'most changed' in app.message
+    assert len(panel.preview_box.children) == panel.shown + 2 and 'most changed' in app.message
     app.name_box.value = 'kept'
     app.save()
     saved = json.loads((tmp_path / 'masks' / 'kept.json').read_text())
@@ -511,3 +548,35 @@ def test_demo_command_shows_the_difference_preserve_regions_make(tmp_path, capsy
     kept = float(out.split('preserve regions changed ')[1].split()[0])
     without = float(out.split('the edit would change them ')[1].split()[0])
     assert kept < without
+
+
+def test_a_second_preserve_region_on_the_same_image_joins_the_first(tmp_path):
+    """Add to Preserve twice on one sample (the canvas cleared between): one region, the union of both paints."""
+    from test_rewriteapp import LAYER, NUM_IMAGES, paint
+
+    from rewrite import editfile
+    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.rewriteapp import GanRewriteApp
+    from utils.paintwidget import mask_from_url
+    from utils.stylegan2 import SeqStyleGAN2
+    from utils.zdataset import z_dataset_for_model
+    torch.manual_seed(0)
+    model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32}).eval()
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
+    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=6, niter=40, background=False)
+    panel = app.preserve_panel
+    paint(app, 3, [(6, 6), (14, 10)])
+    first = app.canvases[3].mask.copy()
+    panel.add_btn.click()
+    paint(app, 0, [(30, 30), (34, 34)])                 # another image's region stays its own
+    panel.add_btn.click()
+    paint(app, 3, [(44, 44), (54, 50)])
+    second = app.canvases[3].mask.copy()
+    panel.add_btn.click()
+    assert [r[0] for r in app.request['preserve']] == [app.sel[3], app.sel[0]]
+    assert 'joined image 3' in app.message and len(panel.tray.children) == 2
+    url = app.request['preserve'][0][1]
+    union = np.maximum(first, second)
+    assert (first > 0).sum() > 20 and (second > 0).sum() > 20 and not ((first > 0) & (second > 0)).any()
+    assert np.array_equal(editfile.mask_from_url(url, 64).numpy() > 0, union > 0)    # both regions, nothing else
+    assert np.abs(mask_from_url(url, 64) - union).max() <= 0.5 / 255 + 1e-6   # soft edges as painted (8-bit alpha)

@@ -210,7 +210,13 @@ def test_execute_change_rewrites_and_repaints(app, gw):
     assert len(gw.history) == 2 and len(app.history_box.options) == 3
     app.undo_btn.click()
     assert len(gw.history) == 1 and grid_pictures(app) == after and 'undid' in app.message
+    assert app.loss_label.value == ''                          # the undone solve's figures are gone
+    app.redo_btn.click()
+    assert app.loss_label.value == ''
+    app.execute_btn.click()
+    assert app.loss_label.value.startswith(f'{len(losses)} steps, loss')
     app.revert_btn.click()
+    assert app.loss_label.value == ''
     assert gw.history == [] and grid_pictures(app) == before and len(app.history_box.options) == 1
     assert app.history_box.layout.display == 'none'
     app.undo_btn.click()
@@ -449,6 +455,34 @@ def test_export_writes_a_loadable_checkpoint(app, gw, tmp_path):
     assert 'type the checkpoint file' in app.message
 
 
+def test_export_asks_before_replacing_and_offers_a_download(app, gw, tmp_path):
+    import base64
+    import html as htmllib
+    import re
+
+    from rewrite.rewriteapp import download_link
+    path = tmp_path / 'rewritten.pt'
+    path.write_bytes(b'mine')
+    app.export_box.value = str(path)
+    app.export_btn.click()                                 # the file exists: asks first, writes nothing
+    assert path.read_bytes() == b'mine' and app.confirm_row.layout.display is None
+    assert app.message == f'rewritten.pt already exists in {tmp_path}: click Overwrite to replace it, or Keep'
+    app.keep_btn.click()
+    assert path.read_bytes() == b'mine' and 'kept rewritten.pt: type another file name' in app.message
+    assert app.download_link.value == ''
+    app.export_btn.click()
+    app.overwrite_btn.click()
+    assert app.message == f'exported the rewritten generator to {path}' and path.read_bytes() != b'mine'
+    # the link carries the file itself (a data: URL: no server needed, as on a Voila page)
+    link = re.fullmatch(r'<a download="rewritten.pt" href="data:application/octet-stream;base64,([A-Za-z0-9+/=]+)" '
+                        r'title="[^"]*">download rewritten.pt \(\d+\.\d MB\)</a>', app.download_link.value)
+    assert link and base64.b64decode(link[1]) == path.read_bytes()
+    assert download_link(path, limit=path.stat().st_size - 1) == ''          # too big for a page: no link
+    odd = tmp_path / 'a"<b>.pt'
+    odd.write_bytes(b'x')
+    assert 'download="a&quot;&lt;b&gt;.pt"' in download_link(odd) and htmllib.unescape('&quot;') == '"'
+
+
 # ---- honest feedback, long solves, history and shortcuts (issue 19) ---------------------------------------
 def layer_weight(gw) -> torch.Tensor:
     return gw.target_weights().detach().clone()
@@ -575,6 +609,7 @@ def test_shortcuts_redo_and_the_clickable_history(app, gw):
     app.execute_btn.click()
     second = layer_weight(gw)
     assert [value for _, value in app.history_box.options] == [0, 1, 2] and app.history_box.value == 2
+    assert app.history_box.layout.display is None                         # every state listed, one entry a line
 
     press(app, 'z', ctrlKey=True)                                         # Ctrl+Z: undo
     assert len(gw.history) == 1 and torch.equal(layer_weight(gw), first) and grid_pictures(app) == first_pictures
@@ -608,7 +643,8 @@ def test_save_asks_before_overwriting_a_saved_edit(app):
     app.context_btn.click()
     app.save_btn.click()                                                  # the name exists: asks first
     assert path.read_bytes() == first and app.confirm_row.layout.display is None
-    assert 'mine.json already exists' in app.message and 'overwrite it?' in app.confirm_label.value
+    assert app.message == (f'mine.json already exists in {app.mask_dir}: click Overwrite to replace it, or Keep')
+    assert app.confirm_label.value == ''                          # one message, not the same twice
     app.keep_btn.click()
     assert path.read_bytes() == first and app.confirm_row.layout.display == 'none' and 'kept mine.json' in app.message
     app.save_btn.click()

@@ -3,12 +3,14 @@ Chromium. Paints where to add the cause and checks both models' pictures are red
 
 from __future__ import annotations
 
+import shutil
+
 import nbformat
 import numpy as np
 import pytest
 from browser.voila_server import serve_voila
 from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, pixels, server_env, stroke, sync_playwright  # noqa: F401 - fixture
-from test_notebook import with_parameters
+from test_notebook import ROOT, with_parameters
 from test_rule_notebook import RULE_NOTEBOOK
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,17 @@ def test_prober_paints_the_cause_in_chromium(sync_playwright, tmp_path):  # noqa
             expect(status).to_contain_text('changed: lit windows')
             assert np.abs(pixels(original) - before[0]).mean() > 0.5, 'the original model was not redrawn'
             assert np.abs(pixels(changed) - before[1]).mean() > 0.5, 'the changed model was not redrawn'
+            titles = [page.locator('.rp-title').nth(i).bounding_box() for i in range(3)]   # apart, one a picture
+            pictures = [page.locator(f'img.{name}').bounding_box() for name in ('rp-canvas', 'rp-original',
+                                                                                 'rp-changed')]
+            for left, right in zip(titles, titles[1:]):
+                assert left['x'] + left['width'] + 8 <= right['x'], titles
+            assert len({round(picture['y']) for picture in pictures}) == 1, pictures      # side by side, level
+            for title, picture in zip(titles, pictures, strict=True):
+                assert abs(title['x'] - picture['x']) < 4 and title['y'] + title['height'] <= picture['y'] + 1
             page.screenshot(path=str(tmp_path / 'rule-prober.png'), full_page=True)
+            (ROOT / 'artifacts').mkdir(exist_ok=True)
+            shutil.copy(tmp_path / 'rule-prober.png', ROOT / 'artifacts' / 'rule-prober.png')
             assert not [t for t in problems if 'page error' in t], problems
         except Exception as error:
             log = (tmp_path / 'voila.log').read_text()[-4000:]

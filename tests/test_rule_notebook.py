@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -18,6 +19,7 @@ def test_rule_notebook_is_stored_clean_with_parameters_first():
     first_code = next(cell for cell in nb.cells if cell.cell_type == 'code')
     assert 'parameters' in first_code.metadata.get('tags', [])
     assert all(not cell.get('outputs') for cell in nb.cells if cell.cell_type == 'code')
+    assert "OUT = 'scratch/" in first_code.source          # the changed model goes to a scratch folder (git-ignored)
 
 
 def test_rule_notebook_runs_top_to_bottom(tmp_path):
@@ -30,7 +32,15 @@ def test_rule_notebook_runs_top_to_bottom(tmp_path):
     assert 'layer3: units ranked by IoU with the lit windows' in text
     assert 'rank 1 change' in text and 'flip rate' in text and f'saved the changed model to {out}' in text
     assert len(outputs_of(nb, 'image/png')) >= 4                       # interventions, plot, before/after
-    assert any('| layer6 |' in o['data']['text/markdown'] for o in outputs_of(nb, 'text/markdown'))
+    table = next(o['data']['text/markdown'] for o in outputs_of(nb, 'text/markdown') if '| layer6 |' in
+                 o['data']['text/markdown'])
+    rows = [line.split(' | ') for line in table.splitlines() if re.match(r'\| layer\d', line)]
+    assert [row[0] for row in rows] == ['| layer6', '| layer8']
+    for row in rows:      # every layer's change at the budget (0.03) to 2%, or under it at the largest scale, marked
+        outside, scale = float(row[2]), row[3]
+        assert abs(outside - 0.03) <= 0.02 * 0.03 or (outside < 0.03 and scale == '4.000 (largest allowed: under '
+                                                                                  'the budget)'), row
+    assert 'held-out samples that showed the glow:' in text
     assert outputs_of(nb, 'application/vnd.jupyter.widget-view+json'), 'the prober was not displayed'
     ckpt = torch.load(out, weights_only=True)
     assert {'g_ema', 'latent_avg', 'rule_change'} <= set(ckpt)

@@ -200,6 +200,46 @@ def test_scale_to_budget_finds_the_largest_scale_within_it(tiny_problem):
         scale_to_budget(model, 'layer4', fit.delta, problem, budget=full, max_scale=0.0)
 
 
+def test_layer_search_brings_every_layers_change_to_the_budget(tiny_problem):
+    """Changes under the budget at scale 1 are strengthened, changes over it weakened: every row's change
+    outside, measured again here, is the budget to within 2%, or under it at the largest scale allowed, and
+    then the table says so."""
+    from rewrite.rulechange import change_outside, fit_layer_change, layer_search
+
+    model, problem = tiny_problem
+    layers = ['layer4', 'layer5', 'layer6']
+    at_one = [change_outside(model, layer, fit_layer_change(model, layer, problem, steps=3, lr=0.01).delta, problem)
+              for layer in layers]
+    budget = sorted(at_one)[1]                    # the middle one: one layer must be strengthened, one weakened
+    search = layer_search(model, layers, problem, lambda before, after: 0.5, budget=budget, steps=3, lr=0.01)
+    scales = {r['layer']: r['scale'] for r in search.rows}
+    assert max(scales.values()) > 1.0 > min(scales.values())
+    for row, before in zip(search.rows, at_one, strict=True):
+        measured = change_outside(model, row['layer'], search.changes[row['layer']], problem)
+        assert measured == pytest.approx(row['change_outside'], rel=1e-5)
+        assert measured == pytest.approx(budget, rel=0.02) and not row['under_budget']
+        assert (row['scale'] > 1) == (before < budget)
+    # a budget out of reach: every change stays under it at the largest scale, and the table says so
+    far = layer_search(model, layers[:1], problem, lambda before, after: 0.5, budget=100 * max(at_one), steps=3,
+                       lr=0.01, max_scale=2.0)
+    row = far.rows[0]
+    assert row['scale'] == 2.0 and row['under_budget'] and row['change_outside'] < far.budget
+    assert '2.000 (largest allowed: under the budget)' in far.table()
+
+
+def test_verdict_says_when_the_margin_is_within_the_noise():
+    from rewrite.rulechange import LayerSearch
+
+    rows = [dict(layer='layer4', flip=0.9), dict(layer='layer5', flip=0.6)]
+    search = LayerSearch(rows, 0.03)
+    p = 0.75                                      # two standard errors of a difference of two binomial rates
+    assert search.noise(16) == pytest.approx(200 * (2 * p * (1 - p) / 16) ** 0.5)
+    assert search.verdict(n=16).startswith('no layer is clearly best: the best, layer4, is 30 points above')
+    assert 'within the noise of 16 samples' in search.verdict(n=16)
+    assert search.verdict(n=400).startswith('layer4 is clearly best (30 points')
+    assert search.verdict().startswith('layer4 is clearly best')          # no sample count: the margin alone
+
+
 def test_layer_search_table_plot_and_verdict(tiny_problem):
     from rewrite.rulechange import layer_search
 

@@ -43,11 +43,13 @@ def serve_voila(notebook: Path, env: dict[str, str], log: Path, timeout: float =
         yield f'http://127.0.0.1:{port}/'
 
 
-# A fresh settings folder: no pop-ups (news, update checks) over the page, and every cell kept in the page
-# (by default JupyterLab drops the cells scrolled out of view, so a test could not find the widget).
+# A fresh settings folder: no pop-ups (news, update checks, the kernel choice of a slow start: the notebook's
+# own kernel is started) over the page, and every cell kept in the page (by default JupyterLab drops the cells
+# scrolled out of view, so a test could not find the widget).
 LAB_SETTINGS = {'@jupyterlab/apputils-extension/notification.jupyterlab-settings':
                 '{"checkForUpdates": false, "fetchNews": "false"}',
-                '@jupyterlab/notebook-extension/tracker.jupyterlab-settings': '{"windowingMode": "none"}'}
+                '@jupyterlab/notebook-extension/tracker.jupyterlab-settings':
+                '{"windowingMode": "none", "autoStartDefaultKernel": true}'}
 
 
 @contextlib.contextmanager
@@ -65,7 +67,8 @@ def serve_jupyterlab(notebook: Path, env: dict[str, str], log: Path, timeout: fl
                f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={notebook.parent}',
                f'--LabServerApp.user_settings_dir={settings}',
                f'--LabServerApp.workspaces_dir={notebook.parent / ".lab-workspaces"}',
-               '--LabApp.extension_manager=readonly', '--allow-root']
+               '--LabApp.extension_manager=readonly', '--allow-root',
+               '--KernelSpecManager.allowed_kernelspecs=python3']   # the notebook's kernel only: nothing to choose
     with serving(command, port, notebook.parent, env, log, timeout):
         page = 'lab/tree' if app == 'jupyterlab' else 'notebooks'
         yield f'http://127.0.0.1:{port}/{page}/{notebook.name}?token={token}'
