@@ -128,4 +128,4 @@ class DamageProbe:
         if paste_mask is not None:
             weight = paste_mask.to(change)
             paste = float((change[n] * weight).sum() / weight.sum().clamp(min=1e-12))
-        return Damage(heldout, paste, n, float(acting.float().mean()))
+        return Damage(heldout, paste, n, float(acting.float().mean()), threshold=DAMAGE_THRESHOLD)
