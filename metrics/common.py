@@ -124,7 +124,7 @@ def tile(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
 def edit_setting(path: Path) -> tuple[int, int]:
     """(layer N, rank R) an edit file records (its `layer` and `rank` fields), else its name NAME_layerN.json
     (rank 1) or NAME_layerN_rankR.json."""
-    recorded = editfile.load_edit(path).setting()
+    recorded = editfile.load_edit(path).setting() if Path(path).is_file() else {}
     layer, rank = editfile.setting_from_name(path)
     layer, rank = recorded.get('layer', layer), recorded.get('rank', rank)
     if layer is None:

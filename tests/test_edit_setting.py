@@ -282,3 +282,22 @@ def test_damage_can_be_switched_off(gw):
     assert record.heldout_change is None and record.damage_warning == ''
     with pytest.raises(RewriteError, match='damage_samples'):
         SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False, damage_samples=-1)
+
+
+# ---- the bundled edits carry the fields --------------------------------------------------------------------
+
+def test_the_bundled_edits_are_their_regions_stamped_with_the_demo_models_setting(tmp_path):
+    from metrics.make_demo_edits import stamp_edits
+    from utils.generators import load_generator
+    fingerprint = weights_fingerprint(load_generator('demo', truncation=0.5))
+    for path in BUNDLED:
+        recorded = editfile.load_edit(path)
+        layer, rank = editfile.setting_from_name(path)
+        assert recorded.setting() == {'layer': layer, 'rank': rank, 'solver': 'fast',
+                                      'model': {'fingerprint': fingerprint, 'name': 'demo'}}
+        regions = {k: v for k, v in recorded.to_json().items() if k not in editfile.SETTING_FIELDS}
+        editfile.save_edit(tmp_path / path.name, regions)
+    stamped = stamp_edits(tmp_path, fingerprint)
+    assert [p.name for p in stamped] == [p.name for p in BUNDLED]
+    for path in BUNDLED:                                       # stamping the regions gives the bundled bytes
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes()
