@@ -2,6 +2,7 @@
 figures DAMAGE_THRESHOLD was chosen from.
 
     python -m metrics.damage_table [--threads 1] [--samples 8] [--layout-size 64] [--stats-n 200]
+    python -m metrics.damage_table --no-demo --only multikey_water --out damage_table_context_only
 
 Rows: the bundled demo edits (notebooks/masks/demo/, on the demo model at truncation 0.5, as `python -m rewrite
 apply` loads it), each at the layer it records and at the other layers of --demo-layers, with its recorded rank;
@@ -35,6 +36,10 @@ from utils.zdataset import z_dataset_for_model
 RESULTS = ROOT / 'metrics' / 'results'
 ORIGINAL_EDITS = ROOT.parent / 'shared' / 'reference' / 'original-edits'
 ZSAMPLE = 1000
+
+
+def wanted(name: str, only: list[str] | None) -> bool:
+    return only is None or any(part in name for part in only)
 
 
 def original_layer(path: Path) -> int:
@@ -89,6 +94,21 @@ def table(rows: list[dict]) -> str:
                            f'> {DAMAGE_THRESHOLD:g}'], body)
 
 
+def summary(rows: list[dict]) -> str:
+    """Per model and layer kind (the edit's own layer, another): how many, the held-out change's range and
+    median, and how many are above the threshold."""
+    body = []
+    for source in dict.fromkeys(r['source'] for r in rows):
+        for right in (True, False):
+            values = sorted(r['heldout_change'] for r in rows if r['source'] == source and r['right_layer'] == right
+                            and r.get('heldout_change') is not None)
+            if values:
+                above = sum(v > DAMAGE_THRESHOLD for v in values)
+                body.append([source, 'its layer' if right else 'another layer', len(values), fmt(values[0], 4),
+                             fmt(values[len(values) // 2], 4), fmt(values[-1], 4), f'{above} of {len(values)}'])
+    return markdown_table(['model', 'applied at', 'edits', 'min', 'median', 'max', f'> {DAMAGE_THRESHOLD:g}'], body)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--threads', type=int, default=1)
@@ -100,6 +120,9 @@ def parse_args(argv=None):
                    help='key statistics of the layout checkpoint over the first N z\'s (the demo model: all 1000)')
     p.add_argument('--cachedir', type=Path, default=Path('cache'))
     p.add_argument('--no-original', action='store_true', help='the bundled edits only')
+    p.add_argument('--no-demo', action='store_true', help="the original tool's edits only")
+    p.add_argument('--only', nargs='+', default=None, help='only the edits whose name contains one of these')
+    p.add_argument('--out', default='damage_table', help='name of the results (metrics/results/OUT.{json,md})')
     return p.parse_args(argv)
 
 
@@ -109,27 +132,29 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     demo_dir = notebooks_dir() / 'masks' / 'demo'
     bundled = []
-    for path in sorted(demo_dir.glob('*.json')):
+    for path in sorted(demo_dir.glob('*.json')) if not args.no_demo else []:
         setting = editfile.load_edit(path).setting()
         layer, rank = editfile.setting_from_name(path)
         bundled.append((path.stem, path, setting.get('layer', layer), setting.get('rank', rank)))
+    bundled = [edit for edit in bundled if wanted(edit[0], args.only)]
     rows = sweep(load_generator('demo', truncation=0.5), bundled, args.demo_layers, None, args.samples, 'demo',
-                 args.cachedir)
+                 args.cachedir) if bundled else []
     if not args.no_original and ORIGINAL_EDITS.is_dir():
         sys.path.insert(0, str(ROOT / 'tests'))          # the tests' own layout checkpoint
         from conftest import layout_checkpoint
         model = model_from_checkpoint(layout_checkpoint(args.layout_size), truncation=0.5)
         originals = [(f'{path.parent.name}/{path.stem}', path, original_layer(path), 1)
-                     for path in sorted(ORIGINAL_EDITS.glob('*/*.json'))]
+                     for path in sorted(ORIGINAL_EDITS.glob('*/*.json'))
+                     if wanted(f'{path.parent.name}/{path.stem}', args.only)]
         rows += sweep(model, originals, args.layout_layers, args.stats_n, args.samples,
                       f'layout {args.layout_size}', args.cachedir)
     out = {'machine': machine_info(args.threads), 'threshold': DAMAGE_THRESHOLD, 'samples': args.samples,
            'seconds': round(time.perf_counter() - t0, 1), 'rows': rows}
-    write_json(RESULTS / 'damage_table.json', out)
-    text = table(rows)
-    atomic_write_text(RESULTS / 'damage_table.md', text + '\n')
+    write_json(RESULTS / f'{args.out}.json', out)
+    text = table(rows) + '\n\n' + summary(rows)
+    atomic_write_text(RESULTS / f'{args.out}.md', text + '\n')
     print(text)
-    print(f'wrote {rel(RESULTS / "damage_table.json")} and damage_table.md ({out["seconds"]} s)')
+    print(f'wrote {rel(RESULTS / args.out)}.json and .md ({out["seconds"]} s)')
 
 
 if __name__ == '__main__':

@@ -233,7 +233,11 @@ def apply_request(gw: SeqStyleGanRewriter, request, rank: int | None, options: d
     rank = rank if rank is not None else req.rank if req.rank is not None else 1
     pairs = context_pairs(req)
     context = gw.multi_key_from_selection(pairs, rank=rank)
-    return gw.zero(context, measure=(req, pairs))
+    before = damage_before(gw, req)
+    record = gw.zero(context)
+    record.request = req.to_json()
+    record_damage(gw, record, req, pairs, gw.checked_context(context), before)
+    return record
 
 
 def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, goal_in: DataBag,
@@ -298,21 +302,16 @@ def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.Edi
     return damage
 
 
-def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float, measure=None) -> EditRecord:
-    """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them). measure:
-    (the request, its context pairs) whose damage to measure (apply_request's context-only requests)."""
+def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditRecord:
+    """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them)."""
     context = gw.checked_context(context)
     if not real_number(amount, -np.inf, True):
         raise RewriteError(f'amount must be a finite number, not {amount!r}')
     record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0], layer=gw.layernum)
-    before = damage_before(gw, measure[0]) if measure is not None else None
     with gw.edits.atomic_edit(record), torch.no_grad():
         weight = gw.target_weights()
         ortho = weight - projected_conv(weight, context)
         weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
-    if measure is not None:
-        record.request = measure[0].to_json()
-        record_damage(gw, record, measure[0], measure[1], context, before)
     return record
 
 

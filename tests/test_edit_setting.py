@@ -273,6 +273,16 @@ def test_damage_above_the_threshold_warns_and_at_or_below_it_does_not():
     assert Damage(0.1, 0.4, 8, 0.1).ratio == pytest.approx(0.25) and Damage(0.1, None, 8, 0.1).ratio is None
 
 
+def test_a_context_only_request_zeroes_the_rule_and_records_its_damage(gw):
+    obj = {'key': [[2, GOOD], [3, OTHER]], 'layer': LAYER, 'rank': 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        record = gw.apply_request(obj)
+    assert (record.kind, record.rank, record.layer) == ('zero', 2, LAYER)
+    assert record.heldout_change is not None and record.paste_change is None and record.request == obj
+    gw.revert()
+
+
 def test_damage_can_be_switched_off(gw):
     model = tiny_model()
     quiet = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False, damage_samples=0)

@@ -56,11 +56,17 @@ def parser_default(command: str, option: str):
 
 def test_one_solver_default_everywhere():
     assert DEFAULT_SOLVER == 'fast'
-    for function in (SeqStyleGanRewriter.apply_edit, SeqStyleGanRewriter.apply_erase, SeqStyleGanRewriter.insert,
-                     GanRewriteApp.__init__):
+    for function in (SeqStyleGanRewriter.insert, GanRewriteApp.__init__):
         assert inspect.signature(function).parameters['solver'].default == DEFAULT_SOLVER, function
+    # apply_edit / apply_erase and the commands: None, the edit file's solver, else DEFAULT_SOLVER
+    # (tests/test_edit_setting.py and tests/test_cli_setting.py apply files without one: the fast solver)
+    for function in (SeqStyleGanRewriter.apply_edit, SeqStyleGanRewriter.apply_erase):
+        assert inspect.signature(function).parameters['solver'].default is None, function
     for command in ('sample', 'apply', 'demo'):
-        assert parser_default(command, 'solver') == DEFAULT_SOLVER, command
+        assert parser_default(command, 'solver') is None, command
+        sub = next(a for a in cli.build_parser()._actions if a.dest == 'command')
+        help_text = next(a.help for a in sub.choices[command]._actions if a.dest == 'solver')
+        assert f"the edit file's solver, else {DEFAULT_SOLVER}" in help_text, command
 
 
 def test_one_truncation_default_for_the_loader_and_the_command_line():
