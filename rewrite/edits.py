@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +26,7 @@ from .checks import RewriteError, check_choice, check_options, real_number
 from .damage import Damage
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .preserve import PreserveSet, preserve_weight_for
-from .solvers import EditRecord, InsertProblem, projected_conv
+from .solvers import EditRecord, InsertProblem, IterativeOptions, projected_conv
 
 if TYPE_CHECKING:
     from .ganrewrite import SeqStyleGanRewriter
@@ -70,7 +70,7 @@ def file_setting(gw: SeqStyleGanRewriter, req: editfile.EditRequest, rank: int |
     check_choice(solver, methods.SOLVERS, 'solver')
     recorded = dict(req.solver_options or {}) if solver == req.solver else {}
     adam = {name: recorded.pop(name) for name in ADAM_SETTINGS if name in recorded}
-    adam_defaults = {'niter': 2001, 'piter': 10, 'lr': 0.05}
+    adam_defaults = asdict(IterativeOptions())                    # niter 2001, piter 10, lr 0.05
     given = {'niter': niter, 'piter': piter, 'lr': lr}
     values = {name: given[name] if given[name] is not None else adam.get(name, adam_defaults[name])
               for name in ADAM_SETTINGS}
