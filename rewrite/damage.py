@@ -17,9 +17,9 @@ rewriter, `rewrite: warning: ...` from the command line, amber in the widget). T
 chosen: metrics/README.md (`python -m metrics.damage_table`).
 
     probe = DamageProbe(gw.pieces)                      # the rewriter keeps one as gw.damage_probe
-    before = probe.images()                             # [n + 1, 3, H, W], held-out samples and the paste image
-    ... change the weights ...
-    damage = probe.measure(before, probe.images(), acting_maps, paste_mask)
+    keys, before = probe.before(paste_imgnum)           # held-out samples and the paste image, [n + 1, ...]
+    ... change the rewritten conv's weights ...
+    damage = probe.measure(before, probe.render(keys), probe.acting(keys, context, ...), paste_mask)
 """
 
 from __future__ import annotations
@@ -77,38 +77,41 @@ class Damage:
 
 
 class DamageProbe:
-    """Held-out samples of a rewriter's generator (`pieces`, rewrite.pieces.LayerPieces): their keys at the
-    rewrite site are computed once (nothing before the rewritten conv changes), and images() renders them,
-    with the paste image of the request measured, from there."""
+    """Held-out samples of a rewriter's generator (`pieces`, rewrite.pieces.LayerPieces). Before a change,
+    before() computes their keys at the rewrite site (with the request's paste image) and renders them; after
+    it, render(keys) renders the same keys again (a change of the rewritten conv leaves everything before it
+    as it was)."""
 
     def __init__(self, pieces, samples: int = DAMAGE_SAMPLES, seed: int = DAMAGE_SEED):
         self.pieces, self.samples, self.seed = pieces, int(samples), int(seed)
-        self._keys: DataBag | None = None
 
-    def keys(self) -> DataBag:
-        """The held-out samples' key bag (fmap [n, I, h, w]), cached."""
-        if self._keys is None:
-            z = z_sample_for_model(self.pieces.model, self.samples, seed=self.seed).to(self.pieces.device)
-            with torch.no_grad():
-                self._keys = self.pieces.context_model(z)
-        return self._keys
+    def zs(self) -> torch.Tensor:
+        """The held-out z's [n, D]."""
+        return z_sample_for_model(self.pieces.model, self.samples, seed=self.seed).to(self.pieces.device)
 
-    def images(self, paste_imgnum: int | None = None) -> torch.Tensor:
-        """The current model's held-out images [n, 3, H, W] (then the paste image when given, [n + 1, ...])."""
-        p = self.pieces
+    def before(self, paste_imgnum: int | None = None) -> tuple[DataBag, torch.Tensor]:
+        """(the key bag of the held-out samples, then of the paste image when given: fmap [n (+1), I, h, w];
+        the current model's images of them [n (+1), 3, H, W])."""
+        z = self.zs()
+        if paste_imgnum is not None:
+            z = torch.cat([z, self.pieces.get_z(paste_imgnum)])
         with torch.no_grad():
-            images = p.rendering_model(p.target_model(self.keys()))
-            if paste_imgnum is not None:
-                images = torch.cat([images, p.image(p.get_z(paste_imgnum))])
-        return images.float()
+            keys = self.pieces.context_model(z)
+        return keys, self.render(keys)
 
-    def acting(self, context: torch.Tensor, context_keys: torch.Tensor, context_weights: torch.Tensor,
-               size: int) -> torch.Tensor:
-        """Where the rule acts on the held-out samples, bool [n, size, size]: ||D k|| (context D [r, I]) at
+    def render(self, keys: DataBag) -> torch.Tensor:
+        """Images [N, 3, H, W] of the current model from a key bag at the rewrite site."""
+        with torch.no_grad():
+            return self.pieces.rendering_model(self.pieces.target_model(keys)).float()
+
+    def acting(self, keys: DataBag, context: torch.Tensor, context_keys: torch.Tensor,
+               context_weights: torch.Tensor, size: int) -> torch.Tensor:
+        """Where the rule acts on the held-out samples (their `keys`, as before() gives them), bool [n, size,
+        size]: ||D k|| (context D [r, I]) at
         least ACTS_AT x its median over the context regions' pixels (keys [N, I], weights [N] > 0), grown by
         one key pixel, upsampled (nearest) to the image."""
         d = context.to(torch.float32)
-        fmap = self.keys().fmap.to(torch.float32)                                   # [n, I, h, w]
+        fmap = keys.fmap[:self.samples].to(torch.float32)                          # [n, I, h, w]
         response = torch.einsum('ri,nihw->nrhw', d.to(fmap.device), fmap).norm(dim=1)   # [n, h, w]
         own = (context_keys.to(torch.float32) @ d.t().to(context_keys.device)).norm(dim=1)[context_weights > 0]
         level = ACTS_AT * float(own.median()) if len(own) else 0.0

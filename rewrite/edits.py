@@ -273,27 +273,28 @@ def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, go
     return record
 
 
-def damage_before(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> torch.Tensor | None:
-    """The damage probe's images before a change (None when the rewriter measures no damage)."""
+def damage_before(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> tuple | None:
+    """The damage probe's (keys, images) before a change (None when the rewriter measures no damage)."""
     if gw.damage_probe is None:
         return None
-    return gw.damage_probe.images(req.paste.imgnum if req.paste is not None else None)
+    return gw.damage_probe.before(req.paste.imgnum if req.paste is not None else None)
 
 
 def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.EditRequest, pairs, context: torch.Tensor,
-                  before: torch.Tensor | None) -> Damage | None:
+                  before: tuple | None) -> Damage | None:
     """Measures the change just made (rewrite/damage.py) on held-out samples outside where the rule of
     `context` [rank, I] acts, and inside the request's paste region; keeps it in the record and warns (a
     RuntimeWarning) when it exceeds the threshold. Nothing is measured for a rolled-back change."""
     probe = gw.damage_probe
     if probe is None or before is None or record.rolled_back:
         return None
-    after = probe.images(req.paste.imgnum if req.paste is not None else None)
-    keys, weights = gw.keys_and_weights(pairs)
+    keys, images = before
+    after = probe.render(keys)
+    context_keys, weights = gw.keys_and_weights(pairs)
     size = int(after.shape[-1])
-    acting = probe.acting(context, keys, weights, size)
+    acting = probe.acting(keys, context, context_keys, weights, size)
     paste = gw.area(req.paste.mask_url, size, 'paste') if req.paste is not None else None
-    damage = probe.measure(before, after, acting, paste)
+    damage = probe.measure(images, after, acting, paste)
     record.heldout_change, record.paste_change = damage.heldout, damage.paste
     record.damage_threshold = damage.threshold
     record.damage_warning = damage.warning(record.kind)
