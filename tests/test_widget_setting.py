@@ -179,3 +179,30 @@ def test_advise_with_a_change_applied_measures_the_unedited_model(app, checkpoin
     got = panel.advice.table
     assert [(c.layer, c.rank) for c in got] == [(c.layer, c.rank) for c in expected.table]
     assert [c.score for c in got] == pytest.approx([c.score for c in expected.table], nan_ok=True)
+
+
+def test_the_wrong_layer_watermark_erase_is_amber_with_its_held_out_change(tmp_path):
+    """The bundled erase made for layer 7, applied (explicitly) with the app at layer 8 on the demo model: the
+    message is amber with the held-out change and an Undo button, never green; at layer 7 it is green."""
+    import shutil
+
+    from rewrite.savededits import notebooks_dir
+    shutil.copytree(notebooks_dir() / 'masks' / 'demo', tmp_path / 'masks' / 'demo')
+    model = load_generator('demo', truncation=0.5)
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), 8, progress=False)
+    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=2, background=False)
+    app.name_box.value = 'demo/erase_watermark_layer7_rank3'
+    app.load_btn.click()
+    assert app.erase_btn.disabled and app.rank_box.value == 3
+    app.override_layer_btn.click()
+    quietly(app.erase_btn.click)
+    record = app.gw.history[-1][0]
+    assert record.layer == 8 and record.heldout_change > record.damage_threshold
+    assert app.message_color == 'amber' and f'held-out change {record.heldout_change:.3f}' in app.message
+    assert '#1b5e20' not in app.message_line.value and app.damage_undo_btn.layout.display is None
+    app.damage_undo_btn.click()
+    app.load_btn.click()
+    app.switch_layer_btn.click()
+    quietly(app.erase_btn.click)
+    record = app.gw.history[-1][0]
+    assert record.layer == 7 and record.heldout_change <= record.damage_threshold and app.message_color == 'green'
