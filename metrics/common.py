@@ -122,8 +122,11 @@ def tile(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 
 def edit_setting(path: Path) -> tuple[int, int]:
-    """(layer N, rank R) of an edit file named NAME_layerN.json (rank 1) or NAME_layerN_rankR.json."""
+    """(layer N, rank R) an edit file records (its `layer` and `rank` fields), else its name NAME_layerN.json
+    (rank 1) or NAME_layerN_rankR.json."""
+    recorded = editfile.load_edit(path).setting() if Path(path).is_file() else {}
     layer, rank = editfile.setting_from_name(path)
+    layer, rank = recorded.get('layer', layer), recorded.get('rank', rank)
     if layer is None:
         raise ValueError(f'{path}: the file name does not say its layer (expected NAME_layerN[_rankR].json)')
     return layer, rank

@@ -21,9 +21,10 @@ model's full distribution, whose class rates are the data's; see utils/demo/meas
 metrics that report the edits score them on other z's, seed 2). The setting is chosen as a user would compare
 them: of the settings within EFFECTIVENESS_TOLERANCE (5 points) of the most effective one, the one that
 changes least outside the edited region (a higher rank gives the change more freedom, so it is chosen only
-where it works better or disturbs less). The chosen setting names the file `NAME_layerN.json` (rank 1) or
-`NAME_layerN_rankR.json` in notebooks/masks/demo/ (the format itself has no layer or rank field; `python -m
-rewrite demo` and the metrics read them from the name). The choices and scores go to
+where it works better or disturbs less). The chosen setting is written into the file (its `layer`, `rank`,
+`solver` and `model` fields: what the CLI, the widget and the API apply it with) and names it
+`NAME_layerN.json` (rank 1) or `NAME_layerN_rankR.json` in notebooks/masks/demo/. `--stamp` writes those
+fields into the existing files from their names, leaving their regions as they are. The choices and scores go to
 metrics/results/demo_edits.json with the checkpoint's hash: `ensure_current_edits` remakes the edits when the
 checkpoint (or PROCEDURE) changed.
 """
@@ -57,6 +58,7 @@ from rewrite import editfile
 from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
 from rewrite.preserve import PRESERVE_WEIGHT
 from rewrite.solvers import EditRecord
+from rewrite.statistics import weights_fingerprint
 from utils.demo import Segmenter, load_segmenter
 from utils.demo.measures import (
     MIN_PIXELS,
@@ -347,7 +349,8 @@ def make_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequence[int] =
               'dilate_px': dilate_px, 'mask_size': MASK_SIZE, 'solver': 'fast', 'edits': {}}
     for plan in plans:
         layer, rank = best_setting(scores[plan.name])
-        path = write_edit(out_dir, plan.name, layer, rank, requests[plan.name])
+        path = write_edit(out_dir, plan.name, layer, rank, requests[plan.name],
+                          weights_fingerprint(snapshot.model()))
         record['edits'][plan.name] = {'file': rel(path), 'layer': layer, 'rank': rank,
                                       'regions': describe_regions(regions[plan.name]),
                                       'scores': [{'layer': lay, 'rank': r, **s}
@@ -390,7 +393,8 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
     for pplan in plans:
         name = pplan.plan.name
         layer, rank, weight = best_setting(scores[name])
-        path = write_edit(out_dir, pplan.name, layer, rank, with_preserve_weight(requests[name], weight))
+        path = write_edit(out_dir, pplan.name, layer, rank, with_preserve_weight(requests[name], weight),
+                          weights_fingerprint(snapshot.model()))
         record['edits'][pplan.name] = {'file': rel(path), 'plan': name, 'layer': layer, 'rank': rank,
                                        'preserve_weight': weight, 'regions': described[name],
                                        'tried': {'layers': list(layers), 'ranks': list(ranks),
@@ -413,9 +417,40 @@ def with_preserve_weight(request: dict, weight: float) -> dict:
     return out
 
 
-def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict) -> Path:
-    """Writes NAME_layerN[_rankR].json (validated, atomic) and removes the files of other settings."""
+def setting_fields(layer: int, rank: int, fingerprint: str, model_name: str = 'demo') -> dict:
+    """The edit-file fields that record how a bundled edit was made: the layer and rank chosen, the fast solver
+    with its defaults (make_demo_edits applies every setting so), the demo model's weights fingerprint."""
+    return {'layer': int(layer), 'rank': int(rank), 'solver': 'fast',
+            'model': {'fingerprint': fingerprint, 'name': model_name}}
+
+
+def stamped(request: dict, fields: dict) -> dict:
+    """The request with `fields` set (after its regions; those already there keep their place)."""
+    return {**request, **fields}
+
+
+def stamp_edits(edit_dir: Path, fingerprint: str, model_name: str = 'demo') -> list[Path]:
+    """Writes the setting fields into every NAME_layerN[_rankR].json of `edit_dir` from its name (the regions
+    and every other field unchanged; a file already stamped the same is rewritten with the same bytes)."""
+    written = []
+    for path in sorted(Path(edit_dir).glob('*.json')):
+        layer, rank = editfile.setting_from_name(path)
+        if layer is None:
+            continue
+        request = editfile.load_edit(path, num_images=ZSAMPLE).to_json()
+        editfile.save_edit(path, stamped(request, setting_fields(layer, rank, fingerprint, model_name)),
+                           num_images=ZSAMPLE)
+        written.append(path)
+    return written
+
+
+def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict,
+               fingerprint: str | None = None) -> Path:
+    """Writes NAME_layerN[_rankR].json (validated, atomic; with the setting fields when the model's
+    `fingerprint` is given) and removes the files of other settings."""
     path = Path(out_dir) / editfile.name_for_setting(name, layer, rank)
+    if fingerprint is not None:
+        request = stamped(request, setting_fields(layer, rank, fingerprint))
     editfile.save_edit(path, request, num_images=ZSAMPLE)
     for stale in Path(out_dir).glob(f'{name}_layer*.json'):
         if stale != path:
@@ -513,6 +548,9 @@ def parse_args(argv=None):
                         'erase_windows_preserve; issue 13)')
     p.add_argument('--preserve-weights', type=float, nargs='+', default=list(PRESERVE_WEIGHTS),
                    help='with --preserve: the preserve_weight values tried with each layer and rank')
+    p.add_argument('--stamp', action='store_true',
+                   help='only write the setting fields (layer and rank from the file name, solver fast, the '
+                        "checkpoint's weights fingerprint) into the existing edits of --out-dir; regions unchanged")
     p.add_argument('--only', nargs='+', choices=[pp.name for pp in PRESERVE_PLANS], default=None,
                    help='with --preserve: remake only these edits (the others stay in the provenance)')
     return p.parse_args(argv)
@@ -522,6 +560,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_torch(args.threads)
     snapshot = load_snapshot(args.checkpoint)
+    if args.stamp:
+        name = 'demo' if Path(args.checkpoint).resolve() == DEMO_CHECKPOINT.resolve() else Path(args.checkpoint).name
+        for path in stamp_edits(args.out_dir, weights_fingerprint(snapshot.model()), name):
+            print(f'stamped {rel(path)}')
+        return
     if args.preserve:
         args.provenance = args.provenance or PRESERVE_PROVENANCE
         plans = [p for p in PRESERVE_PLANS if args.only is None or p.name in args.only]

@@ -56,7 +56,7 @@ from .editfile import EditFileError, load_edit, setting_from_name
 from .ganrewrite import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
 from .methods import SOLVERS
 from .preserve import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, preserve_weight_for
-from .savededits import notebook_files, notebooks_dir
+from .savededits import SavedEditError, notebook_files, notebooks_dir, saved_edit_path
 from .statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics, weights_fingerprint
 
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
@@ -130,19 +130,27 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument('--device', default=None, help='torch device (default: cuda:LOCAL_RANK if available, else cpu)')
 
 
+EDIT_HELP = ("edit file (JSON saved by the rewriting UI), or demo/NAME for a bundled edit (as the widget's Load "
+             "names them)")
+
+
 def _add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
-    p.add_argument('--edit', type=Path, required=edit_required, help='edit file (JSON saved by the rewriting UI)')
-    p.add_argument('--layer', type=int, required=edit_required, help='the layer N to rewrite (layerN)')
-    p.add_argument('--rank', type=_int_at_least(1), default=1, help='rank of the weight change (default 1)')
+    p.add_argument('--edit', type=Path, required=edit_required, help=EDIT_HELP)
+    p.add_argument('--layer', type=int, default=None,
+                   help="the layer N to rewrite (layerN); default: the layer the edit file records (a different "
+                        "--layer applies the edit there anyway and says so)")
+    p.add_argument('--rank', type=_int_at_least(1), default=None,
+                   help="rank of the weight change (default: the edit file's rank, else 1)")
     _add_solver_args(p)
     _add_stats_args(p)
 
 
 def _add_solver_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--solver', choices=list(SOLVERS), default=DEFAULT_SOLVER,
-                   help='; '.join(f'{s.name}: {s.summary}' for s in SOLVERS.values()) + f' (default: {DEFAULT_SOLVER})')
-    p.add_argument('--niter', type=_int_at_least(1), default=2001,
-                   help="iterations of the 'original' and 'linear' solvers (default 2001)")
+    p.add_argument('--solver', choices=list(SOLVERS), default=None,
+                   help='; '.join(f'{s.name}: {s.summary}' for s in SOLVERS.values())
+                   + f" (default: the edit file's solver, else {DEFAULT_SOLVER})")
+    p.add_argument('--niter', type=_int_at_least(1), default=None,
+                   help="iterations of the 'original' and 'linear' solvers (default: the edit file's, else 2001)")
     p.add_argument('--preserve-weight', type=_finite_float, default=None,
                    help="weight of the edit file's 'preserve' regions (outputs kept as they are; 0 ignores "
                         "them; default: the file's 'preserve_weight' field, else "
@@ -210,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    'writes a before/after grid PNG and prints the edit\'s metrics.')
     _add_model_args(p, required=False)
     p.add_argument('--edit', type=Path, default=None,
-                   help='edit file (default: the first bundled demo edit)')
+                   help=EDIT_HELP + ' (default: the first bundled demo edit)')
     p.add_argument('--layer', type=int, default=None,
-                   help=f'layer to rewrite (default: layerN in the edit\'s file name, else {DEMO_LAYER})')
+                   help=f'layer to rewrite (default: the layer the edit file records, else layerN in its file name, '
+                        f'else {DEMO_LAYER})')
     p.add_argument('--rank', type=_int_at_least(1), default=None,
-                   help="rank of the weight change (default: rankR in the edit's file name, else 1)")
+                   help="rank of the weight change (default: the edit file's rank, else rankR in its file name, "
+                        "else 1)")
     _add_solver_args(p)
     _add_stats_args(p)
     p.add_argument('--images', type=_int_at_least(1), default=8, help='image pairs in the grid (default 8)')
@@ -256,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    'change in red, the rule\'s targets outlined in green), and prints the\n'
                                    'suggested --layer/--rank.')
     _add_model_args(p)
-    p.add_argument('--edit', type=Path, required=True, help='edit file (JSON saved by the rewriting UI)')
+    p.add_argument('--edit', type=Path, required=True, help=EDIT_HELP)
     p.add_argument('--layers', type=int, nargs='+', default=None,
                    help='layers to try (default: every layer; those too small for the masks are listed as skipped)')
     p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
@@ -491,6 +501,7 @@ class EditSpec:
     progress: bool
     stats_n: int | None = None
     preserve_weight: float = PRESERVE_WEIGHT
+    other_layer: bool = False           # --layer differs from the layer the edit file records: applied anyway
 
     def describe(self) -> dict:
         """What defines the edit's result (the request by its hash)."""
@@ -508,26 +519,64 @@ def check_stats_n(args) -> None:
                        f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
 
 
+def resolve_edit_path(path: Path) -> Path:
+    """--edit as given, or, when no such file exists, demo/NAME[.json] resolved to the bundled edit of that name
+    (the name the widget's Load takes)."""
+    if path.exists() or path.parts[:1] != ('demo',):
+        return path
+    try:
+        bundled = saved_edit_path(DEMO_EDIT_DIR.parent, path.as_posix())
+    except SavedEditError as e:
+        raise CliError(f'--edit {path}: {e}') from None
+    if not bundled.is_file():
+        known = ', '.join(f'demo/{p.stem}' for p in sorted(DEMO_EDIT_DIR.glob('*.json'))) or 'none'
+        raise CliError(f'--edit {path}: no such file, and no bundled edit of that name (bundled: {known})')
+    return bundled
+
+
+def read_setting(path: Path) -> dict:
+    """The fields of the edit file that record how it was made (layer, rank, solver, solver_options, model)."""
+    try:
+        return load_edit(path).setting()
+    except OSError as e:
+        raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
+    except EditFileError as e:
+        raise CliError(f'bad --edit {path}: {_one_line(e)}') from None
+
+
 def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
-    """The validated edit of --edit/--layer (None without --edit)."""
+    """The validated edit of --edit/--layer (None without --edit). --layer, --rank, --solver and --niter
+    default to what the edit file records; a --layer other than the file's applies it there and says so."""
     if args.edit is None:
         if args.layer is not None:
             raise CliError('--layer is given without --edit')
         return None
-    if args.layer is None:
-        raise CliError('--edit needs --layer')
-    check_layer(model, args.layer)
-    request = load_edit_request(args.edit, model, args.layer, args.zsample)
-    channels = rewrite_site(model, args.layer).in_channels
-    if args.rank > channels:
-        raise CliError(f'--rank {args.rank} exceeds the {channels} input channels of layer {args.layer}')
+    args.edit = resolve_edit_path(args.edit)
+    recorded = read_setting(args.edit)
+    layer = args.layer if args.layer is not None else recorded.get('layer')
+    if layer is None:
+        raise CliError(f'--edit {args.edit} records no layer: pass --layer N')
+    other_layer = 'layer' in recorded and layer != recorded['layer']
+    check_layer(model, layer)
+    request = load_edit_request(args.edit, model, layer, args.zsample)
+    rank = args.rank if args.rank is not None else recorded.get('rank', 1)
+    channels = rewrite_site(model, layer).in_channels
+    if rank > channels:
+        raise CliError(f'--rank {rank} exceeds the {channels} input channels of layer {layer}')
     check_stats_n(args)
+    solver = args.solver if args.solver is not None else recorded.get('solver', DEFAULT_SOLVER)
+    options = recorded.get('solver_options', {}) if solver == recorded.get('solver') else {}
+    niter = args.niter if args.niter is not None else options.get('niter', 2001)
     weight = preserve_weight_for(args.preserve_weight, request.get('preserve_weight'))
     if weight > MAX_PRESERVE_WEIGHT:
         raise CliError(f'--preserve-weight {weight:g} is above {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT: '
                        'a weight of 1 already removes a rank-1 edit)')
-    return EditSpec(request, args.layer, args.rank, args.solver, args.niter, args.zsample, _cachedir(args),
-                    not args.quiet, args.stats_n, weight)
+    if other_layer:
+        print(f'rewrite: warning: --layer {layer} overrides the layer {recorded["layer"]} that {args.edit} records: '
+              f'the edit is applied at layer {layer} anyway (its regions and rank were chosen for layer '
+              f'{recorded["layer"]}; leave --layer out to use that one)', file=sys.stderr)
+    return EditSpec(request, layer, rank, solver, niter, args.zsample, _cachedir(args),
+                    not args.quiet, args.stats_n, weight, other_layer)
 
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
@@ -554,10 +603,12 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
             bar.set_postfix_str(f'loss {loss:.4g}', refresh=False)
             bar.update(1)
         try:
-            with warnings.catch_warnings():       # a rise is reported below, once
+            with warnings.catch_warnings():       # a rise is reported below, once; so is another layer
                 warnings.filterwarnings('ignore', message='the goal loss rose', category=RuntimeWarning)
+                warnings.filterwarnings('ignore', message='applying an edit made for layer', category=RuntimeWarning)
                 record = gw.apply_request(spec.request, rank=spec.rank, niter=spec.niter, solver=spec.solver,
-                                          update_callback=progress, preserve_weight=spec.preserve_weight)
+                                          update_callback=progress, preserve_weight=spec.preserve_weight,
+                                          allow_other_layer=spec.other_layer)
         except (RewriteError, FloatingPointError) as e:
             raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
     if record.rolled_back:                      # far worse than no change: refused, nothing is written
@@ -571,11 +622,21 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
 
 def edit_summary(record) -> str:
     if record.kind == 'zero':
-        return f'context rule removed: rank {record.rank} in {record.seconds:.1f}s'
+        damage = '' if record.heldout_change is None else f'; {damage_text(record)}'
+        return f'context rule removed: layer {record.layer}, rank {record.rank} in {record.seconds:.1f}s{damage}'
     kept = ('' if record.preserve_change is None else
             f'; preserve regions changed {record.preserve_change:.4g} (weight {record.preserve_weight:g})')
-    return (f'{record.kind} applied: solver {record.solver}, rank {record.rank}, loss {record.initial_loss:.4g} -> '
-            f'{record.final_loss:.4g} in {record.seconds:.1f}s{kept}')
+    damage = '' if record.heldout_change is None else f'; {damage_text(record)}'
+    return (f'{record.kind} applied: layer {record.layer}, solver {record.solver}, rank {record.rank}, loss '
+            f'{record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f}s{kept}{damage}')
+
+
+def damage_text(record) -> str:
+    """'held-out change 0.012 (inside the paste region 0.21), below the damage threshold 0.05' or 'above ...'."""
+    inside = '' if record.paste_change is None else f' (inside the paste region {record.paste_change:.3f})'
+    side = 'above' if record.damage_warning else 'below'
+    return (f'held-out change {record.heldout_change:.3f}{inside}, {side} the damage threshold '
+            f'{record.damage_threshold:g}')
 
 
 def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:
@@ -694,18 +755,23 @@ def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -
 
 def demo_edit_file(requested: Path | None) -> Path:
     if requested is not None:
-        return requested
+        return resolve_edit_path(requested)
     found = sorted(DEMO_EDIT_DIR.glob('*.json'))
     if not found:
         raise CliError(f'no bundled demo edit: {DEMO_EDIT_DIR} has no *.json file (pass --edit FILE)')
     return found[0]
 
 
-def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[int, int]:
-    """(layer, rank): the ones asked for, else those the edit's file name records (NAME_layerN[_rankR])."""
+def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[int, int | None]:
+    """(layer, rank): the ones asked for, else those the edit file records, else those its file name records
+    (NAME_layerN[_rankR]; rank None: the file's own, see edit_spec_from_args)."""
+    recorded = read_setting(edit_path) if edit_path.is_file() else {}     # a missing file is reported later
     named_layer, named_rank = setting_from_name(edit_path)
-    layer = layer if layer is not None else named_layer if named_layer is not None else DEMO_LAYER
-    return layer, rank if rank is not None else named_rank
+    if layer is None:
+        layer = recorded.get('layer', named_layer if named_layer is not None else DEMO_LAYER)
+    if rank is None and 'rank' not in recorded:
+        rank = named_rank
+    return layer, rank
 
 
 def request_images(request: dict) -> list[int]:
@@ -731,7 +797,7 @@ def run_demo(args, world: World) -> None:
     with torch.no_grad():
         before, after = sampling.to_uint8(model(z)), sampling.to_uint8(gw.model(z))
     sampling.write_png(sampling.contact_sheet(list(before) + list(after), cols=len(shown)), args.out)
-    print(f'demo edit {args.edit} on layer {args.layer}, rank {args.rank}')
+    print(f'demo edit {args.edit} on layer {spec.layer}, rank {spec.rank}')
     for line in demo_metrics(model, gw, record, before, after, shown):
         print(line)
     if unkept is not None:
@@ -773,6 +839,7 @@ def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before
 def run_advise(args, world: World) -> None:
     """Sweeps layers x ranks for --edit; prints the table, writes advice.json and advice.png in --out."""
     single_process(world, 'advise')
+    args.edit = resolve_edit_path(args.edit)
     check_stats_n(args)
     device = pick_device(args.device, world)
     model = load_model(args.model, args.truncation, device)

@@ -3,7 +3,8 @@
     panel = AdvisePanel(app)           # GanRewriteApp builds one as app.advise_panel
 
 Advise runs `advise` on the app's current request over the layers typed in the box and ranks 1-3
-(the app's progress bar moves once per setting), then lists the table best first, one row per setting
+(the app's progress bar moves once per setting), on the unedited model (a copy with the original weights,
+whatever changes are applied in the app), then lists the table best first, one row per setting
 with a "Use" button. Use sets the app's rank and, when the row's layer is not the app's, switches the
 app to a rewriter of that layer on the same model and z-sample (only while no change is applied, so
 that Revert still means the original weights). Errors show on the app's message line.
@@ -11,6 +12,7 @@ that Revert still means the original weights). Errors show on the app's message 
 
 from __future__ import annotations
 
+import copy
 import html
 from collections.abc import Sequence
 
@@ -97,13 +99,16 @@ class AdvisePanel(AppPanel):
 
         def work() -> None:
             gw = app.gw
-            self.advice = advise(gw.model, gw.zds, request, layers=layers, ranks=RANKS, cachedir=gw.cachedir,
+            unedited = copy.deepcopy(gw.model)                # the sweep never sees the applied changes
+            unedited.load_state_dict(gw.original_state)
+            self.advice = advise(unedited, gw.zds, request, layers=layers, ranks=RANKS, cachedir=gw.cachedir,
                                  heldout=self.heldout, progress=False, callback=moved)
             self._show_table()
             best = self.advice.best
+            applied = f' ({len(gw.history)} applied change(s) left out)' if gw.history else ''
             app.show_message('no setting worked: see the reasons in the table' if best is None else
-                             f'advice: layer {best.layer} rank {best.rank} first ({self.advice.seconds:.1f} s); '
-                             'click Use on a row to apply its setting')
+                             f'advice on the unedited model{applied}: layer {best.layer} rank {best.rank} first '
+                             f'({self.advice.seconds:.1f} s); click Use on a row to apply its setting')
         app._start_solve('Advise', work, background=app.background and _button is not None)
 
     def _show_table(self) -> None:
@@ -125,16 +130,8 @@ class AdvisePanel(AppPanel):
         if not cand.ok:
             raise UserError(f'layer {cand.layer} rank {cand.rank} was skipped: {cand.skipped}')
         app = self.app
-        if cand.layer != app.gw.layernum:
-            if app.gw.history:
-                raise UserError(f'undo or revert the applied changes before switching to layer {cand.layer}')
-            old = app.gw
-            app.gw = type(old)(old.model, old.zds, cand.layer, cachedir=old.cachedir, key_method=old.key_method,
-                               batch_size=old.batch_size, progress=old.progress)
-            app.rank_box.max = int(app.gw.k_shape[1])
-            app.drank_box.max = int(app.gw.k_shape[1])
-            app.drank_box.value = min(app.drank_box.value, app.drank_box.max)
-            app._context_changed()
-            app.refresh()
+        app.switch_layer(cand.layer)
+        if app.other_layer is not None:
+            app._ask_layer(None if cand.layer == app.other_layer else app.other_layer)
         app.rank_box.value = cand.rank
         app.show_message(f'using layer {cand.layer} rank {cand.rank}: click Execute Change (or Erase) to apply it')

@@ -453,6 +453,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     zds = float_zs(zds)
     raw = read_request(request)
     req = check_request(raw, len(zds))
+    raw = {name: value for name, value in raw.items() if name not in editfile.SETTING_FIELDS}   # the sweep's own
     preserve = list(req.preserve)
     layers = default_layers(model) if layers is None else list(layers)
     ranks = list(ranks)
@@ -482,7 +483,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
             if reason is None:
                 try:
                     gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False,
-                                             stats_size=stats_size)
+                                             stats_size=stats_size, damage_samples=0)
                     targets = target_maps(gw, req, probe.z, probe.before.shape[-1], batch, heldout_truncation)
                 except RewriteError as e:
                     reason = str(e)

@@ -12,6 +12,19 @@ An edit request is a JSON object with some of these fields (the format of the or
                                       `preserve`; a finite number >= 0; absent: the rewriter's default,
                                       rewrite.preserve.PRESERVE_WEIGHT; 0 ignores the regions)
 
+How the edit was made (all optional; the original tool ignores fields it does not know, and a file
+without them means what it always meant: the layer, rank and solver come from the caller)::
+
+    layer: int                        the layer N (layerN) the edit was made for (>= 0)
+    rank: int                         the rank of the weight change (>= 1)
+    solver: name                      a registered solver (rewrite.methods.SOLVERS: fast, original, linear)
+    solver_options: {name: value}     the solver's options that differ from its defaults (only with
+                                      `solver`; names and values as rewrite.methods.SOLVERS[solver].options)
+    model: {"fingerprint": hex, "name": text}
+                                      the generator the edit was made on: the SHA-256 of its weights
+                                      before the edit (rewrite.statistics.weights_fingerprint: 64 lowercase
+                                      hex digits) and, optionally, a human-readable name
+
 `imgnum` indexes the seeded z-sample; `mask` is a ``data:image/png;base64,...`` URL of a square RGBA PNG
 whose unpainted pixels are (0, 0, 0, 0) and painted ones white with an alpha fading at the brush edge.
 
@@ -50,6 +63,11 @@ Decisions of this module:
   and is an error without ``preserve`` (a weight of nothing; the UI drops it with the last region). It is
   kept as written (an int stays an int) so that a file read then written is the same; the rewriter uses
   it when no weight is passed explicitly (an explicit one wins).
+- ``layer`` is an int >= 0 and ``rank`` an int >= 1 (bool and floats such as 3.0 rejected, as for imgnum);
+  ``solver`` a registered solver's name; ``solver_options`` an object whose names are that solver's options
+  (bool options take true/false, integer ones ints, number ones finite numbers, kept as written; ``ridges``
+  a non-empty list of positive numbers), checked as the solver checks them; ``model`` an object with
+  ``fingerprint`` (required) and ``name`` (optional, 1..200 characters), nothing else.
 
 Every failure raises EditFileError, whose ``field`` names the culprit (``request``, ``paste``,
 ``key[2].mask``, ``object.imgnum``, ...), and nothing is modified.
@@ -64,7 +82,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +105,10 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
     union_masks,
 )
 
+from .checks import RewriteError, check_options
 from .geometry import positive_bounding_box
 from .preserve import MAX_PRESERVE_WEIGHT
+from .methods import SOLVERS
 
 EditFileError = FieldError      # the error of every malformed request or mask
 
@@ -96,10 +116,15 @@ __all__ = ['FIELDS', 'MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'EditFileError', 'EditR
            'bounding_box', 'decode_mask_rgba', 'encode_mask', 'load_edit', 'mask_from_url', 'parse_edit',
            'resize_mask', 'save_edit', 'selection_from_mask', 'union_masks', 'validate_request']
 
-FIELDS = ('object', 'paste', 'key', 'query', 'preserve', 'preserve_weight')
+FIELDS = ('object', 'paste', 'key', 'query', 'preserve', 'preserve_weight', 'layer', 'rank', 'solver',
+          'solver_options', 'model')
 LIST_FIELDS = ('key', 'preserve')
 PAIR_FIELDS = ('object', 'paste', 'query')
 EDIT_FIELDS = ('object', 'paste', 'key')
+SETTING_FIELDS = ('layer', 'rank', 'solver', 'solver_options', 'model')    # how the edit was made
+VALUE_FIELDS = ('preserve_weight', *SETTING_FIELDS)                        # fields that hold no selections
+FINGERPRINT = re.compile(r'^[0-9a-f]{64}$')
+MAX_MODEL_NAME = 200
 
 
 MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
@@ -214,6 +239,83 @@ def _check_weight(value: object, name: str = 'preserve_weight') -> int | float:
     return value
 
 
+def _check_count(value: object, name: str, low: int) -> int:
+    """An int >= low (any numbers.Integral but bool, stored as int): `layer` (low 0) and `rank` (low 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise EditFileError(name, f'must be an int >= {low}, got {_describe(value)}')
+    return int(value)
+
+
+def _check_solver(value: object) -> str:
+    """A registered solver's name (the registry read when called: a newly registered solver counts)."""
+    if not isinstance(value, str) or value not in SOLVERS:
+        raise EditFileError('solver', f'must be one of {", ".join(SOLVERS)}, got {_describe(value)}')
+    return value
+
+
+def _check_option(value: object, default: object, where: str) -> object:
+    """One solver option, typed as its default (bool, int, number, or a tuple of positive numbers)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise EditFileError(where, f'must be true or false, got {_describe(value)}')
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise EditFileError(where, f'must be an int >= 0, got {_describe(value)}')
+        return int(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise EditFileError(where, f'must be a non-empty list of positive numbers, got {_describe(value)}')
+        return [_check_weight(item, f'{where}[{index}]') for index, item in enumerate(value)]
+    return _check_weight(value, where)
+
+
+def _check_solver_options(value: object, solver: str | None) -> dict:
+    """The solver's options that differ from its defaults: names of its options, values of their types,
+    checked as the solver checks them; kept as written (ints stay ints)."""
+    if solver is None:
+        raise EditFileError('solver_options', 'are the options of a solver and need the solver field '
+                                              '(leave the field out instead)')
+    if not isinstance(value, Mapping):
+        raise EditFileError('solver_options', f'must be an object of option names and values, got {_describe(value)}')
+    registered = SOLVERS[solver]
+    defaults = {f.name: f.default for f in fields(registered.options)}
+    options = {}
+    for name, option in value.items():
+        if name not in defaults:
+            raise EditFileError(f'solver_options.{name}', f'is not an option of the {solver!r} solver '
+                                                          f'(expected some of {", ".join(defaults)})')
+        options[name] = _check_option(option, defaults[name], f'solver_options.{name}')
+    try:
+        if registered.check is not None:
+            registered.check(options)
+        if 'niter' in defaults:                       # the Adam solvers' steps, interval and rate
+            check_options(**{name: options.get(name, defaults[name]) for name in ('niter', 'piter', 'lr')})
+    except (RewriteError, TypeError, ValueError) as err:
+        raise EditFileError('solver_options', str(err)) from None
+    return options
+
+
+def _check_model(value: object) -> dict:
+    """{'fingerprint': 64 lowercase hex digits, 'name': optional text}, in the order given."""
+    if not isinstance(value, Mapping):
+        raise EditFileError('model', f'must be an object with a fingerprint (and a name), got {_describe(value)}')
+    for name in value:
+        if name not in ('fingerprint', 'name'):
+            raise EditFileError(f'model.{name}', 'unknown field (expected fingerprint and, optionally, name)')
+    if 'fingerprint' not in value:
+        raise EditFileError('model.fingerprint', 'is missing (the SHA-256 of the weights, 64 hex digits)')
+    fingerprint = value['fingerprint']
+    if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
+        raise EditFileError('model.fingerprint', f'must be a SHA-256 of 64 lowercase hex digits, got '
+                                                 f'{_describe(fingerprint)}')
+    if 'name' in value:
+        name = value['name']
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_MODEL_NAME:
+            raise EditFileError('model.name', f'must be text of 1..{MAX_MODEL_NAME} characters, got {_describe(name)}')
+    return dict(value)
+
+
 def _parse_key(value: object, name: str = 'key') -> list[Selection]:
     """A list field (`key` or `preserve`): at least one [imgnum, mask] pair."""
     if not isinstance(value, (list, tuple)):
@@ -240,6 +342,11 @@ class EditRequest:
     query: Selection | None = None
     preserve: list[Selection] = field(default_factory=list)
     preserve_weight: float | None = None     # the preserve regions' weight the file asks for (None: absent)
+    layer: int | None = None                 # how the edit was made (None: not recorded)
+    rank: int | None = None
+    solver: str | None = None
+    solver_options: dict | None = None       # the solver's options that differ from its defaults
+    model: dict | None = None                # {'fingerprint': SHA-256 of the weights before, 'name': ...}
     field_order: tuple[str, ...] = field(default=FIELDS, compare=False, repr=False)
 
     def __post_init__(self):
@@ -268,6 +375,16 @@ class EditRequest:
             if not self.preserve:
                 raise EditFileError('preserve_weight', 'is the weight of the preserve regions and needs a '
                                                        'non-empty preserve list (leave the field out instead)')
+        if self.layer is not None:
+            self.layer = _check_count(self.layer, 'layer', 0)
+        if self.rank is not None:
+            self.rank = _check_count(self.rank, 'rank', 1)
+        if self.solver is not None:
+            self.solver = _check_solver(self.solver)
+        if self.solver_options is not None:
+            self.solver_options = _check_solver_options(self.solver_options, self.solver)
+        if self.model is not None:
+            self.model = _check_model(self.model)
         if not set(self.field_order) <= set(FIELDS) or len(set(self.field_order)) != len(self.field_order):
             raise ValueError(f'field_order must list distinct names among {FIELDS}, got {self.field_order}')
 
@@ -285,8 +402,14 @@ class EditRequest:
                 if (getattr(self, name) if name in LIST_FIELDS else getattr(self, name) is not None)]
 
     def selection_fields(self) -> list[str]:
-        """The present fields that hold selections (present_fields less preserve_weight)."""
-        return [name for name in self.present_fields() if name != 'preserve_weight']
+        """The present fields that hold selections (present_fields less preserve_weight and the settings)."""
+        return [name for name in self.present_fields() if name not in VALUE_FIELDS]
+
+    def setting(self) -> dict:
+        """How the edit was made, as far as the file records it: {'layer', 'rank', 'solver',
+        'solver_options', 'model'} of those present (solver_options and model copied)."""
+        return {name: (dict(getattr(self, name)) if name in ('solver_options', 'model') else getattr(self, name))
+                for name in SETTING_FIELDS if getattr(self, name) is not None}
 
     def selections(self) -> Iterator[tuple[str, Selection]]:
         """(field path, selection) for every selection, in file order: ('paste', s), ('key[0]', s), ..."""
@@ -334,7 +457,7 @@ class EditRequest:
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""
         self._check_structure()
-        return {name: (self.preserve_weight if name == 'preserve_weight' else
+        return {name: (_json_value(getattr(self, name)) if name in VALUE_FIELDS else
                        [selection.to_json() for selection in getattr(self, name)] if name in LIST_FIELDS
                        else getattr(self, name).to_json())
                 for name in self.present_fields()}
@@ -356,9 +479,23 @@ class EditRequest:
         key = _parse_key(obj['key']) if 'key' in obj else []
         preserve = _parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
         weight = _check_weight(obj['preserve_weight']) if 'preserve_weight' in obj else None
-        request = cls(**pairs, key=key, preserve=preserve, preserve_weight=weight, field_order=tuple(obj))
+        solver = _check_solver(obj['solver']) if 'solver' in obj else None
+        setting = {'layer': _check_count(obj['layer'], 'layer', 0) if 'layer' in obj else None,
+                   'rank': _check_count(obj['rank'], 'rank', 1) if 'rank' in obj else None,
+                   'solver': solver,
+                   'solver_options': (_check_solver_options(obj['solver_options'], solver)
+                                      if 'solver_options' in obj else None),
+                   'model': _check_model(obj['model']) if 'model' in obj else None}
+        request = cls(**pairs, key=key, preserve=preserve, preserve_weight=weight, **setting, field_order=tuple(obj))
         request.check(num_images, resolution)
         return request
+
+
+def _json_value(value: object) -> object:
+    """A value field as written: objects and lists copied (one level deeper for solver_options' lists)."""
+    if isinstance(value, dict):
+        return {name: list(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------

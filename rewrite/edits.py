@@ -10,7 +10,9 @@ of them changes what every edit does:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,9 +23,10 @@ from utils.stylegan2 import DataBag
 
 from . import editfile, methods
 from .checks import RewriteError, check_choice, check_options, real_number
+from .damage import Damage
 from .geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from .preserve import MAX_PRESERVE_WEIGHT, PreserveSet, preserve_weight_for
-from .solvers import EditRecord, InsertProblem, projected_conv
+from .solvers import EditRecord, InsertProblem, IterativeOptions, projected_conv
 
 if TYPE_CHECKING:
     from .ganrewrite import SeqStyleGanRewriter
@@ -39,6 +42,66 @@ def parse(request, num_images: int) -> editfile.EditRequest:
     except (OSError, ValueError) as e:
         reason = getattr(e, 'strerror', None) or e
         raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
+
+ADAM_SETTINGS = ('niter', 'piter', 'lr')       # passed as arguments; a file's other solver options are keywords
+
+
+@dataclass
+class Setting:
+    """What an edit runs with: the caller's explicit values, else the edit file's own fields (`layer`, `rank`,
+    `solver`, `solver_options`), else the defaults (rank 1, DEFAULT_SOLVER, the solver's options)."""
+    rank: int
+    solver: str
+    niter: int
+    piter: int
+    lr: float
+    solver_options: dict = field(default_factory=dict)
+
+
+def file_setting(gw: SeqStyleGanRewriter, req: editfile.EditRequest, rank: int | None, solver: str | None,
+                 niter: int | None, piter: int | None, lr: float | None, solver_options: dict,
+                 allow_other_layer: bool) -> Setting:
+    """The setting of an edit of `req` (see Setting). A file that records another layer than the rewriter's is
+    refused (RewriteError naming both) unless allow_other_layer, which applies it and warns; a file made on
+    other weights (`model.fingerprint`) warns: its image numbers mean other images there."""
+    check_layer(gw, req, allow_other_layer)
+    check_model(gw, req)
+    solver = solver if solver is not None else req.solver if req.solver is not None else methods.DEFAULT_SOLVER
+    check_choice(solver, methods.SOLVERS, 'solver')
+    recorded = dict(req.solver_options or {}) if solver == req.solver else {}
+    adam = {name: recorded.pop(name) for name in ADAM_SETTINGS if name in recorded}
+    adam_defaults = asdict(IterativeOptions())                    # niter 2001, piter 10, lr 0.05
+    given = {'niter': niter, 'piter': piter, 'lr': lr}
+    values = {name: given[name] if given[name] is not None else adam.get(name, adam_defaults[name])
+              for name in ADAM_SETTINGS}
+    rank = rank if rank is not None else req.rank if req.rank is not None else 1
+    return Setting(rank, solver, **values, solver_options={**recorded, **solver_options})
+
+
+def check_layer(gw: SeqStyleGanRewriter, req: editfile.EditRequest, allow_other_layer: bool) -> None:
+    """Refuses (or, allow_other_layer, warns about) a file recording another layer than the rewriter's."""
+    if req.layer is None or req.layer == gw.layernum:
+        return
+    if not allow_other_layer:
+        raise RewriteError(f'the edit was made for layer {req.layer}, and this rewriter rewrites layer '
+                           f'{gw.layernum}: build a rewriter for layer {req.layer} (the same model, layernum='
+                           f'{req.layer}), or pass allow_other_layer=True to apply it at layer {gw.layernum} anyway')
+    warnings.warn(f'applying an edit made for layer {req.layer} at layer {gw.layernum} (allow_other_layer=True): '
+                  'its regions and rank were chosen for the other layer', RuntimeWarning, stacklevel=5)
+
+
+def check_model(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> None:
+    """Warns when the file records a model fingerprint that is neither the rewriter's original weights nor
+    its current ones."""
+    if req.model is None:
+        return
+    recorded = req.model['fingerprint']
+    if recorded == gw.model_fingerprint() or (gw.history and recorded == gw.model_fingerprint(current=True)):
+        return
+    name = f' ({req.model["name"]})' if 'name' in req.model else ''
+    warnings.warn(f'the edit was made on another model{name}: its weights fingerprint {recorded[:12]}... is not '
+                  f"this model's {gw.model_fingerprint()[:12]}... (a different checkpoint: image numbers mean "
+                  'other images there)', RuntimeWarning, stacklevel=5)
 
 
 def context_pairs(req: editfile.EditRequest, single_key: int = -1) -> list:
@@ -115,9 +178,9 @@ def preserve_set(gw: SeqStyleGanRewriter, pairs) -> PreserveSet:
         return PreserveSet(key, gw.pieces.target(key), weight)
 
 
-def apply_edit(gw: SeqStyleGanRewriter, request, rank: int, niter: int, piter: int, lr: float,
-               update_callback: Callable | None, single_key: int, solver: str, preserve_weight: float | None,
-               solver_options: dict) -> EditRecord:
+def apply_edit(gw: SeqStyleGanRewriter, request, rank: int | None, niter: int | None, piter: int | None,
+               lr: float | None, update_callback: Callable | None, single_key: int, solver: str | None,
+               preserve_weight: float | None, solver_options: dict, allow_other_layer: bool = False) -> EditRecord:
     """Copy the request's `object`, paste it at `paste`, with its `key` regions (or the paste) as context.
     See SeqStyleGanRewriter.apply_edit."""
     req = parse(request, gw.num_images)
@@ -125,7 +188,8 @@ def apply_edit(gw: SeqStyleGanRewriter, request, rank: int, niter: int, piter: i
         raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
                            "for an erase ('paste' without 'object') or a context-only request use "
                            "apply_request, which dispatches on what the request holds")
-    check_choice(solver, methods.SOLVERS, 'solver')
+    s = file_setting(gw, req, rank, solver, niter, piter, lr, solver_options, allow_other_layer)
+    rank, solver, niter, piter, lr, solver_options = s.rank, s.solver, s.niter, s.piter, s.lr, s.solver_options
     check_options(niter=niter, piter=piter, lr=lr)
     preserve_weight = preserve_weight_for(preserve_weight, req.preserve_weight)
     keep = preserve_pairs(req, preserve_weight)
@@ -137,14 +201,16 @@ def apply_edit(gw: SeqStyleGanRewriter, request, rank: int, niter: int, piter: i
                       update_callback, solver, solver_options, keep, preserve_weight)
 
 
-def apply_erase(gw: SeqStyleGanRewriter, request, rank: int, drank: int, niter: int, piter: int, lr: float,
-                update_callback: Callable | None, solver: str, preserve_weight: float | None,
-                solver_options: dict) -> EditRecord:
+def apply_erase(gw: SeqStyleGanRewriter, request, rank: int | None, drank: int, niter: int | None,
+                piter: int | None, lr: float | None, update_callback: Callable | None, solver: str | None,
+                preserve_weight: float | None, solver_options: dict, allow_other_layer: bool = False) -> EditRecord:
     """Remove what the `key` context regions show from the `paste` region (its top `drank` units zeroed).
     See SeqStyleGanRewriter.apply_erase."""
     req = parse(request, gw.num_images)
     if req.paste is None:
         raise RewriteError("an erase needs a 'paste' region (what to erase)")
+    s = file_setting(gw, req, rank, solver, niter, piter, lr, solver_options, allow_other_layer)
+    rank, solver, niter, piter, lr, solver_options = s.rank, s.solver, s.niter, s.piter, s.lr, s.solver_options
     pairs = context_pairs(req)
     if not 1 <= drank <= gw.k_shape[1]:
         raise RewriteError(f'drank must be between 1 and {gw.k_shape[1]}, not {drank}')
@@ -156,15 +222,23 @@ def apply_erase(gw: SeqStyleGanRewriter, request, rank: int, drank: int, niter: 
                       update_callback, solver, solver_options, keep, preserve_weight)
 
 
-def apply_request(gw: SeqStyleGanRewriter, request, rank: int, options: dict) -> EditRecord:
+def apply_request(gw: SeqStyleGanRewriter, request, rank: int | None, options: dict) -> EditRecord:
     """Whatever a saved request describes: an edit, an erase, or (context only) the context zeroed."""
     req = parse(request, gw.num_images)
     if req.object is not None and req.paste is not None:
         return gw.apply_edit(req.to_json(), rank=rank, **options)
     if req.paste is not None:
         return gw.apply_erase(req.to_json(), rank=rank, **options)
-    context = gw.multi_key_from_selection(context_pairs(req), rank=rank)
-    return gw.zero(context)
+    check_layer(gw, req, bool(options.get('allow_other_layer', False)))
+    check_model(gw, req)
+    rank = rank if rank is not None else req.rank if req.rank is not None else 1
+    pairs = context_pairs(req)
+    context = gw.multi_key_from_selection(pairs, rank=rank)
+    before = damage_before(gw, req)
+    record = gw.zero(context)
+    record.request = req.to_json()
+    record_damage(gw, record, req, pairs, gw.checked_context(context), before)
+    return record
 
 
 def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, goal_in: DataBag,
@@ -175,13 +249,14 @@ def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, go
     [rank, I], atomically, and records the losses, the options (registry defaults filled in), the
     preserve regions' change and the context."""
     options = solver_run(gw, solver).recorded(**settings(gw, niter, piter, lr, solver_options))
-    record = EditRecord(kind=kind, solver=solver, rank=rank, request=req.to_json(), key_method=gw.key_method,
-                        options=options)
+    record = EditRecord(kind=kind, solver=solver, rank=rank, layer=gw.layernum, request=req.to_json(),
+                        key_method=gw.key_method, options=options)
     keep = gw.preserve_from_selection(keep_pairs) if keep_pairs else None
     if keep is not None:
         record.preserve_weight = float(preserve_weight)
     with torch.no_grad():
         record.initial_loss = F.l1_loss(gw.pieces.target(goal_in), goal_out).item()
+    before = damage_before(gw, req)
     with gw.edits.atomic_edit(record) as saved:
         record.losses = gw.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
                                   update_callback=update_callback, solver=solver, preserve_set=keep,
@@ -194,8 +269,39 @@ def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, go
         if not np.isfinite(record.final_loss):
             raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
         gw.edits.keep_the_better(record, saved)
+    record_damage(gw, record, req, context_pairs(req), context, before)
     record.context = context.detach().cpu()
     return record
+
+
+def damage_before(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> tuple | None:
+    """The damage probe's (keys, images) before a change (None when the rewriter measures no damage)."""
+    if gw.damage_probe is None:
+        return None
+    return gw.damage_probe.before(req.paste.imgnum if req.paste is not None else None)
+
+
+def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.EditRequest, pairs, context: torch.Tensor,
+                  before: tuple | None) -> Damage | None:
+    """Measures the change just made (rewrite/damage.py) on held-out samples outside where the rule of
+    `context` [rank, I] acts, and inside the request's paste region; keeps it in the record and warns (a
+    RuntimeWarning) when it exceeds the threshold. Nothing is measured for a rolled-back change."""
+    probe = gw.damage_probe
+    if probe is None or before is None or record.rolled_back:
+        return None
+    keys, images = before
+    after = probe.render(keys)
+    context_keys, weights = gw.keys_and_weights(pairs)
+    size = int(after.shape[-1])
+    acting = probe.acting(keys, context, context_keys, weights, size)
+    paste = gw.area(req.paste.mask_url, size, 'paste') if req.paste is not None else None
+    damage = probe.measure(images, after, acting, paste)
+    record.heldout_change, record.paste_change = damage.heldout, damage.paste
+    record.damage_threshold = damage.threshold
+    record.damage_warning = damage.warning(record.kind)
+    if record.damage_warning:
+        warnings.warn(record.damage_warning, RuntimeWarning, stacklevel=5)
+    return damage
 
 
 def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditRecord:
@@ -203,7 +309,7 @@ def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditR
     context = gw.checked_context(context)
     if not real_number(amount, -np.inf, True):
         raise RewriteError(f'amount must be a finite number, not {amount!r}')
-    record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0])
+    record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0], layer=gw.layernum)
     with gw.edits.atomic_edit(record), torch.no_grad():
         weight = gw.target_weights()
         ortho = weight - projected_conv(weight, context)
@@ -227,7 +333,8 @@ def apply_overfit(gw: SeqStyleGanRewriter, request, niter: int, lr: float,
             gw.sample_image_from_latent(z), obj_img[:, :, t:b, l:r],
             centered_location(gw.area(req.paste.mask_url, res, 'paste')), obj_area[t:b, l:r])
     params = dict(gw.model.named_parameters())
-    record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json())
+    record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json(),
+                        layer=gw.layernum)
     with gw.edits.atomic_edit(record, names=list(params)):
         gw.model.requires_grad_(True)
         try:

@@ -31,13 +31,14 @@ from utils.stylegan2 import DataBag, rewrite_site
 from . import editfile, edits, keymethods, methods
 from .checks import RewriteError, check_choice, check_fast_options, check_options
 from .contextkeys import ContextKeys
+from .damage import DAMAGE_SAMPLES, DamageProbe
 from .goals import Goals
 from .history import LOSS_TOLERANCE, EditHistory
 from .pieces import EDIT_DTYPES, LayerPieces, float_zs
 from .preserve import PRESERVE_WEIGHT, PreserveSet
 from .render import Renderer, key_response
 from .solvers import EditRecord, TargetLayer
-from .statistics import KeyStatistics
+from .statistics import KeyStatistics, weights_fingerprint
 
 __all__ = ['DEFAULT_SOLVER', 'EDIT_DTYPES', 'ERASE_UNITS', 'KEY_METHODS', 'LOSS_TOLERANCE', 'SOLVERS',
            'RewriteError', 'SeqStyleGanRewriter', 'check_fast_options', 'check_options']
@@ -55,13 +56,16 @@ class SeqStyleGanRewriter:
     zds: the z-sample (TensorDataset, e.g. z_dataset_for_model(model, 1000)); image numbers in
     requests index it. Statistics of the layer's keys over zds (or its first `stats_size` z's, for
     a quick preview) are gathered on first use and cached in `cachedir` (if given).
+
+    After every change the damage probe (rewrite/damage.py) measures it on `damage_samples` held-out samples
+    (0: not measured); `model_name`: a human-readable name of the model, written into saved edit files.
     """
 
     def __init__(self, model, zds, layernum: int, cachedir: str | Path | None = None,
                  low_rank_insert: bool = True, low_rank_gradient: bool = False,
                  use_linear_insert: bool = False, tight_paste: bool = True, alpha_area: bool = True,
                  key_method: str = methods.DEFAULT_KEY_METHOD, batch_size: int = 8, progress: bool = True,
-                 stats_size: int | None = None):
+                 stats_size: int | None = None, damage_samples: int = DAMAGE_SAMPLES, model_name: str | None = None):
         try:
             rewrite_site(model, layernum)                 # a clear error before anything is copied
         except ValueError as e:
@@ -91,6 +95,36 @@ class SeqStyleGanRewriter:
         self.edits = EditHistory(self.model, self.firstlayer + '.weight', self.renderer.clear)
         self.original_state = self.edits.original_state
         self.history, self.undone = self.edits.history, self.edits.undone   # [(record, weights)], for undo / redo
+        if isinstance(damage_samples, bool) or not isinstance(damage_samples, int) or damage_samples < 0:
+            raise RewriteError(f'damage_samples must be an integer >= 0, not {damage_samples!r}')
+        self.damage_probe = DamageProbe(p, damage_samples) if damage_samples else None
+        self.model_name = model_name
+        self._fingerprint: str | None = None
+
+    def model_fingerprint(self, current: bool = False) -> str:
+        """SHA-256 of the original model's weights (rewrite.statistics.weights_fingerprint; computed once), or
+        of the current ones: what an edit file's `model.fingerprint` records."""
+        if current:
+            return weights_fingerprint(self.model)
+        if self._fingerprint is None:
+            with self.original_model():
+                self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+    def setting(self, record: EditRecord | None = None) -> dict:
+        """The edit-file fields that record how an edit is made here: layer, and from `record` its rank,
+        solver and the solver options that differ from the defaults; model: the original weights' fingerprint
+        and model_name (when known)."""
+        fields: dict = {'layer': self.layernum}
+        if record is not None and record.solver in methods.SOLVERS:
+            fields |= {'rank': int(record.rank), 'solver': record.solver}
+            changed = methods.SOLVERS[record.solver].differing(record.options)
+            if changed:
+                fields['solver_options'] = changed
+        model = {'fingerprint': self.model_fingerprint()}
+        if self.model_name:
+            model['name'] = self.model_name
+        return fields | {'model': model}
 
     # ---- the z-sample and the pieces ----------------------------------------------------------
     @property
@@ -219,9 +253,10 @@ class SeqStyleGanRewriter:
     def _parse(self, request) -> editfile.EditRequest:
         return edits.parse(request, self.num_images)
 
-    def apply_edit(self, request, rank: int = 1, niter: int = 2001, piter: int = 10, lr: float = 0.05,
-                   update_callback: Callable | None = None, single_key: int = -1, solver: str = DEFAULT_SOLVER,
-                   preserve_weight: float | None = None, **solver_options) -> EditRecord:
+    def apply_edit(self, request, rank: int | None = None, niter: int | None = None, piter: int | None = None,
+                   lr: float | None = None, update_callback: Callable | None = None, single_key: int = -1,
+                   solver: str | None = None, preserve_weight: float | None = None, allow_other_layer: bool = False,
+                   **solver_options) -> EditRecord:
         """Copy `object`, paste at `paste`, with `key` regions (or the paste) as context.
 
         With `preserve` regions in the request and preserve_weight > 0 (0: ignore them), the context
@@ -232,25 +267,33 @@ class SeqStyleGanRewriter:
 
         request: a dict in the edit-file format (or a path to one). solver: 'fast' (DEFAULT_SOLVER, the
         closed-form solver, seconds on a CPU), 'original' (the paper's niter Adam steps) or 'linear'.
+        rank, solver, niter, piter, lr and the solver's options left out (None): the file's own `rank`,
+        `solver` and `solver_options` when it records them, else rank 1, DEFAULT_SOLVER, niter 2001, piter
+        10, lr 0.05 and the solver's defaults. A file that records another `layer` is refused (RewriteError
+        naming both layers) unless allow_other_layer=True, which applies it here and warns; a file whose
+        `model.fingerprint` is not this model's warns. The record carries the change's damage on held-out
+        samples (heldout_change, paste_change; a warning above DAMAGE_THRESHOLD, rewrite/damage.py).
         Atomic: on a bad request, an interrupt or a non-finite loss the weights are restored and an
         error is raised (rewrite/edits.py runs it)."""
         return edits.apply_edit(self, request, rank, niter, piter, lr, update_callback, single_key, solver,
-                                preserve_weight, solver_options)
+                                preserve_weight, solver_options, allow_other_layer)
 
-    def apply_erase(self, request, rank: int = 1, drank: int = ERASE_UNITS, niter: int = 2001, piter: int = 10,
-                    lr: float = 0.05, update_callback: Callable | None = None, solver: str = DEFAULT_SOLVER,
-                    preserve_weight: float | None = None, **solver_options) -> EditRecord:
+    def apply_erase(self, request, rank: int | None = None, drank: int = ERASE_UNITS, niter: int | None = None,
+                    piter: int | None = None, lr: float | None = None, update_callback: Callable | None = None,
+                    solver: str | None = None, preserve_weight: float | None = None, allow_other_layer: bool = False,
+                    **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed);
-        `preserve` regions and preserve_weight as in apply_edit."""
+        `preserve` regions, preserve_weight, the file's own setting and allow_other_layer as in apply_edit."""
         return edits.apply_erase(self, request, rank, drank, niter, piter, lr, update_callback, solver,
-                                 preserve_weight, solver_options)
+                                 preserve_weight, solver_options, allow_other_layer)
 
-    def apply_request(self, request, rank: int = 1, preserve_weight: float | None = None,
+    def apply_request(self, request, rank: int | None = None, preserve_weight: float | None = None,
                       **options) -> EditRecord:
         """Carries out whatever a saved request describes: copy and paste (`object` + `paste`) ->
         apply_edit; an erase (`paste` without `object`) -> apply_erase; context only (`key`) ->
         zero the context directions (forget that rule). `options` go to apply_edit / apply_erase; without
-        preserve_weight the request's own `preserve_weight` (else PRESERVE_WEIGHT) is used."""
+        preserve_weight the request's own `preserve_weight` (else PRESERVE_WEIGHT) is used; without rank,
+        solver, niter, ..., the file's own (see apply_edit; allow_other_layer too)."""
         return edits.apply_request(self, request, rank, {'preserve_weight': preserve_weight, **options})
 
     def preserve_from_selection(self, pairs) -> PreserveSet:

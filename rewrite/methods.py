@@ -71,6 +71,13 @@ class Solver:
         values = asdict(self.configure(**options))
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
+    def differing(self, options: dict) -> dict:
+        """The options (as an EditRecord keeps them) that differ from this solver's defaults: what an edit
+        file's `solver_options` records."""
+        defaults = self.recorded()
+        recorded = self.recorded(**options)
+        return {k: v for k, v in recorded.items() if v != defaults[k]}
+
 
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver('fast', 'closed-form weighted least squares through the inverted activation, then a short Adam '

@@ -31,10 +31,10 @@ from utils import imgviz
 from utils.generators import save_generator
 from utils.paintwidget import PaintWidget, encode_picture
 
-from . import editfile
+from . import editfile, edits
 from .ganrewrite import DEFAULT_SOLVER, ERASE_UNITS, RewriteError
 from .methods import SOLVERS
-from .savededits import SavedEditError, export_path, saved_edit_names, saved_edit_path, setting_note
+from .savededits import SavedEditError, export_path, saved_edit_names, saved_edit_path
 
 SOLVER_CHOICES = tuple(SOLVERS)                 # the solver registry's names (rewrite/methods.py)
 STYLE = '''<style>
@@ -183,8 +183,13 @@ def describe_record(record) -> str:
     if 'paste' in request:
         parts.append(f'{"paste into" if record.kind == "edit" else "in"} #{request["paste"][0]}')
     parts.append(f'context {[pair[0] for pair in request.get("key", [])] or "= paste"}')
-    parts.append(f'rank {record.rank}, {record.solver}, loss {record.initial_loss:.4g} -> {record.final_loss:.4g}'
-                 f'{" (rose)" if loss_rose(record) else ""}, {record.seconds:.1f} s')
+    layer = getattr(record, 'layer', None)
+    parts.append(f'{"" if layer is None else f"layer {layer}, "}rank {record.rank}, {record.solver}, loss '
+                 f'{record.initial_loss:.4g} -> {record.final_loss:.4g}{" (rose)" if loss_rose(record) else ""}, '
+                 f'{record.seconds:.1f} s')
+    heldout = getattr(record, 'heldout_change', None)
+    if heldout is not None:
+        parts.append(f'held-out change {heldout:.3f}{" (damage)" if record.damage_warning else ""}')
     return ', '.join(parts)
 
 
@@ -254,10 +259,13 @@ class GanRewriteApp(widgets.VBox):
         self._shown: list[tuple | None] = [None] * self.num_canvases
         self._context_key_cache: torch.Tensor | None = None
         self._context_version = 0
+        self.file_setting: dict = {}             # how the loaded edit was made (its file's layer, rank, solver...)
+        self.other_layer: int | None = None      # the loaded edit's layer while it is not the app's (not overridden)
         self._build_controls(rank, lr, niter, piter, solver)
         self._build_canvases()
         self.children = self._layout(columns)
         self.repaint_grid()
+        self._show_setting()
         self.show_message(f'{gw.num_images} samples, layer {gw.layernum}: paint a region on a sample to begin')
 
     # ---- construction ----------------------------------------------------------------------------
@@ -292,6 +300,15 @@ class GanRewriteApp(widgets.VBox):
         self.save_btn = b('Save', self.save, tooltip='save the edit under this name')
         self.load_btn = b('Load', self.load, tooltip='load the named edit')
         self.export_btn = b('Export', self.export, tooltip='save the rewritten generator as a checkpoint')
+        self.switch_layer_btn = b('Switch layer', self.switch_to_file_layer, style='warning',
+                                  tooltip="rewrite the layer the loaded edit was made for (a new rewriter of it)")
+        self.override_layer_btn = b('Apply here anyway', self.override_layer,
+                                    tooltip="allow Execute / Erase of the loaded edit at this app's layer")
+        self.damage_undo_btn = b('Undo', self.undo, style='warning', tooltip='undo the change that damaged the '
+                                                                            'held-out samples')
+        self.damage_undo_btn.layout.display = 'none'
+        self.setting_label = widgets.HTML(value='')
+        self.setting_label.add_class('rwa-setting')
         self.numbers_box = widgets.Text(value=format_image_numbers(self.sel), description='Images', style=WIDE,
                                         continuous_update=False, layout=widgets.Layout(width='260px'))
         self.numbers_box.observe(self.change_numbers, names='value')
@@ -316,6 +333,7 @@ class GanRewriteApp(widgets.VBox):
                                            layout=widgets.Layout(width='190px'))
         self.solver_box.observe(self._solver_changed, names='value')
         self._solver_changed({'new': solver})
+        self.rank_box.observe(lambda _change: self._show_setting(), names='value')
         self.name_box = widgets.Combobox(placeholder='edit name', options=self.saved_names(), ensure_option=False,
                                          layout=widgets.Layout(width='200px'))
         self.name_box.add_class('rwa-name')
@@ -338,6 +356,11 @@ class GanRewriteApp(widgets.VBox):
         self.confirm_row = wrapping_row(self.confirm_label, self.overwrite_btn, self.keep_btn)
         self.confirm_row.layout.display = 'none'
         self.confirm_row.add_class('rwa-confirm')
+        self.layer_label = widgets.HTML(value='')
+        self.layer_label.add_class('rwa-hint')
+        self.layer_row = wrapping_row(self.layer_label, self.switch_layer_btn, self.override_layer_btn)
+        self.layer_row.layout.display = 'none'
+        self.layer_row.add_class('rwa-confirm')
 
     def _build_canvases(self) -> None:
         small = self.size * 3 // 4
@@ -399,13 +422,14 @@ class GanRewriteApp(widgets.VBox):
         return [title,
                 wrapping_row(self.execute_btn, self.erase_btn, self.cancel_btn, self.undo_btn, self.redo_btn,
                              self.revert_btn, self.original_btn),
-                wrapping_row(self.rank_box, self.lr_box, self.niter_box, self.piter_box, self.solver_box,
-                             self.drank_box),
+                wrapping_row(self.setting_label, self.rank_box, self.lr_box, self.niter_box, self.piter_box,
+                             self.solver_box, self.drank_box),
                 wrapping_row(self.numbers_box, self.search_btn, self.match_btn, self.brush_slider, self.clear_btn),
                 wrapping_row(self.name_box, self.load_btn, self.save_btn, self.export_box, self.export_btn,
                              self.download_link),
                 self.confirm_row,
-                wrapping_row(self.message_line, self.progress, self.loss_label),
+                self.layer_row,
+                wrapping_row(self.message_line, self.damage_undo_btn, self.progress, self.loss_label),
                 self.body,
                 self.preserve_panel.changes_section,
                 self.history_box,
@@ -414,11 +438,19 @@ class GanRewriteApp(widgets.VBox):
     def _solver_changed(self, change) -> None:
         """The fast solver runs a fixed number of steps: iterations and projection apply to the others."""
         self.niter_box.disabled = self.piter_box.disabled = change['new'] == 'fast'
+        if hasattr(self, 'setting_label'):
+            self._show_setting()
+
+    def _show_setting(self) -> None:
+        """The line that always shows what Execute Change and Erase run with: layer, rank, solver."""
+        self.setting_label.value = (f'<b>layer {self.gw.layernum}</b> &middot; rank {self.rank_box.value} &middot; '
+                                    f'{html.escape(str(self.solver_box.value))}')
 
     # ---- messages and progress ---------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False, warning: bool = False) -> None:
         """Shows one line (errors in red, warnings in amber, else green); `message` keeps the plain text."""
         self.message = text
+        self.message_color = 'red' if error else 'amber' if warning else 'green'
         color = '#b00020' if error else WARNING_COLOR if warning else '#1b5e20'
         self.message_line.value = f'<span style="color:{color}">{html.escape(text)}</span>'
 
@@ -846,6 +878,27 @@ class GanRewriteApp(widgets.VBox):
         return dict(rank=int(self.rank_box.value), lr=float(self.lr_box.value), niter=int(self.niter_box.value),
                     piter=int(self.piter_box.value), solver=solver)
 
+    def _file_options(self, solver: str) -> dict:
+        """The loaded edit's solver options (other than the Adam settings the boxes hold) when its solver is the
+        one chosen: Execute Change and Erase run with them, Save writes them back."""
+        if self.file_setting.get('solver') != solver:
+            return {}
+        return {name: value for name, value in self.file_setting.get('solver_options', {}).items()
+                if name not in edits.ADAM_SETTINGS}
+
+    def edit_setting(self) -> dict:
+        """The fields Save writes: this app's layer, the rank and solver it runs with, the solver options that
+        differ from the defaults, the model (rewrite.editfile)."""
+        settings = self._settings()
+        solver = settings['solver']
+        options = edits.settings(self.gw, settings['niter'], settings['piter'], settings['lr'],
+                                 self._file_options(solver))
+        fields = {'layer': self.gw.layernum, 'rank': settings['rank'], 'solver': solver}
+        changed = SOLVERS[solver].differing(options)
+        if changed:
+            fields['solver_options'] = changed
+        return fields | {'model': self.gw.setting()['model']}
+
     def _checked_request(self, needed: Sequence[str], action: str) -> dict:
         missing = [name for name in needed if name not in self.request]
         hints = {'object': 'Copy a region', 'paste': 'select where it goes and click Paste'}
@@ -859,9 +912,13 @@ class GanRewriteApp(widgets.VBox):
                  **options) -> None:
         """Runs gw.apply_edit / apply_erase with the settings and a progress bar, then repaints and reports;
         in a worker thread when clicked (and `background`), so that Cancel can stop it."""
+        if self.other_layer is not None:
+            raise UserError(f'the loaded edit was made for layer {self.other_layer} and this interface rewrites layer '
+                            f'{self.gw.layernum}: click "Switch to layer {self.other_layer}" (or "Apply here anyway")')
         settings = self._settings()
+        options = {**self._file_options(settings['solver']), **options}
         self.show_message(doing)
-        progress = self._progress_callback(SOLVERS[settings['solver']].steps(**settings))
+        progress = self._progress_callback(SOLVERS[settings['solver']].steps(**settings, **options))
 
         def work() -> None:
             record = apply(request, update_callback=progress, **settings, **options)
@@ -873,10 +930,22 @@ class GanRewriteApp(widgets.VBox):
         self._start_solve(action, work, background=self.background and clicked)
 
     def _report_change(self, record, done: str) -> None:
-        """'<done>: loss a -> b in s' in green, or, when the loss rose, a warning saying so (and whether the
-        rewriter rolled the change back)."""
+        """'<done>: loss a -> b in s, held-out change x' in green, or a warning in amber: when the loss rose
+        (and whether the rewriter rolled the change back), or when the change damaged the held-out samples
+        beyond the threshold (rewrite/damage.py; with an Undo button beside it)."""
         losses = f'loss {record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f} s'
-        if getattr(record, 'rolled_back', False):
+        heldout = getattr(record, 'heldout_change', None)
+        if heldout is not None:
+            inside = '' if record.paste_change is None else f' (inside the paste region {record.paste_change:.3f})'
+            losses += f'; held-out change {heldout:.3f}{inside}'
+        damaged = bool(getattr(record, 'damage_warning', '')) and not getattr(record, 'rolled_back', False)
+        self.damage_undo_btn.layout.display = None if damaged else 'none'
+        if damaged and not loss_rose(record):
+            self.show_message(f'{done}, but it damaged other images: {losses}, above the threshold '
+                              f'{record.damage_threshold:g} (held-out samples outside where the rule acts changed '
+                              f'that much); Undo removes it (or try the layer it was made for, another rank or region)',
+                              warning=True)
+        elif getattr(record, 'rolled_back', False):
             self.show_message(f'the loss rose ({losses}), so the change was rolled back: the model is as it was '
                               '(try a lower learning rate, another solver or region)', warning=True)
         elif loss_rose(record):
@@ -910,6 +979,7 @@ class GanRewriteApp(widgets.VBox):
     def _step_history(self, step: Callable, nothing: str, done: str) -> None:
         """step() (the rewriter's undo or redo) -> its record, or UserError(nothing); repaint, report done."""
         record = step()
+        self.damage_undo_btn.layout.display = 'none'
         if record is None:
             raise UserError(nothing)
         self.loss_label.value = ''                           # the last solve's figures are not this state's
@@ -988,10 +1058,13 @@ class GanRewriteApp(widgets.VBox):
         self.show_message(f'kept {path.name}: {self._keep_hint}' if path else 'nothing to keep')
 
     def _write_edit(self, path: Path) -> None:
+        setting = self.edit_setting()
+        request = {name: value for name, value in self.request.items() if name not in editfile.SETTING_FIELDS}
+        editfile.validate_request({**request, **setting}, num_images=self.gw.num_images)   # before any folder
         path.parent.mkdir(parents=True, exist_ok=True)      # mask_dir (or FOLDER in it)
-        editfile.save_edit(path, self.request, num_images=self.gw.num_images)
+        editfile.save_edit(path, {**request, **setting}, num_images=self.gw.num_images)
         self.name_box.options = self.saved_names()
-        self.show_message(f'saved {path}')
+        self.show_message(f'saved {path} (layer {setting["layer"]}, rank {setting["rank"]}, {setting["solver"]})')
 
     @reports_errors('Load')
     def load(self, _button=None) -> None:
@@ -999,26 +1072,113 @@ class GanRewriteApp(widgets.VBox):
         if not path.is_file():
             known = ', '.join(self.saved_names()) or 'none yet'
             raise UserError(f'no saved edit named {path.stem!r} in {self.mask_dir} (saved: {known})')
-        self._use_request(editfile.load_edit(path, num_images=self.gw.num_images).to_json())
-        named_layer, named_rank = editfile.setting_from_name(path)
-        if named_layer == self.gw.layernum:
-            self.rank_box.value = named_rank                  # the rank its name records (NAME_layerN_rankR)
-        note = setting_note(path, self.gw.layernum)
-        self.show_message(f'loaded {path.stem}: click Execute Change to apply it{note}', warning=bool(note))
+        parsed = editfile.load_edit(path, num_images=self.gw.num_images)
+        setting = parsed.setting()
+        named_layer, named_rank = editfile.setting_from_name(path)    # files that record no setting: their name
+        if 'layer' not in setting and named_layer is not None:
+            setting |= {'layer': named_layer} | ({} if 'rank' in setting else {'rank': named_rank})
+        self._use_request(parsed.to_json(), setting)
+        action = 'Erase' if parsed.object is None and parsed.paste is not None else 'Execute Change'
+        if self.other_layer is not None:
+            self.show_message(f'loaded {path.stem}: it was made for layer {self.other_layer} (rank '
+                              f'{self.rank_box.value}), and this interface rewrites layer {self.gw.layernum}: click '
+                              f'"Switch to layer {self.other_layer}" to rewrite that layer, then {action}',
+                              warning=True)
+        else:
+            self.show_message(f'loaded {path.stem} (layer {self.gw.layernum}, rank {self.rank_box.value}, '
+                              f'{self.solver_box.value}): click {action} to apply it')
 
     @reports_errors('Set request')
     def set_request(self, request: dict) -> None:
         """Uses an edit request (a dict in the edit-file format) as if it had been loaded."""
-        self._use_request(editfile.validate_request(request, num_images=self.gw.num_images).to_json())
-        self.show_message('request set: click Execute Change to apply it')
+        parsed = editfile.validate_request(request, num_images=self.gw.num_images)
+        self._use_request(parsed.to_json(), parsed.setting())
+        if self.other_layer is not None:
+            self.show_message(f'request set: it was made for layer {self.other_layer}, and this interface rewrites '
+                              f'layer {self.gw.layernum}: click "Switch to layer {self.other_layer}"', warning=True)
+        else:
+            self.show_message('request set: click Execute Change to apply it')
 
-    def _use_request(self, request: dict) -> None:
-        self.request = request
+    def _use_request(self, request: dict, setting: dict | None = None) -> None:
+        """The request's regions (its setting fields apart) become the app's; its setting (layer, rank, solver,
+        solver options) sets the boxes, and a layer other than the app's asks to switch first."""
+        setting = setting or {}
         self.loss_label.value = ''                           # the figures of a solve of the edit before
+        self.request = {name: value for name, value in request.items() if name not in editfile.SETTING_FIELDS}
+        self.file_setting = dict(setting)
+        if 'solver' in setting:
+            self.solver_box.value = setting['solver']
+        recorded = setting.get('solver_options', {})
+        for name, box in (('lr', self.lr_box), ('niter', self.niter_box), ('piter', self.piter_box)):
+            if name in recorded:
+                box.value = recorded[name]
+        if 'rank' in setting:
+            self.rank_box.value = min(int(setting['rank']), int(self.rank_box.max))
+        layer = setting.get('layer')
+        self._ask_layer(layer if layer is not None and layer != self.gw.layernum else None)
         self.preserve_panel.repaint()
         self._context_changed()
         self._repaint_copy()
         self._repaint_paste()
+
+    def _ask_layer(self, layer: int | None) -> None:
+        """With `layer` (the loaded edit's, not the app's): the row offering to switch to it, Execute Change and
+        Erase disabled until the user switches or overrides; None: that row hidden, both enabled."""
+        self.other_layer = layer
+        if layer is None:
+            self.layer_row.layout.display = 'none'
+        else:
+            self.layer_label.value = (f'This edit was made for <b>layer {layer}</b>; the interface rewrites '
+                                      f'<b>layer {self.gw.layernum}</b>.')
+            self.switch_layer_btn.description = f'Switch to layer {layer}'
+            self.override_layer_btn.description = f'Apply at layer {self.gw.layernum} anyway'
+            self.layer_row.layout.display = None
+        self.execute_btn.disabled = self.erase_btn.disabled = layer is not None
+        self._show_setting()
+
+    def switch_layer(self, layer: int) -> None:
+        """A rewriter of `layer` on the same model and z-sample replaces the app's (only while no change is
+        applied, so that Revert still means the original weights); raises UserError otherwise."""
+        if layer == self.gw.layernum:
+            return
+        if self.gw.history:
+            raise UserError(f'undo or revert the applied changes before switching to layer {layer}')
+        old = self.gw
+        try:
+            self.gw = type(old)(old.model, old.zds, layer, cachedir=old.cachedir, key_method=old.key_method,
+                                batch_size=old.batch_size, progress=old.progress,
+                                damage_samples=old.damage_probe.samples if old.damage_probe is not None else 0,
+                                model_name=getattr(old, 'model_name', None))
+        except RewriteError as e:
+            raise UserError(f'cannot rewrite layer {layer}: {e}') from None
+        self.rank_box.max = int(self.gw.k_shape[1])
+        self.drank_box.max = int(self.gw.k_shape[1])
+        self.drank_box.value = min(self.drank_box.value, self.drank_box.max)
+        self._context_changed()
+        self.refresh()
+        self._show_setting()
+
+    @reports_errors('Switch layer')
+    def switch_to_file_layer(self, _button=None) -> None:
+        """Switches the app to the layer the loaded edit was made for; Execute Change and Erase then run there."""
+        if self.other_layer is None:
+            raise UserError('the loaded edit was made for this layer: nothing to switch')
+        layer = self.other_layer
+        self.switch_layer(layer)
+        self._ask_layer(None)
+        self.show_message(f'now rewriting layer {layer} (rank {self.rank_box.value}, {self.solver_box.value}): click '
+                          f'{"Erase" if "object" not in self.request else "Execute Change"} to apply the edit')
+
+    @reports_errors('Apply here anyway')
+    def override_layer(self, _button=None) -> None:
+        """Allows the loaded edit at this app's layer, although it was made for another."""
+        if self.other_layer is None:
+            raise UserError('the loaded edit was made for this layer: nothing to override')
+        layer = self.other_layer
+        self._ask_layer(None)
+        self.show_message(f'the edit made for layer {layer} will be applied at layer {self.gw.layernum}: its regions '
+                          'and rank were chosen for the other layer; the result shows its held-out change',
+                          warning=True)
 
     @reports_errors('Export')
     def export(self, _button=None) -> None:

@@ -94,13 +94,21 @@ class EditRecord:
     preserve_change: float | None = None     # mean abs change of the layer's outputs in the preserve regions
     key_method: str = ''                     # how the context directions were made (rewrite/methods.py)
     options: dict = field(default_factory=dict)   # every option the solver ran with, defaults filled in
+    layer: int | None = None                 # the layer the change was made at
+    heldout_change: float | None = None      # damage (rewrite/damage.py): mean abs pixel change of held-out samples
+    paste_change: float | None = None        # outside where the rule acts, and inside the request's paste region
+    damage_threshold: float | None = None    # the held-out change above which it is damage
+    damage_warning: str = ''                 # set when heldout_change exceeds damage_threshold
 
     def __repr__(self) -> str:
         """A one-line summary (the losses of every step and the request's masks are left out)."""
         fields = sorted(self.request or {})
         outcome = ', rolled back' if self.rolled_back else ', loss rose' if self.warning else ''
-        return (f'EditRecord(kind={self.kind!r}, solver={self.solver!r}, rank={self.rank}, '
-                f'loss {self.initial_loss:.4g} -> {self.final_loss:.4g}{outcome}, {len(self.losses)} steps, '
+        layer = '' if self.layer is None else f'layer={self.layer}, '
+        damage = ('' if self.heldout_change is None else f', held-out change {self.heldout_change:.3f}'
+                  + (' (damage)' if self.damage_warning else ''))
+        return (f'EditRecord(kind={self.kind!r}, {layer}solver={self.solver!r}, rank={self.rank}, '
+                f'loss {self.initial_loss:.4g} -> {self.final_loss:.4g}{outcome}{damage}, {len(self.losses)} steps, '
                 f'{self.seconds:.2f} s, request fields {fields})')
 
 

@@ -47,7 +47,7 @@ def test_advise_shows_the_table_and_a_clicked_row_applies_its_setting(app, gw):
     panel.layers_box.value = '4-5'
     before = weights(gw.model)
     panel.advise_btn.click()
-    assert 'advice: layer' in app.message, app.message
+    assert 'advice on the unedited model: layer' in app.message, app.message
     assert (app.progress.max, app.progress.value) == (6, 6) and 'advise: layer' in app.loss_label.value
     # the same table as advise() called directly on the same model and request
     expected = advise(gw.model, gw.zds, app.request, layers=[4, 5], ranks=(1, 2, 3), heldout=HELDOUT, progress=False)

@@ -25,6 +25,7 @@ from PIL import Image
 from rewrite.editfile import (
     FIELDS,
     MASK_URL_PREFIX,
+    SETTING_FIELDS,
     EditFileError,
     EditRequest,
     Selection,
@@ -39,6 +40,7 @@ from rewrite.editfile import (
     union_masks,
     validate_request,
 )
+from rewrite.methods import SOLVERS
 
 EDITS = REFERENCE / 'original-edits'
 PROPERTY = settings(derandomize=True, deadline=None, database=None,
@@ -345,6 +347,18 @@ not_a_url = garbage.filter(lambda v: not (isinstance(v, str) and v.startswith(MA
                      ' ' + MASKS['a'], MASKS['a'].replace('png', 'gif', 1), ''])
 
 
+def not_a_setting(name: str):
+    """Values the setting field `name` refuses with an error naming the field itself."""
+    if name in ('layer', 'rank'):
+        low = 0 if name == 'layer' else 1
+        return garbage.filter(lambda v: isinstance(v, bool) or not isinstance(v, int) or v < low) | \
+            st.sampled_from([3.0, True, '7', [7], low - 1]) | st.integers(max_value=low - 1)
+    if name == 'solver':
+        return garbage.filter(lambda v: not (isinstance(v, str) and v in SOLVERS)) | \
+            st.sampled_from(['Fast', 'fast ', '', 'adam'])
+    return garbage.filter(lambda v: not isinstance(v, dict))       # solver_options, model: objects
+
+
 def pair_paths(request: dict) -> list[tuple[str, list]]:
     """(field path, the [imgnum, mask] list) for every pair in the request."""
     paths = [(name, request[name]) for name in ('object', 'paste', 'query') if name in request]
@@ -404,8 +418,8 @@ def malformed_requests(draw) -> tuple[object, str, dict]:
     request = valid_request()
     pairs = pair_paths(request)
     where, pair = draw(st.sampled_from(pairs))
-    kind = draw(st.sampled_from(['top type', 'no edit field', 'unknown field', 'field garbage', 'pair length',
-                                 'key empty', 'key element', 'imgnum', 'imgnum range', 'mask type',
+    kind = draw(st.sampled_from(['top type', 'no edit field', 'unknown field', 'field garbage', 'setting garbage',
+                                 'pair length', 'key empty', 'key element', 'imgnum', 'imgnum range', 'mask type',
                                  'base64', 'png', 'vanishing']))
     if kind == 'top type':
         return draw(garbage.filter(lambda v: not isinstance(v, (dict, str)))), 'request', {}  # a str is a path
@@ -417,8 +431,14 @@ def malformed_requests(draw) -> tuple[object, str, dict]:
         request[name] = draw(garbage)
         return request, name, {}
     if kind == 'field garbage':
-        name = draw(st.sampled_from(FIELDS))
+        name = draw(st.sampled_from([name for name in FIELDS if name not in SETTING_FIELDS]))
         request[name] = draw(not_a_sequence)
+        return request, name, {}
+    if kind == 'setting garbage':         # how the edit was made: a value no field accepts
+        name = draw(st.sampled_from(SETTING_FIELDS))
+        if name == 'solver_options':
+            request['solver'] = draw(st.sampled_from(list(SOLVERS)))
+        request[name] = draw(not_a_setting(name))
         return request, name, {}
     if kind == 'pair length':
         pair[:] = draw(st.lists(garbage, max_size=5).filter(lambda v: len(v) != 2))

@@ -56,11 +56,17 @@ def parser_default(command: str, option: str):
 
 def test_one_solver_default_everywhere():
     assert DEFAULT_SOLVER == 'fast'
-    for function in (SeqStyleGanRewriter.apply_edit, SeqStyleGanRewriter.apply_erase, SeqStyleGanRewriter.insert,
-                     GanRewriteApp.__init__):
+    for function in (SeqStyleGanRewriter.insert, GanRewriteApp.__init__):
         assert inspect.signature(function).parameters['solver'].default == DEFAULT_SOLVER, function
+    # apply_edit / apply_erase and the commands: None, the edit file's solver, else DEFAULT_SOLVER
+    # (tests/test_edit_setting.py and tests/test_cli_setting.py apply files without one: the fast solver)
+    for function in (SeqStyleGanRewriter.apply_edit, SeqStyleGanRewriter.apply_erase):
+        assert inspect.signature(function).parameters['solver'].default is None, function
     for command in ('sample', 'apply', 'demo'):
-        assert parser_default(command, 'solver') == DEFAULT_SOLVER, command
+        assert parser_default(command, 'solver') is None, command
+        sub = next(a for a in cli.build_parser()._actions if a.dest == 'command')
+        help_text = next(a.help for a in sub.choices[command]._actions if a.dest == 'solver')
+        assert f"the edit file's solver, else {DEFAULT_SOLVER}" in help_text, command
 
 
 def test_one_truncation_default_for_the_loader_and_the_command_line():
@@ -124,7 +130,7 @@ def test_apply_runs_an_erase_only_file_with_a_progress_bar(tiny, tmp_path, capsy
     code, stdout, err = run(capsys, 'apply', '--model', tiny['ckpt'], '--edit', tiny['erase'], '--layer', LAYER,
                             '--zsample', 20, '--cachedir', tiny['cache'], '--out', out)
     assert code == 0, err
-    assert 'erase applied: solver fast' in stdout and 'solving (fast)' in err
+    assert f'erase applied: layer {LAYER}, solver fast' in stdout and 'solving (fast)' in err
     gw, record = in_memory(tiny, json.loads(tiny['erase'].read_text()), 20, erase=True)
     key = f'convs.{LAYER - 3}.conv.weight'
     assert torch.equal(torch.load(out, weights_only=True)['g_ema'][key], gw.model.checkpoint_state_dict()[key])
@@ -267,12 +273,14 @@ def test_bundled_edits_are_listed_and_loadable_in_the_widget(tmp_path):
     assert set(app.saved_names()) == {f'demo/{path.stem}' for path in bundled.glob('*.json')}
     app.name_box.value = 'demo/dome2spire_layer8_rank3'
     app.load_btn.click()
-    assert app.message == 'loaded dome2spire_layer8_rank3: click Execute Change to apply it'
+    assert app.message == 'loaded dome2spire_layer8_rank3 (layer 8, rank 3, fast): click Execute Change to apply it'
     saved = json.loads((bundled / 'dome2spire_layer8_rank3.json').read_text())
     assert app.rank_box.value == 3 and app.request['object'] == saved['object']
     app.name_box.value = 'demo/towertop2tree_layer7'
     app.load_btn.click()
-    assert 'made for layer 7' in app.message and 'rewrites layer 8' in app.message and 'LAYER = 7' in app.message
+    assert 'made for layer 7' in app.message and 'rewrites layer 8' in app.message
+    assert 'Switch to layer 7' in app.message
+    assert app.execute_btn.disabled and app.switch_layer_btn.description == 'Switch to layer 7'
     for bad in ('../demo/towertop2tree_layer7', '/etc/passwd', 'a/b/c', ''):
         app.name_box.value = bad
         app.load_btn.click()

@@ -4,11 +4,13 @@ counts, read by the rewriter, the CLI and the widget; the EditRecord keeps the k
 from __future__ import annotations
 
 import inspect
+import types
 
+import numpy as np
 import pytest
 from test_rewrite_site import TinyPGAN, square
 
-from rewrite import methods
+from rewrite import editfile, edits, methods
 from rewrite.__main__ import build_parser
 from rewrite.ganrewrite import KEY_METHODS, SOLVERS, RewriteError, SeqStyleGanRewriter
 from rewrite.methods import FastOptions, IterativeOptions
@@ -24,9 +26,14 @@ def test_fast_options_are_the_solvers_defaults():
 
 
 def test_iterative_options_are_the_rewriters_defaults():
+    # apply_edit's niter / piter / lr default to None: the edit file's, else IterativeOptions' defaults
     params = inspect.signature(SeqStyleGanRewriter.apply_edit).parameters
-    for name, value in vars(IterativeOptions()).items():
-        assert params[name].default == value, name
+    for name in vars(IterativeOptions()):
+        assert params[name].default is None, name
+    req = editfile.EditRequest(key=[editfile.selection_from_mask(0, np.ones((8, 8)))])
+    gw = types.SimpleNamespace(layernum=6)
+    setting = edits.file_setting(gw, req, None, 'original', None, None, None, {}, False)
+    assert {name: getattr(setting, name) for name in vars(IterativeOptions())} == vars(IterativeOptions())
 
 
 def test_every_reader_lists_the_registries():

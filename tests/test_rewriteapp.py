@@ -335,9 +335,10 @@ def test_save_and_load_round_trip(app, gw, tmp_path):
     app.name_box.value = 'my_edit'
     app.save_btn.click()
     path = tmp_path / 'masks' / 'my_edit.json'
-    assert app.message == f'saved {path}'
-    assert editfile.load_edit(path).to_json() == app.request
-    assert json.loads(path.read_text()) == app.request
+    assert app.message == f'saved {path} (layer {LAYER}, rank 1, fast)'
+    setting = {'layer': LAYER, 'rank': 1, 'solver': 'fast', 'model': {'fingerprint': gw.model_fingerprint()}}
+    assert editfile.load_edit(path).to_json() == {**app.request, **setting}     # the regions, then how it was made
+    assert json.loads(path.read_text()) == {**app.request, **setting}
     assert 'my_edit' in app.name_box.options
 
     other = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=SIZE, num_canvases=6)
@@ -363,7 +364,11 @@ def test_files_of_the_original_tool_load_apply_and_save_identically(app, tmp_pat
     assert app.message.startswith('changed the model'), app.message
     app.name_box.value = 'copy_of_spire2square'
     app.save_btn.click()
-    assert (app.mask_dir / 'copy_of_spire2square.json').read_bytes() == source.read_bytes()
+    saved = (app.mask_dir / 'copy_of_spire2square.json').read_text()
+    setting = app.edit_setting()
+    assert json.loads(saved) == {**original, **setting}             # the regions as they were, then the setting
+    assert saved == json.dumps({**original, **setting}, indent=1)
+    assert saved.startswith(source.read_text()[:-2])                  # the original's bytes, up to its closing ]}
 
 
 def test_a_files_preserve_weight_is_loaded_previewed_executed_and_saved(app, gw):
@@ -402,17 +407,19 @@ def test_a_files_preserve_weight_is_loaded_previewed_executed_and_saved(app, gw)
     gw.apply_edit(plain, **app._settings())
     assert not torch.equal(layer_weight(gw), executed)                 # the default weight gives another edit
     gw.revert()
-    # Save writes it back: the same bytes as the loaded file
+    # Save writes it back: the same bytes as the loaded file, then how the edit is made here
     app.name_box.value = 'copy'
     app.save_btn.click()
-    assert (app.mask_dir / 'copy.json').read_bytes() == source.read_bytes()
+    saved = (app.mask_dir / 'copy.json').read_text()
+    assert saved.startswith(source.read_text()[:-2]) and json.loads(saved) == {**json.loads(source.read_text()),
+                                                                               **app.edit_setting()}
     # the last preserve region removed: the weight goes with it, and the file saves without either
     app.preserve_panel.remove(0)
     assert 'preserve' not in app.request and 'preserve_weight' not in app.request
     app.name_box.value = 'no_preserve'
     app.save_btn.click()
     assert json.loads((app.mask_dir / 'no_preserve.json').read_text()) == {
-        name: value for name, value in plain.items() if name != 'preserve'}
+        **{name: value for name, value in plain.items() if name != 'preserve'}, **app.edit_setting()}
 
 
 def test_loading_a_file_with_unknown_images_explains(app):
@@ -649,7 +656,7 @@ def test_save_asks_before_overwriting_a_saved_edit(app):
     assert path.read_bytes() == first and app.confirm_row.layout.display == 'none' and 'kept mine.json' in app.message
     app.save_btn.click()
     app.overwrite_btn.click()
-    assert app.message == f'saved {path}' and app.confirm_row.layout.display == 'none'
-    assert editfile.load_edit(path).to_json() == app.request and path.read_bytes() != first
+    assert app.message == f'saved {path} (layer {LAYER}, rank 1, fast)' and app.confirm_row.layout.display == 'none'
+    assert editfile.load_edit(path).to_json() == {**app.request, **app.edit_setting()} and path.read_bytes() != first
     app.overwrite_btn.click()
     assert 'nothing to overwrite' in app.message
