@@ -107,8 +107,8 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
 
 from .checks import RewriteError, check_options
 from .geometry import positive_bounding_box
-from .preserve import MAX_PRESERVE_WEIGHT
 from .methods import SOLVERS
+from .preserve import MAX_PRESERVE_WEIGHT
 
 EditFileError = FieldError      # the error of every malformed request or mask
 
