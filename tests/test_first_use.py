@@ -331,7 +331,7 @@ def test_install_script_names_its_kernel_and_installs_the_cpu_torch(tmp_path, ha
     if have_torch:
         assert torch_installs == [] and 'keeping the installed torch 2.13.0' in proc.stdout
     else:
-        assert torch_installs == ['-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu']
+        assert torch_installs == ['-m pip install -q --retries 1 torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu']
 
 
 # ---- 6. packaging: an installed copy has what its commands need; a user's utils.py does not shadow ----
