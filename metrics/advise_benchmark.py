@@ -284,7 +284,8 @@ def leave_one_kind_out(rows: list[dict], advices: dict, gts: dict) -> list[dict]
 
 def sweep_key(name: str, request: dict, layers, ranks, heldout: int) -> str:
     """What a kept sweep must match to be reused: the edit, its request, the grid and the advisor's measures."""
-    text = json.dumps([name, request, list(layers), list(ranks), heldout, advisor.SCORE_VERSION], sort_keys=True)
+    version = advisor.SCORE_VERSION['edit' if 'object' in request else 'erase']
+    text = json.dumps([name, request, list(layers), list(ranks), heldout, version], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -340,7 +341,7 @@ def run(edits: list[BenchEdit], layers, ranks, eval_n: int, batch: int, threads:
     return {'checkpoint': snapshot.describe(), 'layers': list(layers), 'ranks': list(ranks), 'eval_n': eval_n,
             'heldout': heldout, 'threads': threads, 'stats_seconds': done.get('stats_seconds'),
             'effectiveness_tolerance': EFFECTIVENESS_TOLERANCE, 'outside_factor': OUTSIDE_FACTOR,
-            'score_version': advisor.SCORE_VERSION, 'attain_tolerance': advisor.ATTAIN_TOLERANCE,
+            'score_version': dict(advisor.SCORE_VERSION), 'attain_tolerance': advisor.ATTAIN_TOLERANCE,
             'parts': {part: [e.name for e in edits if e.part == part] for part in PARTS},
             'kinds': {e.name: e.kind for e in edits},
             'machine': machine_info(threads), 'rows': rows,

@@ -28,11 +28,14 @@ layer; `gw.revert()` between ranks) and scored from the model and the request al
   and context masks) and 'other' (the rest of those images). An edit: the share of the target pixels'
   patch distance to the nearest object patch that the edit closed, pooled over them,
   (sum d_before - sum d_after) / sum d_before (1: all the way, 0: no closer, negative: further away).
-  An erase: the same pooled share of the targets' distance to what should replace them, graded rather
-  than thresholded: the nearest patch of the surroundings, i.e. the paste image's patches in a ring
-  around the paste mask ('surround' exemplars) and, in each held-out image, its own patches in a ring of
-  SURROUND_RING patch pixels around its targets that do not look like the source, before the edit
-  (`replacement_distance`). 0: removes nothing, 1: the targets now look like their surroundings.
+  An erase: how far the targets that looked like the source came to look like what should replace
+  them, graded rather than thresholded: each such patch's source-likeness d_rep / (d_rep + d_source)
+  (`source_likeness`; d_source: to the nearest source exemplar, d_rep: to the nearest patch of the
+  surroundings, i.e. the paste image's patches in a ring around the paste mask ('surround' exemplars) and,
+  in each held-out image, its own patches in a ring of SURROUND_RING patch pixels around its targets that
+  do not look like the source, before the edit: `replacement_distance`), and the pooled share of it the
+  erase removed, 1 - sum after / sum before (0: removes nothing, 1: the targets look like their
+  surroundings, negative: more source-like).
 - effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
 
 Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
@@ -64,6 +67,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -94,7 +98,7 @@ SURROUND_RING = 3           # an erase's replacement: patches within this many p
 BOOTSTRAP = 200             # resamples of the held-out samples that test the ranking's winner
 SURE_SHARE = 0.6            # the winner must win at least this share of the resamples
 MIN_ATTAIN = 0.05           # a best attainment below this moves nothing far enough to rank by
-SCORE_VERSION = 2           # bump when a measure or the ranking changes (the benchmark's kept sweeps are redone)
+SCORE_VERSION = MappingProxyType({'edit': 2, 'erase': 3})  # per kind of request: bump when its measures change
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -411,8 +415,8 @@ class PatchGoal:
     def attainment(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
                    targets: torch.Tensor) -> float:
         """targets: bool [N, r, r]. (sum d_before - sum d_after) / sum d_before of the targets' distance to
-        the nearest object patch (an edit) or to their replacement (an erase: dist['replacement'], see
-        `replacement_distance`), pooled over the targets. nan without targets."""
+        the nearest object patch (an edit) or of their source-likeness (an erase: dist['replacement'], see
+        `source_likeness`), pooled over the targets. nan without targets."""
         num, den = self.attainment_terms(before, after, targets)
         total = float(den.sum())
         return float(num.sum()) / total if total > 0 else math.nan
@@ -448,6 +452,15 @@ def replacement_distance(feats: torch.Tensor, before_feats: torch.Tensor, target
         here = feats[i].permute(1, 2, 0)[targets[i]]
         out[i][targets[i]] = torch.cdist(here, pool).min(1).values if len(pool) else math.inf
     return out
+
+
+def source_likeness(replacement: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """replacement / (replacement + source), elementwise, in [0, 1]: 0 where a patch is its replacement,
+    1 where it is a source exemplar (and where no replacement exists: replacement inf); 0.5 where both
+    distances are 0. replacement, source: distances of the same shape."""
+    total = replacement + source
+    out = torch.where(total > 0, replacement / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+    return torch.where(torch.isinf(replacement), torch.ones_like(out), out)
 
 
 def surround_ring(targets: torch.Tensor, source_like: torch.Tensor, ring: int = SURROUND_RING) -> torch.Tensor:
@@ -701,13 +714,15 @@ class Probe:
             leak_terms = ((change.double() * outside).flatten(1).sum(1).numpy(), outside.flatten(1).sum(1).numpy())
             goal_targets = patch_targets(targets, after_dist['source'].shape[-1])
             before_dist = self.before_dist
-            if self.patch_goal.goal_kind() == 'replacement':
-                ring = surround_ring(goal_targets, self.patch_goal.looks_like(before_dist, 'source'))
+            if self.patch_goal.goal_kind() == 'replacement':          # an erase: the source-like targets
+                source_like = self.patch_goal.looks_like(before_dist, 'source')
+                ring = surround_ring(goal_targets, source_like)
+                goal_targets = goal_targets & source_like
                 surround = self.patch_goal.exemplars['surround']
-                before_dist = dict(before_dist, replacement=replacement_distance(
-                    self.before_feats, self.before_feats, goal_targets, ring, surround))
-                after_dist['replacement'] = replacement_distance(after_feats, self.before_feats, goal_targets,
-                                                                 ring, surround)
+                before_dist = dict(before_dist, replacement=source_likeness(replacement_distance(
+                    self.before_feats, self.before_feats, goal_targets, ring, surround), before_dist['source']))
+                after_dist['replacement'] = source_likeness(replacement_distance(
+                    after_feats, self.before_feats, goal_targets, ring, surround), after_dist['source'])
             cand.attain = self.patch_goal.attainment(before_dist, after_dist, goal_targets)
             cand.terms = {'attain': self.patch_goal.attainment_terms(before_dist, after_dist, goal_targets),
                           'leak': leak_terms}

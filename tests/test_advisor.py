@@ -195,8 +195,9 @@ def erase_case(moved: float, share: float):
     (1.0, 1.0, 1.0),        # removes all of it
 ])
 def test_erase_attainment_nothing_half_all(moved, share, expected):
-    """The erase's replacement is the sky around the tree in the same image (the ring of `surround_ring`);
-    each tree patch is sqrt(27) from it before; the pooled share of that distance closed is the answer."""
+    """The erase's replacement is the sky (here from the paste image's surround exemplars); each tree patch is
+    sqrt(27) from it and 0 from the source before (source-likeness 1); a patch moved half-way is equally far
+    from both (0.5), one turned to sky 0; the pooled share of the source-likeness removed is the answer."""
     goal, before, after, targets = erase_case(moved, share)
     source_like = goal.looks_like(goal.distances_of(before), 'source')
     assert torch.equal(source_like, targets)
@@ -207,9 +208,12 @@ def test_erase_attainment_nothing_half_all(moved, share, expected):
     goal.exemplars['surround'] = torch.zeros(3, 27)
     dist = {}
     for name, feats in (('before', before), ('after', after)):
-        dist[name] = goal.distances_of(feats) | {'replacement': advisor.replacement_distance(
-            feats, before, targets, ring, goal.exemplars['surround'])}
-    torch.testing.assert_close(dist['before']['replacement'][targets], torch.full((4,), math.sqrt(27)))
+        dist[name] = goal.distances_of(feats)
+        rep = advisor.replacement_distance(feats, before, targets, ring, goal.exemplars['surround'])
+        if name == 'before':
+            torch.testing.assert_close(rep[targets], torch.full((4,), math.sqrt(27)))
+        dist[name]['replacement'] = advisor.source_likeness(rep, dist[name]['source'])
+    torch.testing.assert_close(dist['before']['replacement'][targets], torch.ones(4))
     assert goal.attainment(dist['before'], dist['after'], targets) == pytest.approx(expected, abs=1e-6)
 
 
@@ -230,6 +234,12 @@ def test_replacement_distance_uses_the_images_own_surroundings():
     assert float(got[~targets].abs().sum()) == 0.0
     assert torch.isinf(advisor.replacement_distance(after, before, targets, torch.zeros_like(ring),
                                                     torch.zeros(0, 27))[targets]).all()
+
+
+def test_source_likeness_by_hand():
+    rep = torch.tensor([0.0, 1.0, 3.0, math.inf, 0.0])
+    src = torch.tensor([2.0, 1.0, 1.0, 5.0, 0.0])
+    assert advisor.source_likeness(rep, src).tolist() == pytest.approx([0.0, 0.5, 0.75, 1.0, 0.5])
 
 
 def test_surround_ring_by_hand():
@@ -427,6 +437,24 @@ def test_table_is_ranked_and_serialisable(advice):
     picture = advisor.advice_picture(advice, top=2)
     cols = min(advisor.PREVIEW, HELDOUT)
     assert picture.shape == ((1 + 2 * 2) * (32 + 2) + 2, cols * (32 + 2) + 2, 3)
+
+
+def test_terms_pool_to_the_reported_attainment_and_leak_for_an_edit_and_an_erase(model, zds, advice):
+    erase = {k: v for k, v in edit_json().items() if k != 'object'}
+    erased = advise(model, zds, erase, layers=[8], ranks=(1, 2), heldout=HELDOUT, progress=False)
+    for result in (advice, erased):
+        for c in result.table:
+            (an, ad), (ln, ld) = c.terms['attain'], c.terms['leak']
+            assert len(an) == len(ad) == len(ln) == len(ld) == HELDOUT
+            assert c.attain == pytest.approx(an.sum() / ad.sum(), rel=1e-9)
+            assert c.leak == pytest.approx(ln.sum() / ld.sum(), rel=1e-5)
+            assert (ad >= 0).all()
+        data = json.loads(json.dumps(result.to_json()))
+        assert data['sure'] == result.sure and data['doubt'] == result.doubt
+        assert (result.doubt is None) == result.sure
+        assert ('not sure: ' in result.text_table()) == (not result.sure)
+    # an erase is measured against the surroundings: the exemplars include them, the request has no object
+    assert all(math.isfinite(c.attain) and c.attain <= 1 for c in erased.table)
 
 
 def test_layer_too_small_for_the_masks_is_skipped_with_the_reason(model, zds):
