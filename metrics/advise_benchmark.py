@@ -396,7 +396,8 @@ def parse_args(argv=None):
     p.add_argument('--parts', nargs='+', default=list(PARTS), choices=list(PARTS))
     p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
     p.add_argument('--ranks', type=int, nargs='+', default=[1, 2, 3])
-    p.add_argument('--eval-n', type=int, default=400, help="ground truth's held-out samples (make_demo_edits')")
+    p.add_argument('--eval-n', type=int, default=200,
+                   help="ground truth's held-out samples (at least; scores kept from more are reused)")
     p.add_argument('--heldout', type=int, default=48, help="the advisor's held-out samples")
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--threads', type=int, default=1)
@@ -404,6 +405,8 @@ def parse_args(argv=None):
     p.add_argument('--cachedir', type=Path, default=None, help='key statistics cache (default: a fresh temp folder)')
     p.add_argument('--edit-dir', type=Path, default=BENCH_DIR, help='the benchmark edits (make_advise_edits)')
     p.add_argument('--out', type=Path, default=OUT_JSON)
+    p.add_argument('--kept', type=Path, default=None,
+                   help="the kept sweeps (default: the --out file's name with .partial.json)")
     return p.parse_args(argv)
 
 
@@ -412,7 +415,7 @@ def main(argv=None) -> None:
     edits = [e for e in EDITS if e.part in args.parts and (args.edits is None or e.name in args.edits)]
     if not edits:
         raise SystemExit('no benchmark edit selected')
-    partial = args.out.with_suffix('.partial.json')
+    partial = args.kept or args.out.with_suffix('.partial.json')
     result = run(edits, args.layers, args.ranks, args.eval_n, args.batch, args.threads, args.checkpoint,
                  args.cachedir, args.heldout, args.edit_dir, partial)
     write_json(args.out, result)
