@@ -565,6 +565,8 @@ def test_cli_advise_writes_table_and_picture(files, capsys):
     data = json.loads((out_dir / 'advice.json').read_text())
     best = data['best']
     assert f'suggested: --layer {best["layer"]} --rank {best["rank"]}' in out
+    unsure = not data['sure']
+    assert ('(not sure: ' in out) == unsure and (f'not sure: {data["doubt"]}' in out) == unsure
     assert len(data['table']) == 4 and data['edit_file'].endswith('edit.json')
     assert data['table'][0]['layer'] == best['layer'] and data['table'][0]['rank'] == best['rank']
     with Image.open(out_dir / 'advice.png') as im:
