@@ -343,10 +343,9 @@ def advisor_note(sha256: str, results: Path = ADVICE) -> str:
     return ('\n### Which layer and rank, without labels (`rewrite advise`)\n\n'
             'The advisor (`rewrite/advisor.py`, no labels) against the setting make_demo_edits chooses with '
             'segmenter labels\n(its rule and held-out z\'s, seed 3) over layers 5-8 x ranks 1-3, from '
-            '`python -m metrics.advise_benchmark`\n(extra: edits fixed before the advisor first ran; unseen: '
-            'fixed before the present score, in output patch space,\nran on them: spire2dome and flattop2tree '
-            'were seen once by an earlier score, dome2flattop, flattop2spire and\nspire2tree by none; the score '
-            'was chosen on the other 6):\n\n' + table + '\n')
+            '`python -m metrics.advise_benchmark`\n(the benchmark edits of metrics/make_advise_edits.py: the '
+            'tune part, which the score may be chosen on,\nand the held-out part, only measured on):\n\n'
+            + table + '\n')
 
 
 def missed_goals_note(sha256: str, notes: Path = MISSED_NOTES) -> str:

@@ -253,13 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    '         the edit\'s own regions (object, source: paste and context, other):\n'
                                    '         an edit, the share of the targets\' distance to the nearest object\n'
                                    '         patch that it closed (1: all the way, 0: no closer, negative:\n'
-                                   '         further away); an erase, the share of the targets that no longer\n'
-                                   '         look like the source\n'
+                                   '         further away); an erase, the same share of the targets\' distance\n'
+                                   '         to what should replace them (the nearest patch around the targets\n'
+                                   '         in the same image or around the paste region)\n'
                                    '  effect reach x fit (ranks the table only when no held-out target exists)\n'
                                    '  score  the ranking: of the settings whose attain is within '
                                    f'{round(100 * advisor.ATTAIN_TOLERANCE)}% of\n         the best\'s, the '
                                    'one that leaks least is best (score 1..2, higher leaks\n         less); the '
                                    'others score attain / best attain (0..1)\n'
+                                   '  not sure  printed when the ranking is not firm: the first setting wins too\n'
+                                   '         few resamples of the held-out samples (the top settings are within\n'
+                                   '         noise), or the attainment barely spreads across the settings\n'
                                    'Pixel changes are of images in [-1, 1], averaged over RGB. Writes\n'
                                    'DIR/advice.json (the table) and DIR/advice.png (first row: held-out samples;\n'
                                    'then for each of the --top settings the edited samples and their leak maps:\n'
@@ -871,7 +875,8 @@ def run_advise(args, world: World) -> None:
     if advice.best is None:
         print('no setting worked (see the table)')
     else:
-        print(f'suggested: --layer {advice.best.layer} --rank {advice.best.rank}')
+        print(f'suggested: --layer {advice.best.layer} --rank {advice.best.rank}'
+              + ('' if advice.sure else ' (not sure: compare the first rows, see above)'))
     print(f'sweep {advice.seconds:.1f}s; wrote {", ".join(str(p) for p in wrote)}')
 
 

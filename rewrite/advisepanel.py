@@ -5,7 +5,8 @@
 Advise runs `advise` on the app's current request over the layers typed in the box and ranks 1-3
 (the app's progress bar moves once per setting), on the unedited model (a copy with the original weights,
 whatever changes are applied in the app), then lists the table best first, one row per setting
-with a "Use" button. Use sets the app's rank and, when the row's layer is not the app's, switches the
+with a "Use" button, under a "not sure" line when the advisor could not tell the first settings
+apart. Use sets the app's rank and, when the row's layer is not the app's, switches the
 app to a rewriter of that layer on the same model and z-sample (only while no change is applied, so
 that Revert still means the original weights). Errors show on the app's message line.
 """
@@ -73,7 +74,8 @@ class AdvisePanel(AppPanel):
         self.rows = widgets.VBox()
         self.rows.add_class('rwa-advice')
         self.row_buttons: list[widgets.Button] = []
-        self.children = [widgets.HBox([self.advise_btn, self.layers_box]), self.rows]
+        self.note = widgets.HTML('')            # how sure the advice is (empty when sure)
+        self.children = [widgets.HBox([self.advise_btn, self.layers_box]), self.note, self.rows]
 
     def known_layers(self) -> list[int]:
         model = self.app.gw.model
@@ -108,7 +110,8 @@ class AdvisePanel(AppPanel):
             applied = f' ({len(gw.history)} applied change(s) left out)' if gw.history else ''
             app.show_message('no setting worked: see the reasons in the table' if best is None else
                              f'advice on the unedited model{applied}: layer {best.layer} rank {best.rank} first '
-                             f'({self.advice.seconds:.1f} s); click Use on a row to apply its setting')
+                             f'({self.advice.seconds:.1f} s{"" if self.advice.sure else "; not sure, compare the first rows"}); '
+                             'click Use on a row to apply its setting')
         app._start_solve('Advise', work, background=app.background and _button is not None)
 
     def _show_table(self) -> None:
@@ -119,6 +122,7 @@ class AdvisePanel(AppPanel):
             button.on_click(lambda _b, i=index: self.use(i))
             self.row_buttons.append(button)
             rows.append(widgets.HBox([button, widgets.HTML(row_text(cand))]))
+        self.note.value = '' if self.advice.sure else f'<b>not sure:</b> {html.escape(self.advice.doubt or "")}'
         self.rows.children = rows
 
     @reports_errors('Use setting')

@@ -28,19 +28,33 @@ layer; `gw.revert()` between ranks) and scored from the model and the request al
   and context masks) and 'other' (the rest of those images). An edit: the share of the target pixels'
   patch distance to the nearest object patch that the edit closed, pooled over them,
   (sum d_before - sum d_after) / sum d_before (1: all the way, 0: no closer, negative: further away).
-  An erase: the share of the target pixels whose patch no longer looks like the source (nearest exemplar
-  not a source patch) after the edit, in [0, 1].
+  An erase: how far the targets that looked like the source came to look like what should replace
+  them, graded rather than thresholded: each such patch's source-likeness d_rep / (d_rep + d_source)
+  (`source_likeness`; d_source: to the nearest source exemplar, d_rep: to the nearest patch of the
+  surroundings, i.e. the paste image's patches in a ring around the paste mask ('surround' exemplars) and,
+  in each held-out image, its own patches in a ring of SURROUND_RING patch pixels around its targets that
+  do not look like the source, before the edit: `replacement_distance`), and the pooled share of it the
+  erase removed, 1 - sum after / sum before (0: removes nothing, 1: the targets look like their
+  surroundings, negative: more source-like).
 - effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
 
 Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
 rule must hold as well); the edit, the paste image and preserve regions use the model's own truncation.
 
-Ranking (the rule make_demo_edits uses with segmenter labels, with label-free stand-ins): of the settings
-whose attainment is within ATTAIN_TOLERANCE (30%) of the best's, the one that leaks least wins; `score`
-orders the whole table the same way: 1 + (1 - leak / largest leak) for those near the best (in [1, 2]),
-attain / best attain for the rest (in [0, 1)). With preserve regions, leak is the larger of the two leaks.
-Without any held-out target the effect replaces attainment (near: within EFFECT_TOLERANCE of the largest
-effect). Skipped or failed settings score nan and come last.
+Ranking (the rule make_demo_edits uses with segmenter labels, with label-free stand-ins): attainment is
+read on the scale from doing nothing (0, by construction: no change closes no distance) to the strongest
+setting of the sweep (the best attainment); of the settings within ATTAIN_TOLERANCE of the best on that
+scale, the one that leaks least wins; `score` orders the whole table the same way: 1 + (1 - leak / largest
+leak) for those near the best (in [1, 2]), attain / best attain for the rest (in [0, 1)). With preserve
+regions, leak is the larger of the two leaks. Without any held-out target the effect replaces attainment
+(near: within EFFECT_TOLERANCE of the largest effect). Skipped or failed settings score nan and come last.
+
+How sure (`confidence`): the ranking is repeated on BOOTSTRAP resamples of the held-out samples (each
+setting's attainment and leak pooled over the resampled images); the advice is called unsure when the
+first setting wins fewer than SURE_SHARE of them (the top settings are within noise of each other), when
+every setting's attainment is within the tolerance of the best (it barely spreads, so the leak alone
+decides), or when the best attainment is below MIN_ATTAIN (no setting moves the targets far). `Advice.sure`
+and `Advice.doubt` (the reason, with the settings that share the wins) say so.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -79,6 +94,11 @@ PREVIEW = 6                 # held-out samples kept per setting for pictures
 PATCH_RES = 32              # attainment and leak compare output images' 3x3 RGB patches at this resolution
 PATCH_EXEMPLARS = 512       # at most this many exemplar patches of each kind (object, source, other)
 ATTAIN_TOLERANCE = 0.3      # settings whose attainment is within this share of the best's count as equal
+SURROUND_RING = 3           # an erase's replacement: patches within this many patch pixels of the targets
+BOOTSTRAP = 200             # resamples of the held-out samples that test the ranking's winner
+SURE_SHARE = 0.6            # the winner must win at least this share of the resamples
+MIN_ATTAIN = 0.05           # a best attainment below this moves nothing far enough to rank by
+SCORE_VERSION = MappingProxyType({'edit': 2, 'erase': 3})  # per kind of request: bump when its measures change
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -88,7 +108,9 @@ class Candidate:
     """One (layer, rank) of the sweep and its label-free scores (nan where not measured).
 
     previews (not in to_json): uint8 [PREVIEW, H, W, 3] edited held-out images and float [PREVIEW, H, W]
-    change maps, and the bool [PREVIEW, H, W] target maps, for pictures."""
+    change maps, and the bool [PREVIEW, H, W] target maps, for pictures. terms (not in to_json): per held-out
+    image the numerators and denominators [N] of the pooled attainment and leak ({'attain': (num, den),
+    'leak': (num, den)}), for `confidence`."""
 
     layer: int
     rank: int
@@ -106,6 +128,7 @@ class Candidate:
     seconds: float = 0.0
     skipped: str | None = None
     previews: dict = field(default_factory=dict, repr=False, compare=False)
+    terms: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -119,7 +142,7 @@ class Candidate:
         return max(self.leak, self.preserve_leak)
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != 'previews'}
+        out = {k: v for k, v in asdict(self).items() if k not in ('previews', 'terms')}
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
@@ -133,6 +156,9 @@ class Advice:
     seconds: float
     before_previews: np.ndarray | None = field(default=None, repr=False)
     heldout_truncation: float | None = None
+    sure: bool = True
+    doubt: str | None = None
+    win_share: float | None = None
 
     @property
     def best(self) -> Candidate | None:
@@ -145,6 +171,7 @@ class Advice:
                 'heldout_truncation': self.heldout_truncation, 'seconds': self.seconds,
                 'effect_tolerance': EFFECT_TOLERANCE, 'target_quantile': TARGET_QUANTILE,
                 'patch_res': PATCH_RES, 'attain_tolerance': ATTAIN_TOLERANCE,
+                'sure': self.sure, 'doubt': self.doubt, 'win_share': self.win_share,
                 'table': [c.to_json() for c in self.table]}
 
     def text_table(self) -> str:
@@ -167,6 +194,8 @@ class Advice:
             cells = [x.rjust(w) for x, w in zip(r, widths)] if len(r) == len(head) else [
                 r[0].rjust(widths[0]), r[1].rjust(widths[1]), r[2]]
             lines.append('  '.join(cells))
+        if not self.sure:
+            lines.append(f'not sure: {self.doubt}')
         return '\n'.join(lines)
 
 
@@ -322,8 +351,8 @@ def patches(images: torch.Tensor, res: int = PATCH_RES) -> torch.Tensor:
 @dataclass
 class PatchGoal:
     """The request's own regions as labelled output patches (see `patches`), a space downstream of every
-    layer: exemplars {'source': [Ms, 27], 'object': [Mo, 27] (edits only), 'other': [Mx, 27]}, at most
-    PATCH_EXEMPLARS each (evenly spaced)."""
+    layer: exemplars {'source': [Ms, 27], 'object': [Mo, 27] (edits only), 'other': [Mx, 27], 'surround':
+    [Mr, 27] (erases only)}, at most PATCH_EXEMPLARS each (evenly spaced)."""
 
     exemplars: dict[str, torch.Tensor]
 
@@ -331,7 +360,8 @@ class PatchGoal:
     def build(cls, model, z_all: torch.Tensor, req: editfile.EditRequest, batch: int = 16) -> PatchGoal:
         """z_all: the z-sample [Z, D]; the request's images are rendered at the model's own truncation.
         source: the paste mask and the context masks; object: the object's mask (not source where both);
-        other: the pixels of those images outside every mask grown by one pixel."""
+        other: the pixels of those images outside every mask grown by one pixel; surround (an erase): the
+        paste image's pixels within SURROUND_RING of the paste mask, outside it grown by one pixel."""
         kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
         imgnums = sorted({s.imgnum for sels in kinds.values() for s in sels})
         where = {i: n for n, i in enumerate(imgnums)}
@@ -345,13 +375,20 @@ class PatchGoal:
         masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
         if 'object' in masks:
             masks['source'] &= ~masks['object']
+        else:
+            paste = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
+            paste[where[req.paste.imgnum]] = req.paste.mask_at(res) > 0.5
+            masks['surround'] = dilate(paste, SURROUND_RING) & ~dilate(paste, 1)
         rows = feats.permute(0, 2, 3, 1)
         return cls({kind: _spread(rows[m], PATCH_EXEMPLARS) for kind, m in masks.items()})
 
     def distances(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """{kind: [N, r, r]}: each patch's distance to the nearest exemplar of that kind (inf without any);
         images [N, 3, H, W]."""
-        feats = patches(images)
+        return self.distances_of(patches(images))
+
+    def distances_of(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """As `distances`, of patches already computed (feats [N, 27, r, r], `patches`)."""
         n, _, r, _ = feats.shape
         flat = feats.permute(0, 2, 3, 1).reshape(-1, 27)
         out = {}
@@ -363,6 +400,10 @@ class PatchGoal:
                                    for part in flat.split(4096)]).view(n, r, r)
         return out
 
+    def goal_kind(self) -> str:
+        """The distance attainment closes: to the object (an edit) or to the replacement (an erase)."""
+        return 'object' if 'object' in self.exemplars else 'replacement'
+
     @staticmethod
     def looks_like(dist: Mapping[str, torch.Tensor], kind: str) -> torch.Tensor:
         """bool [N, r, r]: the patches whose nearest exemplar is of `kind` (ties: the earlier kind in
@@ -372,15 +413,21 @@ class PatchGoal:
 
     def attainment(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
                    targets: torch.Tensor) -> float:
-        """targets: bool [N, r, r]. An edit: (sum d_before - sum d_after) / sum d_before of the targets'
-        distance to the nearest object patch; an erase: the share of the targets that do not look like
-        the source after. nan without targets."""
-        if not targets.any():
-            return math.nan
-        if 'object' not in self.exemplars:
-            return float((targets & ~self.looks_like(after, 'source')).sum()) / float(targets.sum())
-        d0, d1 = float(before['object'][targets].sum()), float(after['object'][targets].sum())
-        return (d0 - d1) / d0 if d0 > 0 else math.nan
+        """targets: bool [N, r, r]. (sum d_before - sum d_after) / sum d_before of the targets' distance to
+        the nearest object patch (an edit) or of their source-likeness (an erase: dist['replacement'], see
+        `source_likeness`), pooled over the targets. nan without targets."""
+        num, den = self.attainment_terms(before, after, targets)
+        total = float(den.sum())
+        return float(num.sum()) / total if total > 0 else math.nan
+
+    def attainment_terms(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
+                         targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per image (float64 [N]): sum over its targets of d_before - d_after, and of d_before (see
+        `attainment`)."""
+        kind = self.goal_kind()
+        d0 = torch.where(targets, before[kind].double(), 0.0).flatten(1).sum(1)
+        d1 = torch.where(targets, after[kind].double(), 0.0).flatten(1).sum(1)
+        return (d0 - d1).numpy(), d0.numpy()
 
     def about(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """bool [N, r, r]: what the edit is about, the patches that look like the source or the object before
@@ -389,13 +436,46 @@ class PatchGoal:
         return dilate(torch.stack([self.looks_like(d, k) for d in (before, after) for k in kinds]).any(0), 1)
 
 
+def replacement_distance(feats: torch.Tensor, before_feats: torch.Tensor, targets: torch.Tensor,
+                         ring: torch.Tensor, surround: torch.Tensor) -> torch.Tensor:
+    """float [N, r, r]: each target patch's distance to the nearest patch of what should replace it, the
+    patches of `before_feats` in its own image's `ring` or the `surround` exemplars [M, 27] (0 off the
+    targets; inf where neither exists). feats, before_feats: [N, 27, r, r] (`patches`); targets, ring:
+    bool [N, r, r]."""
+    n, _, r, _ = feats.shape
+    out = torch.zeros(n, r, r)
+    for i in range(n):
+        if not targets[i].any():
+            continue
+        pool = torch.cat([before_feats[i].permute(1, 2, 0)[ring[i]], surround])
+        here = feats[i].permute(1, 2, 0)[targets[i]]
+        out[i][targets[i]] = torch.cdist(here, pool).min(1).values if len(pool) else math.inf
+    return out
+
+
+def source_likeness(replacement: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """replacement / (replacement + source), elementwise, in [0, 1]: 0 where a patch is its replacement,
+    1 where it is a source exemplar (and where no replacement exists: replacement inf); 0.5 where both
+    distances are 0. replacement, source: distances of the same shape."""
+    total = replacement + source
+    out = torch.where(total > 0, replacement / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+    return torch.where(torch.isinf(replacement), torch.ones_like(out), out)
+
+
+def surround_ring(targets: torch.Tensor, source_like: torch.Tensor, ring: int = SURROUND_RING) -> torch.Tensor:
+    """bool [N, r, r]: the patches within `ring` patch pixels of the targets (bool [N, r, r]), outside them
+    grown by one pixel, that do not look like the source (source_like, bool [N, r, r])."""
+    return dilate(targets, ring) & ~dilate(targets, 1) & ~source_like
+
+
 def patch_targets(targets: torch.Tensor, res: int) -> torch.Tensor:
     """bool [N, res, res]: the targets (bool [N, H, W]) at patch resolution, blocks at least half covered."""
     return F.interpolate(targets.float()[:, None], size=(res, res), mode='area')[:, 0] >= 0.5
 
 
-def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
-    """Fills effect and score (see the module docstring) and returns the table best first."""
+def score_candidates(table: Sequence[Candidate], tolerance: float = ATTAIN_TOLERANCE) -> list[Candidate]:
+    """Fills effect and score (see the module docstring; `tolerance`: the attainment tolerance) and returns
+    the table best first."""
     usable = [c for c in table if c.ok and math.isfinite(c.reach) and math.isfinite(c.fit)]
     for c in usable:
         c.effect = c.reach * max(c.fit, 0.0)
@@ -403,7 +483,7 @@ def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
         if all(math.isfinite(c.attain) for c in usable):
             goal = {id(c): c.attain for c in usable}
             top = max(goal.values())
-            near = [c for c in usable if goal[id(c)] >= top - ATTAIN_TOLERANCE * abs(top)]
+            near = [c for c in usable if goal[id(c)] >= top - tolerance * abs(top)]
         else:                                   # no held-out targets: the reach x fit rule
             goal = {id(c): c.effect for c in usable}
             top = max(goal.values())
@@ -418,6 +498,59 @@ def score_candidates(table: Sequence[Candidate]) -> list[Candidate]:
     def order(c: Candidate):
         return (-c.score if math.isfinite(c.score) else math.inf, c.rank, c.layer)
     return sorted(table, key=order)
+
+
+def winners(attain: np.ndarray, leak: np.ndarray, tolerance: float = ATTAIN_TOLERANCE) -> np.ndarray:
+    """int [B]: per row the index of the winning setting by the ranking rule (of the settings whose attainment
+    is within `tolerance` of the row's best, the one that leaks least; ties: the earlier). attain, leak:
+    [B, S] (nan: never wins)."""
+    a = np.where(np.isfinite(attain), attain, -np.inf)
+    top = a.max(1, keepdims=True)
+    near = a >= top - tolerance * np.abs(top)
+    return np.where(near & np.isfinite(leak), leak, np.inf).argmin(1)
+
+
+def confidence(table: Sequence[Candidate], tolerance: float = ATTAIN_TOLERANCE, rounds: int = BOOTSTRAP,
+               seed: int = 0) -> tuple[bool, str | None, float | None]:
+    """(sure, doubt, win share) of a ranked table (best first; see the module docstring): the ranking
+    repeated on `rounds` resamples (with replacement, seeded) of the held-out samples, from each setting's
+    per-image attainment and leak terms. Unsure, with the reason, when the first setting wins fewer than
+    SURE_SHARE of them, when every setting's attainment is within the tolerance of the best, or when the
+    best attainment is below MIN_ATTAIN. A table without attainments (or its terms) is judged on the spread
+    alone; win share None then."""
+    usable = [c for c in table if c.ok and math.isfinite(c.attain)]
+    if not usable or not table[0].ok or table[0] not in usable:
+        return True, None, None
+    attains = np.array([c.attain for c in usable])
+    top = float(attains.max())
+    reasons = []
+    if top < MIN_ATTAIN:
+        reasons.append(f'no setting moves the targets far (best attain {top:.3f})')
+    elif len(usable) > 1 and attains.min() >= top - tolerance * abs(top):
+        reasons.append(f'the attainment barely spreads ({attains.min():.3f}-{top:.3f}, every setting within '
+                       f'{round(100 * tolerance)}% of the best): the leak alone decides')
+    share = None
+    if len(usable) > 1 and all(c.terms.get('attain') is not None and c.terms.get('leak') is not None
+                               for c in usable):
+        n = len(usable[0].terms['attain'][0])
+        idx = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+
+        def pooled(key):
+            num = np.stack([np.asarray(c.terms[key][0], np.float64) for c in usable])     # [S, N]
+            den = np.stack([np.asarray(c.terms[key][1], np.float64) for c in usable])
+            with np.errstate(invalid='ignore', divide='ignore'):
+                return (num[:, idx].sum(-1) / den[:, idx].sum(-1)).T                   # [B, S]
+        leak = pooled('leak')
+        pres = np.array([c.preserve_leak if c.preserve_leak is not None and math.isfinite(c.preserve_leak)
+                         else -np.inf for c in usable])
+        wins = np.bincount(winners(pooled('attain'), np.maximum(leak, pres), tolerance), minlength=len(usable))
+        share = float(wins[0]) / rounds
+        if share < SURE_SHARE:
+            rivals = [f'L{usable[k].layer} R{usable[k].rank} {wins[k] / rounds:.0%}'
+                      for k in np.argsort(-wins, kind='stable') if wins[k] > 0][:3]
+            reasons.append('the top settings are within noise of each other (wins over '
+                           f'{rounds} resamples of the held-out samples: {", ".join(rivals)})')
+    return not reasons, '; '.join(reasons) or None, share
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -500,21 +633,24 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
                     callback(done, total, f'layer {layer} rank {rank}')
     finally:
         bar.close()
-    return Advice(score_candidates(table), heldout, heldout_seed, time.perf_counter() - t0,
-                  to_uint8_batch(probe.before[:PREVIEW]), heldout_truncation)
+    ranked = score_candidates(table)
+    sure, doubt, share = confidence(ranked)
+    return Advice(ranked, heldout, heldout_seed, time.perf_counter() - t0, to_uint8_batch(probe.before[:PREVIEW]),
+                  heldout_truncation, sure=sure, doubt=doubt, win_share=share)
 
 
 @dataclass
 class Probe:
     """What every setting of a sweep is measured on: held-out z [N, D] and their unedited images
-    [N, 3, H, W], the request's exemplar patches and the held-out images' patch distances to them
-    ({kind: [N, r, r]}); the paste image's z and image and the pasted region [H, W]; the preserve regions'
-    z, images and masks (None without)."""
+    [N, 3, H, W], the request's exemplar patches, the held-out images' patches [N, 27, r, r] and their
+    distances to the exemplars ({kind: [N, r, r]}); the paste image's z and image and the pasted region
+    [H, W]; the preserve regions' z, images and masks (None without)."""
 
     z: torch.Tensor
     before: torch.Tensor
     patch_goal: PatchGoal
     before_dist: dict
+    before_feats: torch.Tensor
     z_goal: torch.Tensor
     before_goal: torch.Tensor
     region: torch.Tensor
@@ -541,7 +677,9 @@ class Probe:
             pres = {'z_pres': z_pres, 'before_pres': render(model, z_pres, batch),
                     'pres_masks': torch.stack([s.mask_at(size) for s in preserve])}
         patch_goal = PatchGoal.build(model, z_all, req, batch)
-        return cls(z=z, before=before, patch_goal=patch_goal, before_dist=patch_goal.distances(before),
+        before_feats = patches(before)
+        return cls(z=z, before=before, patch_goal=patch_goal, before_dist=patch_goal.distances_of(before_feats),
+                   before_feats=before_feats,
                    z_goal=z_goal, before_goal=render(model, z_goal),
                    region=pasted_region(req, size), batch=batch,
                    truncation=truncation, **pres)
@@ -569,12 +707,27 @@ class Probe:
                 after = render(gw.model, self.z, self.batch)
             change = change_map(self.before, after)
             cand.reach = weighted_mean_change(change, targets)
-            after_dist = self.patch_goal.distances(after)
+            after_feats = patches(after)
+            after_dist = self.patch_goal.distances_of(after_feats)
             about = self.patch_goal.about(self.before_dist, after_dist)
             about = F.interpolate(about.float()[:, None], size=change.shape[-2:], mode='nearest')[:, 0] > 0
             cand.leak = weighted_mean_change(change, ~about)
-            cand.attain = self.patch_goal.attainment(self.before_dist, after_dist,
-                                                     patch_targets(targets, after_dist['source'].shape[-1]))
+            outside = (~about).double()
+            leak_terms = ((change.double() * outside).flatten(1).sum(1).numpy(), outside.flatten(1).sum(1).numpy())
+            goal_targets = patch_targets(targets, after_dist['source'].shape[-1])
+            before_dist = self.before_dist
+            if self.patch_goal.goal_kind() == 'replacement':          # an erase: the source-like targets
+                source_like = self.patch_goal.looks_like(before_dist, 'source')
+                ring = surround_ring(goal_targets, source_like)
+                goal_targets = goal_targets & source_like
+                surround = self.patch_goal.exemplars['surround']
+                before_dist = dict(before_dist, replacement=source_likeness(replacement_distance(
+                    self.before_feats, self.before_feats, goal_targets, ring, surround), before_dist['source']))
+                after_dist['replacement'] = source_likeness(replacement_distance(
+                    after_feats, self.before_feats, goal_targets, ring, surround), after_dist['source'])
+            cand.attain = self.patch_goal.attainment(before_dist, after_dist, goal_targets)
+            cand.terms = {'attain': self.patch_goal.attainment_terms(before_dist, after_dist, goal_targets),
+                          'leak': leak_terms}
             if self.z_pres is not None:
                 cand.preserve_leak = weighted_mean_change(
                     change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)

@@ -59,6 +59,8 @@ def test_advise_shows_the_table_and_a_clicked_row_applies_its_setting(app, gw):
         assert button.description == f'Use L{cand.layer} R{cand.rank}'
         assert f'layer {cand.layer} rank {cand.rank}' in row.children[1].value
     assert all(torch.equal(v, before[k]) for k, v in gw.model.state_dict().items())     # advising changes nothing
+    assert panel.advice.sure == expected.sure and panel.advice.doubt == expected.doubt
+    assert panel.note.value == ('' if expected.sure else f'<b>not sure:</b> {expected.doubt}'.replace("'", '&#x27;'))
 
     # a row of the app's own layer: the rank is set, the rewriter stays
     own = next(i for i, c in enumerate(got) if c.layer == LAYER and c.rank != app.rank_box.value)
@@ -76,6 +78,20 @@ def test_advise_shows_the_table_and_a_clicked_row_applies_its_setting(app, gw):
     assert 'changed the model' in app.message, app.message
     changed = [k for k, v in app.gw.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == ['layer5.sconv.mconv.dconv.weight']
+
+
+def test_an_unsure_advice_says_so_above_the_table(app):
+    from rewrite.advisor import Advice, Candidate
+    panel = app.advise_panel
+    table = [Candidate(4, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.01, score=2.0),
+             Candidate(5, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.01, score=1.9)]
+    panel.advice = Advice(table, 6, 17, 1.0, sure=False, doubt='the top settings are within noise <of each other>')
+    panel._show_table()
+    assert panel.note.value == '<b>not sure:</b> the top settings are within noise &lt;of each other&gt;'
+    assert len(panel.rows.children) == 2
+    panel.advice = Advice(table, 6, 17, 1.0)
+    panel._show_table()
+    assert panel.note.value == ''
 
 
 def test_switching_layers_with_a_change_applied_is_refused(app, gw):

@@ -139,12 +139,18 @@ def test_patch_goal_attainment_leak_region_and_erase_by_hand():
     assert goal.looks_like(after, 'object').tolist() == [[[True, False, False]]]
     # about: source before at 0, 1; object after at 0; source after at 1; grown by one pixel: all three
     assert goal.about(before, after).tolist() == [[[True, True, True]]]
-    erase = advisor.PatchGoal({'source': torch.zeros(1, 27), 'other': torch.ones(1, 27)})
+    erase = advisor.PatchGoal({'source': torch.zeros(1, 27), 'other': torch.ones(1, 27),
+                               'surround': torch.ones(1, 27)})
     before = one_pixel_dist({'source': [1.0, 1.0, 1.0, 1.0, 5.0], 'other': [2.0, 2.0, 2.0, 2.0, 1.0]})
     after = one_pixel_dist({'source': [1.0, 3.0, 3.0, 1.0, 5.0], 'other': [2.0, 1.0, 2.0, 2.0, 1.0]})
-    # an erase: the share of the targets (the first three) that no longer look like the source: 2 of 3
+    # an erase closes the targets' distance to their replacement: (4 + 2 + 6 - 4 - 1 - 3) / 12 over the first three
+    before['replacement'] = torch.tensor([[[4.0, 2.0, 6.0, 0.0, 0.0]]])
+    after['replacement'] = torch.tensor([[[4.0, 1.0, 3.0, 0.0, 0.0]]])
     targets = torch.tensor([[[True, True, True, False, False]]])
-    assert erase.attainment(before, after, targets) == pytest.approx(2 / 3)
+    assert erase.goal_kind() == 'replacement' and goal.goal_kind() == 'object'
+    assert erase.attainment(before, after, targets) == pytest.approx(4 / 12)
+    num, den = erase.attainment_terms(before, after, targets)
+    assert num.tolist() == pytest.approx([4.0]) and den.tolist() == pytest.approx([12.0])
     # about: pixels 0..3 look like the source before, grown by one: 0..4; nothing of the fifth alone
     assert erase.about(before, after).tolist() == [[[True, True, True, True, True]]]
     assert erase.about(one_pixel_dist({'source': [9.0] * 4 + [1.0], 'other': [1.0] * 4 + [9.0]}),
@@ -163,6 +169,154 @@ def test_patch_goal_distances_by_hand():
     torch.testing.assert_close(dist['source'], torch.full((1, 4, 4), math.sqrt(27) * 0.5))
     assert torch.isinf(dist['other']).all()
     assert goal.looks_like(dist, 'object').all()
+
+
+def erase_case(moved: float, share: float):
+    """One 4 x 4 patch image: a 'tree' (all-ones patches) in the 2 x 2 centre on 'sky' (all-zero patches).
+    After the erase, the first `share` of the tree patches (in scan order) moved `moved` of the way to sky.
+    Returns (goal, before feats, after feats, targets)."""
+    before = torch.zeros(1, 27, 4, 4)
+    targets = torch.zeros(1, 4, 4, dtype=torch.bool)
+    targets[0, 1:3, 1:3] = True
+    before[:, :, targets[0]] = 1.0
+    after = before.clone()
+    where = targets[0].nonzero()
+    for y, x in where[:round(share * len(where))].tolist():
+        after[0, :, y, x] = 1.0 - moved
+    goal = advisor.PatchGoal({'source': torch.ones(1, 27), 'other': torch.zeros(1, 27),
+                              'surround': torch.zeros(0, 27)})
+    return goal, before, after, targets
+
+
+@pytest.mark.parametrize('moved, share, expected', [
+    (0.0, 1.0, 0.0),        # removes nothing
+    (1.0, 0.5, 0.5),        # removes half of the tree
+    (0.5, 1.0, 0.5),        # every tree patch half-way to the sky
+    (1.0, 1.0, 1.0),        # removes all of it
+])
+def test_erase_attainment_nothing_half_all(moved, share, expected):
+    """The erase's replacement is the sky (here from the paste image's surround exemplars); each tree patch is
+    sqrt(27) from it and 0 from the source before (source-likeness 1); a patch moved half-way is equally far
+    from both (0.5), one turned to sky 0; the pooled share of the source-likeness removed is the answer."""
+    goal, before, after, targets = erase_case(moved, share)
+    source_like = goal.looks_like(goal.distances_of(before), 'source')
+    assert torch.equal(source_like, targets)
+    ring = advisor.surround_ring(targets, source_like, ring=1)
+    # within one pixel of the 2 x 2 centre, outside it grown by one: nothing on a 4 x 4 grid; ring 3: the same
+    # (every pixel is within one of the centre); so the sky comes from the paste image's surround exemplars
+    assert not ring.any()
+    goal.exemplars['surround'] = torch.zeros(3, 27)
+    dist = {}
+    for name, feats in (('before', before), ('after', after)):
+        dist[name] = goal.distances_of(feats)
+        rep = advisor.replacement_distance(feats, before, targets, ring, goal.exemplars['surround'])
+        if name == 'before':
+            torch.testing.assert_close(rep[targets], torch.full((4,), math.sqrt(27)))
+        dist[name]['replacement'] = advisor.source_likeness(rep, dist[name]['source'])
+    torch.testing.assert_close(dist['before']['replacement'][targets], torch.ones(4))
+    assert goal.attainment(dist['before'], dist['after'], targets) == pytest.approx(expected, abs=1e-6)
+
+
+def test_replacement_distance_uses_the_images_own_surroundings():
+    """Two images, one target patch each; image 0's ring holds a patch of 0.2, image 1's a patch of 0.9, and
+    the surround exemplars are all 0.5: each target (0.2 after the edit) is measured against its own ring and
+    the shared exemplars, never the other image's ring."""
+    before = torch.zeros(2, 27, 3, 3)
+    before[0, :, 0, 0], before[1, :, 0, 0] = 0.2, 0.9
+    targets = torch.zeros(2, 3, 3, dtype=torch.bool)
+    targets[:, 2, 2] = True
+    ring = torch.zeros(2, 3, 3, dtype=torch.bool)
+    ring[:, 0, 0] = True
+    after = torch.full((2, 27, 3, 3), 0.2)
+    got = advisor.replacement_distance(after, before, targets, ring, torch.full((1, 27), 0.5))
+    assert got[0, 2, 2] == pytest.approx(0.0, abs=1e-5)                       # its own ring: 0.2
+    assert got[1, 2, 2] == pytest.approx(0.3 * math.sqrt(27), rel=1e-5)       # the exemplar 0.5, not image 0's ring
+    assert float(got[~targets].abs().sum()) == 0.0
+    assert torch.isinf(advisor.replacement_distance(after, before, targets, torch.zeros_like(ring),
+                                                    torch.zeros(0, 27))[targets]).all()
+
+
+def test_source_likeness_by_hand():
+    rep = torch.tensor([0.0, 1.0, 3.0, math.inf, 0.0])
+    src = torch.tensor([2.0, 1.0, 1.0, 5.0, 0.0])
+    assert advisor.source_likeness(rep, src).tolist() == pytest.approx([0.0, 0.5, 0.75, 1.0, 0.5])
+
+
+def test_surround_ring_by_hand():
+    targets = torch.zeros(1, 7, 7, dtype=torch.bool)
+    targets[0, 3, 3] = True
+    source_like = torch.zeros_like(targets)
+    source_like[0, 1, 1] = True
+    ring = advisor.surround_ring(targets, source_like, ring=2)
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    expected[1:6, 1:6] = True
+    expected[2:5, 2:5] = False
+    expected[1, 1] = False                                  # looks like the source: not a replacement
+    assert torch.equal(ring[0], expected)
+
+
+def test_an_edit_that_changes_nothing_attains_nothing_and_leaks_nothing():
+    goal = advisor.PatchGoal({'source': torch.zeros(1, 27), 'object': torch.ones(1, 27),
+                              'other': torch.full((1, 27), -1.0)})
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    dist = goal.distances(images)
+    targets = torch.ones(2, 8, 8, dtype=torch.bool)
+    assert goal.attainment(dist, goal.distances(images.clone()), targets) == 0.0
+    assert advisor.weighted_mean_change(advisor.change_map(images, images.clone()), torch.ones(2, 8, 8)) == 0.0
+
+
+def cand(layer: int, rank: int, **scores) -> Candidate:
+    return Candidate(layer, rank, fit=0.5, reach=0.1, **scores)
+
+
+def terms(attain: list[float], leak: list[float]) -> dict:
+    """Per-image terms whose pooled values are the given per-image values (denominators 1)."""
+    return {'attain': (np.array(attain), np.ones(len(attain))), 'leak': (np.array(leak), np.ones(len(leak)))}
+
+
+def test_winners_by_hand():
+    attain = np.array([[1.0, 0.9, 0.5], [1.0, 0.6, 0.99], [np.nan, 0.2, 0.1]])
+    leak = np.array([[0.3, 0.2, 0.1], [0.3, 0.1, 0.2], [0.0, 0.5, 0.4]])
+    # row 0: 0 and 1 within 30% of 1.0, 1 leaks less; row 1: 0 and 2 near, 2 leaks less; row 2: 1 alone
+    assert advisor.winners(attain, leak, 0.3).tolist() == [1, 2, 1]
+    assert advisor.winners(attain, leak, 0.05).tolist() == [0, 2, 1]
+
+
+def test_confidence_clear_winner_noise_and_no_spread():
+    n = 40
+    rng = np.random.default_rng(1)
+    # a clear winner: the most attainment by far, the least leak among the near
+    a = cand(7, 1, attain=0.8, leak=0.01, terms=terms(0.8 + 0.01 * rng.standard_normal(n), [0.01] * n))
+    b = cand(8, 1, attain=0.3, leak=0.005, terms=terms(0.3 + 0.01 * rng.standard_normal(n), [0.005] * n))
+    c = cand(6, 1, attain=0.1, leak=0.002, terms=terms(0.1 + 0.01 * rng.standard_normal(n), [0.002] * n))
+    sure, doubt, share = advisor.confidence(score_candidates([a, b, c]))
+    assert sure and doubt is None and share == 1.0
+    # two settings with the same attainment, whose leaks differ only by noise: the winner flips between them
+    noise = rng.standard_normal(n)
+    noise -= noise.mean()
+    leak_a, leak_b = 0.02 + 0.01 * noise, 0.02 - 0.01 * noise            # the same mean: a tie up to noise
+    a = cand(7, 1, attain=0.8, leak=float(leak_a.mean()), terms=terms([0.8] * n, leak_a))
+    b = cand(8, 1, attain=0.8, leak=float(leak_b.mean()), terms=terms([0.8] * n, leak_b))
+    table = score_candidates([a, b, c])
+    sure, doubt, share = advisor.confidence(table)
+    assert not sure and 'within noise' in doubt and share < advisor.SURE_SHARE
+    assert 'L7 R1' in doubt and 'L8 R1' in doubt
+    # every setting near the best: the leak alone decides (no terms: judged on the spread alone)
+    flat = [cand(5, r, attain=0.95 + 0.01 * r, leak=0.01 * r) for r in (1, 2, 3)]
+    sure, doubt, share = advisor.confidence(score_candidates(flat))
+    assert not sure and 'barely spreads' in doubt and share is None
+    low = [cand(5, r, attain=0.01 * r, leak=0.01 * r) for r in (1, 2, 3)]
+    sure, doubt, _ = advisor.confidence(score_candidates(low, tolerance=0.1))
+    assert not sure and 'moves the targets far' in doubt
+    # the same resamples every time (seeded)
+    assert advisor.confidence(table) == advisor.confidence(table)
+
+
+def test_ranking_tolerance_is_a_parameter():
+    a = Candidate(5, 1, fit=0.5, reach=0.4, attain=1.00, leak=0.05)
+    b = Candidate(6, 1, fit=0.5, reach=0.4, attain=0.85, leak=0.01)
+    assert score_candidates([a, b], tolerance=0.3)[0] is b
+    assert score_candidates([a, b], tolerance=0.1)[0] is a
 
 
 # ---- a sweep on a tiny model, against an independent float64 re-computation ---------------------------
@@ -289,6 +443,24 @@ def test_table_is_ranked_and_serialisable(advice):
     assert np.array_equal(picture[0, advisor.ROW_LABEL_WIDTH:], np.full((cols * 34 + 2, 3), 255, np.uint8))
 
 
+def test_terms_pool_to_the_reported_attainment_and_leak_for_an_edit_and_an_erase(model, zds, advice):
+    erase = {k: v for k, v in edit_json().items() if k != 'object'}
+    erased = advise(model, zds, erase, layers=[8], ranks=(1, 2), heldout=HELDOUT, progress=False)
+    for result in (advice, erased):
+        for c in result.table:
+            (an, ad), (ln, ld) = c.terms['attain'], c.terms['leak']
+            assert len(an) == len(ad) == len(ln) == len(ld) == HELDOUT
+            assert c.attain == pytest.approx(an.sum() / ad.sum(), rel=1e-9)
+            assert c.leak == pytest.approx(ln.sum() / ld.sum(), rel=1e-5)
+            assert (ad >= 0).all()
+        data = json.loads(json.dumps(result.to_json()))
+        assert data['sure'] == result.sure and data['doubt'] == result.doubt
+        assert (result.doubt is None) == result.sure
+        assert ('not sure: ' in result.text_table()) == (not result.sure)
+    # an erase is measured against the surroundings: the exemplars include them, the request has no object
+    assert all(math.isfinite(c.attain) and c.attain <= 1 for c in erased.table)
+
+
 def test_layer_too_small_for_the_masks_is_skipped_with_the_reason(model, zds):
     one_pixel = np.zeros((256, 256))
     one_pixel[100, 100] = 1                     # vanishes at 4x4 (layer 2), shows at 32x32 (layer 8)
@@ -397,6 +569,8 @@ def test_cli_advise_writes_table_and_picture(files, capsys):
     data = json.loads((out_dir / 'advice.json').read_text())
     best = data['best']
     assert f'suggested: --layer {best["layer"]} --rank {best["rank"]}' in out
+    unsure = not data['sure']
+    assert ('(not sure: ' in out) == unsure and (f'not sure: {data["doubt"]}' in out) == unsure
     assert len(data['table']) == 4 and data['edit_file'].endswith('edit.json')
     assert data['table'][0]['layer'] == best['layer'] and data['table'][0]['rank'] == best['rank']
     with Image.open(out_dir / 'advice.png') as im:
