@@ -108,10 +108,10 @@ class AdvisePanel(AppPanel):
             self._show_table()
             best = self.advice.best
             applied = f' ({len(gw.history)} applied change(s) left out)' if gw.history else ''
+            doubt = '' if self.advice.sure else '; not sure, compare the first rows'
             app.show_message('no setting worked: see the reasons in the table' if best is None else
                              f'advice on the unedited model{applied}: layer {best.layer} rank {best.rank} first '
-                             f'({self.advice.seconds:.1f} s{"" if self.advice.sure else "; not sure, compare the first rows"}); '
-                             'click Use on a row to apply its setting')
+                             f'({self.advice.seconds:.1f} s{doubt}); click Use on a row to apply its setting')
         app._start_solve('Advise', work, background=app.background and _button is not None)
 
     def _show_table(self) -> None:
