@@ -235,9 +235,9 @@ def apply_request(gw: SeqStyleGanRewriter, request, rank: int | None, options: d
     pairs = context_pairs(req)
     context = gw.multi_key_from_selection(pairs, rank=rank)
     before = damage_before(gw, req)
-    record = gw.zero(context)
+    checked = gw.checked_context(context)
+    record = zero(gw, context, 0.0, measure=lambda made: record_damage(gw, made, req, pairs, checked, before))
     record.request = req.to_json()
-    record_damage(gw, record, req, pairs, gw.checked_context(context), before)
     return record
 
 
@@ -269,7 +269,8 @@ def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, go
         if not np.isfinite(record.final_loss):
             raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
         gw.edits.keep_the_better(record, saved)
-    record_damage(gw, record, req, context_pairs(req), context, before)
+        # inside the atomic section: an interrupt while measuring undoes the edit too (nothing half-reported)
+        record_damage(gw, record, req, context_pairs(req), context, before)
     record.context = context.detach().cpu()
     return record
 
@@ -304,8 +305,10 @@ def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.Edi
     return damage
 
 
-def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditRecord:
-    """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them)."""
+def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float,
+         measure: Callable[[EditRecord], object] | None = None) -> EditRecord:
+    """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them);
+    `measure(record)` runs on the changed weights inside the same atomic section (an interrupt undoes both)."""
     context = gw.checked_context(context)
     if not real_number(amount, -np.inf, True):
         raise RewriteError(f'amount must be a finite number, not {amount!r}')
@@ -314,6 +317,8 @@ def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float) -> EditR
         weight = gw.target_weights()
         ortho = weight - projected_conv(weight, context)
         weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
+        if measure is not None:
+            measure(record)
     return record
 
 

@@ -361,6 +361,7 @@ class GanRewriteApp(widgets.VBox):
         self.layer_row = wrapping_row(self.layer_label, self.switch_layer_btn, self.override_layer_btn)
         self.layer_row.layout.display = 'none'
         self.layer_row.add_class('rwa-confirm')
+        self.layer_row.add_class('rwa-layer-ask')
 
     def _build_canvases(self) -> None:
         small = self.size * 3 // 4

@@ -130,7 +130,7 @@ def session(page, mask_dir: Path, tmp_path: Path) -> None:
     written = exported.stat().st_mtime_ns
     button('Export').click()
     expect(message).to_have_text(f'rewritten.pt already exists in {mask_dir}: click Overwrite to replace it, or Keep')
-    expect(page.locator('.rwa-confirm')).to_be_visible()
+    expect(page.locator('.rwa-confirm:not(.rwa-layer-ask)')).to_be_visible()
     button('Keep').click()
     expect(message).to_contain_text('kept rewritten.pt')
     assert exported.stat().st_mtime_ns == written

@@ -52,7 +52,7 @@ def test_load_switch_layer_erase_gives_the_layer_7_edit(sync_playwright, tmp_pat
             erase.click()
             expect(message).to_contain_text('erased the context from the model', timeout=TIMEOUT_MS)
             expect(message).to_contain_text('held-out change')
-            expect(page.locator('.rwa-history select option').nth(1)).to_contain_text('layer 7')
+            expect(page.locator('.rwa-history .widget-radio-box label').nth(1)).to_contain_text('layer 7')
             page.get_by_role('button', name='Export', exact=True).click()
             expect(message).to_contain_text('exported the rewritten generator')
             page.screenshot(path=str(tmp_path / 'switch-layer.png'), full_page=True)

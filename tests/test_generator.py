@@ -40,7 +40,7 @@ def test_layout_1024_matches_shared_file():
     assert {k: list(v.shape) for k, v in model.checkpoint_state_dict().items()} == layout(1024)
 
 
-@pytest.mark.parametrize('fixture', ['ckpt64', 'ckpt256'])
+@pytest.mark.parametrize('fixture', ['ckpt64', pytest.param('ckpt256', marks=pytest.mark.slow)])
 def test_seq_equals_fused(fixture, request):
     ckpt = request.getfixturevalue(fixture)
     z = z_sample_for_model(SeqStyleGAN2(8, style_dim=512), 3)

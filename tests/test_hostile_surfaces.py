@@ -844,3 +844,29 @@ def test_pkl_parameters_of_the_wrong_size_name_themselves(where, name, shape):
     record.parameters[name] = torch.zeros(shape)
     with pytest.raises(AdaPickleError, match=rf'{re.escape(where)}\.{name} has shape \({shape[0]},\); expected'):
         ada_checkpoint(data)
+
+
+@pytest.mark.parametrize('kind', ['edit', 'erase', 'context only'])
+def test_an_interrupt_while_the_damage_is_measured_undoes_the_change(kind, monkeypatch):
+    """The held-out damage is measured inside the edit's atomic section: an interrupt there (after the solve)
+    leaves every weight bit-identical and no history, as an interrupt during the solve does."""
+    import torch
+    from test_hostile_input import _edit_setup
+
+    from rewrite.damage import DamageProbe
+    gw, request = _edit_setup()
+    assert gw.damage_probe is not None
+    request = {'edit': request, 'erase': {'paste': request['paste'], 'key': request['key']},
+               'context only': {'key': request['key']}}[kind]
+    before = {n: t.clone() for n, t in gw.model.state_dict().items()}
+    measured = []
+
+    def interrupted(self, *args, **kwargs):
+        measured.append(any(not torch.equal(t, before[n]) for n, t in gw.model.state_dict().items()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DamageProbe, 'measure', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gw.apply_request(request, solver='fast')
+    assert measured == [True], 'the damage is measured on the changed weights'
+    assert all(torch.equal(t, before[n]) for n, t in gw.model.state_dict().items()) and not gw.history

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 from nbclient import NotebookClient
 from test_notebook import outputs_of, text_of, with_parameters
@@ -22,6 +23,7 @@ def test_rule_notebook_is_stored_clean_with_parameters_first():
     assert "OUT = 'scratch/" in first_code.source          # the changed model goes to a scratch folder (git-ignored)
 
 
+@pytest.mark.slow
 def test_rule_notebook_runs_top_to_bottom(tmp_path):
     out = tmp_path / 'changed.pt'
     nb = with_parameters(nbformat.read(RULE_NOTEBOOK, as_version=4), N_DISSECT=60, N_TRAIN=3, N_EVAL=6,

@@ -181,6 +181,7 @@ def test_advise_with_a_change_applied_measures_the_unedited_model(app, checkpoin
     assert [c.score for c in got] == pytest.approx([c.score for c in expected.table], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_the_wrong_layer_watermark_erase_is_amber_with_its_held_out_change(tmp_path):
     """The bundled erase made for layer 7, applied (explicitly) with the app at layer 8 on the demo model: the
     message is amber with the held-out change and an Undo button, never green; at layer 7 it is green."""
