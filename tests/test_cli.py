@@ -210,6 +210,7 @@ def test_apply_reload_and_sample_match_the_in_memory_edit(files, tmp_path, capsy
             np.testing.assert_array_equal(read_png(out / f'{i:06d}.png'), ref[i])
 
 
+@pytest.mark.slow
 def test_apply_via_subprocess_then_sample_the_export(files, tmp_path):
     edited_pt = tmp_path / 'edited.pt'
     proc = run_subprocess('apply', '--model', files['ckpt'], *edit_args(files), '--out', edited_pt)

@@ -479,6 +479,7 @@ def assert_names_field(err: EditFileError, field: str) -> None:
     assert str(err).startswith(f'{field}: ') and err.reason
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=900)
 @given(case=malformed_requests())
 def test_malformed_requests_raise_naming_the_field_and_are_not_mutated(case):

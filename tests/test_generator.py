@@ -57,6 +57,7 @@ def test_infer_config_reads_architecture(ckpt256):
     assert cfg['channels'] == {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128}
 
 
+@pytest.mark.slow
 def test_matches_reference_port_images():
     """Images drawn by the widely used PyTorch port from the oracle's checkpoint."""
     import subprocess

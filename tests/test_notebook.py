@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 from nbclient import NotebookClient
 
@@ -90,6 +91,7 @@ def test_notebook_runs_top_to_bottom_with_the_example(tmp_path):
     assert (mask_dir / 'rewritten.pt').is_file()
 
 
+@pytest.mark.slow
 def test_notebook_works_with_any_checkpoint_path(tmp_path):
     torch.manual_seed(1)
     path = tmp_path / 'tiny.pt'

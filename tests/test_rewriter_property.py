@@ -74,6 +74,7 @@ def gw():
     return rewriter
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(request=malformed())
 def test_malformed_requests_raise_clear_errors_and_change_nothing(gw, request):
@@ -121,6 +122,7 @@ def malformed_preserve(draw) -> tuple[dict, list[int] | None]:
     return request, sorted(bad)
 
 
+@pytest.mark.slow
 @settings(PROPERTY, max_examples=1000)
 @given(case=malformed_preserve())
 def test_malformed_preserve_entries_raise_errors_naming_them_and_change_nothing(gw, case):

@@ -165,6 +165,7 @@ def test_save_then_the_cli_and_the_api_give_the_widgets_own_weights(app, checkpo
     assert all(torch.equal(edited[k], v) for k, v in app.gw.model.state_dict().items())    # bit for bit
 
 
+@pytest.mark.slow
 def test_advise_with_a_change_applied_measures_the_unedited_model(app, checkpoint):
     app.set_request(ERASE)
     quietly(app.erase)
