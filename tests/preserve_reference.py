@@ -84,7 +84,8 @@ def rewriters(model, stats_size: int):
 
     def get(layer):
         if layer not in cache:
-            cache[layer] = SeqStyleGanRewriter(model, zds, layer, stats_size=stats_size, progress=False)
+            cache[layer] = SeqStyleGanRewriter(model, zds, layer, stats_size=stats_size, progress=False,
+                                               damage_samples=0)          # weights only: no damage renders
         return cache[layer]
     return get
 
