@@ -39,7 +39,8 @@ def rewriters():
 
     def get(layer):
         if layer not in cache:
-            cache[layer] = SeqStyleGanRewriter(model, zds, layer, stats_size=6, progress=False)
+            cache[layer] = SeqStyleGanRewriter(model, zds, layer, stats_size=6, progress=False,
+                                               damage_samples=0)      # the edits' weights only: no damage renders
         return cache[layer]
     return get
 
