@@ -231,28 +231,6 @@ def read_request(request: Mapping | str | os.PathLike) -> dict:
     return obj
 
 
-def parse_preserve(value, num_images: int) -> list[editfile.Selection]:
-    """The request's `preserve` regions: a list of [imgnum, mask] pairs (or one pair)."""
-    if value is None:
-        return []
-    pairs = [value] if (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[1], str)) else value
-    if not isinstance(pairs, (list, tuple)) or not pairs:
-        raise RewriteError('preserve: must be a non-empty list of [imgnum, mask] pairs')
-    out = []
-    for j, pair in enumerate(pairs):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise RewriteError(f'preserve[{j}]: must be an [imgnum, mask] pair')
-        try:
-            sel = editfile.Selection(pair[0], pair[1])
-        except editfile.EditFileError as e:
-            raise RewriteError(f'preserve[{j}].{e.field}: {e.reason}') from None
-        if sel.imgnum >= num_images:
-            raise RewriteError(f'preserve[{j}].imgnum: image {sel.imgnum} is outside the z-sample '
-                               f'(0..{num_images - 1})')
-        out.append(sel)
-    return out
-
-
 def check_request(request: dict, num_images: int) -> editfile.EditRequest:
     """The parsed request (every field, `preserve` and `preserve_weight` too, checked by the edit-file
     reader as the rewriter will); RewriteError when malformed or when it has no paste region (the advisor

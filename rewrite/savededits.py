@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .editfile import setting_from_name
-
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 
 
@@ -40,16 +38,6 @@ def saved_edit_path(mask_dir: Path, name: str | None) -> Path:
         raise SavedEditError(f'type a name for the edit: NAME or FOLDER/NAME (letters, digits, ".", "_" or "-"; '
                              f'one folder level inside {mask_dir}, e.g. demo/dome2spire_layer8_rank3), got {name!r}')
     return mask_dir.joinpath(*parts[:-1], f'{parts[-1]}.json')
-
-
-def setting_note(path: Path, layernum: int) -> str:
-    """'' unless the edit's file name records another layer than `layernum` (NAME_layerN[_rankR].json);
-    then a note saying which layer, and the fix."""
-    layer, rank = setting_from_name(path)
-    if layer is None or layer == layernum:
-        return ''
-    return (f' (it was made for layer {layer}, rank {rank}; this interface rewrites layer {layernum}: '
-            f'for the intended result set LAYER = {layer} and run the notebook again)')
 
 
 def export_path(text: str | None) -> Path:

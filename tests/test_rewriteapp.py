@@ -26,15 +26,21 @@ LAYER = 4           # an 8x8 conv of the 32 px model
 NUM_IMAGES = 24
 
 
-@pytest.fixture(scope='module')
-def gw():
+def tiny_app_model() -> SeqStyleGAN2:
+    """The 32 px model of the widget tests (seed 0, noise strengths 0.1), in eval mode."""
     torch.manual_seed(0)
     model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32})
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith('noise.weight'):
                 p.fill_(0.1)
-    return SeqStyleGanRewriter(model.eval(), z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def gw():
+    model = tiny_app_model()
+    return SeqStyleGanRewriter(model, z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from test_rewriteapp import NUM_IMAGES, SIZE, box_url, prepare_edit
+from test_rewriteapp import NUM_IMAGES, SIZE, box_url, prepare_edit, tiny_app_model
 
 from rewrite import editfile
 from rewrite.__main__ import main as cli_main
@@ -26,13 +26,7 @@ LAYER, OTHER = 4, 5          # two 8x8 convs of the 32 px model
 
 
 def tiny() -> SeqStyleGAN2:
-    torch.manual_seed(0)
-    model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32})
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith('noise.weight'):
-                p.fill_(0.1)
-    return model.eval()
+    return tiny_app_model()
 
 
 @pytest.fixture(scope='module')
