@@ -63,9 +63,9 @@ from metrics.make_demo_edits import (
     read_provenance,
 )
 from metrics.report import machine_info, markdown_table, pct, write_json
-from rewrite import advisor
-from rewrite.advisor import Candidate, advise, score_candidates
-from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
+from rewrite.analysis import advisor
+from rewrite.analysis.advisor import Candidate, advise, score_candidates
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
 from utils.demo import Segmenter, load_segmenter
 from utils.demo.measures import (
     REGION_RADIUS,

@@ -18,7 +18,7 @@ from pathlib import Path
 from metrics.common import EDIT_TRUNCATION, RESULTS, ZSAMPLE, bundled_request, load_snapshot, setup_torch
 from metrics.report import machine_info, markdown_table, write_json
 from metrics.timing import Timing, timed
-from rewrite.advisor import advise, confidence, score_candidates
+from rewrite.analysis.advisor import advise, confidence, score_candidates
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model
 

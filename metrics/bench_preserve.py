@@ -23,8 +23,8 @@ import ipywidgets  # noqa: F401  (the widget's import cost stays out of the timi
 from metrics.common import EDIT_DIR, EDIT_TRUNCATION, RESULTS, ZSAMPLE, edit_setting, setup_torch
 from metrics.report import machine_info, markdown_table, write_json
 from metrics.timing import repeat_timing
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.preserve import PRESERVE_WEIGHT
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats.settings import PRESERVE_WEIGHT
 from utils.stylegan2 import load_seq_stylegan
 from utils.zdataset import z_dataset_for_model
 
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     model = load_seq_stylegan('demo', truncation=EDIT_TRUNCATION)
     zds = z_dataset_for_model(model, ZSAMPLE)
     rows, res = [], {'machine': machine_info(opts.threads), 'preserve_weight': PRESERVE_WEIGHT, 'edits': {}}
-    from rewrite.rewriteapp import GanRewriteApp
+    from rewrite.app.rewriteapp import GanRewriteApp
     for path in sorted(EDIT_DIR.glob('*_preserve_layer*.json')):
         layer, rank = edit_setting(path)
         request = json.loads(path.read_text())

@@ -19,9 +19,9 @@ import torch
 
 from metrics.report import machine_info, write_json
 from metrics.timing import interleaved_timings
-from rewrite import editfile
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.statistics import gather_key_statistics
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.core.statistics import gather_key_statistics
+from rewrite.formats import editfile
 from utils.stylegan2 import SeqStyleGAN2
 from utils.zdataset import z_dataset_for_model
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from metrics.report import machine_info, write_json  # noqa: E402
 from metrics.timing import Timing, repeat_timing  # noqa: E402
 from rewrite import editfile  # noqa: E402
-from rewrite.ganrewrite import SeqStyleGanRewriter  # noqa: E402
-from rewrite.rewriteapp import GanRewriteApp  # noqa: E402
+from rewrite.app.rewriteapp import GanRewriteApp  # noqa: E402
+from rewrite.core.rewriter import SeqStyleGanRewriter  # noqa: E402
 
 sys.path.insert(0, str(ROOT / 'tests'))
 from paintevents import dispatch_dom_event, mouse_message  # noqa: E402  (tests/paintevents.py)

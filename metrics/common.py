@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metrics.report import ROOT, pct, rel
-from rewrite import editfile
+from rewrite.formats import editfile
 from utils import imgviz
 from utils.demo import Segmenter
 from utils.demo.measures import Samples

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from metrics.common import setup_torch
 from metrics.report import ROOT, fmt, machine_info, markdown_table, rel, write_json
-from rewrite import editfile
-from rewrite.damage import DAMAGE_SAMPLES, DAMAGE_THRESHOLD
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.savededits import notebooks_dir
+from rewrite.core.damage import DAMAGE_SAMPLES, DAMAGE_THRESHOLD
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats import editfile
+from rewrite.formats.savededits import notebooks_dir
 from utils.fileio import atomic_write_text
 from utils.generators import load_generator
 from utils.stylegan2.checkpoint import model_from_checkpoint

@@ -47,7 +47,7 @@ from metrics.common import (
 )
 from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, PLAN, apply_plan, open_snapshot, score_plan
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
-from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.core.rewriter import SeqStyleGanRewriter
 from utils import imgviz
 from utils.demo import Segmenter, render_batch
 from utils.demo.measures import (

@@ -60,10 +60,10 @@ from metrics.make_demo_edits import (
     score_plan,
 )
 from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_json
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.methods import IterativeOptions
-from rewrite.preserve import PRESERVE_WEIGHT
-from rewrite.solvers import EditRecord
+from rewrite.core.history import EditRecord
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats.registry import IterativeOptions
+from rewrite.formats.settings import PRESERVE_WEIGHT
 from utils.demo.measures import (
     REGION_RADIUS,
 )

@@ -27,7 +27,7 @@ import torch
 from metrics.common import EDIT_TRUNCATION, ZSAMPLE, bundled_request, load_snapshot, sample, setup_torch
 from metrics.make_demo_edits import PLAN, WINDOWS, EditPlan, Region, build_request, choose_regions, describe_regions
 from metrics.report import ROOT, rel, write_json
-from rewrite import editfile
+from rewrite.formats import editfile
 from utils.demo import load_segmenter
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model

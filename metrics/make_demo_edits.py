@@ -15,7 +15,7 @@ Procedure (deterministic): draw the demo model's z-sample (z_dataset_for_model(m
   (the plan's count in all, or --keys); an erase has no object, its paste is one watermark and its keys several.
 
 Masks are the segmenter's regions dilated by --dilate pixels (as a painter would), scaled to 256x256 as the
-original UI painted them, written with rewrite.editfile. Each edit is applied (fast solver) at every layer of
+original UI painted them, written with rewrite.formats.editfile. Each edit is applied (fast solver) at every layer of
 --layers with every rank of --ranks and scored on --eval-n held-out samples (z seed 3, truncation 1.0: the
 model's full distribution, whose class rates are the data's; see utils/demo/measures.py for the measures; the
 metrics that report the edits score them on other z's, seed 2). The setting is chosen as a user would compare
@@ -54,11 +54,11 @@ from metrics.common import (
     setup_torch,
 )
 from metrics.report import ROOT, fmt, markdown_table, pct, rel, write_json
-from rewrite import editfile
-from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
-from rewrite.preserve import PRESERVE_WEIGHT
-from rewrite.solvers import EditRecord
-from rewrite.statistics import weights_fingerprint
+from rewrite.core.history import EditRecord
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
+from rewrite.core.statistics import weights_fingerprint
+from rewrite.formats import editfile
+from rewrite.formats.settings import PRESERVE_WEIGHT
 from utils.demo import Segmenter, load_segmenter
 from utils.demo.measures import (
     MIN_PIXELS,

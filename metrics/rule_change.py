@@ -4,11 +4,11 @@
 
 1. The rule learned: on N 'glow' data scenes (true labels) and N model samples (z seed 2, truncation 1.0,
    labelled by the glow segmenter): lit windows, glow when lit / not lit, glow placed as the rule says.
-2. Dissection of the cause at an early layer (rewrite.glowrule.GlowRule: units ranked by IoU with the lit
+2. Dissection of the cause at an early layer (rewrite.experiments.glow.rule.GlowRule: units ranked by IoU with the lit
    windows, the cause's mean direction) on z seed 1.
 3. Interventions on held-out samples (z seed 2, drawn with a building, without lit windows or glow): the cause
    added inside the building, in the original model: cause and effect presence.
-4. The per-layer search (rewrite.rulechange.layer_search) for the change that reverses the effect, fitted
+4. The per-layer search (rewrite.analysis.rulechange.layer_search) for the change that reverses the effect, fitted
    on --train samples (z seed 3), scaled to the same change outside the effect region (--search-budget, below
    what any layer's change needs, so every layer is compared at that same change) and scored
    on the held-out interventions; then the rank-one change at the best layer (key C^-1 k).
@@ -32,8 +32,7 @@ import torch
 
 from metrics.common import RESULTS, setup_torch
 from metrics.report import machine_info, pct, rel, write_json
-from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, area, present
-from rewrite.rulechange import (
+from rewrite.analysis.rulechange import (
     change_outside,
     changed_model,
     conv_change_rank,
@@ -43,6 +42,7 @@ from rewrite.rulechange import (
     render,
     scale_to_budget,
 )
+from rewrite.experiments.glow.rule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, area, present
 from utils.demo.scenes import render_batch
 from utils.demo.segmenter import load_segmenter
 from utils.fileio import atomic_path, atomic_write_text

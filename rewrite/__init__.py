@@ -46,3 +46,7 @@ def ensure_own_utils() -> None:
 
 
 ensure_own_utils()
+
+from rewrite import _moved  # noqa: E402  (after ensure_own_utils: the moved modules import utils)
+
+_moved.install()

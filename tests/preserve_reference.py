@@ -77,7 +77,7 @@ def weights_after(rewriter_for, cases, variant=lambda request: request, **option
 
 def rewriters(model, stats_size: int):
     """layer -> a SeqStyleGanRewriter of `model` (made once per layer) over z_dataset_for_model(model, 1000)."""
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     zds = z_dataset_for_model(model, 1000)
     cache = {}

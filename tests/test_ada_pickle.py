@@ -41,7 +41,7 @@ def test_images_match_nvlabs(mconv, tmp_path):
     np.testing.assert_allclose(model.latents.latent_avg.numpy(), ref['w_avg'], rtol=0, atol=0)
     assert model.conv_clamp == 256.0
     # convert then reload: the same images (conv_clamp travels with the .pt)
-    from rewrite.__main__ import main
+    from rewrite.cli.entry import main
     out = tmp_path / 'ada64.pt'
     assert main(['convert', str(_ada_pkl()), str(out)]) == 0
     again = load_seq_stylegan(out, truncation=0.5, mconv=mconv)
@@ -135,7 +135,7 @@ def test_truncated_and_generatorless(tmp_path):
 def test_edit_applies_to_converted_model(tmp_path):
     import json
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     with pytest.warns(UserWarning):
         model = load_seq_stylegan(_ada_pkl(), truncation=0.5)
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), layernum=6, cachedir=tmp_path / 'c',

@@ -11,7 +11,7 @@ import torch
 from metrics.advise_benchmark import judge, plan_scores, ranked
 from metrics.make_advise_edits import EDITS, KINDS, PARTS, regions_in
 from metrics.make_demo_edits import EditPlan
-from rewrite.advisor import Candidate
+from rewrite.analysis.advisor import Candidate
 from utils.demo.measures import Samples
 from utils.demo.scenes import CLASSES
 

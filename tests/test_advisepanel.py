@@ -7,10 +7,10 @@ import pytest
 import torch
 from test_rewriteapp import SIZE, paint, prepare_edit
 
-from rewrite.advisepanel import AdvisePanel, parse_layers
-from rewrite.advisor import advise
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.rewriteapp import GanRewriteApp, UserError
+from rewrite.analysis.advisor import advise
+from rewrite.app.advisepanel import AdvisePanel, parse_layers
+from rewrite.app.rewriteapp import GanRewriteApp, UserError
+from rewrite.core.rewriter import SeqStyleGanRewriter
 from utils.stylegan2 import SeqStyleGAN2
 from utils.zdataset import z_dataset_for_model
 
@@ -81,7 +81,7 @@ def test_advise_shows_the_table_and_a_clicked_row_applies_its_setting(app, gw):
 
 
 def test_an_unsure_advice_says_so_above_the_table(app):
-    from rewrite.advisor import Advice, Candidate
+    from rewrite.analysis.advisor import Advice, Candidate
     panel = app.advise_panel
     table = [Candidate(4, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.01, score=2.0),
              Candidate(5, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.01, score=1.9)]

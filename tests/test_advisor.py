@@ -15,10 +15,10 @@ from test_cli import box, edit_json
 from test_sampling import TINY
 
 from rewrite import __main__ as cli
-from rewrite import advisor
-from rewrite.advisor import Candidate, advise, score_candidates
-from rewrite.editfile import encode_mask, mask_from_url, parse_edit
-from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
+from rewrite.analysis import advisor
+from rewrite.analysis.advisor import Candidate, advise, score_candidates
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
+from rewrite.formats.editfile import encode_mask, mask_from_url, parse_edit
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 

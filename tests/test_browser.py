@@ -20,7 +20,7 @@ from browser.voila_server import serve_voila
 from PIL import Image
 from test_notebook import NOTEBOOK, ROOT, with_parameters
 
-from rewrite import editfile
+from rewrite.formats import editfile
 
 CHROMIUM = Path(os.environ.get('CHROMIUM', '/usr/bin/chromium'))
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',

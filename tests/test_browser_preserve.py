@@ -15,7 +15,7 @@ import pytest
 from browser.voila_server import serve_voila
 from test_browser import CANVAS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, pixels, served_notebook, stroke, sync_playwright  # noqa: F401
 
-from rewrite import editfile
+from rewrite.formats import editfile
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from browser.voila_server import serve_voila
 from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, server_env, sync_playwright  # noqa: F401
 from test_notebook import NOTEBOOK, with_parameters
 
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.savededits import notebooks_dir
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats.savededits import notebooks_dir
 from utils.generators import load_generator
 from utils.zdataset import z_dataset_for_model
 

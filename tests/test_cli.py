@@ -15,10 +15,11 @@ import torch
 from numerics import gamma, gram_atol
 from test_sampling import TINY, folder_bytes, numpy_uint8, read_png, reference_images
 
-from rewrite import __main__ as cli
-from rewrite import sampling
-from rewrite.editfile import encode_mask
-from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.cli import demo as demo_command
+from rewrite.cli import entry as cli
+from rewrite.cli import sampling
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats.editfile import encode_mask
 from utils.runningstats import SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, model_from_checkpoint, read_checkpoint, save_checkpoint
 from utils.zdataset import z_dataset_for_model
@@ -225,7 +226,7 @@ def test_apply_via_subprocess_then_sample_the_export(files, tmp_path):
 def test_apply_uses_the_edit_files_preserve_weight(files, tmp_path, capsys):
     """Issue 13 follow-up: without --preserve-weight the file's `preserve_weight` is used (and printed); a
     --preserve-weight given wins; a file without the field uses PRESERVE_WEIGHT."""
-    from rewrite.preserve import PRESERVE_WEIGHT
+    from rewrite.formats.settings import PRESERVE_WEIGHT
     plain = {**edit_json(), 'preserve': [[9, encode_mask(box(0, 0, 32, 32))]]}
     (tmp_path / 'plain.json').write_text(json.dumps(plain))
     (tmp_path / 'weighted.json').write_text(json.dumps({**plain, 'preserve_weight': 50}))
@@ -254,7 +255,7 @@ def test_apply_uses_the_edit_files_preserve_weight(files, tmp_path, capsys):
 
 
 def test_preserve_weight_help_says_the_file_weight_is_the_default(capsys):
-    from rewrite.preserve import PRESERVE_WEIGHT
+    from rewrite.formats.settings import PRESERVE_WEIGHT
     for command in ('apply', 'sample', 'demo'):
         with pytest.raises(SystemExit):
             cli.main([command, '--help'])
@@ -381,12 +382,13 @@ def test_demo_takes_layer_and_rank_from_the_edit_file_name(files, tmp_path, caps
         after = numpy_uint8(in_memory_edit(files, rank=2)(z[shown]))
     np.testing.assert_array_equal(read_png(grid_path)[32:], np.concatenate(list(after), axis=1))
     # flags still win over the name
-    assert cli.demo_setting(3, 1, named) == (3, 1) and cli.demo_setting(None, None, named) == (LAYER, 2)
-    assert cli.demo_setting(None, None, tmp_path / 'plain.json') == (cli.DEMO_LAYER, 1)
+    assert demo_command.demo_setting(3, 1, named) == (3, 1)
+    assert demo_command.demo_setting(None, None, named) == (LAYER, 2)
+    assert demo_command.demo_setting(None, None, tmp_path / 'plain.json') == (demo_command.DEMO_LAYER, 1)
 
 
 def test_demo_without_bundled_edits_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, 'DEMO_EDIT_DIR', tmp_path / 'masks' / 'demo')
+    monkeypatch.setattr(demo_command, 'DEMO_EDIT_DIR', tmp_path / 'masks' / 'demo')
     code, stdout, err = run(capsys, 'demo', '--out', tmp_path / 'demo.png')
     assert code == 2 and len(err.splitlines()) == 1 and 'no bundled demo edit' in err
     assert not (tmp_path / 'demo.png').exists()

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_cli import LAYER, ZSAMPLE, edit_json, run, tiny_files
 
-from rewrite import __main__ as cli
-from rewrite.savededits import notebooks_dir
+from rewrite.cli import editspec as cli
+from rewrite.formats.savededits import notebooks_dir
 from utils.generators import load_generator
 
 BUNDLED = notebooks_dir() / 'masks' / 'demo'
@@ -84,7 +84,7 @@ def test_another_model_warns_on_stderr(files, tmp_path, capsys):
 
 
 def test_damage_above_the_threshold_is_a_warning_on_stderr(files, tmp_path, capsys, monkeypatch):
-    import rewrite.damage as damage
+    import rewrite.core.damage as damage
     monkeypatch.setattr(damage, 'DAMAGE_THRESHOLD', 0.0)           # every change is damage at threshold 0
     stamped = tmp_path / 'stamped.json'
     stamped.write_text(json.dumps(edit_json() | {'layer': LAYER}))

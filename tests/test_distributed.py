@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rewrite.distributed import (
+from utils.distributed import (
     World,
     all_agree,
     all_reduce_sum,

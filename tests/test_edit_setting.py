@@ -12,12 +12,12 @@ import pytest
 import torch
 from test_rewriter import LAYER, box_mask, tiny_model
 
-from rewrite import editfile
-from rewrite.checks import RewriteError
-from rewrite.damage import DAMAGE_THRESHOLD
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.savededits import notebooks_dir
-from rewrite.statistics import weights_fingerprint
+from rewrite.core.damage import DAMAGE_THRESHOLD
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.core.statistics import weights_fingerprint
+from rewrite.formats import editfile
+from rewrite.formats.savededits import notebooks_dir
+from rewrite.formats.settings import RewriteError
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 GOOD = box_mask(256, 64, 64, 160, 160)
@@ -226,7 +226,7 @@ def test_setting_records_what_the_widget_and_cli_write(gw):
 # ---- damage, measured after every change -------------------------------------------------------------------------
 
 def test_every_change_records_its_damage_against_an_independent_computation(gw):
-    from rewrite.damage import ACTS_AT
+    from rewrite.core.damage import ACTS_AT
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         record = gw.apply_request(request(), rank=1)
@@ -264,7 +264,7 @@ def test_every_change_records_its_damage_against_an_independent_computation(gw):
 
 
 def test_damage_above_the_threshold_warns_and_at_or_below_it_does_not():
-    from rewrite.damage import Damage
+    from rewrite.core.damage import Damage
     for heldout, threshold, damaged in ((0.02, 0.05, False), (0.05, 0.05, False), (0.0501, 0.05, True)):
         damage = Damage(heldout, 0.5, 8, 0.1, threshold=threshold)
         assert damage.exceeds == damaged and bool(damage.warning('erase')) == damaged

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rewrite.editfile import (
+from rewrite.formats.editfile import (
     FIELDS,
     MASK_URL_PREFIX,
     SETTING_FIELDS,
@@ -40,7 +40,7 @@ from rewrite.editfile import (
     union_masks,
     validate_request,
 )
-from rewrite.methods import SOLVERS
+from rewrite.formats.registry import SOLVERS
 
 EDITS = REFERENCE / 'original-edits'
 PROPERTY = settings(derandomize=True, deadline=None, database=None,

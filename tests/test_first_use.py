@@ -23,12 +23,14 @@ from PIL import Image
 from test_cli import box, edit_json, run, tiny_files
 from test_sampling import TINY
 
-from rewrite import __main__ as cli
-from rewrite.editfile import EditFileError, encode_mask, parse_edit
-from rewrite.ganrewrite import DEFAULT_SOLVER, SeqStyleGanRewriter
-from rewrite.rewriteapp import GanRewriteApp
-from rewrite.savededits import SavedEditError, export_path, saved_edit_path
-from rewrite.solvers import EditRecord
+from rewrite.app.rewriteapp import GanRewriteApp
+from rewrite.cli import common as cli_common
+from rewrite.cli import entry as cli
+from rewrite.cli import stats as stats_command
+from rewrite.core.history import EditRecord
+from rewrite.core.rewriter import DEFAULT_SOLVER, SeqStyleGanRewriter
+from rewrite.formats.editfile import EditFileError, encode_mask, parse_edit
+from rewrite.formats.savededits import SavedEditError, export_path, saved_edit_path
 from utils.stylegan2 import CheckpointMismatchError, SeqStyleGAN2, load_seq_stylegan, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 from utils.zdataset import z_dataset_for_model
@@ -84,15 +86,15 @@ def test_every_command_takes_threads_and_main_restores_them(tiny, tmp_path, caps
         assert any(a.dest == 'threads' for a in command._actions), name
     before = torch.get_num_threads()
     seen = []
-    monkeypatch.setattr(cli, 'run_stats', lambda args, world: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(stats_command, 'run', lambda args, world: seen.append(torch.get_num_threads()))
     assert run(capsys, 'stats', '--model', tiny['ckpt'], '--layer', LAYER, '--threads', 3)[0] == 0
     assert seen == [3] and torch.get_num_threads() == before
     monkeypatch.setenv('OMP_NUM_THREADS', '2')
-    assert cli.default_threads() == 2
+    assert cli_common.default_threads() == 2
     monkeypatch.delenv('OMP_NUM_THREADS')
     for cpus, expected in [(1, 1), (2, 1), (6, 3), (64, 8), (None, 1)]:
-        monkeypatch.setattr(cli.os, 'cpu_count', lambda c=cpus: c)
-        assert cli.default_threads() == expected
+        monkeypatch.setattr(cli_common.os, 'cpu_count', lambda c=cpus: c)
+        assert cli_common.default_threads() == expected
 
 
 def in_memory(tiny, request: dict, zsample: int, stats_size: int | None = None, erase: bool = False):
@@ -346,7 +348,7 @@ def run_python(code: str, cwd: Path, python: str = sys.executable) -> subprocess
 
 def test_a_users_utils_py_does_not_shadow_the_toolkit(tmp_path):
     (tmp_path / 'utils.py').write_text(USER_UTILS)
-    proc = run_python('import rewrite.ganrewrite, utils.stylegan2; print(utils.stylegan2.__file__)', tmp_path)
+    proc = run_python('import rewrite.core.rewriter, utils.stylegan2; print(utils.stylegan2.__file__)', tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(ROOT / 'utils' / 'stylegan2' / '__init__.py')
     assert f"a module named 'utils' ({tmp_path / 'utils.py'}) comes before" in proc.stderr
@@ -530,8 +532,8 @@ def test_advise_takes_stats_n_too(tiny, tmp_path, capsys):
     (cached,) = (tmp_path / 'cache').glob('*.npz')
     with np.load(cached) as data:                              # 8 images of 16x16 key pixels
         assert int(data['count']) == 8 * 16 * 16
-    from rewrite.advisor import advise
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.analysis.advisor import advise
+    from rewrite.core.rewriter import RewriteError
     with pytest.raises(RewriteError, match=r'stats_size: expected 1\.\.20'):
         advise(tiny['model'], z_dataset_for_model(tiny['model'], 20), json.loads(tiny['edit'].read_text()),
                layers=[LAYER], stats_size=0, progress=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rewrite.glowrule import RuleRates, effect_region, flip_rate, present
+from rewrite.experiments.glow.rule import RuleRates, effect_region, flip_rate, present
 from utils.demo.scenes import RULE_CLASS_ID, render_batch, render_scene
 
 N = 60

@@ -126,7 +126,7 @@ def _edit_path_cases(tmp_path) -> dict:
 
 @pytest.mark.parametrize('case', ['fifo', 'dev_zero', 'folder'])
 def test_non_regular_edit_files_are_refused_without_blocking(tmp_path, case):
-    from rewrite.editfile import EditFileError, load_edit
+    from rewrite.formats.editfile import EditFileError, load_edit
     path = _edit_path_cases(tmp_path)[case]
     if not path.exists():
         pytest.skip(f'{path} does not exist on this system')
@@ -135,7 +135,7 @@ def test_non_regular_edit_files_are_refused_without_blocking(tmp_path, case):
 
 
 def test_edit_file_reads_are_bounded(tmp_path):
-    from rewrite.editfile import EditFileError, read_edit_bytes
+    from rewrite.formats.editfile import EditFileError, read_edit_bytes
     path = tmp_path / 'big.json'
     path.write_bytes(b' ' * 1001)
     with pytest.raises(EditFileError, match='has 1001 bytes; an edit file has at most 1000'):
@@ -144,7 +144,7 @@ def test_edit_file_reads_are_bounded(tmp_path):
 
 
 def test_a_5000_digit_image_number_is_a_clear_error(tmp_path):
-    from rewrite.editfile import EditFileError, load_edit
+    from rewrite.formats.editfile import EditFileError, load_edit
     path = tmp_path / 'huge.json'
     path.write_text('{"key": [[' + '9' * 5000 + ', "data:image/png;base64,"]]}')
     with pytest.raises(EditFileError, match=r'key\[0\]\.imgnum: .*integer of 5000 digits'):
@@ -188,7 +188,7 @@ def _png(width: int, height: int, rows: int, interlace: int = 0) -> bytes:
 def test_a_png_mask_with_fewer_rows_than_its_header_is_refused(width, rows):
     import base64
 
-    from rewrite.editfile import EditFileError, parse_edit
+    from rewrite.formats.editfile import EditFileError, parse_edit
     from utils.masks import MASK_URL_PREFIX
     url = MASK_URL_PREFIX + base64.b64encode(_png(width, width, rows)).decode()
     with pytest.raises(EditFileError, match=rf'^key\[0\]\.mask: the PNG header says {width}x{width} but its '
@@ -223,7 +223,7 @@ def test_complete_pngs_of_every_mask_mode_still_decode():
 # ---- statistics cache -------------------------------------------------------------------------------
 
 def _saved_stats(tmp_path):
-    from rewrite.statistics import KeyStatistics
+    from rewrite.core.statistics import KeyStatistics
     from utils.runningstats import QuantileSample, SecondMoment
     x = torch.randn(200, 4, dtype=torch.float64)
     moment, qs = SecondMoment(), QuantileSample()
@@ -252,7 +252,7 @@ def _rewrite_arrays(path, change, checksum: bool):
     """Saves the cache at `path` with `change`d arrays, with a checksum made for them or the old one."""
     import numpy as np
 
-    from rewrite.statistics import arrays_checksum
+    from rewrite.core.statistics import arrays_checksum
     with np.load(path) as data:
         arrays = dict(data)
     old = arrays.pop('checksum')
@@ -295,7 +295,7 @@ def test_inconsistent_statistics_cache_reads_as_absent(tmp_path, name, bad, mess
 
 def test_rewriter_recomputes_a_damaged_cache(tmp_path):
     """End to end: the rewriter warns, recomputes the statistics and rewrites a valid cache file."""
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     torch.manual_seed(0)
     model = SeqStyleGAN2(**TINY)
@@ -306,7 +306,7 @@ def test_rewriter_recomputes_a_damaged_cache(tmp_path):
     with pytest.warns(RuntimeWarning, match='damaged'):
         again = SeqStyleGanRewriter(model, zds, layernum=3, cachedir=tmp_path).c_matrix
     assert torch.equal(again, first)
-    from rewrite.statistics import KeyStatistics
+    from rewrite.core.statistics import KeyStatistics
     assert KeyStatistics.load(cache, SeqStyleGanRewriter(model, zds, layernum=3, cachedir=tmp_path).cache_meta())
 
 
@@ -315,7 +315,7 @@ def test_rewriter_recomputes_a_damaged_cache(tmp_path):
 def test_learning_rate_may_be_a_numpy_scalar_but_not_nan_or_bool():
     import numpy as np
 
-    from rewrite.ganrewrite import RewriteError, check_options
+    from rewrite.core.rewriter import RewriteError, check_options
     check_options(niter=1, piter=1, lr=np.float32(0.05))
     check_options(niter=1, piter=1, lr=np.float64(0.05))
     for bad in (np.float32('nan'), True, '0.05', -1.0):
@@ -379,7 +379,7 @@ def _edit_setup(dtype=torch.float32):
     sys.path.insert(0, str(ROOT / 'tests'))
     from test_rewriter import LAYER, box_mask, tiny_model
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     model = tiny_model().to(dtype)
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
@@ -403,7 +403,7 @@ def _unchanged(gw, before) -> bool:
 
 @pytest.mark.parametrize('bad', [float('nan'), float('inf')])
 def test_zero_with_a_non_finite_context_is_refused(edit_setup, bad):
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.core.rewriter import RewriteError
     gw, _ = edit_setup
     before = _weights(gw)
     context = torch.zeros(1, gw.k_shape[1])
@@ -418,7 +418,7 @@ def test_zero_with_a_non_finite_context_is_refused(edit_setup, bad):
 
 def test_a_solver_that_makes_non_finite_weights_is_undone(edit_setup, monkeypatch):
     """Whatever a solver returns, non-finite weights are never committed (checked in _atomic_edit)."""
-    import rewrite.solvers as solvers
+    import rewrite.core.solvers.fast as solvers
     gw, request = edit_setup
     before = _weights(gw)
 
@@ -444,8 +444,8 @@ def test_an_edit_whose_loss_rises_far_is_rolled_back_with_a_warning(edit_setup):
 
 @pytest.mark.parametrize('final, rolled_back', [(0.9, False), (1.2, False), (1.6, True)])
 def test_a_small_rise_is_kept_with_a_warning_a_large_one_rolled_back(edit_setup, final, rolled_back):
-    from rewrite.ganrewrite import LOSS_TOLERANCE
-    from rewrite.solvers import EditRecord
+    from rewrite.core.history import EditRecord
+    from rewrite.core.rewriter import LOSS_TOLERANCE
     gw, _ = edit_setup
     assert LOSS_TOLERANCE == 0.5
     weight = gw.target_weights()
@@ -471,7 +471,7 @@ def test_a_small_rise_is_kept_with_a_warning_a_large_one_rolled_back(edit_setup,
 
 @pytest.mark.parametrize('rank', [1.5, '2', True, 0, 10 ** 6])
 def test_rank_must_be_an_integer_in_range(edit_setup, rank):
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.core.rewriter import RewriteError
     gw, request = edit_setup
     before = _weights(gw)
     with pytest.raises(RewriteError, match=r'rank must be between 1 and 32 \(an integer\), not'):
@@ -490,7 +490,7 @@ def test_rank_must_be_an_integer_in_range(edit_setup, rank):
     ({'ridge': 0.1}, "unknown option 'ridge' of the 'fast' solver"),
 ])
 def test_fast_solver_options_are_checked(edit_setup, options, message):
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.core.rewriter import RewriteError
     gw, request = edit_setup
     before = _weights(gw)
     with pytest.raises(RewriteError, match=message):
@@ -500,7 +500,7 @@ def test_fast_solver_options_are_checked(edit_setup, options, message):
 
 @pytest.mark.parametrize('shape', [(1, 31), (1, 33), (0, 32), (32 + 1, 32), (32,)])
 def test_a_context_of_the_wrong_shape_names_the_width(edit_setup, shape):
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.core.rewriter import RewriteError
     gw, request = edit_setup
     before = _weights(gw)
     context = torch.randn(shape)
@@ -534,7 +534,7 @@ def test_a_float64_model_edits_like_the_float32_one(edit_setup):
 
 
 def test_bfloat16_models_edit_with_float64_statistics_and_float16_is_refused():
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.core.rewriter import RewriteError
     gw, request = _edit_setup(torch.bfloat16)
     assert gw.c_matrix.dtype == torch.float64 and torch.isfinite(gw.c_matrix).all()
     record = gw.apply_edit(request, solver='fast')
@@ -551,7 +551,7 @@ def test_cli_refuses_an_edit_that_was_rolled_back(tmp_path, capsys, monkeypatch)
     from test_sampling import TINY as SMALL
 
     from rewrite import __main__ as cli
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     torch.manual_seed(0)
     save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
     (tmp_path / 'edit.json').write_text(json.dumps(edit_json()))

@@ -56,11 +56,11 @@ def pkl_copy(tmp_path) -> Path:
 @pytest.fixture()
 def no_conversion(monkeypatch):
     """Fails the test if the conversion (loading the pickle) starts."""
-    from rewrite import __main__ as main
+    from rewrite.cli import convert
 
     def refuse(*args, **kwargs):
         raise AssertionError('the conversion started before the destination was checked')
-    monkeypatch.setattr(main, 'load_model', refuse)
+    monkeypatch.setattr(convert, 'load_model', refuse)
 
 
 @pytest.mark.parametrize('how', ['same', 'hardlink', 'symlink', 'relative'])
@@ -179,7 +179,7 @@ import os, signal, sys, time
 sys.path.insert(0, 'tests')
 import torch
 from test_hostile_input import _edit_setup
-from rewrite.history import EditHistory
+from rewrite.core.history import EditHistory
 
 gw, request = _edit_setup()
 before = {n: t.clone() for n, t in gw.model.state_dict().items()}
@@ -223,7 +223,7 @@ def _rewriter(cachedir):
     sys.path.insert(0, str(ROOT / 'tests'))
     from test_rewriter import LAYER, tiny_model
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     model = tiny_model()
     return SeqStyleGanRewriter(model, z_dataset_for_model(model, 16), LAYER, cachedir=cachedir, progress=False)
@@ -235,7 +235,7 @@ def _unusable_cache(tmp_path, case: str) -> Path:
     if case.startswith('dangling'):
         (tmp_path / 'gone').symlink_to(tmp_path / 'nowhere')
     if case == 'file_is_folder':
-        from rewrite.statistics import cache_filename
+        from rewrite.core.statistics import cache_filename
         (tmp_path / 'cache' / cache_filename(_rewriter(None).cache_meta())).mkdir(parents=True)
     return {'file': tmp_path / 'plain', 'under_a_file': tmp_path / 'plain' / 'cache', 'read_only': Path('/proc/cache'),
             'dev_null': Path('/dev/null'), 'dangling': tmp_path / 'gone', 'dangling_parent': tmp_path / 'gone' / 'c',
@@ -255,7 +255,7 @@ def test_an_unwritable_cache_is_found_before_the_pass_and_the_statistics_kept(tm
 
     import torch
 
-    import rewrite.contextkeys as contextkeys
+    import rewrite.core.contextkeys as contextkeys
     cachedir = _unusable_cache(tmp_path, case)
     before = _tree(tmp_path)
     gather = contextkeys.gather_key_statistics
@@ -283,7 +283,7 @@ def test_cli_stats_and_apply_with_an_unusable_cache(tmp_path, capsys, case):
     from test_cli import edit_json
     from test_sampling import TINY as SMALL
 
-    from rewrite.statistics import cache_filename
+    from rewrite.core.statistics import cache_filename
     from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
     torch.manual_seed(0)
     save_checkpoint(SeqStyleGAN2(**SMALL), tmp_path / 'small.pt')
@@ -291,7 +291,8 @@ def test_cli_stats_and_apply_with_an_unusable_cache(tmp_path, capsys, case):
     cache = {'file_is_folder': tmp_path / 'cache', 'dangling': tmp_path / 'gone', 'dev_null': Path('/dev/null')}[case]
     (tmp_path / 'gone').symlink_to(tmp_path / 'nowhere')
     if case == 'file_is_folder':                   # every cache file name the commands will use is a folder
-        from rewrite.__main__ import load_model, make_rewriter
+        from rewrite.cli.common import load_model
+        from rewrite.cli.editspec import make_rewriter
         model = load_model(str(tmp_path / 'small.pt'), 0.5, torch.device('cpu'))
         for n in (12, 20):
             (cache / cache_filename(make_rewriter(model, 6, n, cache, False).cache_meta())).mkdir(parents=True)
@@ -591,8 +592,8 @@ def _unchanged(gw, before) -> bool:
 
 @pytest.mark.parametrize('weight', [1e308, 1000.5, float('inf')])
 def test_a_huge_preserve_weight_is_refused_before_work(edit_setup, weight):
-    from rewrite.ganrewrite import RewriteError
-    from rewrite.preserve import MAX_PRESERVE_WEIGHT
+    from rewrite.core.rewriter import RewriteError
+    from rewrite.formats.settings import MAX_PRESERVE_WEIGHT
     gw, request = edit_setup
     assert MAX_PRESERVE_WEIGHT == 1000
     request = request | {'preserve': [request['key'][1]]}
@@ -642,8 +643,8 @@ def test_cli_refuses_a_huge_preserve_weight_in_one_line(tmp_path, capsys, where)
 def test_region_counts_are_limited_before_any_mask_is_decoded(tmp_path, monkeypatch, field, count):
     import json
 
-    import rewrite.editfile as editfile
-    from rewrite.editfile import MAX_REGIONS, EditFileError, load_edit
+    import rewrite.formats.editfile as editfile
+    from rewrite.formats.editfile import MAX_REGIONS, EditFileError, load_edit
     sys.path.insert(0, str(ROOT / 'tests'))
     from test_cli import edit_json
     request = edit_json()
@@ -721,14 +722,14 @@ def test_advise_reads_edits_as_apply_does(tmp_path, capsys, small_model_and_edit
 @pytest.mark.parametrize('option, value, limit', [('--heldout', 100_000_000, 'MAX_HELDOUT'),
                                                   ('--zsample', 1_000_000_000, 'MAX_ZSAMPLE')])
 def test_advise_sizes_are_limited_before_allocating(tmp_path, capsys, small_model_and_edit, option, value, limit):
-    from rewrite import __main__ as main
-    from rewrite import advisor
+    from rewrite.analysis import advisor
+    from rewrite.cli import common
     model, edit = small_model_and_edit
     before = _tree(tmp_path)
     code, _, err = cli(capsys, 'advise', '--model', model, '--edit', edit, '--cachedir', tmp_path / 'cache',
                        '--out', tmp_path / 'advice', option, value)
     one_line_error(code, err)
-    high = advisor.MAX_HELDOUT if option == '--heldout' else main.MAX_ZSAMPLE
+    high = advisor.MAX_HELDOUT if option == '--heldout' else common.MAX_ZSAMPLE
     assert f'{option}: must be at most {high} ({limit}), got {value}' in err, err
     assert _tree(tmp_path) == before
 
@@ -736,8 +737,8 @@ def test_advise_sizes_are_limited_before_allocating(tmp_path, capsys, small_mode
 def test_advise_api_refuses_a_huge_heldout_and_a_duplicated_field(small_model_and_edit):
     import torch
 
-    from rewrite.advisor import MAX_HELDOUT, advise, read_request
-    from rewrite.ganrewrite import RewriteError
+    from rewrite.analysis.advisor import MAX_HELDOUT, advise, read_request
+    from rewrite.core.rewriter import RewriteError
     from utils.stylegan2 import load_seq_stylegan
     from utils.zdataset import z_dataset_for_model
     model_path, edit = small_model_and_edit
@@ -779,7 +780,7 @@ def test_notebook_refuses_unusable_folders_before_copying(tmp_path, capsys, case
 
 
 def test_notebook_copy_that_fails_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
-    import rewrite.__main__ as main
+    import rewrite.cli.notebook as main
     dest = tmp_path / 'nb'
     dest.mkdir()
     (dest / 'notes.txt').write_text('mine')
@@ -814,7 +815,7 @@ def test_low_precision_z_samples_work_like_their_float32_values(tmp_path, dtype)
     from test_hostile_input import _edit_setup
     from test_rewriter import LAYER, tiny_model
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     _, request = _edit_setup()
     model = tiny_model()
@@ -853,7 +854,7 @@ def test_an_interrupt_while_the_damage_is_measured_undoes_the_change(kind, monke
     import torch
     from test_hostile_input import _edit_setup
 
-    from rewrite.damage import DamageProbe
+    from rewrite.core.damage import DamageProbe
     gw, request = _edit_setup()
     assert gw.damage_probe is not None
     request = {'edit': request, 'erase': {'paste': request['paste'], 'key': request['key']},

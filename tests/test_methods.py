@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from test_rewrite_site import TinyPGAN, square
 
-from rewrite import editfile, edits, methods
-from rewrite.__main__ import build_parser
-from rewrite.ganrewrite import KEY_METHODS, SOLVERS, RewriteError, SeqStyleGanRewriter
-from rewrite.methods import FastOptions, IterativeOptions
-from rewrite.rewriteapp import SOLVER_CHOICES
-from rewrite.solvers import insert_fast
+from rewrite.app.parts import SOLVER_CHOICES
+from rewrite.cli.entry import build_parser
+from rewrite.core import edits
+from rewrite.core.rewriter import KEY_METHODS, SOLVERS, RewriteError, SeqStyleGanRewriter
+from rewrite.core.solvers.fast import insert_fast
+from rewrite.formats import editfile
+from rewrite.formats import registry as methods
+from rewrite.formats.registry import FastOptions, IterativeOptions
 from utils.zdataset import z_dataset_for_model
 
 
@@ -76,7 +78,7 @@ def test_a_registered_key_method_and_solver_run_by_name(monkeypatch):
 
     import torch
 
-    from rewrite.solvers import projected_conv
+    from rewrite.core.solvers.problem import projected_conv
     model = TinyPGAN()
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 8), layernum=2, progress=False)
 

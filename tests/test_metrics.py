@@ -26,9 +26,9 @@ from metrics.make_demo_edits import (
     with_preserve_weight,
     write_edit,
 )
-from rewrite import editfile
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.preserve import PRESERVE_WEIGHT
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats import editfile
+from rewrite.formats.settings import PRESERVE_WEIGHT
 from utils.demo import CLASSES, load_segmenter
 from utils.demo.measures import (
     TOPS,

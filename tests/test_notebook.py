@@ -10,8 +10,8 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from rewrite import editfile
-from rewrite.editfile import setting_from_name
+from rewrite.formats import editfile
+from rewrite.formats.editfile import setting_from_name
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 

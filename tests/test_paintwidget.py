@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from paintevents import dispatch_dom_event, drag, mouse_message
 from PIL import Image
 
-from rewrite import editfile
+from rewrite.formats import editfile
 from utils.paintwidget import PaintWidget, stroke_footprint
 
 

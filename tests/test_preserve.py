@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_rewriter import box_mask
 
-from rewrite import editfile
+from rewrite.formats import editfile
 
 GOOD = box_mask(256, 64, 64, 160, 160)
 OTHER = box_mask(256, 0, 0, 64, 64)
@@ -152,7 +152,7 @@ def test_preserve_weight_needs_preserve_regions():
 def tiny_gw():
     from test_rewriter import LAYER, tiny_model
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils.zdataset import z_dataset_for_model
     model = tiny_model()
     return SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
@@ -168,7 +168,7 @@ def applied(gw, obj, **options):
 
 @pytest.mark.parametrize('kind', ['edit', 'erase'])
 def test_apply_request_uses_the_files_preserve_weight(tiny_gw, kind):
-    from rewrite.preserve import PRESERVE_WEIGHT
+    from rewrite.formats.settings import PRESERVE_WEIGHT
     base = request(preserve=[[5, OTHER], [6, box_mask(256, 0, 128, 128, 256)]])
     if kind == 'erase':
         del base['object']

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from conftest import layout_checkpoint, need_shared
 from test_cli import files  # noqa: F401  (the tiny checkpoint fixture)
 
-from rewrite.preserve import PreserveSet, context_directions
-from rewrite.solvers import LowRankTarget, PreserveTerm, TargetLayer, _reweighted_least_squares, insert_fast
+from rewrite.core.preserve import PreserveSet, context_directions
+from rewrite.core.solvers.fast import LowRankTarget, PreserveTerm, _reweighted_least_squares, insert_fast
+from utils.generators.site import TargetLayer
 from utils.stylegan2 import ops
 
 
@@ -264,7 +265,7 @@ def test_preserve_weight_and_solver_errors_leave_the_weights(demo_gw):
 def test_cli_apply_and_sample_use_the_preserve_regions(files, tmp_path, capsys):  # noqa: F811
     from test_cli import LAYER, NITER, ZSAMPLE, box, edit_json, in_memory_edit, load, read_png, reference_images, run
 
-    from rewrite.editfile import encode_mask
+    from rewrite.formats.editfile import encode_mask
     from utils.stylegan2 import read_checkpoint
     edit = tmp_path / 'keep.json'
     edit.write_text(json.dumps({**edit_json(), 'preserve': [[9, encode_mask(box(0, 0, 32, 32))]]}))
@@ -380,13 +381,13 @@ def outline_colour(app, index: int, url: str) -> np.ndarray:
     import scipy.ndimage
     from test_rewriteapp import shown
 
-    from rewrite import editfile
+    from rewrite.formats import editfile
     from utils import imgviz
     from utils.paintwidget import as_rgb_array
     canvas = app.canvases[index]
     edge = naive_edge(editfile.decode_mask_rgba(url)[..., 0] > 0)
     seen = shown(canvas)
-    sample = as_rgb_array(imgviz.to_uint8(app._images([app.sel[index]])[0]), canvas.size).astype(np.float32)
+    sample = as_rgb_array(imgviz.to_uint8(app.images([app.sel[index]])[0]), canvas.size).astype(np.float32)
     far = ~scipy.ndimage.binary_dilation(edge, iterations=2)                 # JPEG spreads the band's colour
     assert np.abs(seen - sample)[far].mean() < 6.0
     return seen[edge].mean(0)
@@ -398,11 +399,11 @@ def tray_tint(app, thumb, imgnum: int, url: str) -> float:
     from PIL import Image
     from test_rewriteapp import shown
 
-    from rewrite import editfile
+    from rewrite.formats import editfile
     from utils import imgviz
     seen = shown(thumb)
     size = seen.shape[0]
-    plain = np.asarray(Image.fromarray(imgviz.to_uint8(app._images([imgnum])[0])).resize((size, size)), np.float32)
+    plain = np.asarray(Image.fromarray(imgviz.to_uint8(app.images([imgnum])[0])).resize((size, size)), np.float32)
     inside = scipy.ndimage.binary_erosion(editfile.mask_from_url(url, size).numpy() > 0.5, iterations=1)
     assert inside.sum() >= 9
     blueness = [(picture[..., 2] - picture[..., 0])[inside].mean() for picture in (seen, plain)]
@@ -415,9 +416,9 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     from paintevents import dispatch_dom_event
     from test_rewriteapp import LAYER, NUM_IMAGES, grid_pictures, paint, prepare_edit, shown
 
-    from rewrite.ganrewrite import SeqStyleGanRewriter
-    from rewrite.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
-    from rewrite.rewriteapp import GanRewriteApp
+    from rewrite.app.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
+    from rewrite.app.rewriteapp import GanRewriteApp
+    from rewrite.core.rewriter import SeqStyleGanRewriter
     from utils import imgviz
     from utils.paintwidget import as_rgb_array
     from utils.stylegan2 import SeqStyleGAN2
@@ -444,7 +445,7 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     context_maps, keep_maps = panel.preview_maps(app.sel)
     levels = response_level(context_maps), response_level(keep_maps)
     for k, imgnum in enumerate(app.sel):          # each canvas shows its sample under both heat maps
-        sample = imgviz.to_uint8(app._images([imgnum])[0]).astype(np.float64)
+        sample = imgviz.to_uint8(app.images([imgnum])[0]).astype(np.float64)
         heat = [np.clip(imgviz.resize_map(maps[k].float(), sample.shape[:2]).numpy() / level, 0, 1)[..., None] * 0.7
                 for maps, level in zip((context_maps, keep_maps), levels, strict=True)]
         expected = sample * (1 - heat[0]) + heat[0] * np.asarray(CONTEXT_COLOR)
@@ -472,8 +473,8 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     assert len(labels) == panel.shown + 1 and labels[-1].startswith(f'#{app.sel[3]} preserve: ')
     assert all(re.fullmatch(r'#\d+ held-out: \d\.\d{3}', label) for label in labels[:-1])
     top, top_changes, keep, keep_changes = panel.most_changed()
-    before = as_rgb_array(imgviz.to_uint8(app._images([top[0]], original=True)[0]), app.size // 2)
-    after = as_rgb_array(imgviz.to_uint8(app._images([top[0]])[0]), app.size // 2)
+    before = as_rgb_array(imgviz.to_uint8(app.images([top[0]], original=True)[0]), app.size // 2)
+    after = as_rgb_array(imgviz.to_uint8(app.images([top[0]])[0]), app.size // 2)
     distance = lambda image, picture: float(np.abs(shown(image) - picture).mean())    # noqa: E731 (JPEG at 32 px)
     assert distance(cells[0].children[0], before) < distance(cells[0].children[0], after)     # top: before
     assert distance(cells[0].children[1], after) < distance(cells[0].children[1], before)     # bottom: after
@@ -483,7 +484,7 @@ def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     top, top_changes, keep, keep_changes = panel.most_changed()
     assert len(top) == panel.shown and not set(top) & ({app.sel[1], app.sel[3]} | set(app.sel))
     assert top_changes == sorted(top_changes, reverse=True) and keep == [app.sel[3]]
-    before, after = app._images([top[0]], original=True)[0], app._images([top[0]])[0]
+    before, after = app.images([top[0]], original=True)[0], app.images([top[0]])[0]
     assert top_changes[0] == pytest.approx(float((before - after).abs().mean()))
     panel.changes_btn.click()
     assert len(panel.preview_box.children) == panel.shown + 2 and 'most changed' in app.message
@@ -554,9 +555,9 @@ def test_a_second_preserve_region_on_the_same_image_joins_the_first(tmp_path):
     """Add to Preserve twice on one sample (the canvas cleared between): one region, the union of both paints."""
     from test_rewriteapp import LAYER, NUM_IMAGES, paint
 
-    from rewrite import editfile
-    from rewrite.ganrewrite import SeqStyleGanRewriter
-    from rewrite.rewriteapp import GanRewriteApp
+    from rewrite.app.rewriteapp import GanRewriteApp
+    from rewrite.core.rewriter import SeqStyleGanRewriter
+    from rewrite.formats import editfile
     from utils.paintwidget import mask_from_url
     from utils.stylegan2 import SeqStyleGAN2
     from utils.zdataset import z_dataset_for_model

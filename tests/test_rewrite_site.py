@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
-from rewrite.solvers import projected_conv
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
+from rewrite.core.solvers.problem import projected_conv
 from utils.masks import encode_mask
 from utils.stylegan2 import DataBag, RewriteSite, SeqStyleGAN2, ops, rewrite_site
 from utils.zdataset import z_dataset_for_model
@@ -200,7 +200,7 @@ def test_image_with_values_renders_the_rest_of_the_generator(pgan):
 def test_widget_edits_and_exports_the_plain_conv_family(pgan, request_8px, tmp_path, monkeypatch):
     """Execute rewrites the tiny family's layer; Export writes a checkpoint of its family that reloads
     (through the family registry) with the rewritten weights."""
-    from rewrite.rewriteapp import GanRewriteApp
+    from rewrite.app.rewriteapp import GanRewriteApp
     from utils import generators
     monkeypatch.setattr(generators, 'FAMILIES', {})
     generators.register_family('tiny-pgan', lambda ckpt, truncation: tiny_from_state(ckpt['state_dict']), TinyPGAN)
@@ -223,7 +223,7 @@ def test_widget_edits_and_exports_the_plain_conv_family(pgan, request_8px, tmp_p
 
 
 def test_advisor_sweeps_the_plain_conv_family(pgan):
-    from rewrite.advisor import advise
+    from rewrite.analysis.advisor import advise
 
     request = {'object': [0, square(16, 2, 2, 6)], 'paste': [1, square(16, 8, 8, 6)]}
     before = {k: v.clone() for k, v in pgan.state_dict().items()}
@@ -239,7 +239,7 @@ def test_advisor_sweeps_the_plain_conv_family(pgan):
 def test_the_command_line_applies_and_samples_the_plain_conv_family(pgan, request_8px, tmp_path, monkeypatch):
     """`python -m rewrite apply / sample` on a checkpoint of the tiny family: it names its family, the test
     registers how to build it, and the CLI edits it as the API does (weights bit-identical)."""
-    from rewrite.__main__ import main
+    from rewrite.cli.entry import main
     from utils import generators
     monkeypatch.setattr(generators, 'FAMILIES', {})
     generators.register_family('tiny-pgan', lambda ckpt, truncation: tiny_from_state(ckpt['state_dict']), TinyPGAN)

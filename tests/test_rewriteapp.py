@@ -14,10 +14,10 @@ from conftest import REFERENCE, need_shared
 from paintevents import dispatch_dom_event, drag, key_message, mouse_message
 from PIL import Image
 
-from rewrite import editfile
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.methods import SOLVERS
-from rewrite.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask
+from rewrite.app.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats import editfile
+from rewrite.formats.registry import SOLVERS
 from utils.stylegan2 import SeqStyleGAN2, load_seq_stylegan
 from utils.zdataset import z_dataset_for_model
 
@@ -90,7 +90,7 @@ def test_parse_image_numbers(text, expected):
 @pytest.mark.parametrize('text, complaint', [('', 'type image numbers'), ('5-x', "'5-x'"), ('9-3', 'backwards'),
                                              ('998-1002', 'beyond'), ('-4', "'-4'")])
 def test_parse_image_numbers_names_the_problem(text, complaint):
-    from rewrite.rewriteapp import UserError
+    from rewrite.app.rewriteapp import UserError
     with pytest.raises(UserError, match=complaint):
         parse_image_numbers(text, num_images=1000, limit=6)
 
@@ -380,7 +380,7 @@ def test_files_of_the_original_tool_load_apply_and_save_identically(app, tmp_pat
 def test_a_files_preserve_weight_is_loaded_previewed_executed_and_saved(app, gw):
     """Issue 13 follow-up: Load keeps the file's `preserve_weight`, Preview and Execute Change use it, Save
     writes it back byte for byte; removing the last preserve region drops it, so the saved file stays valid."""
-    from rewrite.preserve import PRESERVE_WEIGHT
+    from rewrite.formats.settings import PRESERVE_WEIGHT
     weight = 30.0
     plain = {'object': [0, box_url(0.2, 0.2, 0.45, 0.45)], 'paste': [1, box_url(0.5, 0.5, 0.8, 0.8)],
              'key': [[1, box_url(0.5, 0.5, 0.8, 0.8)]], 'preserve': [[3, box_url(0, 0, 0.5, 1)]]}
@@ -473,7 +473,7 @@ def test_export_asks_before_replacing_and_offers_a_download(app, gw, tmp_path):
     import html as htmllib
     import re
 
-    from rewrite.rewriteapp import download_link
+    from rewrite.app.parts import download_link
     path = tmp_path / 'rewritten.pt'
     path.write_bytes(b'mine')
     app.export_box.value = str(path)
@@ -565,7 +565,7 @@ def test_cancel_stops_a_running_solve_and_leaves_the_model_as_it_was(gw, tmp_pat
         app.cancel_btn.click()
         assert app.wait(60)
     finally:
-        app._cancel.set()
+        app.cancel_requested.set()
         app.wait(60)
     assert torch.equal(layer_weight(gw), weight) and gw.history == []
     assert app.message == 'Execute Change cancelled: the model is as it was', app.message

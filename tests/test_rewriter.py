@@ -9,9 +9,9 @@ import scipy.linalg
 import torch
 from numerics import gram_atol
 
-from rewrite import editfile
-from rewrite.ganrewrite import RewriteError, SeqStyleGanRewriter
-from rewrite.solvers import projected_conv
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
+from rewrite.core.solvers.problem import projected_conv
+from rewrite.formats import editfile
 from utils.runningstats import SecondMoment
 from utils.stylegan2 import SeqStyleGAN2, ops
 from utils.zdataset import z_dataset_for_model
@@ -243,7 +243,7 @@ def test_erase_and_zero(gw, request_dict):
 
 
 def test_statistics_cache_is_keyed_by_weights(tmp_path, monkeypatch):
-    import rewrite.contextkeys as gr  # where the rewriter gathers its key statistics
+    import rewrite.core.contextkeys as gr  # where the rewriter gathers its key statistics
 
     calls = []
     real = gr.gather_key_statistics
@@ -287,7 +287,7 @@ def test_rendering_matches_the_model(gw):
 
 
 def test_demod_energy_matches_the_weight_it_describes():
-    from rewrite.solvers import DemodEnergy
+    from rewrite.core.solvers.fast import DemodEnergy
     torch.manual_seed(0)
     w0 = torch.randn(1, 6, 5, 3, 3, dtype=torch.float64)
     context = torch.linalg.qr(torch.randn(5, 2, dtype=torch.float64))[0].t()        # [2, 5] orthonormal

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rewriter import LAYER, box_mask, tiny_model
 
-from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.core.rewriter import SeqStyleGanRewriter
 from utils.zdataset import z_dataset_for_model
 
 FIELDS = ('object', 'paste', 'key', 'query', 'preserve')

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REFERENCE, layout_checkpoint, need_shared
 
-from rewrite.ganrewrite import SeqStyleGanRewriter
+from rewrite.core.rewriter import SeqStyleGanRewriter
 from utils.stylegan2 import load_seq_stylegan, model_from_checkpoint
 from utils.zdataset import z_dataset_for_model
 

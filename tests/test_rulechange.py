@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rewrite.rulechange import project_rank_one, rank_one_update, unit_iou_ranking
+from rewrite.analysis.rulechange import project_rank_one, rank_one_update, unit_iou_ranking
 
 
 def test_dissection_ranks_the_unit_that_draws_the_mask_first():
@@ -56,7 +56,7 @@ def test_projection_is_rank_one_and_idempotent():
 
 
 def test_unit_intervention_sets_units_inside_the_mask_only():
-    from rewrite.rulechange import unit_intervention
+    from rewrite.analysis.rulechange import unit_intervention
     from utils.nethook import Trace
     from utils.stylegan2 import load_seq_stylegan
     from utils.zdataset import z_sample_for_model
@@ -89,7 +89,7 @@ TINY16 = dict(size=16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
 def tiny_problem():
     """A hand-made rule: adding +2 of a fixed direction at layer3 inside the upper-left quadrant; the
     'effect' region is the lower-right quadrant of the image."""
-    from rewrite.rulechange import build_problem, direction_intervention
+    from rewrite.analysis.rulechange import build_problem, direction_intervention
     from utils.stylegan2 import SeqStyleGAN2
     from utils.zdataset import z_sample_for_model
 
@@ -106,7 +106,7 @@ def tiny_problem():
 
 
 def test_cause_direction_is_the_difference_of_group_means():
-    from rewrite.rulechange import cause_direction
+    from rewrite.analysis.rulechange import cause_direction
     acts = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     present = torch.tensor([True, False, True, False, False])
     naive = [sum(acts[i, c].mean() for i in (0, 2)) / 2 - sum(acts[i, c].mean() for i in (1, 3, 4)) / 3
@@ -117,7 +117,7 @@ def test_cause_direction_is_the_difference_of_group_means():
 
 
 def test_direction_intervention_moves_features_inside_the_mask_only():
-    from rewrite.rulechange import direction_intervention
+    from rewrite.analysis.rulechange import direction_intervention
     from utils.stylegan2.layers import DataBag
 
     fmap = torch.randn(2, 3, 4, 4)
@@ -131,7 +131,7 @@ def test_direction_intervention_moves_features_inside_the_mask_only():
 
 
 def test_key_direction_is_c_inverse_k(tiny_problem):
-    from rewrite.rulechange import key_direction, render
+    from rewrite.analysis.rulechange import key_direction, render
     from utils.nethook import Trace
 
     model, problem = tiny_problem
@@ -149,7 +149,7 @@ def test_key_direction_is_c_inverse_k(tiny_problem):
 
 
 def test_rank_one_change_has_rank_one_and_lowers_the_loss(tiny_problem):
-    from rewrite.rulechange import change_loss, conv_change_rank, fit_layer_change, key_direction
+    from rewrite.analysis.rulechange import change_loss, conv_change_rank, fit_layer_change, key_direction
 
     model, problem = tiny_problem
     before = {n: p.clone() for n, p in model.named_parameters()}
@@ -171,7 +171,7 @@ def test_rank_one_change_has_rank_one_and_lowers_the_loss(tiny_problem):
 
 
 def test_fit_checks_its_input(tiny_problem):
-    from rewrite.rulechange import build_problem, fit_layer_change
+    from rewrite.analysis.rulechange import build_problem, fit_layer_change
 
     model, problem = tiny_problem
     with pytest.raises(ValueError, match=r'direction: expected shape \(8,\)'):
@@ -183,7 +183,7 @@ def test_fit_checks_its_input(tiny_problem):
 
 
 def test_scale_to_budget_finds_the_largest_scale_within_it(tiny_problem):
-    from rewrite.rulechange import change_outside, fit_layer_change, scale_to_budget
+    from rewrite.analysis.rulechange import change_outside, fit_layer_change, scale_to_budget
 
     model, problem = tiny_problem
     fit = fit_layer_change(model, 'layer4', problem, steps=5, lr=0.2)
@@ -204,7 +204,7 @@ def test_layer_search_brings_every_layers_change_to_the_budget(tiny_problem):
     """Changes under the budget at scale 1 are strengthened, changes over it weakened: every row's change
     outside, measured again here, is the budget to within 2%, or under it at the largest scale allowed, and
     then the table says so."""
-    from rewrite.rulechange import change_outside, fit_layer_change, layer_search
+    from rewrite.analysis.rulechange import change_outside, fit_layer_change, layer_search
 
     model, problem = tiny_problem
     layers = ['layer4', 'layer5', 'layer6']
@@ -228,7 +228,7 @@ def test_layer_search_brings_every_layers_change_to_the_budget(tiny_problem):
 
 
 def test_verdict_says_when_the_margin_is_within_the_noise():
-    from rewrite.rulechange import LayerSearch
+    from rewrite.analysis.rulechange import LayerSearch
 
     rows = [dict(layer='layer4', flip=0.9), dict(layer='layer5', flip=0.6)]
     search = LayerSearch(rows, 0.03)
@@ -241,7 +241,7 @@ def test_verdict_says_when_the_margin_is_within_the_noise():
 
 
 def test_layer_search_table_plot_and_verdict(tiny_problem):
-    from rewrite.rulechange import layer_search
+    from rewrite.analysis.rulechange import layer_search
 
     model, problem = tiny_problem
     calls = []
@@ -266,7 +266,7 @@ def test_layer_search_table_plot_and_verdict(tiny_problem):
 
 
 def test_changed_model_saves_in_the_checkpoint_layout(tiny_problem, tmp_path):
-    from rewrite.rulechange import changed_model, render
+    from rewrite.analysis.rulechange import changed_model, render
     from utils.stylegan2 import load_seq_stylegan, save_checkpoint
 
     model, problem = tiny_problem

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rewrite.glowrule import GLOW_MODEL, GLOW_SEGMENTER, GlowRule
-from rewrite.rulechange import changed_model
-from rewrite.ruleprober import RuleProber
+from rewrite.analysis.rulechange import changed_model
+from rewrite.experiments.glow.prober import RuleProber
+from rewrite.experiments.glow.rule import GLOW_MODEL, GLOW_SEGMENTER, GlowRule
 from utils.demo.segmenter import load_segmenter
 from utils.stylegan2 import load_seq_stylegan
 from utils.zdataset import z_sample_for_model

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rewrite import sampling
+from rewrite.cli import sampling
 from utils.stylegan2 import SeqStyleGAN2
 
 TINY = dict(size=32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32})

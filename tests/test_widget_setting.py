@@ -13,11 +13,11 @@ import pytest
 import torch
 from test_rewriteapp import NUM_IMAGES, SIZE, box_url, prepare_edit, tiny_app_model
 
-from rewrite import editfile
-from rewrite.__main__ import main as cli_main
-from rewrite.advisor import advise
-from rewrite.ganrewrite import SeqStyleGanRewriter
-from rewrite.rewriteapp import GanRewriteApp
+from rewrite.analysis.advisor import advise
+from rewrite.app.rewriteapp import GanRewriteApp
+from rewrite.cli.entry import main as cli_main
+from rewrite.core.rewriter import SeqStyleGanRewriter
+from rewrite.formats import editfile
 from utils.generators import load_generator
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.zdataset import z_dataset_for_model
@@ -182,7 +182,7 @@ def test_the_wrong_layer_watermark_erase_is_amber_with_its_held_out_change(tmp_p
     message is amber with the held-out change and an Undo button, never green; at layer 7 it is green."""
     import shutil
 
-    from rewrite.savededits import notebooks_dir
+    from rewrite.formats.savededits import notebooks_dir
     shutil.copytree(notebooks_dir() / 'masks' / 'demo', tmp_path / 'masks' / 'demo')
     model = load_generator('demo', truncation=0.5)
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 1000), 8, progress=False)

@@ -64,7 +64,7 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644, bulk: bool = False) 
 
     bulk=True: one of many regenerable files in a folder (numbered samples): not flushed to disk, and
     the folder is not scanned for stale temps on every write (that scan grows with the folder: 21 ms a
-    write among 20,000 files); the caller removes stale temps once (`rewrite.sampling.remove_stale_temps`).
+    write among 20,000 files); the caller removes stale temps once (`rewrite.cli.sampling.remove_stale_temps`).
 
         with atomic_path('out.npz') as tmp:
             numpy.savez(tmp, ...)

@@ -17,22 +17,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from utils.generators.site import DataBag
+
 from . import ops
-
-
-class DataBag(dict):
-    """A dict whose keys are also attributes. `updated` returns a new bag (inputs stay intact)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def updated(self, **fields) -> DataBag:
-        bag = DataBag(self)
-        bag.update(fields)
-        return bag
 
 
 class EqualLinear(nn.Module):

@@ -1,0 +1,1 @@
+"""Analyses built on the engine: the label-free edit advisor and contextual rule change."""

@@ -1,0 +1,761 @@
+"""Which layer, which rank? A label-free edit advisor.
+
+    advice = advise(model, zds, request, layers=None, ranks=(1, 2, 3), cachedir='cache')
+    print(advice.text_table())
+    best = advice.best                 # Candidate(layer=8, rank=3, ...), or None when nothing worked
+
+For every layer (default: every styled conv layer whose feature maps are large enough for the
+request's masks to select something; a layer that cannot hold them is kept in the table with the
+reason) and every rank, the request is applied with the fast solver to a fresh rewriter of that
+layer (one rewriter per layer, so the key statistics are gathered or read from `cachedir` once per
+layer; `gw.revert()` between ranks) and scored from the model and the request alone, no labels:
+
+- fit: how much of the goal loss the edit removed at the layer, (initial - final) / initial, in [0, 1].
+- paste: the mean |pixel change| (images in [-1, 1], averaged over RGB) inside the pasted region of
+  the goal image (the object's mask pasted where the edit pastes it; for an erase, the paste mask).
+- reach: on `heldout` samples not in the z-sample, the mean |pixel change| where the rule applies:
+  pixels where the context key (the request's rank-1 context direction at this layer) responds at
+  least as strongly as the median pixel of the request's own context regions.
+- leak: the mean |pixel change| of held-out samples away from what the edit is about: outside the
+  pixels whose output patch (below) looks like the source or the object, before or after the edit, grown
+  by one patch pixel; with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
+  `preserve_leak`, the mean |pixel change| inside those regions.
+- size: the relative weight change ||W' - W|| / ||W|| of the rewritten layer.
+- attain: how far the held-out targets went where the request asked, not merely how much they changed
+  (reach), measured in one space downstream of every layer, so that settings at different layers compare:
+  the output image's 3x3 RGB patches at PATCH_RES x PATCH_RES (`PatchGoal`), labelled by their nearest
+  exemplar patch from the request's own images: 'object' (the copied object's mask), 'source' (the paste
+  and context masks) and 'other' (the rest of those images). An edit: the share of the target pixels'
+  patch distance to the nearest object patch that the edit closed, pooled over them,
+  (sum d_before - sum d_after) / sum d_before (1: all the way, 0: no closer, negative: further away).
+  An erase: how far the targets that looked like the source came to look like what should replace
+  them, graded rather than thresholded: each such patch's source-likeness d_rep / (d_rep + d_source)
+  (`source_likeness`; d_source: to the nearest source exemplar, d_rep: to the nearest patch of the
+  surroundings, i.e. the paste image's patches in a ring around the paste mask ('surround' exemplars) and,
+  in each held-out image, its own patches in a ring of SURROUND_RING patch pixels around its targets that
+  do not look like the source, before the edit: `replacement_distance`), and the pooled share of it the
+  erase removed, 1 - sum after / sum before (0: removes nothing, 1: the targets look like their
+  surroundings, negative: more source-like).
+- effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
+
+Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
+rule must hold as well); the edit, the paste image and preserve regions use the model's own truncation.
+
+Ranking (the rule make_demo_edits uses with segmenter labels, with label-free stand-ins): attainment is
+read on the scale from doing nothing (0, by construction: no change closes no distance) to the strongest
+setting of the sweep (the best attainment); of the settings within ATTAIN_TOLERANCE of the best on that
+scale, the one that leaks least wins; `score` orders the whole table the same way: 1 + (1 - leak / largest
+leak) for those near the best (in [1, 2]), attain / best attain for the rest (in [0, 1)). With preserve
+regions, leak is the larger of the two leaks. Without any held-out target the effect replaces attainment
+(near: within EFFECT_TOLERANCE of the largest effect). Skipped or failed settings score nan and come last.
+
+How sure (`confidence`): the ranking is repeated on BOOTSTRAP resamples of the held-out samples (each
+setting's attainment and leak pooled over the resampled images); the advice is called unsure when the
+first setting wins fewer than SURE_SHARE of them (the top settings are within noise of each other), when
+every setting's attainment is within the tolerance of the best (it barely spreads, so the leak alone
+decides), or when the best attainment is below MIN_ATTAIN (no setting moves the targets far). `Advice.sure`
+and `Advice.doubt` (the reason, with the settings that share the wins) say so.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rewrite.core.pieces import all_zs, float_zs
+from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
+from rewrite.formats import editfile
+from utils.generators import sampling_at
+from utils.geometry import centered_location, paste_clip_at_center, positive_bounding_box
+from utils.imgviz import to_uint8_batch
+from utils.masks import dilate
+from utils.stylegan2 import rewrite_site
+from utils.zdataset import z_sample_for_model
+
+HELDOUT_SEED = 17           # held-out z's: apart from the z-sample (seed 1) and the demo metrics' (2, 3)
+HELDOUT_N = 48
+MAX_HELDOUT = 1000          # held-out samples at most: each is rendered and kept ([N, 3, H, W] float32, twice)
+HELDOUT_TRUNCATION = 1.0    # held-out samples: the model's whole distribution
+EFFECT_TOLERANCE = 0.15     # settings whose effect is within this share of the best count as equally effective
+TARGET_QUANTILE = 0.5       # held-out pixels responding >= this quantile of the context pixels are the targets
+PREVIEW = 6                 # held-out samples kept per setting for pictures
+PATCH_RES = 32              # attainment and leak compare output images' 3x3 RGB patches at this resolution
+PATCH_EXEMPLARS = 512       # at most this many exemplar patches of each kind (object, source, other)
+ATTAIN_TOLERANCE = 0.3      # settings whose attainment is within this share of the best's count as equal
+SURROUND_RING = 3           # an erase's replacement: patches within this many patch pixels of the targets
+BOOTSTRAP = 200             # resamples of the held-out samples that test the ranking's winner
+SURE_SHARE = 0.6            # the winner must win at least this share of the resamples
+MIN_ATTAIN = 0.05           # a best attainment below this moves nothing far enough to rank by
+SCORE_VERSION = MappingProxyType({'edit': 2, 'erase': 3})  # per kind of request: bump when its measures change
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass
+class Candidate:
+    """One (layer, rank) of the sweep and its label-free scores (nan where not measured).
+
+    previews (not in to_json): uint8 [PREVIEW, H, W, 3] edited held-out images and float [PREVIEW, H, W]
+    change maps, and the bool [PREVIEW, H, W] target maps, for pictures. terms (not in to_json): per held-out
+    image the numerators and denominators [N] of the pooled attainment and leak ({'attain': (num, den),
+    'leak': (num, den)}), for `confidence`."""
+
+    layer: int
+    rank: int
+    fit: float = math.nan
+    paste: float = math.nan
+    reach: float = math.nan
+    leak: float = math.nan
+    attain: float = math.nan
+    preserve_leak: float | None = None
+    size: float = math.nan
+    effect: float = math.nan
+    score: float = math.nan
+    initial_loss: float = math.nan
+    final_loss: float = math.nan
+    seconds: float = 0.0
+    skipped: str | None = None
+    previews: dict = field(default_factory=dict, repr=False, compare=False)
+    terms: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is None
+
+    @property
+    def total_leak(self) -> float:
+        """The leak the ranking uses: held-out leak, or the preserve regions' when that is larger."""
+        if self.preserve_leak is None or not math.isfinite(self.preserve_leak):
+            return self.leak
+        return max(self.leak, self.preserve_leak)
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ('previews', 'terms')}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class Advice:
+    """The sweep's table (best first; skipped settings last) and its best setting (None if none worked)."""
+
+    table: list[Candidate]
+    heldout_n: int
+    heldout_seed: int
+    seconds: float
+    before_previews: np.ndarray | None = field(default=None, repr=False)
+    heldout_truncation: float | None = None
+    sure: bool = True
+    doubt: str | None = None
+    win_share: float | None = None
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.table[0] if self.table and self.table[0].ok else None
+
+    def to_json(self) -> dict:
+        best = self.best
+        return {'best': None if best is None else {'layer': best.layer, 'rank': best.rank},
+                'heldout_n': self.heldout_n, 'heldout_seed': self.heldout_seed,
+                'heldout_truncation': self.heldout_truncation, 'seconds': self.seconds,
+                'effect_tolerance': EFFECT_TOLERANCE, 'target_quantile': TARGET_QUANTILE,
+                'patch_res': PATCH_RES, 'attain_tolerance': ATTAIN_TOLERANCE,
+                'sure': self.sure, 'doubt': self.doubt, 'win_share': self.win_share,
+                'table': [c.to_json() for c in self.table]}
+
+    def text_table(self) -> str:
+        """The table as aligned text, best first."""
+        head = ['layer', 'rank', 'score', 'attain', 'effect', 'fit', 'paste', 'reach', 'leak', 'preserve', 'size',
+                's']
+        rows = []
+        for c in self.table:
+            if not c.ok:
+                rows.append([str(c.layer), str(c.rank), 'skipped: ' + c.skipped])
+                continue
+            rows.append([str(c.layer), str(c.rank), _num(c.score, 3), _num(c.attain, 3), _num(c.effect, 4),
+                         _num(c.fit, 3),
+                         _num(c.paste, 4), _num(c.reach, 4), _num(c.leak, 4),
+                         '-' if c.preserve_leak is None else _num(c.preserve_leak, 4), _num(c.size, 4),
+                         f'{c.seconds:.1f}'])
+        widths = [max(len(r[i]) for r in [head] + [r for r in rows if len(r) > i]) for i in range(len(head))]
+        lines = ['  '.join(h.rjust(w) for h, w in zip(head, widths))]
+        for r in rows:
+            cells = [x.rjust(w) for x, w in zip(r, widths)] if len(r) == len(head) else [
+                r[0].rjust(widths[0]), r[1].rjust(widths[1]), r[2]]
+            lines.append('  '.join(cells))
+        if not self.sure:
+            lines.append(f'not sure: {self.doubt}')
+        return '\n'.join(lines)
+
+
+def _num(value: float, digits: int) -> str:
+    return 'n/a' if value is None or not math.isfinite(value) else f'{value:.{digits}f}'
+
+
+# ---------------------------------------------------------------------------------------------------
+# the request
+# ---------------------------------------------------------------------------------------------------
+
+def read_request(request: Mapping | str | os.PathLike) -> dict:
+    """The request as a JSON dict (from a dict, JSON text or a file); RewriteError naming the problem.
+
+    Text and files are read by the edit-file reader (rewrite/editfile.py), as `rewrite apply` reads them:
+    a bounded read of a regular file only (a FIFO or /dev/zero is refused without blocking), fields given
+    twice and JSON nested too deeply are errors."""
+    if isinstance(request, Mapping):
+        return dict(request)
+    if not isinstance(request, (str, os.PathLike)):
+        raise RewriteError(f'request: expected an edit (dict, JSON text or file), got {type(request).__name__}')
+    is_text = isinstance(request, str) and request.lstrip()[:1] in ('{', '[')
+    where = 'request' if is_text else str(request)
+    try:
+        obj = editfile.read_edit_json(request)
+    except editfile.EditFileError as e:
+        raise RewriteError(str(e)) from None
+    except OSError as e:
+        raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} '
+                           f'({e.strerror or e})') from None
+    if not isinstance(obj, dict):
+        raise RewriteError(f'request: {where} must hold a JSON object, got {type(obj).__name__}')
+    return obj
+
+
+def check_request(request: dict, num_images: int) -> editfile.EditRequest:
+    """The parsed request (every field, `preserve` and `preserve_weight` too, checked by the edit-file
+    reader as the rewriter will); RewriteError when malformed or when it has no paste region (the advisor
+    scores how the paste example changed)."""
+    try:
+        req = editfile.parse_edit(request, num_images=num_images)
+    except editfile.EditFileError as e:
+        raise RewriteError(str(e)) from None
+    if req.paste is None:
+        raise RewriteError("paste: the advisor needs a 'paste' region (an edit or an erase), the request has none")
+    return req
+
+
+def layer_skip_reason(req: editfile.EditRequest, model, layer: int) -> str | None:
+    """Why `layer` cannot carry the request (a mask selects nothing at its resolution), or None."""
+    try:
+        req.check(resolution=rewrite_site(model, layer).mask_resolution)
+    except editfile.EditFileError as e:
+        return f'{e.field}: {e.reason}'
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# measures
+# ---------------------------------------------------------------------------------------------------
+
+def pasted_region(req: editfile.EditRequest, resolution: int) -> torch.Tensor:
+    """float [R, R] in [0, 1]: where the edit pastes, at image resolution `resolution`. For an edit,
+    the object's mask (cropped to its box) pasted centred on the paste mask's box, as
+    paste_from_selection pastes values; for an erase, the paste mask."""
+    paste = req.paste.mask_at(resolution)
+    if req.object is None:
+        return paste
+    obj = req.object.mask_at(resolution)
+    t, l, b, r = positive_bounding_box(obj)
+    clip = obj[t:b, l:r]
+    out, _ = paste_clip_at_center(torch.zeros(1, 1, resolution, resolution), clip[None, None],
+                                  centered_location(paste), clip)
+    return out[0, 0]
+
+
+def weighted_mean_change(change: torch.Tensor, weight: torch.Tensor) -> float:
+    """sum(change * weight) / sum(weight); change and weight broadcastable; nan when the weight is 0."""
+    total = float((weight.float()).expand_as(change).sum())
+    return float((change * weight.float()).sum()) / total if total > 0 else math.nan
+
+
+def change_map(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """|after - before| averaged over RGB: [N, H, W] from images [N, 3, H, W] in [-1, 1]."""
+    return (after.clamp(-1, 1) - before.clamp(-1, 1)).abs().mean(1)
+
+
+def target_maps(gw: SeqStyleGanRewriter, req: editfile.EditRequest, z: torch.Tensor, image_size: int,
+                batch: int = 16, truncation: float | None = None) -> torch.Tensor:
+    """bool [N, H, W] at image resolution: held-out pixels (z [N, D], sampled at `truncation`) where the
+    rank-1 context direction responds at least as strongly as the TARGET_QUANTILE quantile of the context
+    regions' own pixels (the z-sample's images, at the model's own truncation)."""
+    pairs = [(s.imgnum, s.mask_url) for s in req.context]
+    direction = gw.multi_key_from_selection(pairs, rank=1)[0]
+    res = gw.k_shape[2]
+    responses = [gw.key_response_maps(direction, [imgnum])[0] for imgnum, _ in pairs]
+    masks = [editfile.mask_from_url(url, res).to(r.device) for (_, url), r in zip(pairs, responses)]
+    own = torch.cat([r[m > 0.5] for r, m in zip(responses, masks)])
+    if own.numel() == 0:            # every context mask is faint at this resolution: use its painted pixels
+        own = torch.cat([r[m > 0] for r, m in zip(responses, masks)])
+    level = torch.quantile(own.float().cpu(), TARGET_QUANTILE)
+    maps = []
+    with torch.no_grad(), sampling_at(gw.model, truncation):
+        for chunk in z.split(batch):
+            maps.append(gw.key_response(gw.context_model(chunk.to(gw.device)).fmap, direction).cpu() >= level)
+    maps = torch.cat(maps).float()[:, None]
+    return F.interpolate(maps, size=(image_size, image_size), mode='nearest')[:, 0] > 0
+
+
+def render(model, z: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """model(z) in batches, no gradients: [N, 3, H, W]."""
+    with torch.no_grad():
+        return torch.cat([model(chunk) for chunk in z.split(batch)]).detach().cpu()
+
+
+def _spread(rows: torch.Tensor, most: int) -> torch.Tensor:
+    """At most `most` rows of [M, D], evenly spaced (deterministic)."""
+    if len(rows) <= most:
+        return rows
+    return rows[torch.linspace(0, len(rows) - 1, most).round().long()]
+
+
+def patches(images: torch.Tensor, res: int = PATCH_RES) -> torch.Tensor:
+    """float [N, 27, r, r], r = min(res, H): each pixel's 3x3 RGB neighbourhood (edges replicated; channel
+    c * 9 + 3 dy + dx, F.unfold's order) of images [N, 3, H, W] clamped to [-1, 1] and area-averaged to r x r."""
+    r = min(res, images.shape[-1])
+    small = F.adaptive_avg_pool2d(images.clamp(-1, 1).float(), r)
+    return F.unfold(F.pad(small, (1, 1, 1, 1), mode='replicate'), 3).view(len(images), 27, r, r)
+
+
+@dataclass
+class PatchGoal:
+    """The request's own regions as labelled output patches (see `patches`), a space downstream of every
+    layer: exemplars {'source': [Ms, 27], 'object': [Mo, 27] (edits only), 'other': [Mx, 27], 'surround':
+    [Mr, 27] (erases only)}, at most PATCH_EXEMPLARS each (evenly spaced)."""
+
+    exemplars: dict[str, torch.Tensor]
+
+    @classmethod
+    def build(cls, model, z_all: torch.Tensor, req: editfile.EditRequest, batch: int = 16) -> PatchGoal:
+        """z_all: the z-sample [Z, D]; the request's images are rendered at the model's own truncation.
+        source: the paste mask and the context masks; object: the object's mask (not source where both);
+        other: the pixels of those images outside every mask grown by one pixel; surround (an erase): the
+        paste image's pixels within SURROUND_RING of the paste mask, outside it grown by one pixel."""
+        kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
+        imgnums = sorted({s.imgnum for sels in kinds.values() for s in sels})
+        where = {i: n for n, i in enumerate(imgnums)}
+        feats = patches(render(model, z_all[imgnums].to(next(model.parameters()).device), batch))
+        res = feats.shape[-1]
+        masks = {}
+        for kind, sels in kinds.items():
+            masks[kind] = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
+            for s in sels:
+                masks[kind][where[s.imgnum]] |= s.mask_at(res) > 0.5
+        masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
+        if 'object' in masks:
+            masks['source'] &= ~masks['object']
+        else:
+            paste = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
+            paste[where[req.paste.imgnum]] = req.paste.mask_at(res) > 0.5
+            masks['surround'] = dilate(paste, SURROUND_RING) & ~dilate(paste, 1)
+        rows = feats.permute(0, 2, 3, 1)
+        return cls({kind: _spread(rows[m], PATCH_EXEMPLARS) for kind, m in masks.items()})
+
+    def distances(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{kind: [N, r, r]}: each patch's distance to the nearest exemplar of that kind (inf without any);
+        images [N, 3, H, W]."""
+        return self.distances_of(patches(images))
+
+    def distances_of(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """As `distances`, of patches already computed (feats [N, 27, r, r], `patches`)."""
+        n, _, r, _ = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, 27)
+        out = {}
+        for kind, ex in self.exemplars.items():
+            if not len(ex):
+                out[kind] = torch.full((n, r, r), math.inf)
+                continue
+            out[kind] = torch.cat([torch.cdist(part, ex).min(1).values
+                                   for part in flat.split(4096)]).view(n, r, r)
+        return out
+
+    def goal_kind(self) -> str:
+        """The distance attainment closes: to the object (an edit) or to the replacement (an erase)."""
+        return 'object' if 'object' in self.exemplars else 'replacement'
+
+    @staticmethod
+    def looks_like(dist: Mapping[str, torch.Tensor], kind: str) -> torch.Tensor:
+        """bool [N, r, r]: the patches whose nearest exemplar is of `kind` (ties: the earlier kind in
+        source, object, other order); dist from `distances`."""
+        kinds = [k for k in ('source', 'object', 'other') if k in dist]
+        return torch.stack([dist[k] for k in kinds]).argmin(0) == kinds.index(kind)
+
+    def attainment(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
+                   targets: torch.Tensor) -> float:
+        """targets: bool [N, r, r]. (sum d_before - sum d_after) / sum d_before of the targets' distance to
+        the nearest object patch (an edit) or of their source-likeness (an erase: dist['replacement'], see
+        `source_likeness`), pooled over the targets. nan without targets."""
+        num, den = self.attainment_terms(before, after, targets)
+        total = float(den.sum())
+        return float(num.sum()) / total if total > 0 else math.nan
+
+    def attainment_terms(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],
+                         targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per image (float64 [N]): sum over its targets of d_before - d_after, and of d_before (see
+        `attainment`)."""
+        kind = self.goal_kind()
+        d0 = torch.where(targets, before[kind].double(), 0.0).flatten(1).sum(1)
+        d1 = torch.where(targets, after[kind].double(), 0.0).flatten(1).sum(1)
+        return (d0 - d1).numpy(), d0.numpy()
+
+    def about(self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """bool [N, r, r]: what the edit is about, the patches that look like the source or the object before
+        or after it, grown by one pixel (leak is measured outside)."""
+        kinds = [k for k in ('source', 'object') if k in self.exemplars]
+        return dilate(torch.stack([self.looks_like(d, k) for d in (before, after) for k in kinds]).any(0), 1)
+
+
+def replacement_distance(feats: torch.Tensor, before_feats: torch.Tensor, targets: torch.Tensor,
+                         ring: torch.Tensor, surround: torch.Tensor) -> torch.Tensor:
+    """float [N, r, r]: each target patch's distance to the nearest patch of what should replace it, the
+    patches of `before_feats` in its own image's `ring` or the `surround` exemplars [M, 27] (0 off the
+    targets; inf where neither exists). feats, before_feats: [N, 27, r, r] (`patches`); targets, ring:
+    bool [N, r, r]."""
+    n, _, r, _ = feats.shape
+    out = torch.zeros(n, r, r)
+    for i in range(n):
+        if not targets[i].any():
+            continue
+        pool = torch.cat([before_feats[i].permute(1, 2, 0)[ring[i]], surround])
+        here = feats[i].permute(1, 2, 0)[targets[i]]
+        out[i][targets[i]] = torch.cdist(here, pool).min(1).values if len(pool) else math.inf
+    return out
+
+
+def source_likeness(replacement: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """replacement / (replacement + source), elementwise, in [0, 1]: 0 where a patch is its replacement,
+    1 where it is a source exemplar (and where no replacement exists: replacement inf); 0.5 where both
+    distances are 0. replacement, source: distances of the same shape."""
+    total = replacement + source
+    out = torch.where(total > 0, replacement / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+    return torch.where(torch.isinf(replacement), torch.ones_like(out), out)
+
+
+def surround_ring(targets: torch.Tensor, source_like: torch.Tensor, ring: int = SURROUND_RING) -> torch.Tensor:
+    """bool [N, r, r]: the patches within `ring` patch pixels of the targets (bool [N, r, r]), outside them
+    grown by one pixel, that do not look like the source (source_like, bool [N, r, r])."""
+    return dilate(targets, ring) & ~dilate(targets, 1) & ~source_like
+
+
+def patch_targets(targets: torch.Tensor, res: int) -> torch.Tensor:
+    """bool [N, res, res]: the targets (bool [N, H, W]) at patch resolution, blocks at least half covered."""
+    return F.interpolate(targets.float()[:, None], size=(res, res), mode='area')[:, 0] >= 0.5
+
+
+def score_candidates(table: Sequence[Candidate], tolerance: float = ATTAIN_TOLERANCE) -> list[Candidate]:
+    """Fills effect and score (see the module docstring; `tolerance`: the attainment tolerance) and returns
+    the table best first."""
+    usable = [c for c in table if c.ok and math.isfinite(c.reach) and math.isfinite(c.fit)]
+    for c in usable:
+        c.effect = c.reach * max(c.fit, 0.0)
+    if usable:
+        if all(math.isfinite(c.attain) for c in usable):
+            goal = {id(c): c.attain for c in usable}
+            top = max(goal.values())
+            near = [c for c in usable if goal[id(c)] >= top - tolerance * abs(top)]
+        else:                                   # no held-out targets: the reach x fit rule
+            goal = {id(c): c.effect for c in usable}
+            top = max(goal.values())
+            near = [c for c in usable if top > 0 and goal[id(c)] >= (1 - EFFECT_TOLERANCE) * top]
+        worst = max((c.total_leak for c in near if math.isfinite(c.total_leak)), default=0.0)
+        for c in usable:
+            if c in near:
+                c.score = 1.0 + (1.0 - c.total_leak / worst if worst > 0 else 1.0)
+            else:
+                c.score = max(goal[id(c)], 0.0) / top if top > 0 else 0.0
+
+    def order(c: Candidate):
+        return (-c.score if math.isfinite(c.score) else math.inf, c.rank, c.layer)
+    return sorted(table, key=order)
+
+
+def winners(attain: np.ndarray, leak: np.ndarray, tolerance: float = ATTAIN_TOLERANCE) -> np.ndarray:
+    """int [B]: per row the index of the winning setting by the ranking rule (of the settings whose attainment
+    is within `tolerance` of the row's best, the one that leaks least; ties: the earlier). attain, leak:
+    [B, S] (nan: never wins)."""
+    a = np.where(np.isfinite(attain), attain, -np.inf)
+    top = a.max(1, keepdims=True)
+    near = a >= top - tolerance * np.abs(top)
+    return np.where(near & np.isfinite(leak), leak, np.inf).argmin(1)
+
+
+def confidence(table: Sequence[Candidate], tolerance: float = ATTAIN_TOLERANCE, rounds: int = BOOTSTRAP,
+               seed: int = 0) -> tuple[bool, str | None, float | None]:
+    """(sure, doubt, win share) of a ranked table (best first; see the module docstring): the ranking
+    repeated on `rounds` resamples (with replacement, seeded) of the held-out samples, from each setting's
+    per-image attainment and leak terms. Unsure, with the reason, when the first setting wins fewer than
+    SURE_SHARE of them, when every setting's attainment is within the tolerance of the best, or when the
+    best attainment is below MIN_ATTAIN. A table without attainments (or its terms) is judged on the spread
+    alone; win share None then."""
+    usable = [c for c in table if c.ok and math.isfinite(c.attain)]
+    if not usable or not table[0].ok or table[0] not in usable:
+        return True, None, None
+    attains = np.array([c.attain for c in usable])
+    top = float(attains.max())
+    reasons = []
+    if top < MIN_ATTAIN:
+        reasons.append(f'no setting moves the targets far (best attain {top:.3f})')
+    elif len(usable) > 1 and attains.min() >= top - tolerance * abs(top):
+        reasons.append(f'the attainment barely spreads ({attains.min():.3f}-{top:.3f}, every setting within '
+                       f'{round(100 * tolerance)}% of the best): the leak alone decides')
+    share = None
+    if len(usable) > 1 and all(c.terms.get('attain') is not None and c.terms.get('leak') is not None
+                               for c in usable):
+        n = len(usable[0].terms['attain'][0])
+        idx = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+
+        def pooled(key):
+            num = np.stack([np.asarray(c.terms[key][0], np.float64) for c in usable])     # [S, N]
+            den = np.stack([np.asarray(c.terms[key][1], np.float64) for c in usable])
+            with np.errstate(invalid='ignore', divide='ignore'):
+                return (num[:, idx].sum(-1) / den[:, idx].sum(-1)).T                   # [B, S]
+        leak = pooled('leak')
+        pres = np.array([c.preserve_leak if c.preserve_leak is not None and math.isfinite(c.preserve_leak)
+                         else -np.inf for c in usable])
+        wins = np.bincount(winners(pooled('attain'), np.maximum(leak, pres), tolerance), minlength=len(usable))
+        share = float(wins[0]) / rounds
+        if share < SURE_SHARE:
+            rivals = [f'L{usable[k].layer} R{usable[k].rank} {wins[k] / rounds:.0%}'
+                      for k in np.argsort(-wins, kind='stable') if wins[k] > 0][:3]
+            reasons.append('the top settings are within noise of each other (wins over '
+                           f'{rounds} resamples of the held-out samples: {", ".join(rivals)})')
+    return not reasons, '; '.join(reasons) or None, share
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sweep
+# ---------------------------------------------------------------------------------------------------
+
+def default_layers(model) -> list[int]:
+    return list(model.layer_numbers)
+
+
+def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequence[int] = (1, 2, 3),
+           cachedir: str | Path | None = None, heldout: int = HELDOUT_N, heldout_seed: int = HELDOUT_SEED,
+           progress: bool = True, callback: ProgressCallback | None = None, batch: int = 16,
+           heldout_truncation: float | None = HELDOUT_TRUNCATION, stats_size: int | None = None,
+           **solver_options) -> Advice:
+    """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
+
+    model: a SeqStyleGAN2 (or any generator with a rewrite site); it is never changed (each layer's
+    rewriter edits a copy).
+    zds: the z-sample image numbers index. request: an edit dict, JSON text or file path.
+    layers: default every layer whose resolution lets the masks select something (others are listed as
+    skipped with the reason). callback(done, total, 'layer L rank R') after each setting.
+    heldout_truncation: the truncation the held-out samples are drawn at (default 1: the model's whole
+    distribution, where the rule must hold too; None: the model's own); the edit itself, the paste image
+    and preserve regions use the model's own. stats_size: gather each layer's key statistics over the first
+    stats_size z's of zds only (default all; as SeqStyleGanRewriter's).
+    solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
+    """
+    t0 = time.perf_counter()
+    if isinstance(heldout, bool) or not isinstance(heldout, int) or not 1 <= heldout <= MAX_HELDOUT:
+        raise RewriteError(f'heldout: expected a number of samples between 1 and {MAX_HELDOUT} (MAX_HELDOUT), '
+                           f'got {heldout!r}')
+    zds = float_zs(zds)
+    raw = read_request(request)
+    req = check_request(raw, len(zds))
+    raw = {name: value for name, value in raw.items() if name not in editfile.SETTING_FIELDS}   # the sweep's own
+    preserve = list(req.preserve)
+    layers = default_layers(model) if layers is None else list(layers)
+    ranks = list(ranks)
+    if not layers or not ranks:
+        raise RewriteError('layers and ranks must each list at least one value')
+    for lay in layers:
+        if isinstance(lay, bool) or not isinstance(lay, (int, np.integer)):
+            raise RewriteError(f'layers: expected layer numbers, got {lay!r}')
+        try:
+            rewrite_site(model, int(lay))
+        except ValueError as e:
+            raise RewriteError(f'layers: {e}') from None
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise RewriteError(f'ranks: expected positive integers, got {r!r}')
+    if stats_size is not None and (isinstance(stats_size, bool) or not isinstance(stats_size, int)
+                                   or not 1 <= stats_size <= len(zds)):
+        raise RewriteError(f'stats_size: expected 1..{len(zds)} (the z-sample size) or None, got {stats_size!r}')
+
+    probe = Probe.build(model, zds, req, preserve, heldout, heldout_seed, batch, heldout_truncation)
+    table, total, done = [], len(layers) * len(ranks), 0
+    bar = tqdm(total=total, desc='advise', disable=not progress, leave=False)
+    try:
+        for layer in layers:
+            reason = layer_skip_reason(req, model, layer)
+            gw, targets = None, None
+            if reason is None:
+                try:
+                    gw = SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=False,
+                                             stats_size=stats_size, damage_samples=0)
+                    targets = target_maps(gw, req, probe.z, probe.before.shape[-1], batch, heldout_truncation)
+                except RewriteError as e:
+                    reason = str(e)
+            for rank in ranks:
+                cand = Candidate(layer=layer, rank=rank)
+                if reason is not None:
+                    cand.skipped = reason
+                else:
+                    probe.measure(cand, gw, raw, rank, targets, solver_options)
+                table.append(cand)
+                done += 1
+                bar.update(1)
+                if callback is not None:
+                    callback(done, total, f'layer {layer} rank {rank}')
+    finally:
+        bar.close()
+    ranked = score_candidates(table)
+    sure, doubt, share = confidence(ranked)
+    return Advice(ranked, heldout, heldout_seed, time.perf_counter() - t0, to_uint8_batch(probe.before[:PREVIEW]),
+                  heldout_truncation, sure=sure, doubt=doubt, win_share=share)
+
+
+@dataclass
+class Probe:
+    """What every setting of a sweep is measured on: held-out z [N, D] and their unedited images
+    [N, 3, H, W], the request's exemplar patches, the held-out images' patches [N, 27, r, r] and their
+    distances to the exemplars ({kind: [N, r, r]}); the paste image's z and image and the pasted region
+    [H, W]; the preserve regions' z, images and masks (None without)."""
+
+    z: torch.Tensor
+    before: torch.Tensor
+    patch_goal: PatchGoal
+    before_dist: dict
+    before_feats: torch.Tensor
+    z_goal: torch.Tensor
+    before_goal: torch.Tensor
+    region: torch.Tensor
+    batch: int
+    truncation: float | None = None
+    z_pres: torch.Tensor | None = None
+    before_pres: torch.Tensor | None = None
+    pres_masks: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, model, zds, req: editfile.EditRequest, preserve: Sequence[editfile.Selection], heldout: int,
+              heldout_seed: int, batch: int, truncation: float | None = None) -> Probe:
+        device = next(model.parameters()).device
+        z = z_sample_for_model(model, heldout, seed=heldout_seed).to(device)
+        sampler = copy.deepcopy(model)                 # the model passed in is never changed
+        with sampling_at(sampler, truncation):
+            before = render(sampler, z, batch)
+        size = before.shape[-1]
+        z_all = all_zs(zds)
+        z_goal = z_all[req.paste.imgnum][None].to(device)
+        pres = {}
+        if preserve:
+            z_pres = torch.stack([z_all[s.imgnum] for s in preserve]).to(device)
+            pres = {'z_pres': z_pres, 'before_pres': render(model, z_pres, batch),
+                    'pres_masks': torch.stack([s.mask_at(size) for s in preserve])}
+        patch_goal = PatchGoal.build(model, z_all, req, batch)
+        before_feats = patches(before)
+        return cls(z=z, before=before, patch_goal=patch_goal, before_dist=patch_goal.distances_of(before_feats),
+                   before_feats=before_feats,
+                   z_goal=z_goal, before_goal=render(model, z_goal),
+                   region=pasted_region(req, size), batch=batch,
+                   truncation=truncation, **pres)
+
+    def measure(self, cand: Candidate, gw: SeqStyleGanRewriter, request: dict, rank: int, targets: torch.Tensor,
+                solver_options: Mapping) -> None:
+        """Applies the request at `rank` on gw (reverted first and after) and fills cand's measures;
+        targets: bool [N, H, W], the rule's targets at gw's layer (target_maps)."""
+        gw.revert()
+        w0 = gw.target_weights().detach().clone()
+        try:
+            record = gw.apply_request(request, rank=rank, solver='fast', **solver_options)
+        except (RewriteError, FloatingPointError) as e:
+            cand.skipped = f'the edit failed: {" ".join(str(e).split())}'
+            return
+        try:
+            cand.seconds = record.seconds
+            cand.initial_loss, cand.final_loss = record.initial_loss, record.final_loss
+            if math.isfinite(record.initial_loss) and record.initial_loss > 0:
+                cand.fit = (record.initial_loss - record.final_loss) / record.initial_loss
+            cand.size = float((gw.target_weights().detach() - w0).norm() / w0.norm().clamp(min=1e-30))
+            after_goal = render(gw.model, self.z_goal)
+            cand.paste = weighted_mean_change(change_map(self.before_goal, after_goal)[0], self.region)
+            with sampling_at(gw.model, self.truncation):
+                after = render(gw.model, self.z, self.batch)
+            change = change_map(self.before, after)
+            cand.reach = weighted_mean_change(change, targets)
+            after_feats = patches(after)
+            after_dist = self.patch_goal.distances_of(after_feats)
+            about = self.patch_goal.about(self.before_dist, after_dist)
+            about = F.interpolate(about.float()[:, None], size=change.shape[-2:], mode='nearest')[:, 0] > 0
+            cand.leak = weighted_mean_change(change, ~about)
+            outside = (~about).double()
+            leak_terms = ((change.double() * outside).flatten(1).sum(1).numpy(), outside.flatten(1).sum(1).numpy())
+            goal_targets = patch_targets(targets, after_dist['source'].shape[-1])
+            before_dist = self.before_dist
+            if self.patch_goal.goal_kind() == 'replacement':          # an erase: the source-like targets
+                source_like = self.patch_goal.looks_like(before_dist, 'source')
+                ring = surround_ring(goal_targets, source_like)
+                goal_targets = goal_targets & source_like
+                surround = self.patch_goal.exemplars['surround']
+                before_dist = dict(before_dist, replacement=source_likeness(replacement_distance(
+                    self.before_feats, self.before_feats, goal_targets, ring, surround), before_dist['source']))
+                after_dist['replacement'] = source_likeness(replacement_distance(
+                    after_feats, self.before_feats, goal_targets, ring, surround), after_dist['source'])
+            cand.attain = self.patch_goal.attainment(before_dist, after_dist, goal_targets)
+            cand.terms = {'attain': self.patch_goal.attainment_terms(before_dist, after_dist, goal_targets),
+                          'leak': leak_terms}
+            if self.z_pres is not None:
+                cand.preserve_leak = weighted_mean_change(
+                    change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)
+            cand.previews = {'after': to_uint8_batch(after[:PREVIEW]), 'change': change[:PREVIEW].numpy(),
+                             'targets': targets[:PREVIEW].numpy()}
+        finally:
+            gw.revert()
+
+
+# ---------------------------------------------------------------------------------------------------
+# pictures
+# ---------------------------------------------------------------------------------------------------
+
+def change_picture(change: np.ndarray, targets: np.ndarray, full_scale: float = 0.5) -> np.ndarray:
+    """The leak map of one sample: |change| [H, W] as red on black (full red at `full_scale`, images in
+    [-1, 1]), the rule's targets (bool [H, W]) outlined in green. uint8 [H, W, 3]."""
+    from utils.imgviz import region_border
+    red = np.clip(np.asarray(change) / full_scale, 0, 1) * 255
+    out = np.zeros((*red.shape, 3), np.uint8)
+    out[..., 0] = red.round().astype(np.uint8)
+    border = region_border(torch.as_tensor(np.asarray(targets, dtype=bool))).numpy()
+    out[border] = (0, 200, 0)
+    return out
+
+
+ROW_LABEL_WIDTH = 112      # pixels left of advice_picture's grid for its row labels
+
+
+def advice_picture(advice: Advice, top: int = 3, pad: int = 2) -> np.ndarray:
+    """uint8 [H', ROW_LABEL_WIDTH + W', 3]: a grid, one column per held-out sample: the first row the unedited
+    samples, then for each of the `top` best settings two rows: the edited samples and their leak maps
+    (change_picture); each row labelled on its left ('unedited', 'layer L rank R: edited' / ': change')."""
+    from PIL import Image, ImageDraw
+
+    from utils.imgviz import tile
+    if advice.before_previews is None or not len(advice.before_previews):
+        raise ValueError('the advice has no previews')
+    cols = len(advice.before_previews)
+    rows = list(advice.before_previews)
+    labels = [('unedited',)]
+    for c in [c for c in advice.table if c.ok and c.previews][:top]:
+        rows += list(c.previews['after'])
+        rows += [change_picture(ch, t) for ch, t in zip(c.previews['change'], c.previews['targets'])]
+        labels += [(f'layer {c.layer} rank {c.rank}', 'edited'), (f'layer {c.layer} rank {c.rank}', 'change (red)')]
+    grid = tile(rows, cols=cols, pad=pad, background=255)
+    picture = Image.new('RGB', (ROW_LABEL_WIDTH + grid.shape[1], grid.shape[0]), 'white')
+    picture.paste(Image.fromarray(grid), (ROW_LABEL_WIDTH, 0))
+    draw = ImageDraw.Draw(picture)
+    height = np.asarray(rows[0]).shape[0]
+    for row, lines in enumerate(labels):
+        top_y = pad + row * (height + pad)
+        draw.multiline_text((4, top_y + max(0, (height - 12 * len(lines)) // 2)), '\n'.join(lines), fill='black',
+                            spacing=1)
+    return np.asarray(picture)

@@ -1,0 +1,1 @@
+"""Experiments in the demo world (the only code that may import utils.demo)."""

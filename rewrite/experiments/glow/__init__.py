@@ -1,0 +1,1 @@
+"""The glow world: a contextual rule (windows glow when lit) found, probed and changed."""
