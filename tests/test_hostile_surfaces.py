@@ -357,7 +357,7 @@ def write_ada_pickle(data, path: Path) -> Path:
 
     import torch
 
-    from utils.stylegan2.ada_pickle import PersistentRecord, _PlainDict
+    from utils.stylegan2.ada_unpickler import PersistentRecord, _PlainDict
     persistence = types.ModuleType('torch_utils.persistence')
 
     def _reconstruct_persistent_obj(meta):
@@ -534,7 +534,7 @@ def test_every_pkl_field_is_checked_by_name(tmp_path, capsys, where, name, value
 @pytest.mark.parametrize('case', ['deep_filter', 'deep_top', 'cyclic'])
 def test_deep_or_cyclic_pkl_data_is_a_clear_error(tmp_path, case):
     from utils.stylegan2 import load_seq_stylegan
-    from utils.stylegan2.ada_pickle import MAX_NESTING, AdaPickleError
+    from utils.stylegan2.ada_unpickler import MAX_NESTING, AdaPickleError
     path = tmp_path / f'{case}.pkl'
     if case == 'deep_filter':
         data = ada_data()
@@ -643,8 +643,9 @@ def test_cli_refuses_a_huge_preserve_weight_in_one_line(tmp_path, capsys, where)
 def test_region_counts_are_limited_before_any_mask_is_decoded(tmp_path, monkeypatch, field, count):
     import json
 
-    import rewrite.formats.editfile as editfile
-    from rewrite.formats.editfile import MAX_REGIONS, EditFileError, load_edit
+    import rewrite.formats.selection as selection
+    from rewrite.formats.editfile import EditFileError, load_edit
+    from rewrite.formats.fields import MAX_REGIONS
     sys.path.insert(0, str(ROOT / 'tests'))
     from test_cli import edit_json
     request = edit_json()
@@ -652,8 +653,8 @@ def test_region_counts_are_limited_before_any_mask_is_decoded(tmp_path, monkeypa
     path = tmp_path / 'many.json'
     path.write_text(json.dumps(request))
     decoded = []
-    open_png = editfile._open_png
-    monkeypatch.setattr(editfile, '_open_png', lambda url: decoded.append(1) or open_png(url))
+    open_png = selection.open_png
+    monkeypatch.setattr(selection, 'open_png', lambda url: decoded.append(1) or open_png(url))
     with pytest.raises(EditFileError, match=rf'{field}: lists {count} regions; a request has at most '
                                             rf'{MAX_REGIONS} \(MAX_REGIONS\)'):
         load_edit(path)

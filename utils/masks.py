@@ -1,5 +1,5 @@
 """Mask images as the rewriting UI stores them: data URLs of square RGBA PNGs (white where painted,
-alpha fading at the brush edge), decoded exactly as the original tool did (see rewrite/editfile.py
+alpha fading at the brush edge), decoded exactly as the original tool did (see rewrite/formats/editfile.py
 for the derivation): PNG -> RGB (alpha dropped) -> PIL bilinear resize -> red channel / 255.
 
 Errors are FieldError(field, reason): a ValueError whose message starts with the field it concerns.
@@ -19,6 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+__all__ = ['MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'FieldError', 'decode_mask_rgba', 'describe_value', 'dilate',
+           'encode_mask', 'mask_from_url', 'open_png', 'positive_int', 'red_channel', 'resize_mask', 'resize_red',
+           'union_masks']
 
 MASK_URL_PREFIX = 'data:image/png;base64,'
 MAX_MASK_SIZE = 4096
@@ -44,7 +48,7 @@ class FieldError(ValueError):
         return FieldError(f'{prefix}.{self.field}', self.reason)
 
 
-def _describe(value: object) -> str:
+def describe_value(value: object) -> str:
     """Short description of a JSON-ish value for error messages."""
     if value is None:
         return 'null'
@@ -54,7 +58,7 @@ def _describe(value: object) -> str:
     return f'{type(value).__name__} {text}'
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f'{name} must be a positive int, not {value!r}')
     return int(value)
@@ -66,7 +70,7 @@ def _positive_int(value: object, name: str) -> int:
 
 def _png_bytes(url: object) -> bytes:
     if not isinstance(url, str):
-        raise FieldError('mask', f'must be a {MASK_URL_PREFIX}... data URL string, got {_describe(url)}')
+        raise FieldError('mask', f'must be a {MASK_URL_PREFIX}... data URL string, got {describe_value(url)}')
     if not url.startswith(MASK_URL_PREFIX):
         raise FieldError('mask', f'must start with {MASK_URL_PREFIX!r}, got {url[:40]!r}')
     try:
@@ -121,7 +125,7 @@ def _check_png_data(data: bytes) -> None:
                                  '(truncated or damaged)')
 
 
-def _open_png(url: object) -> Image.Image:
+def open_png(url: object) -> Image.Image:
     """The decoded, fully loaded PNG of a mask URL, checked to be square, of sane size, in an 8-bit mode."""
     data = _png_bytes(url)
     try:
@@ -143,29 +147,29 @@ def _open_png(url: object) -> Image.Image:
     return image
 
 
-def _red_channel(image: Image.Image) -> np.ndarray:
+def red_channel(image: Image.Image) -> np.ndarray:
     """[H, W] uint8, read-only: the red channel after the original's convert('RGB') (alpha dropped)."""
     red = np.array(image.convert('RGB'))[..., 0]
     red.setflags(write=False)
     return red
 
 
-def _resize_red(red: np.ndarray, resolution: int) -> torch.Tensor:
+def resize_red(red: np.ndarray, resolution: int) -> torch.Tensor:
     """[res, res] float32: PIL bilinear resize of the 8-bit red channel, / 255 (same as resizing the RGB image)."""
-    resolution = _positive_int(resolution, 'resolution')
+    resolution = positive_int(resolution, 'resolution')
     resized = Image.fromarray(red).resize((resolution, resolution), resample=Image.BILINEAR)
     return torch.from_numpy(np.asarray(resized, dtype=np.float32) / np.float32(255))
 
 
 def decode_mask_rgba(url: str) -> np.ndarray:
     """[H, W, 4] uint8: the RGBA pixels of a mask data URL (H == W)."""
-    return np.array(_open_png(url).convert('RGBA'))
+    return np.array(open_png(url).convert('RGBA'))
 
 
 def mask_from_url(url: str, resolution: int) -> torch.Tensor:
     """[res, res] float32 in [0, 1]: the mask weight at `resolution`, decoded exactly as the original did
     (RGB conversion, PIL bilinear resize, red / 255). An empty mask gives zeros."""
-    return _resize_red(_red_channel(_open_png(url)), resolution)
+    return resize_red(red_channel(open_png(url)), resolution)
 
 
 def _as_mask_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -177,7 +181,7 @@ def _as_mask_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     except (TypeError, ValueError):
         array = None
     if array is None or array.ndim != 2:
-        raise FieldError('mask', f'must be a 2-d array [H, W] of numbers, got {_describe(mask)}')
+        raise FieldError('mask', f'must be a 2-d array [H, W] of numbers, got {describe_value(mask)}')
     if array.shape[0] != array.shape[1] or not 1 <= array.shape[0] <= MAX_MASK_SIZE:
         raise FieldError('mask', f'must be square, 1..{MAX_MASK_SIZE} pixels, got shape {array.shape}')
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
@@ -188,7 +192,7 @@ def _as_mask_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
 def resize_mask(mask: np.ndarray | torch.Tensor, resolution: int) -> torch.Tensor:
     """[N, N] mask in [0, 1] -> [res, res] float32: the same PIL bilinear filter as mask decoding, without
     the 8-bit rounding (so a region may keep tiny positive weights that a decoded URL would round to 0)."""
-    resolution = _positive_int(resolution, 'resolution')
+    resolution = positive_int(resolution, 'resolution')
     image = Image.fromarray(_as_mask_array(mask).astype(np.float32))
     resized = np.asarray(image.resize((resolution, resolution), resample=Image.BILINEAR), dtype=np.float32)
     return torch.from_numpy(np.clip(resized, 0.0, 1.0))

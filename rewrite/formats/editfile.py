@@ -76,34 +76,33 @@ Every failure raises EditFileError, whose ``field`` names the culprit (``request
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import re
-import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from rewrite.formats.registry import SOLVERS
-from rewrite.formats.settings import MAX_PRESERVE_WEIGHT, RewriteError, check_options
+from rewrite.formats.fields import (
+    check_count,
+    check_model,
+    check_region_count,
+    check_solver,
+    check_solver_options,
+    check_weight,
+    parse_key,
+)
+from rewrite.formats.jsontext import json_value, loads_strict, read_edit_bytes, read_edit_json
+from rewrite.formats.selection import Selection, bounding_box, parse_pair, selection_from_mask
 from utils.fileio import atomic_path
-from utils.geometry import positive_bounding_box
 from utils.masks import (  # the mask codec, re-exported as part of this module's API
     MASK_URL_PREFIX,
     MAX_MASK_SIZE,
     FieldError,
-    _describe,
-    _open_png,
-    _positive_int,
-    _red_channel,
-    _resize_red,
     decode_mask_rgba,
+    describe_value,
     encode_mask,
     mask_from_url,
+    positive_int,
     resize_mask,
     union_masks,
 )
@@ -111,8 +110,9 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
 EditFileError = FieldError      # the error of every malformed request or mask
 
 __all__ = ['FIELDS', 'MASK_URL_PREFIX', 'MAX_MASK_SIZE', 'EditFileError', 'EditRequest', 'Selection',
-           'bounding_box', 'decode_mask_rgba', 'encode_mask', 'load_edit', 'mask_from_url', 'parse_edit',
-           'resize_mask', 'save_edit', 'selection_from_mask', 'union_masks', 'validate_request']
+           'bounding_box', 'decode_mask_rgba', 'encode_mask', 'load_edit', 'mask_from_url', 'name_for_setting',
+           'parse_edit', 'read_edit_bytes', 'read_edit_json', 'resize_mask', 'save_edit', 'selection_from_mask',
+           'setting_from_name', 'union_masks', 'validate_request']
 
 FIELDS = ('object', 'paste', 'key', 'query', 'preserve', 'preserve_weight', 'layer', 'rank', 'solver',
           'solver_options', 'model')
@@ -121,13 +121,7 @@ PAIR_FIELDS = ('object', 'paste', 'query')
 EDIT_FIELDS = ('object', 'paste', 'key')
 SETTING_FIELDS = ('layer', 'rank', 'solver', 'solver_options', 'model')    # how the edit was made
 VALUE_FIELDS = ('preserve_weight', *SETTING_FIELDS)                        # fields that hold no selections
-FINGERPRINT = re.compile(r'^[0-9a-f]{64}$')
-MAX_MODEL_NAME = 200
 
-
-MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
-MAX_INT_DIGITS = 1000      # longer JSON integers are not converted (see LongInteger)
-MAX_REGIONS = 100          # regions in one list field (key, preserve) of a request
 
 SETTING_IN_NAME = re.compile(r'_layer(\d+)(?:_rank(\d+))?$')
 
@@ -147,187 +141,9 @@ def name_for_setting(name: str, layer: int, rank: int = 1) -> str:
     return f'{name}_layer{layer}' + (f'_rank{rank}' if rank != 1 else '') + '.json'
 
 
-def bounding_box(mask: torch.Tensor | np.ndarray) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right), bottom/right exclusive, of the pixels > 0 of a [H, W] mask;
-    (0, 0, 0, 0) when there are none (as the original's positive_bounding_box)."""
-    return positive_bounding_box(torch.as_tensor(np.asarray(mask)))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Selections and requests
 # ---------------------------------------------------------------------------------------------------------
-
-def _check_imgnum(imgnum: object) -> int:
-    if isinstance(imgnum, bool) or not isinstance(imgnum, numbers.Integral):
-        raise EditFileError('imgnum', f'must be a non-negative int, got {_describe(imgnum)}')
-    if imgnum < 0:
-        raise EditFileError('imgnum', f'must be a non-negative int, got {imgnum}')
-    return int(imgnum)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """One [imgnum, mask] pair: image `imgnum` of the z-sample and a painted mask (a PNG data URL).
-
-    Constructing one validates it (EditFileError with field 'imgnum' or 'mask'); the full-resolution
-    red channel is decoded once and kept.
-    """
-
-    imgnum: int
-    mask_url: str = field(repr=False)
-    _red: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, 'imgnum', _check_imgnum(self.imgnum))
-        red = _red_channel(_open_png(self.mask_url))
-        if not red.any():
-            raise EditFileError('mask', 'nothing is painted (the mask is empty)')
-        object.__setattr__(self, '_red', red)
-
-    @property
-    def size(self) -> int:
-        """Side of the full-resolution mask image, in pixels."""
-        return self._red.shape[0]
-
-    def mask_at(self, resolution: int) -> torch.Tensor:
-        """[res, res] float32 in [0, 1], as the original's from_url(mask, target='pt', size=(res, res))[0]."""
-        return _resize_red(self._red, resolution)
-
-    def bbox_at(self, resolution: int) -> tuple[int, int, int, int]:
-        """(top, left, bottom, right) of mask_at(resolution) > 0, bottom/right exclusive; (0, 0, 0, 0) if none."""
-        return bounding_box(self.mask_at(resolution))
-
-    def to_json(self) -> list:
-        """[imgnum, mask_url], as in the file."""
-        return [self.imgnum, self.mask_url]
-
-
-def selection_from_mask(imgnum: int, mask: np.ndarray | torch.Tensor, size: int | None = None) -> Selection:
-    """A Selection of image `imgnum` painted with the [N, N] `mask` in [0, 1] (resized to `size` if given)."""
-    return Selection(imgnum, encode_mask(mask, size))
-
-
-def _parse_pair(value: object, where: str) -> Selection:
-    if not isinstance(value, (list, tuple)):
-        raise EditFileError(where, f'must be an [imgnum, mask] pair, got {_describe(value)}')
-    if len(value) != 2:
-        raise EditFileError(where, f'must be an [imgnum, mask] pair, got a {type(value).__name__} of {len(value)}')
-    try:
-        return Selection(value[0], value[1])
-    except EditFileError as err:
-        raise err.within(where) from None
-
-
-def _check_weight(value: object, name: str = 'preserve_weight') -> int | float:
-    """A finite real number >= 0 (not bool), kept as given: an int stays an int (numpy scalars become
-    Python ones), so that writing it back gives the same text."""
-    expected = 'must be a finite number >= 0'
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise EditFileError(name, f'{expected}, got {_describe(value)}')
-    value = int(value) if isinstance(value, numbers.Integral) else float(value)
-    try:
-        finite = math.isfinite(value)          # an int too large for a float overflows
-    except OverflowError:
-        finite = False
-    if not finite or value < 0:
-        raise EditFileError(name, f'{expected}, got {_describe(value)}')
-    if value > MAX_PRESERVE_WEIGHT:
-        raise EditFileError(name, f'must be at most {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT), '
-                                  f'got {_describe(value)}')
-    return value
-
-
-def _check_count(value: object, name: str, low: int) -> int:
-    """An int >= low (any numbers.Integral but bool, stored as int): `layer` (low 0) and `rank` (low 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise EditFileError(name, f'must be an int >= {low}, got {_describe(value)}')
-    return int(value)
-
-
-def _check_solver(value: object) -> str:
-    """A registered solver's name (the registry read when called: a newly registered solver counts)."""
-    if not isinstance(value, str) or value not in SOLVERS:
-        raise EditFileError('solver', f'must be one of {", ".join(SOLVERS)}, got {_describe(value)}')
-    return value
-
-
-def _check_option(value: object, default: object, where: str) -> object:
-    """One solver option, typed as its default (bool, int, number, or a tuple of positive numbers)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise EditFileError(where, f'must be true or false, got {_describe(value)}')
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise EditFileError(where, f'must be an int >= 0, got {_describe(value)}')
-        return int(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not value:
-            raise EditFileError(where, f'must be a non-empty list of positive numbers, got {_describe(value)}')
-        return [_check_weight(item, f'{where}[{index}]') for index, item in enumerate(value)]
-    return _check_weight(value, where)
-
-
-def _check_solver_options(value: object, solver: str | None) -> dict:
-    """The solver's options that differ from its defaults: names of its options, values of their types,
-    checked as the solver checks them; kept as written (ints stay ints)."""
-    if solver is None:
-        raise EditFileError('solver_options', 'are the options of a solver and need the solver field '
-                                              '(leave the field out instead)')
-    if not isinstance(value, Mapping):
-        raise EditFileError('solver_options', f'must be an object of option names and values, got {_describe(value)}')
-    registered = SOLVERS[solver]
-    defaults = {f.name: f.default for f in fields(registered.options)}
-    options = {}
-    for name, option in value.items():
-        if name not in defaults:
-            raise EditFileError(f'solver_options.{name}', f'is not an option of the {solver!r} solver '
-                                                          f'(expected some of {", ".join(defaults)})')
-        options[name] = _check_option(option, defaults[name], f'solver_options.{name}')
-    try:
-        if registered.check is not None:
-            registered.check(options)
-        if 'niter' in defaults:                       # the Adam solvers' steps, interval and rate
-            check_options(**{name: options.get(name, defaults[name]) for name in ('niter', 'piter', 'lr')})
-    except (RewriteError, TypeError, ValueError) as err:
-        raise EditFileError('solver_options', str(err)) from None
-    return options
-
-
-def _check_model(value: object) -> dict:
-    """{'fingerprint': 64 lowercase hex digits, 'name': optional text}, in the order given."""
-    if not isinstance(value, Mapping):
-        raise EditFileError('model', f'must be an object with a fingerprint (and a name), got {_describe(value)}')
-    for name in value:
-        if name not in ('fingerprint', 'name'):
-            raise EditFileError(f'model.{name}', 'unknown field (expected fingerprint and, optionally, name)')
-    if 'fingerprint' not in value:
-        raise EditFileError('model.fingerprint', 'is missing (the SHA-256 of the weights, 64 hex digits)')
-    fingerprint = value['fingerprint']
-    if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
-        raise EditFileError('model.fingerprint', f'must be a SHA-256 of 64 lowercase hex digits, got '
-                                                 f'{_describe(fingerprint)}')
-    if 'name' in value:
-        name = value['name']
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_MODEL_NAME:
-            raise EditFileError('model.name', f'must be text of 1..{MAX_MODEL_NAME} characters, got {_describe(name)}')
-    return dict(value)
-
-
-def _parse_key(value: object, name: str = 'key') -> list[Selection]:
-    """A list field (`key` or `preserve`): at least one [imgnum, mask] pair."""
-    if not isinstance(value, (list, tuple)):
-        raise EditFileError(name, f'must be a list of [imgnum, mask] pairs, got {_describe(value)}')
-    if not value:
-        raise EditFileError(name, 'must list at least one [imgnum, mask] pair (leave the field out instead)')
-    _check_region_count(len(value), name)
-    return [_parse_pair(pair, f'{name}[{index}]') for index, pair in enumerate(value)]
-
-
-def _check_region_count(count: int, name: str) -> None:
-    if count > MAX_REGIONS:
-        raise EditFileError(name, f'lists {count} regions; a request has at most {MAX_REGIONS} (MAX_REGIONS) in '
-                                  'each of key and preserve')
 
 
 @dataclass
@@ -357,32 +173,32 @@ class EditRequest:
         for name in PAIR_FIELDS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Selection):
-                raise EditFileError(name, f'must be a Selection or None, got {_describe(value)}')
+                raise EditFileError(name, f'must be a Selection or None, got {describe_value(value)}')
         for name in LIST_FIELDS:
             selections = getattr(self, name)
             if not isinstance(selections, list):
-                raise EditFileError(name, f'must be a list of Selections, got {_describe(selections)}')
-            _check_region_count(len(selections), name)
+                raise EditFileError(name, f'must be a list of Selections, got {describe_value(selections)}')
+            check_region_count(len(selections), name)
             for index, selection in enumerate(selections):
                 if not isinstance(selection, Selection):
-                    raise EditFileError(f'{name}[{index}]', f'must be a Selection, got {_describe(selection)}')
+                    raise EditFileError(f'{name}[{index}]', f'must be a Selection, got {describe_value(selection)}')
         if self.object is None and self.paste is None and not self.key:
             raise EditFileError('request', 'needs at least one of object, paste or key')
         if self.preserve_weight is not None:
-            self.preserve_weight = _check_weight(self.preserve_weight)
+            self.preserve_weight = check_weight(self.preserve_weight)
             if not self.preserve:
                 raise EditFileError('preserve_weight', 'is the weight of the preserve regions and needs a '
                                                        'non-empty preserve list (leave the field out instead)')
         if self.layer is not None:
-            self.layer = _check_count(self.layer, 'layer', 0)
+            self.layer = check_count(self.layer, 'layer', 0)
         if self.rank is not None:
-            self.rank = _check_count(self.rank, 'rank', 1)
+            self.rank = check_count(self.rank, 'rank', 1)
         if self.solver is not None:
-            self.solver = _check_solver(self.solver)
+            self.solver = check_solver(self.solver)
         if self.solver_options is not None:
-            self.solver_options = _check_solver_options(self.solver_options, self.solver)
+            self.solver_options = check_solver_options(self.solver_options, self.solver)
         if self.model is not None:
-            self.model = _check_model(self.model)
+            self.model = check_model(self.model)
         if not set(self.field_order) <= set(FIELDS) or len(set(self.field_order)) != len(self.field_order):
             raise ValueError(f'field_order must list distinct names among {FIELDS}, got {self.field_order}')
 
@@ -422,9 +238,9 @@ class EditRequest:
         selects nothing at the feature-map `resolution` where it is used."""
         self._check_structure()
         if num_images is not None:
-            num_images = _positive_int(num_images, 'num_images')
+            num_images = positive_int(num_images, 'num_images')
         if resolution is not None:
-            resolution = _positive_int(resolution, 'resolution')
+            resolution = positive_int(resolution, 'resolution')
         if num_images is not None:
             self._check_image_numbers(num_images)
         for where, selection in self.selections():
@@ -455,7 +271,7 @@ class EditRequest:
     def to_json(self) -> dict:
         """The JSON object in the original's layout: same fields, same order, same mask URLs."""
         self._check_structure()
-        return {name: (_json_value(getattr(self, name)) if name in VALUE_FIELDS else
+        return {name: (json_value(getattr(self, name)) if name in VALUE_FIELDS else
                        [selection.to_json() for selection in getattr(self, name)] if name in LIST_FIELDS
                        else getattr(self, name).to_json())
                 for name in self.present_fields()}
@@ -464,7 +280,7 @@ class EditRequest:
     def from_json(cls, obj: Mapping, num_images: int | None = None, resolution: int | None = None) -> EditRequest:
         """Parses and validates a JSON object (a dict; pairs may be lists or tuples); `obj` is not modified."""
         if not isinstance(obj, Mapping):
-            raise EditFileError('request', f'must be a JSON object, got {_describe(obj)}')
+            raise EditFileError('request', f'must be a JSON object, got {describe_value(obj)}')
         for name in obj:
             if name not in FIELDS:
                 raise EditFileError(str(name), f'unknown field (expected some of {", ".join(FIELDS)})')
@@ -472,66 +288,26 @@ class EditRequest:
             raise EditFileError('request', f'needs at least one of object, paste or key, got {list(obj) or "none"}')
         for name in LIST_FIELDS:                 # counted before any mask is decoded
             if isinstance(obj.get(name), (list, tuple)):
-                _check_region_count(len(obj[name]), name)
-        pairs = {name: _parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
-        key = _parse_key(obj['key']) if 'key' in obj else []
-        preserve = _parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
-        weight = _check_weight(obj['preserve_weight']) if 'preserve_weight' in obj else None
-        solver = _check_solver(obj['solver']) if 'solver' in obj else None
-        setting = {'layer': _check_count(obj['layer'], 'layer', 0) if 'layer' in obj else None,
-                   'rank': _check_count(obj['rank'], 'rank', 1) if 'rank' in obj else None,
+                check_region_count(len(obj[name]), name)
+        pairs = {name: parse_pair(obj[name], name) for name in PAIR_FIELDS if name in obj}
+        key = parse_key(obj['key']) if 'key' in obj else []
+        preserve = parse_key(obj['preserve'], 'preserve') if 'preserve' in obj else []
+        weight = check_weight(obj['preserve_weight']) if 'preserve_weight' in obj else None
+        solver = check_solver(obj['solver']) if 'solver' in obj else None
+        setting = {'layer': check_count(obj['layer'], 'layer', 0) if 'layer' in obj else None,
+                   'rank': check_count(obj['rank'], 'rank', 1) if 'rank' in obj else None,
                    'solver': solver,
-                   'solver_options': (_check_solver_options(obj['solver_options'], solver)
+                   'solver_options': (check_solver_options(obj['solver_options'], solver)
                                       if 'solver_options' in obj else None),
-                   'model': _check_model(obj['model']) if 'model' in obj else None}
+                   'model': check_model(obj['model']) if 'model' in obj else None}
         request = cls(**pairs, key=key, preserve=preserve, preserve_weight=weight, **setting, field_order=tuple(obj))
         request.check(num_images, resolution)
         return request
 
 
-def _json_value(value: object) -> object:
-    """A value field as written: objects and lists copied (one level deeper for solver_options' lists)."""
-    if isinstance(value, dict):
-        return {name: list(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()}
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Reading and writing
 # ---------------------------------------------------------------------------------------------------------
-
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    result = {}
-    for name, value in pairs:
-        if name in result:
-            raise EditFileError(name, 'appears twice in the JSON object')
-        result[name] = value
-    return result
-
-
-class LongInteger:
-    """A JSON integer too long to convert (Python raises an internal ValueError past 4300 digits): kept as
-    a placeholder, so that the field holding it is named when it is validated."""
-
-    def __init__(self, digits: int):
-        self.digits = digits
-
-    def __repr__(self) -> str:
-        return f'<integer of {self.digits} digits>'
-
-
-def _parse_int(text: str) -> int | LongInteger:
-    digits = len(text.lstrip('-'))
-    return LongInteger(digits) if digits > MAX_INT_DIGITS else int(text)
-
-
-def _loads(text: str) -> object:
-    try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_int=_parse_int)
-    except json.JSONDecodeError as err:
-        raise EditFileError('request', f'not valid JSON ({err.msg} at line {err.lineno} column {err.colno})') from None
-    except RecursionError:
-        raise EditFileError('request', 'JSON nested too deeply') from None
 
 
 def validate_request(request: Mapping | EditRequest, num_images: int | None = None,
@@ -555,29 +331,10 @@ def parse_edit(obj: Mapping | str | Path, num_images: int | None = None,
     is the path of an edit file (OSError if it cannot be read).
     """
     if isinstance(obj, str) and obj.lstrip()[:1] in ('{', '['):
-        return validate_request(_loads(obj), num_images, layer_resolution)
+        return validate_request(loads_strict(obj), num_images, layer_resolution)
     if isinstance(obj, (str, Path)):
         return load_edit(obj, num_images, layer_resolution)
     return validate_request(obj, num_images, layer_resolution)
-
-
-def read_edit_bytes(path: str | os.PathLike, limit: int | None = None) -> bytes:
-    """The bytes of an edit file, read with a bound: a FIFO, device (/dev/zero) or folder is refused
-    without blocking (EditFileError 'request'), as is a file over `limit` bytes (MAX_EDIT_BYTES)."""
-    limit = MAX_EDIT_BYTES if limit is None else limit
-    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise EditFileError('request', f'{path} is not a regular file (a FIFO, device or folder cannot be '
-                                       'an edit file)')
-    with os.fdopen(fd, 'rb') as f:
-        if info.st_size > limit:
-            raise EditFileError('request', f'{path} has {info.st_size} bytes; an edit file has at most {limit}')
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise EditFileError('request', f'{path} has more than {limit} bytes; an edit file has at most {limit}')
-    return data
 
 
 def load_edit(path: str | os.PathLike, num_images: int | None = None,
@@ -586,24 +343,11 @@ def load_edit(path: str | os.PathLike, num_images: int | None = None,
     path = Path(path)
     raw = read_edit_bytes(path)
     try:
-        return validate_request(_loads(raw.decode('utf-8')), num_images, layer_resolution)
+        return validate_request(loads_strict(raw.decode('utf-8')), num_images, layer_resolution)
     except UnicodeDecodeError as err:
         raise EditFileError('request', f'{path} is not UTF-8 text ({err.reason})') from None
     except EditFileError as err:
         raise EditFileError(err.field, f'{err.reason} (in {path})') from None
-
-
-def read_edit_json(obj: str | os.PathLike) -> object:
-    """The JSON value of an edit (JSON text, or the path of a file), read as load_edit reads it, before
-    validation: bounded reads of regular files only, fields given twice and too deep nesting refused
-    (EditFileError 'request'); OSError if the file cannot be read."""
-    if isinstance(obj, str) and obj.lstrip()[:1] in ('{', '['):
-        return _loads(obj)
-    raw = read_edit_bytes(obj)
-    try:
-        return _loads(raw.decode('utf-8'))
-    except UnicodeDecodeError as err:
-        raise EditFileError('request', f'{obj} is not UTF-8 text ({err.reason})') from None
 
 
 def save_edit(path: str | os.PathLike, request: Mapping | EditRequest, num_images: int | None = None,
