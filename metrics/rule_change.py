@@ -8,7 +8,7 @@
    windows, the cause's mean direction) on z seed 1.
 3. Interventions on held-out samples (z seed 2, drawn with a building, without lit windows or glow): the cause
    added inside the building, in the original model: cause and effect presence.
-4. The per-layer search (rewrite.analysis.rulechange.layer_search) for the change that reverses the effect, fitted
+4. The per-layer search (rewrite.analysis.layersearch.layer_search) for the change that reverses the effect, fitted
    on --train samples (z seed 3), scaled to the same change outside the effect region (--search-budget, below
    what any layer's change needs, so every layer is compared at that same change) and scored
    on the held-out interventions; then the rank-one change at the best layer (key C^-1 k).
@@ -32,15 +32,14 @@ import torch
 
 from metrics.common import RESULTS, setup_torch
 from metrics.report import machine_info, pct, rel, write_json
+from rewrite.analysis.layersearch import layer_search, scale_to_budget
 from rewrite.analysis.rulechange import (
     change_outside,
     changed_model,
     conv_change_rank,
     fit_layer_change,
     key_direction,
-    layer_search,
     render,
-    scale_to_budget,
 )
 from rewrite.experiments.glow.rule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, area, present
 from utils.demo.scenes import render_batch

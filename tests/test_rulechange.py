@@ -183,7 +183,8 @@ def test_fit_checks_its_input(tiny_problem):
 
 
 def test_scale_to_budget_finds_the_largest_scale_within_it(tiny_problem):
-    from rewrite.analysis.rulechange import change_outside, fit_layer_change, scale_to_budget
+    from rewrite.analysis.layersearch import scale_to_budget
+    from rewrite.analysis.rulechange import change_outside, fit_layer_change
 
     model, problem = tiny_problem
     fit = fit_layer_change(model, 'layer4', problem, steps=5, lr=0.2)
@@ -204,7 +205,8 @@ def test_layer_search_brings_every_layers_change_to_the_budget(tiny_problem):
     """Changes under the budget at scale 1 are strengthened, changes over it weakened: every row's change
     outside, measured again here, is the budget to within 2%, or under it at the largest scale allowed, and
     then the table says so."""
-    from rewrite.analysis.rulechange import change_outside, fit_layer_change, layer_search
+    from rewrite.analysis.layersearch import layer_search
+    from rewrite.analysis.rulechange import change_outside, fit_layer_change
 
     model, problem = tiny_problem
     layers = ['layer4', 'layer5', 'layer6']
@@ -228,7 +230,7 @@ def test_layer_search_brings_every_layers_change_to_the_budget(tiny_problem):
 
 
 def test_verdict_says_when_the_margin_is_within_the_noise():
-    from rewrite.analysis.rulechange import LayerSearch
+    from rewrite.analysis.layersearch import LayerSearch
 
     rows = [dict(layer='layer4', flip=0.9), dict(layer='layer5', flip=0.6)]
     search = LayerSearch(rows, 0.03)
@@ -241,7 +243,7 @@ def test_verdict_says_when_the_margin_is_within_the_noise():
 
 
 def test_layer_search_table_plot_and_verdict(tiny_problem):
-    from rewrite.analysis.rulechange import layer_search
+    from rewrite.analysis.layersearch import layer_search
 
     model, problem = tiny_problem
     calls = []
