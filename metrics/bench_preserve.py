@@ -1,4 +1,4 @@
-"""Timings of issue 13's preserve regions on the demo model (not tests: a table and a JSON file).
+"""Timings of preserve regions on the demo model (not tests: a table and a JSON file).
 
     python -m metrics.bench_preserve [--threads 2] [--repeats 3]
 

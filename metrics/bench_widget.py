@@ -28,12 +28,9 @@ sys.path.insert(0, str(ROOT))
 from metrics.report import machine_info, write_json  # noqa: E402
 from metrics.timing import Timing, repeat_timing  # noqa: E402
 from rewrite import editfile  # noqa: E402
+from rewrite.app.events import dispatch_dom_event, mouse_message  # noqa: E402
 from rewrite.app.rewriteapp import GanRewriteApp  # noqa: E402
 from rewrite.core.rewriter import SeqStyleGanRewriter  # noqa: E402
-
-sys.path.insert(0, str(ROOT / 'tests'))
-from paintevents import dispatch_dom_event, mouse_message  # noqa: E402  (tests/paintevents.py)
-
 from utils.stylegan2 import load_seq_stylegan  # noqa: E402
 from utils.zdataset import z_dataset_for_model  # noqa: E402
 

@@ -28,13 +28,10 @@ sys.path.insert(0, str(ROOT))
 from metrics.common import bundled_request, setup_torch  # noqa: E402
 from metrics.report import machine_info, write_json  # noqa: E402
 from metrics.timing import Timing, timed  # noqa: E402
+from rewrite.app.events import dispatch_dom_event, key_message  # noqa: E402
 from rewrite.app.rewriteapp import GanRewriteApp  # noqa: E402
 from rewrite.core.rewriter import SeqStyleGanRewriter  # noqa: E402
 from utils.stylegan2 import load_seq_stylegan  # noqa: E402
-
-sys.path.insert(0, str(ROOT / 'tests'))
-from paintevents import dispatch_dom_event, key_message  # noqa: E402  (tests/paintevents.py)
-
 from utils.zdataset import z_dataset_for_model  # noqa: E402
 
 RESULTS = ROOT / 'metrics' / 'results' / 'widget_feedback.json'

@@ -17,7 +17,7 @@ change inside the paste region. Writes metrics/results/damage_table.{json,md}.
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +31,7 @@ from rewrite.formats.savededits import notebooks_dir
 from utils.fileio import atomic_write_text
 from utils.generators import load_generator
 from utils.stylegan2.checkpoint import model_from_checkpoint
+from utils.stylegan2.synthetic import synthetic_checkpoint
 from utils.zdataset import z_dataset_for_model
 
 RESULTS = ROOT / 'metrics' / 'results'
@@ -140,9 +141,9 @@ def main(argv=None) -> None:
     rows = sweep(load_generator('demo', truncation=0.5), bundled, args.demo_layers, None, args.samples, 'demo',
                  args.cachedir) if bundled else []
     if not args.no_original and ORIGINAL_EDITS.is_dir():
-        sys.path.insert(0, str(ROOT / 'tests'))          # the tests' own layout checkpoint
-        from conftest import layout_checkpoint
-        model = model_from_checkpoint(layout_checkpoint(args.layout_size), truncation=0.5)
+        layout = json.loads((ORIGINAL_EDITS.parent / f'stylegan2-checkpoint-layout-{args.layout_size}.json')
+                            .read_text())['g_ema']
+        model = model_from_checkpoint(synthetic_checkpoint(layout), truncation=0.5)
         originals = [(f'{path.parent.name}/{path.stem}', path, original_layer(path), 1)
                      for path in sorted(ORIGINAL_EDITS.glob('*/*.json'))
                      if wanted(f'{path.parent.name}/{path.stem}', args.only)]

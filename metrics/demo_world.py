@@ -362,7 +362,7 @@ PRESERVE_RESULTS = Path(__file__).parent / 'results' / 'edit_methods_preserve.js
 
 
 def preserve_note(sha256: str, results: Path = PRESERVE_RESULTS) -> str:
-    """The bundled edits with and without preserve regions (metrics/results/edit_methods_preserve.md, issue 13),
+    """The bundled edits with and without preserve regions (metrics/results/edit_methods_preserve.md),
     when made for this checkpoint; else nothing."""
     text = report_for_checkpoint(results, sha256)
     if not text:

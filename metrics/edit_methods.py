@@ -271,7 +271,7 @@ def preserve_goals(res: dict) -> list[list]:
 
 
 def preserve_report(res: dict) -> str:
-    parts = [f"""# Edits with preserve regions (issue 13) on the demo world
+    parts = [f"""# Edits with preserve regions on the demo world
 
 Checkpoint `{res['checkpoint']['sha256']}`; the bundled edits with `preserve` regions (made by
 `python -m metrics.make_demo_edits --preserve`), applied without them (preserve_weight 0, bit for bit the
@@ -290,7 +290,7 @@ shared CPU, {res['machine']['torch_threads']} thread(s).
         parts.append(f"## {name} (`{result['file']}`, layer {result['layer']}, bundled rank {result['rank']}, "
                      f"preserve_weight {weight:g}, {result['preserve_regions']} preserve regions)\n\n"
                      f"{preserve_table(result)}\n")
-    parts.append('### Goals (issue 13; fast solver, the bundled preserve_weight)\n\n'
+    parts.append('### Goals (fast solver, the bundled preserve_weight)\n\n'
                  + markdown_table(['goal', 'measured', ''], preserve_goals(res)) + '\n')
     parts.append(PRESERVE_TRIED + '\n')
     parts.append(f"Regenerate: `python -m metrics.edit_methods --preserve --n {res['settings']['n']} "
@@ -453,7 +453,7 @@ def parse_args(argv=None):
     p.add_argument('--niter', type=int, default=2001, help='iterations of the original solver and of fine-tuning')
     p.add_argument('--zero-units', type=int, default=8, help='units zeroed by the dissection baseline')
     p.add_argument('--preserve', action='store_true',
-                   help='only the bundled edits with preserve regions, without and with them (issue 13): '
+                   help='only the bundled edits with preserve regions, without and with them: '
                         'edit_methods_preserve.{json,md}')
     p.add_argument('--only', nargs='+', choices=[pp.name for pp in PRESERVE_PLANS], default=None,
                    help='with --preserve: measure only these edits again (the others are kept from the last run)')

@@ -111,7 +111,7 @@ WINDOWS = EditPlan('erase_windows', object=None, paste=('window',), dst=None, ke
 
 @dataclass(frozen=True)
 class PreservePlan:
-    """A bundled edit with `preserve` regions (issue 13), made by the same procedure: `plan`'s object,
+    """A bundled edit with `preserve` regions, made by the same procedure: `plan`'s object,
     paste and context regions, plus `count` regions whose outputs must stay, chosen from the segmenter's
     labels of z-sample images that the plan's regions do not use and that show none of `absent`:
     per image its largest clear region of `keep` (as the context regions are chosen), or with
@@ -364,7 +364,7 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
                         truncation: float = EDIT_TRUNCATION, batch: int = 32, out_dir: Path = EDIT_DIR,
                         provenance: Path = PRESERVE_PROVENANCE, plans: Sequence[PreservePlan] = PRESERVE_PLANS,
                         weights: Sequence[float] = PRESERVE_WEIGHTS) -> dict:
-    """The bundled edits with preserve regions (issue 13): each PreservePlan's regions chosen as make_edits
+    """The bundled edits with preserve regions: each PreservePlan's regions chosen as make_edits
     chooses them plus its preserve regions, every (layer, rank, preserve_weight) scored (fast solver) and
     the best written as NAME_layerN[_rankR].json (the selection rule of best_setting); the chosen weight
     goes to the file (its `preserve_weight` field) and to the provenance (bundled_preserve_weight reads
@@ -545,7 +545,7 @@ def parse_args(argv=None):
                    help=f'default: {rel(PROVENANCE)}, with --preserve {rel(PRESERVE_PROVENANCE)}')
     p.add_argument('--preserve', action='store_true',
                    help='make the edits with preserve regions instead (dome2spire_preserve, erase_watermark_preserve, '
-                        'erase_windows_preserve; issue 13)')
+                        'erase_windows_preserve)')
     p.add_argument('--preserve-weights', type=float, nargs='+', default=list(PRESERVE_WEIGHTS),
                    help='with --preserve: the preserve_weight values tried with each layer and rank')
     p.add_argument('--stamp', action='store_true',

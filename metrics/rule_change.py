@@ -187,7 +187,7 @@ smaller lit patches move to the unlit column and glow when not lit becomes {pct(
 model ties the glow to windows drawn as the world draws them, and draws the glow for about half of its small lit
 patches. The goal is judged on the model's row."""
 
-    return f"""# Glow-rule demo model (`glowchurch64.pt`), issue 17
+    return f"""# Glow-rule demo model (`glowchurch64.pt`)
 
 Written by `python -m metrics.rule_change` (figures in `metrics/results/rule_change.json`); model
 `{r['model']}`, fine-tune iteration {r['iteration']} (training: `REFLECTION_TRAINING.md`).

@@ -224,7 +224,7 @@ def test_apply_via_subprocess_then_sample_the_export(files, tmp_path):
 
 
 def test_apply_uses_the_edit_files_preserve_weight(files, tmp_path, capsys):
-    """Issue 13 follow-up: without --preserve-weight the file's `preserve_weight` is used (and printed); a
+    """without --preserve-weight the file's `preserve_weight` is used (and printed); a
     --preserve-weight given wins; a file without the field uses PRESERVE_WEIGHT."""
     from rewrite.formats.settings import PRESERVE_WEIGHT
     plain = {**edit_json(), 'preserve': [[9, encode_mask(box(0, 0, 32, 32))]]}

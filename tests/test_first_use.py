@@ -1,4 +1,4 @@
-"""Issue 19 (part A): what a new user meets first: one set of defaults, messages that name the field, the
+"""what a new user meets first: one set of defaults, messages that name the field, the
 value and the fix, CLI options (--threads, --stats-n, erase-only files, progress, a warning when an edit
 ends worse), and checkpoints that are not quite what the loader expects."""
 

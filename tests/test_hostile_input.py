@@ -1,4 +1,4 @@
-"""Hostile and broken input (issue 14): every failure gets a clear error naming the key or field and
+"""Hostile and broken input: every failure gets a clear error naming the key or field and
 what was expected, with nothing changed. Grouped by area: checkpoints, ..."""
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ def test_a_solver_that_makes_non_finite_weights_is_undone(edit_setup, monkeypatc
 
 
 def test_an_edit_whose_loss_rises_far_is_rolled_back_with_a_warning(edit_setup):
-    """The original solver with lr=1e9 (issue 14: 0.305 -> 0.747 was committed): here 0.33 -> 2.2."""
+    """The original solver with lr=1e9 (0.305 -> 0.747 was once kept): here 0.33 -> 2.2."""
     gw, request = edit_setup
     before = _weights(gw)
     with pytest.warns(RuntimeWarning, match='rolled back'):
@@ -457,9 +457,9 @@ def test_a_small_rise_is_kept_with_a_warning_a_large_one_rolled_back(edit_setup,
     try:
         if final > 1.0:
             with pytest.warns(RuntimeWarning, match='rose from 1 to'):
-                gw._keep_the_better(record, saved)
+                gw.keep_the_better(record, saved)
         else:
-            gw._keep_the_better(record, saved)
+            gw.keep_the_better(record, saved)
         assert record.rolled_back == rolled_back and bool(record.warning) == (final > 1.0)
         assert torch.equal(weight, saved[gw.firstlayer + '.weight'] if rolled_back else result)
     finally:

@@ -16,6 +16,7 @@ Each rule is shown to fail on a forbidden import added to a copy of the real sou
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,8 @@ def violations(modules: dict[str, str]) -> list[str]:
     for name, source in modules.items():
         here = layer_of(name)
         graph[name] = set()
+        if re.search(r"sys\.path\.(insert|append)\([^)]*'tests'", source):
+            problems.append(f'{name} puts tests/ on sys.path (code never imports the tests)')
         for target, line in imports_of(name, source, known):
             top = target.split('.')[0]
             if top == 'ipywidgets' and not any(_under(name, p) for p in WIDGET_USERS):
@@ -196,6 +199,7 @@ def _with(tree: dict[str, str], module: str, line: str) -> dict[str, str]:
     ('rewrite.core.statistics', 'from utils.demo import scenes', 'the demo world'),
     ('rewrite.cli.common', 'import ipywidgets', 'only rewrite.app'),
     ('metrics.bench_widget', 'from tests.test_rewriteapp import SIZE', 'never imports the tests'),
+    ('metrics.bench_widget', "sys.path.insert(0, str(ROOT / 'tests'))", 'never imports the tests'),
 ])
 def test_a_forbidden_import_is_reported(tree, module, line, complaint):
     found = violations(_with(tree, module, line))

@@ -288,7 +288,7 @@ def test_best_setting_over_preserve_weights_and_the_weight_read_back(tmp_path):
 
 
 def test_the_chosen_preserve_weight_goes_into_the_file(tmp_path):
-    """Issue 13 follow-up: make_preserve_edits writes the chosen weight right after `preserve`; the bundled
+    """make_preserve_edits writes the chosen weight right after `preserve`; the bundled
     files with preserve regions carry the weight their provenance records (none recorded: no field)."""
     mask = editfile.encode_mask(np.ones((8, 8), np.float32))
     request = {'paste': [0, mask], 'key': [[1, mask]], 'preserve': [[2, mask]], 'query': [3, mask]}

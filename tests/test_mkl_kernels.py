@@ -1,4 +1,4 @@
-"""The numeric tests under other CPU kernels (issue 14): tolerances must follow from the arithmetic, not
+"""The numeric tests under other CPU kernels: tolerances must follow from the arithmetic, not
 from the kernels of one CPU. On an Intel Xeon, MKL's AVX-512 float32 GEMMs gave relative errors just
 above a tolerance that the AMD development machines' AVX2 kernels met.
 

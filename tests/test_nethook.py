@@ -33,13 +33,13 @@ def test_first_last_after_bounds_and_single_layer(model):
     after = subsequence(model, after_layer='layer6.sconv.mconv.adain', upto_layer='to_rgb3')
     assert list(after._modules) == ['layer6']
     assert list(after.layer6.sconv.mconv._modules) == ['dconv']
-    single = subsequence(model, single_layer='layer3')
+    single = subsequence(model, single_layer='layer3', share_weights=True)
     assert list(single._modules) == ['layer3'] and single.layer3 is model.layer3
 
 
 def test_shared_and_copied_weights(model):
-    shared = subsequence(model, first_layer='layer4', last_layer='layer4')
-    copied = subsequence(model, first_layer='layer4', last_layer='layer4', share_weights=False)
+    shared = subsequence(model, first_layer='layer4', last_layer='layer4', share_weights=True)
+    copied = subsequence(model, first_layer='layer4', last_layer='layer4')          # a copy by default
     w = get_module(model, 'layer4.sconv.mconv.dconv').weight
     assert shared.layer4.sconv.mconv.dconv.weight is w
     assert copied.layer4.sconv.mconv.dconv.weight is not w

@@ -9,9 +9,9 @@ import pytest
 from conftest import REFERENCE, need_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paintevents import dispatch_dom_event, drag, mouse_message
 from PIL import Image
 
+from rewrite.app.events import dispatch_dom_event, drag, mouse_message
 from rewrite.formats import editfile
 from utils.paintwidget import PaintWidget, stroke_footprint
 

@@ -1,4 +1,4 @@
-"""Issue 13, the edit format: an optional `preserve` field (regions whose layer outputs must stay as
+"""Preserve regions, the edit format: an optional `preserve` field (regions whose layer outputs must stay as
 they are), validated as `key`, round-tripped in file order; files without it read as before. The follow-up:
 the file's own `preserve_weight` (validated, round-tripped exactly, used by the rewriter unless a weight is
 passed)."""
@@ -73,7 +73,7 @@ def test_preserve_alone_is_not_an_edit():
     assert err.value.field == 'request'
 
 
-# ---- issue 13 follow-up: the file's own `preserve_weight` --------------------------------------------------
+# ---- the file's own `preserve_weight` --------------------------------------------------
 
 def test_preserve_weight_parses_and_round_trips_exactly(tmp_path):
     for weight in (1.0, 1, 0, 0.25, 1e-3):

@@ -1,4 +1,4 @@
-"""Issue 13, the method: context directions against preserve keys vs a naive generalized eigen-solve."""
+"""Preserve regions, the method: context directions against preserve keys vs a naive generalized eigen-solve."""
 
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def test_apply_edit_with_preserve_regions_records_and_keeps_them(demo_gw, solver
     for weight_value in (0.0, 30.0):
         record = gw.apply_edit(with_preserve(regions), rank=1, solver=solver, niter=niter,
                                preserve_weight=weight_value)
-        changes[weight_value] = keep.change(gw._target(keep.key)).item()
+        changes[weight_value] = keep.change(gw.target(keep.key)).item()
         if weight_value:
             assert record.preserve_weight == weight_value
             assert record.preserve_change == pytest.approx(changes[weight_value], rel=1e-6)

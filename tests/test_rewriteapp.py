@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE, need_shared
-from paintevents import dispatch_dom_event, drag, key_message, mouse_message
 from PIL import Image
 
+from rewrite.app.events import dispatch_dom_event, drag, key_message, mouse_message
 from rewrite.app.rewriteapp import GanRewriteApp, format_image_numbers, parse_image_numbers, shift_mask
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats import editfile
@@ -378,7 +378,7 @@ def test_files_of_the_original_tool_load_apply_and_save_identically(app, tmp_pat
 
 
 def test_a_files_preserve_weight_is_loaded_previewed_executed_and_saved(app, gw):
-    """Issue 13 follow-up: Load keeps the file's `preserve_weight`, Preview and Execute Change use it, Save
+    """Load keeps the file's `preserve_weight`, Preview and Execute Change use it, Save
     writes it back byte for byte; removing the last preserve region drops it, so the saved file stays valid."""
     from rewrite.formats.settings import PRESERVE_WEIGHT
     weight = 30.0
@@ -496,7 +496,7 @@ def test_export_asks_before_replacing_and_offers_a_download(app, gw, tmp_path):
     assert 'download="a&quot;&lt;b&gt;.pt"' in download_link(odd) and htmllib.unescape('&quot;') == '"'
 
 
-# ---- honest feedback, long solves, history and shortcuts (issue 19) ---------------------------------------
+# ---- honest feedback, long solves, history and shortcuts ---------------------------------------
 def layer_weight(gw) -> torch.Tensor:
     return gw.target_weights().detach().clone()
 
@@ -514,7 +514,7 @@ def test_a_loss_that_rose_is_a_warning_not_a_success(app, gw, monkeypatch):
 
     def worse(request, **kwargs):
         record = real(request, **kwargs)
-        record.initial_loss, record.final_loss = 0.1226, 0.1559          # as measured in issue 19
+        record.initial_loss, record.final_loss = 0.1226, 0.1559          # as measured on the demo model
         return record
 
     monkeypatch.setattr(gw, 'apply_edit', worse)

@@ -49,7 +49,7 @@ def malformed(draw):
     elif kind == 'key':
         j = draw(st.integers(0, 1))
         request['key'][j] = draw(st.one_of(junk, st.lists(junk, min_size=2, max_size=2)))
-    elif kind == 'preserve':                           # issue 13: malformed preserve regions
+    elif kind == 'preserve':                           # malformed preserve regions
         good = [[4, GOOD_MASK], [5, GOOD_MASK]]
         j = draw(st.integers(0, 1))
         good[j] = draw(st.one_of(junk, st.lists(junk, min_size=2, max_size=2).filter(lambda p: p[1] != VANISHING),
@@ -94,7 +94,7 @@ def test_malformed_requests_raise_clear_errors_and_change_nothing(gw, request):
     assert gw.history == []
 
 
-# ---- issue 13: malformed `preserve` entries alone (1000 cases): an error naming preserve[i], nothing changed ------
+# ---- malformed `preserve` entries alone (1000 cases): an error naming preserve[i], nothing changed ------
 bad_imgnum = st.one_of(st.integers(max_value=-1), st.integers(min_value=40, max_value=10 ** 6), st.floats(),
                        st.text(max_size=3), st.booleans(), st.none())
 bad_pair = st.one_of(junk, st.lists(st.one_of(st.integers(0, 39), st.just(GOOD_MASK), junk), max_size=4)

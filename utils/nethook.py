@@ -31,12 +31,13 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 def subsequence(sequential: nn.Sequential, first_layer: str | None = None,
                 last_layer: str | None = None, after_layer: str | None = None,
                 upto_layer: str | None = None, single_layer: str | None = None,
-                share_weights: bool = True) -> nn.Sequential:
+                share_weights: bool = False) -> nn.Sequential:
     """The consecutive steps of a nested Sequential between two dotted layer names.
 
     first_layer (inclusive) or after_layer (exclusive) starts the piece; last_layer (inclusive)
     or upto_layer (exclusive) ends it. Names may point inside nested Sequentials; those are cut
-    too. With share_weights=False the piece is a deep copy.
+    too. The piece is a deep copy (as baukit's and the original's default), so changing it leaves `sequential`
+    alone; share_weights=True shares the modules themselves (the rewriter's pieces, whose weight it edits).
     """
     if single_layer is not None:
         if any(x is not None for x in (first_layer, last_layer, after_layer, upto_layer)):

@@ -1,4 +1,4 @@
-"""The widget's preserve regions (issue 13): "Add to Preserve", their tray, and a preview of what a rule touches.
+"""The widget's preserve regions: "Add to Preserve", their tray, and a preview of what a rule touches.
 
     panel = PreservePanel(app)          # GanRewriteApp builds one as app.preserve_panel
 

@@ -1,7 +1,7 @@
 """Running an edit: parse the request, gather its context and preserve regions, build the goal, run the
 registered solver and record what happened (an EditRecord), atomically (rewrite/history.py).
 
-Each function takes the rewriter (`gw`, a SeqStyleGanRewriter) and goes through its public methods
+Each function takes the rewriter (`gw`, the `Rewriter` protocol below) and goes through its public methods
 (object_from_selection, multi_key_from_selection, insert, ...), so a subclass or a test that replaces one
 of them changes what every edit does:
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -37,8 +37,51 @@ from rewrite.formats.settings import (
 from utils.geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from utils.stylegan2 import DataBag
 
-if TYPE_CHECKING:
-    from rewrite.core.rewriter import SeqStyleGanRewriter
+
+class Rewriter(Protocol):
+    """What the edit steps use of a rewriter (SeqStyleGanRewriter is one): its public methods only, so a
+    subclass or a test that replaces one of them changes what every edit does (the original's subclass hooks).
+    Shapes: keys [B, I, h, w] and values [B, O, H, W] in DataBags, context directions [rank, I]."""
+    model: torch.nn.Module
+    num_images: int
+    layernum: int
+    key_method: str
+    use_linear_insert: bool
+    low_rank_insert: bool
+    low_rank_gradient: bool
+    history: list
+    damage_probe: object | None
+    k_shape: tuple
+    v_shape: tuple
+    x_shape: tuple
+
+    # the layer and its weight
+    def target(self, key: DataBag) -> torch.Tensor: ...
+    def target_with_weight(self, weight: torch.Tensor, key: DataBag) -> torch.Tensor: ...
+    def target_layer(self, key: DataBag) -> object: ...
+    def target_weights(self) -> torch.nn.Parameter: ...
+    def sample_styles(self) -> torch.Tensor: ...
+    def model_fingerprint(self, current: bool = False) -> str: ...
+    # samples and regions
+    def get_z(self, imgnum: int) -> torch.Tensor: ...
+    def get_zs(self, imgnums) -> torch.Tensor: ...
+    def context_model(self, z: torch.Tensor) -> DataBag: ...
+    def sample_image_from_latent(self, z: torch.Tensor) -> torch.Tensor: ...
+    def area(self, mask, resolution: int, field: str) -> torch.Tensor: ...
+    def keys_and_weights(self, pairs, field: str) -> tuple: ...
+    # goals and context
+    def object_from_selection(self, imgnum: int, mask) -> tuple: ...
+    def paste_from_selection(self, imgnum: int, mask, obj_acts, obj_area) -> tuple: ...
+    def erase_from_selection(self, imgnum: int, mask, context_pairs, drank: int) -> tuple: ...
+    def multi_key_from_selection(self, pairs, rank: int = 1, **how) -> torch.Tensor: ...
+    def preserve_from_selection(self, pairs) -> PreserveSet: ...
+    def checked_context(self, context) -> torch.Tensor: ...
+    # solving and the history
+    def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, **settings) -> list[float]: ...
+    def apply_edit(self, request, rank: int | None = None, **settings) -> EditRecord: ...
+    def apply_erase(self, request, rank: int | None = None, **settings) -> EditRecord: ...
+    def atomic_edit(self, record: EditRecord, names=None): ...
+    def keep_the_better(self, record: EditRecord, saved: dict) -> None: ...
 
 
 def parse(request, num_images: int) -> editfile.EditRequest:
@@ -67,7 +110,7 @@ class Setting:
     solver_options: dict = field(default_factory=dict)
 
 
-def file_setting(gw: SeqStyleGanRewriter, req: editfile.EditRequest, rank: int | None, solver: str | None,
+def file_setting(gw: Rewriter, req: editfile.EditRequest, rank: int | None, solver: str | None,
                  niter: int | None, piter: int | None, lr: float | None, solver_options: dict,
                  allow_other_layer: bool) -> Setting:
     """The setting of an edit of `req` (see Setting). A file that records another layer than the rewriter's is
@@ -87,7 +130,7 @@ def file_setting(gw: SeqStyleGanRewriter, req: editfile.EditRequest, rank: int |
     return Setting(rank, solver, **values, solver_options={**recorded, **solver_options})
 
 
-def check_layer(gw: SeqStyleGanRewriter, req: editfile.EditRequest, allow_other_layer: bool) -> None:
+def check_layer(gw: Rewriter, req: editfile.EditRequest, allow_other_layer: bool) -> None:
     """Refuses (or, allow_other_layer, warns about) a file recording another layer than the rewriter's."""
     if req.layer is None or req.layer == gw.layernum:
         return
@@ -99,7 +142,7 @@ def check_layer(gw: SeqStyleGanRewriter, req: editfile.EditRequest, allow_other_
                   'its regions and rank were chosen for the other layer', RuntimeWarning, stacklevel=5)
 
 
-def check_model(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> None:
+def check_model(gw: Rewriter, req: editfile.EditRequest) -> None:
     """Warns when the file records a model fingerprint that is neither the rewriter's original weights nor
     its current ones."""
     if req.model is None:
@@ -147,18 +190,18 @@ def checked_context(context, weight: torch.Tensor) -> torch.Tensor:
     return context.to(weight)
 
 
-def solver_run(gw: SeqStyleGanRewriter, solver: str) -> methods.Solver:
+def solver_run(gw: Rewriter, solver: str) -> methods.Solver:
     """The registry's solver that runs `solver` ('original' runs as 'linear' with use_linear_insert)."""
     return methods.SOLVERS['linear' if solver == 'original' and gw.use_linear_insert else solver]
 
 
-def settings(gw: SeqStyleGanRewriter, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
+def settings(gw: Rewriter, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
     """Every setting a solver may take: the Adam ones, the rewriter's projection flags, the solver's own."""
     return {'niter': niter, 'piter': piter, 'lr': lr, 'low_rank_insert': gw.low_rank_insert,
             'low_rank_gradient': gw.low_rank_gradient, **solver_options}
 
 
-def insert(gw: SeqStyleGanRewriter, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int,
+def insert(gw: Rewriter, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int,
            piter: int, lr: float, update_callback: Callable | None, solver: str,
            preserve_set: PreserveSet | None, preserve_weight: float, solver_options: dict) -> list[float]:
     """Changes the layer weight (in place) so target(key) ~ val [1, O, h, w], within span(context rows
@@ -172,22 +215,22 @@ def insert(gw: SeqStyleGanRewriter, key: DataBag, val: torch.Tensor, context: to
     if preserve_set is not None and not run.preserve_regions:
         raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
     styles = solver_options.pop('styles', None)
-    problem = InsertProblem(gw.pieces.target, gw.pieces.target_with_weight, gw.site.target_layer,
+    problem = InsertProblem(gw.target, gw.target_with_weight, gw.target_layer,
                             gw.sample_styles if styles is None else lambda: styles, gw.target_weights(),
                             key, val, context, preserve_set, preserve_weight)
     return run.run(problem, run.configure(**settings(gw, niter, piter, lr, solver_options)), update_callback)
 
 
-def preserve_set(gw: SeqStyleGanRewriter, pairs) -> PreserveSet:
+def preserve_set(gw: Rewriter, pairs) -> PreserveSet:
     """The preserve regions [(imgnum, mask)] at the target layer: the full images' key bag (batch [M]),
     the layer's outputs [M, O, H, W] and the masks [M, H, W] at the value resolution."""
     weight = torch.stack([gw.area(m, gw.v_shape[2], f'preserve[{j}]') for j, (_, m) in enumerate(pairs)])
     with torch.no_grad():
         key = gw.context_model(gw.get_zs([i for i, _ in pairs]))
-        return PreserveSet(key, gw.pieces.target(key), weight)
+        return PreserveSet(key, gw.target(key), weight)
 
 
-def apply_edit(gw: SeqStyleGanRewriter, request, rank: int | None, niter: int | None, piter: int | None,
+def apply_edit(gw: Rewriter, request, rank: int | None, niter: int | None, piter: int | None,
                lr: float | None, update_callback: Callable | None, single_key: int, solver: str | None,
                preserve_weight: float | None, solver_options: dict, allow_other_layer: bool = False) -> EditRecord:
     """Copy the request's `object`, paste it at `paste`, with its `key` regions (or the paste) as context.
@@ -210,7 +253,7 @@ def apply_edit(gw: SeqStyleGanRewriter, request, rank: int | None, niter: int | 
                       update_callback, solver, solver_options, keep, preserve_weight)
 
 
-def apply_erase(gw: SeqStyleGanRewriter, request, rank: int | None, drank: int, niter: int | None,
+def apply_erase(gw: Rewriter, request, rank: int | None, drank: int, niter: int | None,
                 piter: int | None, lr: float | None, update_callback: Callable | None, solver: str | None,
                 preserve_weight: float | None, solver_options: dict, allow_other_layer: bool = False) -> EditRecord:
     """Remove what the `key` context regions show from the `paste` region (its top `drank` units zeroed).
@@ -231,7 +274,7 @@ def apply_erase(gw: SeqStyleGanRewriter, request, rank: int | None, drank: int, 
                       update_callback, solver, solver_options, keep, preserve_weight)
 
 
-def apply_request(gw: SeqStyleGanRewriter, request, rank: int | None, options: dict) -> EditRecord:
+def apply_request(gw: Rewriter, request, rank: int | None, options: dict) -> EditRecord:
     """Whatever a saved request describes: an edit, an erase, or (context only) the context zeroed."""
     req = parse(request, gw.num_images)
     if req.object is not None and req.paste is not None:
@@ -250,7 +293,7 @@ def apply_request(gw: SeqStyleGanRewriter, request, rank: int | None, options: d
     return record
 
 
-def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, goal_in: DataBag,
+def run_insert(gw: Rewriter, kind: str, req: editfile.EditRequest, goal_in: DataBag,
                goal_out: torch.Tensor, context: torch.Tensor, rank: int, niter: int, piter: int, lr: float,
                update_callback: Callable | None, solver: str, solver_options: dict, keep_pairs=(),
                preserve_weight: float = 0.0) -> EditRecord:
@@ -264,34 +307,34 @@ def run_insert(gw: SeqStyleGanRewriter, kind: str, req: editfile.EditRequest, go
     if keep is not None:
         record.preserve_weight = float(preserve_weight)
     with torch.no_grad():
-        record.initial_loss = F.l1_loss(gw.pieces.target(goal_in), goal_out).item()
+        record.initial_loss = F.l1_loss(gw.target(goal_in), goal_out).item()
     before = damage_before(gw, req)
-    with gw.edits.atomic_edit(record) as saved:
+    with gw.atomic_edit(record) as saved:
         record.losses = gw.insert(goal_in, goal_out, context, niter=niter, piter=piter, lr=lr,
                                   update_callback=update_callback, solver=solver, preserve_set=keep,
                                   preserve_weight=preserve_weight, **solver_options)
         if keep is not None:
             with torch.no_grad():
-                record.preserve_change = keep.change(gw.pieces.target(keep.key)).item()
+                record.preserve_change = keep.change(gw.target(keep.key)).item()
         with torch.no_grad():
-            record.final_loss = F.l1_loss(gw.pieces.target(goal_in), goal_out).item()
+            record.final_loss = F.l1_loss(gw.target(goal_in), goal_out).item()
         if not np.isfinite(record.final_loss):
             raise FloatingPointError('the edit produced non-finite outputs (the weights were restored)')
-        gw.edits.keep_the_better(record, saved)
+        gw.keep_the_better(record, saved)
         # inside the atomic section: an interrupt while measuring undoes the edit too (nothing half-reported)
         record_damage(gw, record, req, context_pairs(req), context, before)
     record.context = context.detach().cpu()
     return record
 
 
-def damage_before(gw: SeqStyleGanRewriter, req: editfile.EditRequest) -> tuple | None:
+def damage_before(gw: Rewriter, req: editfile.EditRequest) -> tuple | None:
     """The damage probe's (keys, images) before a change (None when the rewriter measures no damage)."""
     if gw.damage_probe is None:
         return None
     return gw.damage_probe.before(req.paste.imgnum if req.paste is not None else None)
 
 
-def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.EditRequest, pairs, context: torch.Tensor,
+def record_damage(gw: Rewriter, record: EditRecord, req: editfile.EditRequest, pairs, context: torch.Tensor,
                   before: tuple | None) -> Damage | None:
     """Measures the change just made (rewrite/damage.py) on held-out samples outside where the rule of
     `context` [rank, I] acts, and inside the request's paste region; keeps it in the record and warns (a
@@ -314,7 +357,7 @@ def record_damage(gw: SeqStyleGanRewriter, record: EditRecord, req: editfile.Edi
     return damage
 
 
-def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float,
+def zero(gw: Rewriter, context: torch.Tensor, amount: float,
          measure: Callable[[EditRecord], object] | None = None) -> EditRecord:
     """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them);
     `measure(record)` runs on the changed weights inside the same atomic section (an interrupt undoes both)."""
@@ -322,7 +365,7 @@ def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float,
     if not real_number(amount, -np.inf, True):
         raise RewriteError(f'amount must be a finite number, not {amount!r}')
     record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0], layer=gw.layernum)
-    with gw.edits.atomic_edit(record), torch.no_grad():
+    with gw.atomic_edit(record), torch.no_grad():
         weight = gw.target_weights()
         ortho = weight - projected_conv(weight, context)
         weight[...] = ortho + amount * projected_conv(torch.ones_like(weight), context)
@@ -331,7 +374,7 @@ def zero(gw: SeqStyleGanRewriter, context: torch.Tensor, amount: float,
     return record
 
 
-def apply_overfit(gw: SeqStyleGanRewriter, request, niter: int, lr: float,
+def apply_overfit(gw: Rewriter, request, niter: int, lr: float,
                   update_callback: Callable | None) -> EditRecord:
     """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
     req = parse(request, gw.num_images)
@@ -349,7 +392,7 @@ def apply_overfit(gw: SeqStyleGanRewriter, request, niter: int, lr: float,
     params = dict(gw.model.named_parameters())
     record = EditRecord(kind='overfit', solver='adam-all-weights', rank=-1, request=req.to_json(),
                         layer=gw.layernum)
-    with gw.edits.atomic_edit(record, names=list(params)):
+    with gw.atomic_edit(record, names=list(params)):
         gw.model.requires_grad_(True)
         try:
             optimizer = torch.optim.Adam(params.values(), lr=lr)

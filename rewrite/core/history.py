@@ -31,7 +31,7 @@ class EditRecord:
     request: dict | None = None
     warning: str = ''             # set when the goal loss ended above its initial value
     rolled_back: bool = False     # the rise exceeded ganrewrite.LOSS_TOLERANCE: the weights were restored
-    preserve_weight: float | None = None     # with preserve regions: the weight of their term (issue 13)
+    preserve_weight: float | None = None     # with preserve regions: the weight of their term
     preserve_change: float | None = None     # mean abs change of the layer's outputs in the preserve regions
     key_method: str = ''                     # how the context directions were made (rewrite/methods.py)
     options: dict = field(default_factory=dict)   # every option the solver ran with, defaults filled in

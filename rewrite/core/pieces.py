@@ -50,9 +50,10 @@ class LayerPieces:
         self.device = next(model.parameters()).device
         self.site = rewrite_site(model, layernum)
         self.firstlayer, self.lastlayer = self.site.conv, self.site.target_end
-        self.context_model = subsequence(model, upto_layer=self.firstlayer)
-        self.target_model = subsequence(model, first_layer=self.firstlayer, last_layer=self.lastlayer)
-        self.rendering_model = subsequence(model, after_layer=self.lastlayer)
+        self.context_model = subsequence(model, upto_layer=self.firstlayer, share_weights=True)
+        self.target_model = subsequence(model, first_layer=self.firstlayer, last_layer=self.lastlayer,
+                                        share_weights=True)
+        self.rendering_model = subsequence(model, after_layer=self.lastlayer, share_weights=True)
         self.conv = model.get_submodule(self.firstlayer)
         if self.conv.weight.dtype not in EDIT_DTYPES:
             raise RewriteError(f'the model is {self.conv.weight.dtype}, which the solvers do not support (they need '

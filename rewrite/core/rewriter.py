@@ -58,7 +58,7 @@ class SeqStyleGanRewriter:
     requests index it. Statistics of the layer's keys over zds (or its first `stats_size` z's, for
     a quick preview) are gathered on first use and cached in `cachedir` (if given).
 
-    After every change the damage probe (rewrite/damage.py) measures it on `damage_samples` held-out samples
+    After every change the damage probe (rewrite/core/damage.py) measures it on `damage_samples` held-out samples
     (0: not measured); `model_name`: a human-readable name of the model, written into saved edit files.
     """
 
@@ -213,7 +213,7 @@ class SeqStyleGanRewriter:
         square over the z-sample) in the given regions."""
         return self.keys.normdissect_units(imgnum_mask_pairs, rank)
 
-    # ---- goals from selections (rewrite/goals.py) ----------------------------------------------
+    # ---- goals from selections (rewrite/core/goals.py) ----------------------------------------------
     def object_from_selection(self, imgnum: int, mask):
         """Copied values: (activations [1, O, h, w] in the region's box, its mask [h, w], the
         full value bag, the box)."""
@@ -232,10 +232,16 @@ class SeqStyleGanRewriter:
         return goal.key, goal.val
 
     # ---- rewriting -----------------------------------------------------------------------------
-    def _target(self, key: DataBag) -> torch.Tensor:
+    def target(self, key: DataBag) -> torch.Tensor:
+        """The target piece's output [B, O, H, W] on the key bag `key` (the layer as it is now)."""
         return self.pieces.target(key)
 
-    def _target_layer(self, key: DataBag) -> TargetLayer:
+    def target_with_weight(self, weight: torch.Tensor, key: DataBag) -> torch.Tensor:
+        """The target piece's output with another conv weight [1, O, I, k, k] (for the solvers)."""
+        return self.pieces.target_with_weight(weight, key)
+
+    def target_layer(self, key: DataBag) -> TargetLayer:
+        """The target piece as the fast solver models it, on the goal key bag `key`."""
         return self.site.target_layer(key)
 
     def insert(self, key: DataBag, val: torch.Tensor, context: torch.Tensor, niter: int = 2001,
@@ -244,8 +250,9 @@ class SeqStyleGanRewriter:
                preserve_weight: float = 0.0, **solver_options) -> list[float]:
         """Changes the layer weight (in place) so target(key) ~ val, within span(context rows); with
         preserve_set, the loss adds preserve_weight * the preserve regions' mask-weighted L1 change."""
-        return edits.insert(self, key, val, context, niter, piter, lr, update_callback, solver, preserve_set,
-                            preserve_weight, solver_options)
+        return edits.insert(self, key, val, context, niter=niter, piter=piter, lr=lr, update_callback=update_callback,
+                            solver=solver, preserve_set=preserve_set, preserve_weight=preserve_weight,
+                            solver_options=solver_options)
 
     def checked_context(self, context) -> torch.Tensor:
         """Context directions [rank, I] (I: the layer's key width), finite, on the weight's device and dtype."""
@@ -273,11 +280,13 @@ class SeqStyleGanRewriter:
         10, lr 0.05 and the solver's defaults. A file that records another `layer` is refused (RewriteError
         naming both layers) unless allow_other_layer=True, which applies it here and warns; a file whose
         `model.fingerprint` is not this model's warns. The record carries the change's damage on held-out
-        samples (heldout_change, paste_change; a warning above DAMAGE_THRESHOLD, rewrite/damage.py).
+        samples (heldout_change, paste_change; a warning above DAMAGE_THRESHOLD, rewrite/core/damage.py).
         Atomic: on a bad request, an interrupt or a non-finite loss the weights are restored and an
-        error is raised (rewrite/edits.py runs it)."""
-        return edits.apply_edit(self, request, rank, niter, piter, lr, update_callback, single_key, solver,
-                                preserve_weight, solver_options, allow_other_layer)
+        error is raised (rewrite/core/edits.py runs it)."""
+        return edits.apply_edit(self, request, rank=rank, niter=niter, piter=piter, lr=lr,
+                                update_callback=update_callback, single_key=single_key, solver=solver,
+                                preserve_weight=preserve_weight, solver_options=solver_options,
+                                allow_other_layer=allow_other_layer)
 
     def apply_erase(self, request, rank: int | None = None, drank: int = ERASE_UNITS, niter: int | None = None,
                     piter: int | None = None, lr: float | None = None, update_callback: Callable | None = None,
@@ -285,8 +294,9 @@ class SeqStyleGanRewriter:
                     **solver_options) -> EditRecord:
         """Remove what the `key` context regions show from the `paste` region (its top units zeroed);
         `preserve` regions, preserve_weight, the file's own setting and allow_other_layer as in apply_edit."""
-        return edits.apply_erase(self, request, rank, drank, niter, piter, lr, update_callback, solver,
-                                 preserve_weight, solver_options, allow_other_layer)
+        return edits.apply_erase(self, request, rank=rank, drank=drank, niter=niter, piter=piter, lr=lr,
+                                 update_callback=update_callback, solver=solver, preserve_weight=preserve_weight,
+                                 solver_options=solver_options, allow_other_layer=allow_other_layer)
 
     def apply_request(self, request, rank: int | None = None, preserve_weight: float | None = None,
                       **options) -> EditRecord:
@@ -311,12 +321,12 @@ class SeqStyleGanRewriter:
         """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
         return edits.apply_overfit(self, request, niter, lr, update_callback)
 
-    # ---- history (rewrite/history.py) ----------------------------------------------------------
-    def _atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
+    # ---- history (rewrite/core/history.py) ----------------------------------------------------------
+    def atomic_edit(self, record: EditRecord, names: Sequence[str] | None = None):
         """Snapshot the parameters an edit changes; restore them on any error or interrupt."""
         return self.edits.atomic_edit(record, names)
 
-    def _keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
+    def keep_the_better(self, record: EditRecord, saved: dict[str, torch.Tensor]) -> None:
         """Warn on a rise of the goal loss; roll back a rise above LOSS_TOLERANCE (EditHistory.keep_the_better)."""
         self.edits.keep_the_better(record, saved)
 

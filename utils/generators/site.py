@@ -89,8 +89,9 @@ class RewriteSite:
         if self._shapes is None:
             z = torch.zeros(1, self.z_dim, device=next(self.model.parameters()).device)
             with torch.no_grad():
-                k = subsequence(self.model, upto_layer=self.conv)(z)
-                v = subsequence(self.model, first_layer=self.conv, last_layer=self.target_end)(k)
+                k = subsequence(self.model, upto_layer=self.conv, share_weights=True)(z)
+                v = subsequence(self.model, first_layer=self.conv, last_layer=self.target_end,
+                                share_weights=True)(k)
             self._shapes = tuple(k.fmap.shape[1:]), tuple(v.fmap.shape[1:])
         return self._shapes
 

@@ -56,7 +56,7 @@ def insert_fast(target_with_weight: Callable, layer: TargetLayer, weight: torch.
     term of LowRankTarget to the loss (default: the goal's L1 alone, the original's objective). The
     term trades effectiveness for preservation: on the demo model's dome-to-spire edit, preserve=0.3
     cut the change outside the towers from 0.022 to 0.014 but the converted domes from 50% to 35%.
-    preserve_set (issue 13's preserve regions) with preserve_weight > 0 adds preserve_weight times their
+    preserve_set (preserve regions) with preserve_weight > 0 adds preserve_weight times their
     mask-weighted L1 change (`PreserveTerm`) to the loss, in the least squares and the polish alike.
     losses: the exact loss after each round and polish step.
     """
@@ -145,7 +145,7 @@ class LowRankTarget:
         u, slope = _inverse_activation(val)
         self.pre_target = (u[0].reshape(o, -1) - self.offset)                              # wanted demod * pre
         self.slope = slope[0].reshape(o, -1)
-        self.keep: PreserveTerm | None = None           # the preserve regions' term (issue 13), if any
+        self.keep: PreserveTerm | None = None           # the preserve regions' term, if any
 
     def demod(self, lam: torch.Tensor) -> torch.Tensor:
         """The goal's demodulation [O]."""
