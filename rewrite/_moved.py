@@ -12,6 +12,8 @@ import importlib.abc
 import importlib.util
 import sys
 
+__all__ = ['install', 'MOVED', 'MovedModuleFinder']
+
 MOVED: dict[str, str] = {
     'ganrewrite': 'rewrite.core.rewriter', 'pieces': 'rewrite.core.pieces', 'contextkeys': 'rewrite.core.contextkeys',
     'keymethods': 'rewrite.core.keymethods', 'goals': 'rewrite.core.goals', 'edits': 'rewrite.core.edits',

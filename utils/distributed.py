@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+__all__ = ['all_agree', 'all_reduce_sum', 'backend_for', 'barrier', 'broadcast_module', 'gather_to_main',
+           'process_group', 'World', 'world_from_env']
+
 
 @dataclass(frozen=True)
 class World:

@@ -18,6 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+__all__ = ['atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'folder_problem', 'remove_stale_temps',
+           'STALE_TEMP_SECONDS']
+
 STALE_TEMP_SECONDS = 24 * 3600      # a temp this old is stale even if its pid runs (reused pids, other hosts)
 
 

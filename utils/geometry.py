@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ['Box', 'centered_location', 'crop_clip_to_bounds', 'paste_clip_at_center',
+           'positive_bounding_box']
+
 Box = tuple[int, int, int, int]            # top, left, bottom, right (exclusive)
 
 

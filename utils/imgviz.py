@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+__all__ = ['as_image', 'box_image', 'masked_image', 'region_border', 'resize_map', 'tile', 'to_uint8',
+           'to_uint8_batch']
+
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """img [3, H, W] in [-1, 1] -> uint8 [H, W, 3]."""

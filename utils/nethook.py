@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+__all__ = ['get_module', 'StopForward', 'subsequence', 'Trace', 'TraceDict']
+
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule at dotted path `name` (e.g. 'layer8.sconv.mconv.dconv')."""

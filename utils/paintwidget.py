@@ -21,6 +21,9 @@ from PIL import Image
 
 from utils.masks import decode_mask_rgba, encode_mask, resize_mask
 
+__all__ = ['as_rgb_array', 'BLANK_GRAY', 'encode_picture', 'mask_from_url', 'MOUSE_EVENTS', 'PaintWidget',
+           'stroke_footprint']
+
 MOUSE_EVENTS = ['mousedown', 'mousemove', 'mouseup', 'mouseleave']
 BLANK_GRAY = 242                     # what an empty widget shows
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ['QuantileSample', 'SecondMoment', 'upper_block_gram']
+
 
 class SecondMoment:
     """Uncentered second moment E[x x^T], plus E[x] and E[x^2] per unit, accumulated in float64.

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+__all__ = ['standard_z_sample', 'z_dataset_for_model', 'z_sample_for_model']
+
 
 def standard_z_sample(size: int, depth: int, seed: int = 1) -> torch.Tensor:
     """z [size, depth] = RandomState(seed).standard_normal(size * depth), as float32."""

@@ -11,6 +11,8 @@ import torch
 
 from rewrite.analysis.rulechange import RuleChangeProblem, change_outside, conv_weight_name, fit_layer_change, render
 
+__all__ = ['BUDGET_RTOL', 'layer_search', 'LayerSearch', 'MAX_SCALE', 'scale_to_budget']
+
 MAX_SCALE = 4.0          # layer_search strengthens a change at most this much to bring it up to the budget
 
 

@@ -29,6 +29,11 @@ from torch.func import functional_call
 from utils.generators.site import RewriteSite, rewrite_site
 from utils.nethook import Trace
 
+__all__ = ['build_problem', 'cause_direction', 'change_loss', 'change_outside', 'changed_model',
+           'conv_change_rank', 'conv_weight_name', 'direction_intervention', 'Edit', 'fit_layer_change',
+           'key_direction', 'layer_site', 'LayerChange', 'project_rank_one', 'rank_one_conv',
+           'rank_one_update', 'render', 'RuleChangeProblem', 'unit_intervention', 'unit_iou_ranking']
+
 
 def unit_iou_ranking(acts: torch.Tensor, masks: torch.Tensor, quantile: float = 0.99
                      ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,8 @@ import ipywidgets as widgets
 from rewrite.analysis.advisor import Advice, Candidate, advise
 from rewrite.app.base import AppPanel, SolveCancelled, UserError, reports_errors
 
+__all__ = ['AdvisePanel', 'NEAR', 'parse_layers', 'RANKS', 'row_text']
+
 RANKS = (1, 2, 3)
 NEAR = 2            # the default layers: the app's layer and this many on either side
 

@@ -20,6 +20,8 @@ from rewrite.core.rewriter import RewriteError
 from rewrite.formats import editfile
 from rewrite.formats.savededits import SavedEditError
 
+__all__ = ['AppPanel', 'explain', 'reports_errors', 'SolveCancelled', 'UserError']
+
 
 class UserError(Exception):
     """A problem with what the user asked for; shown on the message line."""

@@ -17,6 +17,8 @@ from rewrite.formats import editfile
 from utils import imgviz
 from utils.paintwidget import PaintWidget, encode_picture
 
+__all__ = ['CanvasMixin']
+
 
 class CanvasMixin:
     """GanRewriteApp's canvas methods (see rewrite/app/rewriteapp.py for the state they share)."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import ipyevents
 
+__all__ = ['dispatch_dom_event', 'drag', 'key_message', 'mouse_message']
+
 
 def mouse_message(kind: str, x: float, y: float, shown_size: float, buttons: int = 1, **extra) -> dict:
     """The content of the message ipyevents' browser side sends for a mouse event at (x, y) on an

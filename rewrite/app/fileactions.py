@@ -17,6 +17,8 @@ from rewrite.formats.registry import SOLVERS
 from rewrite.formats.savededits import export_path, saved_edit_names, saved_edit_path
 from utils.generators import save_generator
 
+__all__ = ['FileActionsMixin']
+
 
 class FileActionsMixin:
     """GanRewriteApp's fileactions methods (see rewrite/app/rewriteapp.py for the state they share)."""

@@ -23,6 +23,8 @@ from rewrite.app.preservepanel import PreservePanel
 from rewrite.core.rewriter import ERASE_UNITS
 from utils.paintwidget import PaintWidget
 
+__all__ = ['LayoutMixin']
+
 
 class LayoutMixin:
     """GanRewriteApp's layout methods (see rewrite/app/rewriteapp.py for the state they share)."""

@@ -16,6 +16,10 @@ from rewrite.app.base import UserError
 from rewrite.formats import editfile
 from rewrite.formats.registry import SOLVERS
 
+__all__ = ['click_center', 'describe_record', 'DOWNLOAD_LIMIT', 'download_link', 'format_image_numbers',
+           'loss_rose', 'parse_image_numbers', 'shift_mask', 'SOLVER_CHOICES', 'STYLE', 'WARNING_COLOR',
+           'WIDE', 'wrapping_row']
+
 SOLVER_CHOICES = tuple(SOLVERS)                 # the solver registry's names (rewrite/methods.py)
 
 STYLE = '''<style>

@@ -37,6 +37,9 @@ from rewrite.formats.settings import preserve_weight_for
 from utils import imgviz
 from utils.paintwidget import as_rgb_array, encode_picture, mask_from_url
 
+__all__ = ['CONTEXT_COLOR', 'heat_overlay', 'outline_regions', 'PRESERVE_COLOR', 'PreservePanel',
+           'response_level']
+
 PRESERVE_COLOR = (40, 110, 255)
 CONTEXT_COLOR = (255, 40, 40)
 

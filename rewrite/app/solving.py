@@ -12,6 +12,8 @@ from rewrite.app.base import SolveCancelled, UserError, explain, reports_errors
 from rewrite.app.parts import loss_rose
 from rewrite.formats.registry import SOLVERS
 
+__all__ = ['SolvingMixin']
+
 
 class SolvingMixin:
     """GanRewriteApp's solving methods (see rewrite/app/rewriteapp.py for the state they share)."""

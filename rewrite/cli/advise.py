@@ -32,6 +32,8 @@ from utils.distributed import (
 from utils.fileio import atomic_write_text
 from utils.zdataset import z_dataset_for_model
 
+__all__ = ['add_parser', 'NAME', 'run']
+
 NAME = 'advise'
 
 

@@ -20,6 +20,8 @@ from utils.distributed import (
 )
 from utils.generators import save_generator
 
+__all__ = ['add_parser', 'NAME', 'run']
+
 NAME = 'apply'
 
 

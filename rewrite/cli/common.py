@@ -26,6 +26,11 @@ from utils.generators import load_generator
 from utils.stylegan2 import SeqStyleGAN2, rewrite_site
 from utils.stylegan2.checkpoint import DEFAULT_TRUNCATION
 
+__all__ = ['check_layer', 'check_writable_dir', 'check_writable_file', 'CliError', 'COLLECTIVE_TIMEOUT_S',
+           'default_cachedir', 'default_threads', 'DEFAULT_ZSAMPLE', 'DEMO_EDIT_DIR', 'DEMO_LAYER',
+           'EDIT_HELP', 'environment_world', 'EXIT_BAD_INPUT', 'load_model', 'MAX_ZSAMPLE',
+           'one_line_warnings', 'pick_device', 'single_process']
+
 DEFAULT_ZSAMPLE = 1000              # the original's z-sample for statistics and image numbers
 
 MAX_ZSAMPLE = 100_000               # --zsample / stats --n at most (z [N, 512] and a statistics pass over all N)

@@ -11,6 +11,8 @@ import torch
 from rewrite.cli.common import CliError, check_writable_file, load_model
 from utils.stylegan2 import save_checkpoint
 
+__all__ = ['add_parser', 'check_convert_paths', 'NAME', 'run']
+
 NAME = 'convert'
 
 

@@ -41,6 +41,9 @@ from utils.distributed import (
 )
 from utils.stylegan2 import SeqStyleGAN2
 
+__all__ = ['add_parser', 'demo_edit_file', 'demo_metrics', 'demo_setting', 'NAME', 'preserve_difference',
+           'request_images', 'run']
+
 NAME = 'demo'
 
 

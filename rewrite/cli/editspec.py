@@ -35,6 +35,11 @@ from utils.distributed import (
 from utils.stylegan2 import SeqStyleGAN2, rewrite_site
 from utils.zdataset import z_dataset_for_model
 
+__all__ = ['cached_statistics', 'check_stats_n', 'damage_text', 'edit_spec_from_args', 'edit_summary',
+           'edited_model_on_every_rank', 'EditSpec', 'gather_statistics', 'load_edit_request',
+           'make_rewriter', 'read_setting', 'resolve_edit_path', 'run_edit', 'spec_rewriter',
+           'statistics_inputs']
+
 
 def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int) -> dict:
     """The edit file as a validated JSON dict (image numbers within the z-sample, masks non-empty at the layer)."""

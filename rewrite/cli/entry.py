@@ -79,6 +79,8 @@ from utils.distributed import (
     process_group,
 )
 
+__all__ = ['build_parser', 'COMMANDS', 'main']
+
 COMMANDS = (sample, apply, stats, demo, advise, convert, notebook)
 
 

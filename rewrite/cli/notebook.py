@@ -11,6 +11,8 @@ from rewrite.cli.common import CliError, check_writable_dir, single_process
 from rewrite.formats.savededits import notebook_files, notebooks_dir
 from utils.fileio import atomic_write_bytes
 
+__all__ = ['add_parser', 'copy_all_or_nothing', 'NAME', 'run']
+
 NAME = 'notebook'
 
 

@@ -24,6 +24,8 @@ from utils.distributed import (
 )
 from utils.stylegan2 import SeqStyleGAN2
 
+__all__ = ['add_parser', 'NAME', 'run', 'sample_settings']
+
 NAME = 'sample'
 
 

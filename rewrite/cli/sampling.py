@@ -29,6 +29,11 @@ from utils import imgviz
 from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_sample_for_model
 
+__all__ = ['check_manifest', 'contact_sheet', 'FID_SEED_OFFSET', 'GRID_COLUMNS', 'GRID_IMAGES', 'GRID_NAME',
+           'image_path', 'image_z', 'is_complete_png', 'MANIFEST_NAME', 'padded_batches', 'pending',
+           'PIXEL_FORMAT', 'remove_stale_temps', 'render', 'sample_to_folder', 'SampleFolderError',
+           'to_uint8', 'write_contact_sheet', 'write_manifest', 'write_png']
+
 FID_SEED_OFFSET = 1_000_007
 GRID_NAME = 'grid.png'
 MANIFEST_NAME = 'sample.json'

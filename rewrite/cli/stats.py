@@ -22,6 +22,8 @@ from utils.distributed import (
     World,
 )
 
+__all__ = ['add_parser', 'NAME', 'run']
+
 NAME = 'stats'
 
 

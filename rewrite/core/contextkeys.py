@@ -33,6 +33,8 @@ from rewrite.formats.settings import (
     real_number,
 )
 
+__all__ = ['ContextKeys']
+
 
 class ContextKeys:
     """The keys of `pieces`' layer. Statistics over the first `stats_size` z's, cached in `cachedir` (if given)."""

@@ -37,6 +37,11 @@ from rewrite.formats.settings import (
 from utils.geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from utils.stylegan2 import DataBag
 
+__all__ = ['ADAM_SETTINGS', 'apply_edit', 'apply_erase', 'apply_overfit', 'apply_request', 'check_layer',
+           'check_model', 'checked_context', 'context_pairs', 'damage_before', 'file_setting', 'insert',
+           'parse', 'preserve_pairs', 'preserve_set', 'record_damage', 'Rewriter', 'run_insert', 'Setting',
+           'settings', 'solver_run', 'zero']
+
 
 class Rewriter(Protocol):
     """What the edit steps use of a rewriter (SeqStyleGanRewriter is one): its public methods only, so a

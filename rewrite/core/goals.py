@@ -16,6 +16,8 @@ from rewrite.core.pieces import LayerPieces
 from utils.geometry import centered_location, crop_clip_to_bounds, paste_clip_at_center, positive_bounding_box
 from utils.stylegan2 import DataBag
 
+__all__ = ['Copied', 'Goal', 'Goals']
+
 
 @dataclass
 class Copied:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+__all__ = ['EditHistory', 'EditRecord', 'InterruptGuard', 'LOSS_TOLERANCE']
+
 LOSS_TOLERANCE = 0.5    # an edit whose goal loss ends above (1 + this) x its initial loss is rolled back
 
 

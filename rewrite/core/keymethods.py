@@ -12,6 +12,9 @@ import torch
 from rewrite.core.statistics import KeyStatistics, solve_moment
 from rewrite.formats.settings import RewriteError
 
+__all__ = ['covariance_adjusted', 'gandissect_directions', 'mean_directions', 'svd_directions',
+           'zca_directions', 'zca_whitened']
+
 
 def covariance_adjusted(c_matrix: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """C^-1 k by a stable solve; k [I] or [N, I]."""

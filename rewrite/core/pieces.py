@@ -21,6 +21,8 @@ from rewrite.formats.settings import RewriteError
 from utils.nethook import subsequence
 from utils.stylegan2 import DataBag, rewrite_site
 
+__all__ = ['all_zs', 'EDIT_DTYPES', 'float_zs', 'LayerPieces']
+
 EDIT_DTYPES = (torch.float32, torch.float64, torch.bfloat16)   # float16 overflows in the solvers
 
 

@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 from rewrite.core.pieces import LayerPieces
 from utils import imgviz
 
+__all__ = ['key_response', 'Renderer']
+
 
 def key_response(fmap: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """fmap [N, I, h, w] . key [I] -> [N, h, w]."""

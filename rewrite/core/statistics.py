@@ -31,6 +31,10 @@ from utils.distributed import World, all_reduce_sum, gather_to_main
 from utils.fileio import atomic_path, folder_problem
 from utils.runningstats import QuantileSample, SecondMoment
 
+__all__ = ['arrays_checksum', 'atomic_savez', 'cache_filename', 'cache_meta', 'cache_problem',
+           'cache_unwritable_warning', 'flatten_keys', 'gather_key_statistics', 'KeyStatistics',
+           'reduce_moment', 'solve_moment', 'STATS_VERSION', 'weights_fingerprint', 'zca_from_moment']
+
 STATS_VERSION = 2                   # 2: content checksum in the file
 
 

@@ -18,6 +18,10 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
     describe_value,
 )
 
+__all__ = ['check_count', 'check_model', 'check_option', 'check_region_count', 'check_solver',
+           'check_solver_options', 'check_weight', 'FINGERPRINT', 'MAX_MODEL_NAME', 'MAX_REGIONS',
+           'parse_key']
+
 FINGERPRINT = re.compile(r'^[0-9a-f]{64}$')
 
 

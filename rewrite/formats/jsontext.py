@@ -10,6 +10,9 @@ import stat
 
 from utils.masks import FieldError as EditFileError
 
+__all__ = ['json_value', 'loads_strict', 'LongInteger', 'MAX_EDIT_BYTES', 'MAX_INT_DIGITS', 'parse_int',
+           'read_edit_bytes', 'read_edit_json', 'reject_duplicates']
+
 MAX_EDIT_BYTES = 256 * 2 ** 20     # 256 MiB: the original tool's files are < 100 kB (a few 1024 px masks)
 
 

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from rewrite.formats import settings as checks
 from rewrite.formats.settings import FastOptions, IterativeOptions, OriginalOptions
 
+__all__ = ['DEFAULT_KEY_METHOD', 'DEFAULT_SOLVER', 'Deferred', 'KEY_METHODS', 'KeyMethod', 'Solver',
+           'SOLVERS']
+
 
 @dataclass(frozen=True)
 class Deferred:

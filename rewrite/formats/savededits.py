@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+__all__ = ['export_path', 'NAME_PATTERN', 'notebook_files', 'NOTEBOOK_NAME', 'notebooks_dir',
+           'RULE_NOTEBOOK_NAME', 'saved_edit_names', 'saved_edit_path', 'SavedEditError']
+
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 
 

@@ -20,6 +20,8 @@ from utils.masks import (  # the mask codec, re-exported as part of this module'
     resize_red,
 )
 
+__all__ = ['bounding_box', 'check_imgnum', 'parse_pair', 'Selection', 'selection_from_mask']
+
 
 def bounding_box(mask: torch.Tensor | np.ndarray) -> tuple[int, int, int, int]:
     """(top, left, bottom, right), bottom/right exclusive, of the pixels > 0 of a [H, W] mask;

@@ -8,6 +8,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+__all__ = ['check_choice', 'check_fast_options', 'check_options', 'check_rank', 'FastOptions',
+           'IterativeOptions', 'MAX_PRESERVE_WEIGHT', 'OriginalOptions', 'PRESERVE_WEIGHT',
+           'preserve_weight_for', 'real_number', 'RewriteError']
+
 
 @dataclass(frozen=True)
 class FastOptions:

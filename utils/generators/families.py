@@ -26,6 +26,9 @@ import torch
 
 from utils.fileio import atomic_path
 
+__all__ = ['BUILTIN_FAMILIES', 'checkpoint_family', 'DEFAULT_FAMILY', 'FAMILIES', 'family', 'family_of',
+           'GeneratorFamily', 'load_generator', 'register_family', 'sampling_at', 'save_generator']
+
 DEFAULT_FAMILY = 'stylegan2'
 
 

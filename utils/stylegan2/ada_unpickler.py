@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = ['AdaPickleError', 'check_nesting', 'describe', 'MAX_NESTING', 'PERSISTENCE_VERSION',
+           'PersistentRecord', 'read_ada_pickle', 'TF_CONVERTERS']
+
 PERSISTENCE_VERSION = 6
 TF_CONVERTERS = ("NVlabs stylegan2-ada-pytorch's `python legacy.py --source=OLD.pkl --dest=NEW.pkl` "
                  "(writes a PyTorch .pkl this loader reads) or rosinality stylegan2-pytorch's "

@@ -16,6 +16,11 @@ from utils.fileio import atomic_path
 from .ada_pickle import read_ada_checkpoint
 from .model import SeqStyleGAN2, strip_data_parallel_prefix
 
+__all__ = ['atomic_torch_save', 'check_state_tensors', 'checkpoint_options', 'DEFAULT_TRUNCATION',
+           'DEMO_CHECKPOINT', 'describe_file', 'FILE_SIGNATURES', 'infer_config', 'load_seq_stylegan',
+           'MAX_LOG_SIZE', 'MAX_WIDTH', 'model_from_checkpoint', 'read_checkpoint', 'RELEASE_FILES',
+           'RELEASE_URL', 'save_checkpoint']
+
 RELEASE_URL = 'http://rewriting.csail.mit.edu/data/models/'
 RELEASE_FILES = {
     'bedroom': 'stylegan2_bedroom-6fa55a6e.pt',

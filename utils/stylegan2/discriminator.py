@@ -12,6 +12,9 @@ from torch import nn
 from . import ops
 from .layers import EqualLinear
 
+__all__ = ['BiasActivation', 'ConvLayer', 'Discriminator', 'EqualConv2d', 'EqualLinearModule', 'FIRBlur',
+           'ResBlock']
+
 
 class EqualConv2d(nn.Module):
     """Conv with weight scaled by 1/sqrt(fan_in) at run time. x [B, I, H, W] -> [B, O, H', W']."""

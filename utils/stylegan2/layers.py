@@ -21,6 +21,11 @@ from utils.generators.site import DataBag
 
 from . import ops
 
+__all__ = ['AdjustLatent', 'ApplyStyle', 'BiasLeakyReLU', 'Blur', 'ConstantInput', 'DemodulatedConv2d',
+           'EqualLinear', 'InputLatent', 'MappingLinear', 'modulated_conv', 'ModulatedConv2dFused',
+           'ModulatedConv2dSeq', 'Modulation', 'noise_shapes', 'NoiseBuffers', 'NoiseInjection',
+           'PickLatent', 'PixelNorm', 'ReturnOutput', 'StyledConv', 'ToRGB', 'UpsampleRGB']
+
 
 class EqualLinear(nn.Module):
     """Linear layer with equalized learning rate: y = x (W * lr_mul / sqrt(I))^T + b * lr_mul."""

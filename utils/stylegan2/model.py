@@ -38,6 +38,9 @@ from .layers import (
     UpsampleRGB,
 )
 
+__all__ = ['checkpoint_key', 'CheckpointMismatchError', 'config_f_channels', 'SeqStyleGAN2',
+           'strip_data_parallel_prefix']
+
 
 def config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
     """Feature widths per resolution of StyleGAN2 config-f."""

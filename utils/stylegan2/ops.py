@@ -12,6 +12,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+__all__ = ['blur_kernel_2d', 'CHANNELS_LAST', 'clamp_activation', 'DEMOD_EPS', 'demodulation',
+           'fused_leaky_relu', 'fused_modulated_conv', 'LRELU_GAIN', 'LRELU_SLOPE', 'pixel_norm',
+           'plain_conv', 'upfirdn2d', 'upsample_conv_padding']
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8

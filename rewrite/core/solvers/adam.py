@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from rewrite.core.solvers.problem import InsertProblem, _check_finite, projected_conv
 from rewrite.formats.settings import IterativeOptions, OriginalOptions
 
+__all__ = ['insert_linear', 'insert_original', 'run_linear', 'run_original']
+
 
 def insert_original(target: Callable, weight: torch.nn.Parameter, key, val: torch.Tensor,
                     context: torch.Tensor, niter: int = 2001, piter: int = 10, lr: float = 0.05,

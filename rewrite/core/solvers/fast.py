@@ -20,6 +20,8 @@ from rewrite.formats.settings import FastOptions
 from utils.stylegan2 import ops
 from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
+__all__ = ['DemodEnergy', 'insert_fast', 'LowRankTarget', 'PRESERVE_PIXELS', 'PreserveTerm', 'run_fast']
+
 PRESERVE_PIXELS = 1024       # PreserveTerm's bound on the preserve pixels it models (an even subsample beyond)
 
 

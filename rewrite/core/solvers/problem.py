@@ -13,6 +13,8 @@ import torch
 from rewrite.core.preserve import PreserveSet
 from utils.stylegan2.site import TargetLayer  # what the fast solver knows of the target piece
 
+__all__ = ['InsertProblem', 'option_values', 'projected_conv']
+
 
 @dataclass
 class InsertProblem:

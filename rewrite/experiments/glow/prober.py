@@ -24,6 +24,8 @@ from rewrite.experiments.glow.rule import GlowRule, present
 from utils.imgviz import to_uint8
 from utils.paintwidget import PaintWidget, encode_picture
 
+__all__ = ['describe', 'RuleProber']
+
 
 def describe(labels: torch.Tensor) -> str:
     """'lit windows yes, glow no' for one label map [1, H, W]."""

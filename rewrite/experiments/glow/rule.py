@@ -28,6 +28,9 @@ from utils.demo.scenes import GLOW_DEPTH, RULE_CLASS_ID, UNIT
 from utils.demo.segmenter import DEFAULT_WEIGHTS
 from utils.nethook import Trace
 
+__all__ = ['area', 'BODY', 'body_mask', 'Dissection', 'effect_region', 'flip_rate', 'GLOW_MODEL',
+           'GLOW_SEGMENTER', 'GlowRule', 'MIN_PIXELS', 'present', 'RuleRates', 'WEIGHTS']
+
 WEIGHTS = DEFAULT_WEIGHTS.parent                  # the demo world's weights folder (utils/demo/weights)
 GLOW_MODEL = WEIGHTS / 'glowchurch64.pt'
 GLOW_SEGMENTER = WEIGHTS / 'segmenter_glow.pt'
