@@ -50,13 +50,7 @@ from metrics.report import fmt, machine_info, markdown_table, pct, rel, write_js
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from utils import imgviz
 from utils.demo import Segmenter, render_batch
-from utils.demo.measures import (
-    REGION_RADIUS,
-    Samples,
-    frechet,
-    presence_rates,
-    segmenter_features,
-)
+from utils.demo.measures import REGION_RADIUS, Samples, frechet, presence_rates, segmenter_features
 from utils.demo.scenes import images_to_tensor
 from utils.demo.segmenter import vote_tops
 from utils.demo.train_gan import DATA_OFFSET

@@ -64,9 +64,7 @@ from rewrite.core.history import EditRecord
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats.registry import IterativeOptions
 from rewrite.formats.settings import PRESERVE_WEIGHT
-from utils.demo.measures import (
-    REGION_RADIUS,
-)
+from utils.demo.measures import REGION_RADIUS
 from utils.fileio import atomic_path, atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 

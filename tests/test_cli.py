@@ -15,6 +15,7 @@ import torch
 from numerics import gamma, gram_atol
 from test_sampling import TINY, folder_bytes, numpy_uint8, read_png, reference_images
 
+from rewrite.cli import common as cli_common
 from rewrite.cli import demo as demo_command
 from rewrite.cli import entry as cli
 from rewrite.cli import sampling
@@ -384,11 +385,11 @@ def test_demo_takes_layer_and_rank_from_the_edit_file_name(files, tmp_path, caps
     # flags still win over the name
     assert demo_command.demo_setting(3, 1, named) == (3, 1)
     assert demo_command.demo_setting(None, None, named) == (LAYER, 2)
-    assert demo_command.demo_setting(None, None, tmp_path / 'plain.json') == (demo_command.DEMO_LAYER, 1)
+    assert demo_command.demo_setting(None, None, tmp_path / 'plain.json') == (cli_common.DEMO_LAYER, 1)
 
 
 def test_demo_without_bundled_edits_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo_command, 'DEMO_EDIT_DIR', tmp_path / 'masks' / 'demo')
+    monkeypatch.setattr(cli_common, 'DEMO_EDIT_DIR', tmp_path / 'masks' / 'demo')
     code, stdout, err = run(capsys, 'demo', '--out', tmp_path / 'demo.png')
     assert code == 2 and len(err.splitlines()) == 1 and 'no bundled demo edit' in err
     assert not (tmp_path / 'demo.png').exists()

@@ -11,14 +11,7 @@ import ipyevents
 import ipywidgets as widgets
 
 from rewrite.app.advisepanel import AdvisePanel
-from rewrite.app.parts import (
-    SOLVER_CHOICES,
-    STYLE,
-    WARNING_COLOR,
-    WIDE,
-    format_image_numbers,
-    wrapping_row,
-)
+from rewrite.app.parts import SOLVER_CHOICES, STYLE, WARNING_COLOR, WIDE, format_image_numbers, wrapping_row
 from rewrite.app.preservepanel import PreservePanel
 from rewrite.core.rewriter import ERASE_UNITS
 from utils.paintwidget import PaintWidget

@@ -7,28 +7,10 @@ import json
 from pathlib import Path
 
 from rewrite.analysis import advisor
-from rewrite.cli import sampling
-from rewrite.cli.common import (
-    EDIT_HELP,
-    CliError,
-    _add_model_args,
-    _add_stats_args,
-    _cachedir,
-    _finite_float,
-    _int_at_least,
-    _int_between,
-    _one_line,
-    check_layer,
-    check_writable_dir,
-    load_model,
-    pick_device,
-    single_process,
-)
+from rewrite.cli import common, sampling
 from rewrite.cli.editspec import check_stats_n, resolve_edit_path
 from rewrite.core.rewriter import RewriteError
-from utils.distributed import (
-    World,
-)
+from utils.distributed import World
 from utils.fileio import atomic_write_text
 from utils.zdataset import z_dataset_for_model
 
@@ -76,48 +58,48 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    'then for each of the --top settings the edited samples and their leak maps:\n'
                                    'change in red, the rule\'s targets outlined in green), and prints the\n'
                                    'suggested --layer/--rank.')
-    _add_model_args(p)
-    p.add_argument('--edit', type=Path, required=True, help=EDIT_HELP)
+    common.add_model_args(p)
+    p.add_argument('--edit', type=Path, required=True, help=common.EDIT_HELP)
     p.add_argument('--layers', type=int, nargs='+', default=None,
                    help='layers to try (default: every layer; those too small for the masks are listed as skipped)')
-    p.add_argument('--ranks', type=_int_at_least(1), nargs='+', default=[1, 2, 3], help='ranks to try (default 1 2 3)')
-    p.add_argument('--heldout', type=_int_between(1, advisor.MAX_HELDOUT, 'MAX_HELDOUT'), default=advisor.HELDOUT_N,
+    p.add_argument('--ranks', type=common.int_at_least(1), nargs='+', default=[1, 2, 3],
+                   help='ranks to try (default 1 2 3)')
+    p.add_argument('--heldout', type=common.int_between(1, advisor.MAX_HELDOUT, 'MAX_HELDOUT'),
+                   default=advisor.HELDOUT_N,
                    help=f'held-out samples that score each setting (default {advisor.HELDOUT_N}, at most '
                         f'{advisor.MAX_HELDOUT})')
-    p.add_argument('--heldout-truncation', type=_finite_float, default=advisor.HELDOUT_TRUNCATION,
+    p.add_argument('--heldout-truncation', type=common.finite_float, default=advisor.HELDOUT_TRUNCATION,
                    help='truncation of the held-out samples (default 1: the whole distribution; the edit '
                         'itself uses --truncation)')
-    _add_stats_args(p)
-    p.add_argument('--top', type=_int_at_least(1), default=3, help='settings shown in the picture (default 3)')
+    common.add_stats_args(p)
+    p.add_argument('--top', type=common.int_at_least(1), default=3, help='settings shown in the picture (default 3)')
     p.add_argument('--out', type=Path, required=True, help='folder for advice.json and advice.png')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(run=run)
-    return p
+    return common.finish_parser(p, run)
 
 
 def run(args, world: World) -> None:
     """Sweeps layers x ranks for --edit; prints the table, writes advice.json and advice.png in --out."""
-    single_process(world, 'advise')
+    common.single_process(world, 'advise')
     args.edit = resolve_edit_path(args.edit)
     check_stats_n(args)
-    device = pick_device(args.device, world)
-    model = load_model(args.model, args.truncation, device)
+    device = common.pick_device(args.device, world)
+    model = common.load_model(args.model, args.truncation, device)
     for layer in args.layers or []:
-        check_layer(model, layer)
+        common.check_layer(model, layer)
     try:
         request = advisor.read_request(args.edit)         # validated by advise, before anything is written
         advisor.check_request(request, args.zsample)
     except RewriteError as e:
-        raise CliError(f'bad --edit {args.edit}: {_one_line(e)}') from None
-    check_writable_dir(args.out, '--out')
-    cachedir = _cachedir(args)
+        raise common.CliError(f'bad --edit {args.edit}: {common.one_line(e)}') from None
+    common.check_writable_dir(args.out, '--out')
+    cachedir = common.cachedir_from(args)
     zds = z_dataset_for_model(model, size=args.zsample, seed=1)
     try:
         advice = advisor.advise(model, zds, request, layers=args.layers, ranks=args.ranks, cachedir=cachedir,
                                 heldout=args.heldout, heldout_truncation=args.heldout_truncation,
                                 progress=not args.quiet, stats_size=args.stats_n)
     except RewriteError as e:
-        raise CliError(f'cannot advise on --edit {args.edit}: {_one_line(e)}') from None
+        raise common.CliError(f'cannot advise on --edit {args.edit}: {common.one_line(e)}') from None
     args.out.mkdir(parents=True, exist_ok=True)
     info = {'edit_file': str(args.edit), 'model': str(args.model), 'truncation': args.truncation,
             'zsample': args.zsample, 'stats_n': args.stats_n}

@@ -6,18 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from rewrite.cli.common import (
-    _add_edit_args,
-    _add_model_args,
-    check_writable_file,
-    load_model,
-    pick_device,
-    single_process,
-)
+from rewrite.cli import common
 from rewrite.cli.editspec import edit_spec_from_args, edit_summary, run_edit, spec_rewriter
-from utils.distributed import (
-    World,
-)
+from utils.distributed import World
 from utils.generators import save_generator
 
 __all__ = ['add_parser', 'NAME', 'run']
@@ -28,20 +19,18 @@ NAME = 'apply'
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `apply` command's parser, added to the subparsers `sub`."""
     p = sub.add_parser('apply', help='apply an edit and save the rewritten generator (checkpoint layout)')
-    _add_model_args(p)
-    _add_edit_args(p, edit_required=True)
+    common.add_model_args(p)
+    common.add_edit_args(p, edit_required=True)
     p.add_argument('--out', type=Path, required=True, help='the .pt file to write')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(run=run)
-    return p
+    return common.finish_parser(p, run)
 
 
 def run(args, world: World) -> None:
-    single_process(world, 'apply')
-    device = pick_device(args.device, world)
-    model = load_model(args.model, args.truncation, device)
+    common.single_process(world, 'apply')
+    device = common.pick_device(args.device, world)
+    model = common.load_model(args.model, args.truncation, device)
     spec = edit_spec_from_args(args, model)
-    check_writable_file(args.out, '--out')
+    common.check_writable_file(args.out, '--out')
     gw = spec_rewriter(model, spec)
     record = run_edit(gw, spec)
     info = spec.describe() | {'edit_file': str(args.edit), 'truncation': args.truncation,

@@ -10,21 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewrite.cli import sampling
-from rewrite.cli.common import (
-    DEMO_EDIT_DIR,
-    DEMO_LAYER,
-    EDIT_HELP,
-    CliError,
-    _add_model_args,
-    _add_solver_args,
-    _add_stats_args,
-    _int_at_least,
-    check_writable_file,
-    load_model,
-    pick_device,
-    single_process,
-)
+from rewrite.cli import common, sampling
 from rewrite.cli.editspec import (
     EditSpec,
     edit_spec_from_args,
@@ -36,9 +22,7 @@ from rewrite.cli.editspec import (
 )
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats.editfile import setting_from_name
-from utils.distributed import (
-    World,
-)
+from utils.distributed import World
 from utils.stylegan2 import SeqStyleGAN2
 
 __all__ = ['add_parser', 'demo_edit_file', 'demo_metrics', 'demo_setting', 'NAME', 'preserve_difference',
@@ -50,32 +34,30 @@ NAME = 'demo'
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `demo` command's parser, added to the subparsers `sub`."""
     p = sub.add_parser('demo', help='apply a bundled edit to the demo model; write a before/after grid',
-                       description=f'Applies an edit from {DEMO_EDIT_DIR} to the bundled demo generator, '
+                       description=f'Applies an edit from {common.DEMO_EDIT_DIR} to the bundled demo generator, '
                                    'writes a before/after grid PNG and prints the edit\'s metrics.')
-    _add_model_args(p, required=False)
+    common.add_model_args(p, required=False)
     p.add_argument('--edit', type=Path, default=None,
-                   help=EDIT_HELP + ' (default: the first bundled demo edit)')
+                   help=common.EDIT_HELP + ' (default: the first bundled demo edit)')
     p.add_argument('--layer', type=int, default=None,
                    help=f'layer to rewrite (default: the layer the edit file records, else layerN in its file name, '
-                        f'else {DEMO_LAYER})')
-    p.add_argument('--rank', type=_int_at_least(1), default=None,
+                        f'else {common.DEMO_LAYER})')
+    p.add_argument('--rank', type=common.int_at_least(1), default=None,
                    help="rank of the weight change (default: the edit file's rank, else rankR in its file name, "
                         "else 1)")
-    _add_solver_args(p)
-    _add_stats_args(p)
-    p.add_argument('--images', type=_int_at_least(1), default=8, help='image pairs in the grid (default 8)')
+    common.add_solver_args(p)
+    common.add_stats_args(p)
+    p.add_argument('--images', type=common.int_at_least(1), default=8, help='image pairs in the grid (default 8)')
     p.add_argument('--out', type=Path, default=Path('demo_before_after.png'), help='grid PNG to write')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(run=run)
-    return p
+    return common.finish_parser(p, run)
 
 
 def demo_edit_file(requested: Path | None) -> Path:
     if requested is not None:
         return resolve_edit_path(requested)
-    found = sorted(DEMO_EDIT_DIR.glob('*.json'))
+    found = sorted(common.DEMO_EDIT_DIR.glob('*.json'))
     if not found:
-        raise CliError(f'no bundled demo edit: {DEMO_EDIT_DIR} has no *.json file (pass --edit FILE)')
+        raise common.CliError(f'no bundled demo edit: {common.DEMO_EDIT_DIR} has no *.json file (pass --edit FILE)')
     return found[0]
 
 def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[int, int | None]:
@@ -84,7 +66,7 @@ def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[
     recorded = read_setting(edit_path) if edit_path.is_file() else {}     # a missing file is reported later
     named_layer, named_rank = setting_from_name(edit_path)
     if layer is None:
-        layer = recorded.get('layer', named_layer if named_layer is not None else DEMO_LAYER)
+        layer = recorded.get('layer', named_layer if named_layer is not None else common.DEMO_LAYER)
     if rank is None and 'rank' not in recorded:
         rank = named_rank
     return layer, rank
@@ -95,13 +77,13 @@ def request_images(request: dict) -> list[int]:
     return sorted({int(pair[0]) for pair in pairs})
 
 def run(args, world: World) -> None:
-    single_process(world, 'demo')
-    device = pick_device(args.device, world)
-    model = load_model(args.model, args.truncation, device)
+    common.single_process(world, 'demo')
+    device = common.pick_device(args.device, world)
+    model = common.load_model(args.model, args.truncation, device)
     args.edit = demo_edit_file(args.edit)
     args.layer, args.rank = demo_setting(args.layer, args.rank, args.edit)
     spec = edit_spec_from_args(args, model)
-    check_writable_file(args.out, '--out')
+    common.check_writable_file(args.out, '--out')
     gw = spec_rewriter(model, spec)
     unkept = preserve_difference(gw, spec)
     record = run_edit(gw, spec)

@@ -14,24 +14,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rewrite.cli.common import DEMO_EDIT_DIR, CliError, _cachedir, _one_line, check_layer
+from rewrite.cli import common
 from rewrite.core.rewriter import DEFAULT_SOLVER, RewriteError, SeqStyleGanRewriter
-from rewrite.core.statistics import (
-    KeyStatistics,
-    cache_filename,
-    cache_problem,
-    gather_key_statistics,
-)
+from rewrite.core.statistics import KeyStatistics, cache_filename, cache_problem, gather_key_statistics
 from rewrite.formats.editfile import EditFileError, load_edit
 from rewrite.formats.registry import SOLVERS
 from rewrite.formats.savededits import SavedEditError, saved_edit_path
 from rewrite.formats.settings import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, preserve_weight_for
-from utils.distributed import (
-    World,
-    all_agree,
-    barrier,
-    broadcast_module,
-)
+from utils.distributed import World, all_agree, barrier, broadcast_module
 from utils.stylegan2 import SeqStyleGAN2, rewrite_site
 from utils.zdataset import z_dataset_for_model
 
@@ -46,12 +36,12 @@ def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int)
     try:
         request = load_edit(path, num_images=zsample, layer_resolution=rewrite_site(model, layer).mask_resolution)
     except OSError as e:
-        raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
+        raise common.CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
     except EditFileError as e:
         needed = re.search(r'a z-sample of at least (\d+) images', str(e))
         fix = (f'; pass --zsample {needed[1]} (image numbers index the z-sample; --stats-n N still gathers '
                'the key statistics over its first N images only)') if needed else ''
-        raise CliError(f'bad --edit {path}: {_one_line(e)}{fix}') from None
+        raise common.CliError(f'bad --edit {path}: {common.one_line(e)}{fix}') from None
     return request.to_json()
 
 @dataclass
@@ -80,7 +70,7 @@ class EditSpec:
 def check_stats_n(args) -> None:
     """--stats-n (statistics over the first N images of the z-sample) fits in --zsample."""
     if args.stats_n is not None and args.stats_n > args.zsample:
-        raise CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
+        raise common.CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
                        f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
 
 def resolve_edit_path(path: Path) -> Path:
@@ -89,12 +79,12 @@ def resolve_edit_path(path: Path) -> Path:
     if path.exists() or path.parts[:1] != ('demo',):
         return path
     try:
-        bundled = saved_edit_path(DEMO_EDIT_DIR.parent, path.as_posix())
+        bundled = saved_edit_path(common.DEMO_EDIT_DIR.parent, path.as_posix())
     except SavedEditError as e:
-        raise CliError(f'--edit {path}: {e}') from None
+        raise common.CliError(f'--edit {path}: {e}') from None
     if not bundled.is_file():
-        known = ', '.join(f'demo/{p.stem}' for p in sorted(DEMO_EDIT_DIR.glob('*.json'))) or 'none'
-        raise CliError(f'--edit {path}: no such file, and no bundled edit of that name (bundled: {known})')
+        known = ', '.join(f'demo/{p.stem}' for p in sorted(common.DEMO_EDIT_DIR.glob('*.json'))) or 'none'
+        raise common.CliError(f'--edit {path}: no such file, and no bundled edit of that name (bundled: {known})')
     return bundled
 
 def read_setting(path: Path) -> dict:
@@ -102,42 +92,42 @@ def read_setting(path: Path) -> dict:
     try:
         return load_edit(path).setting()
     except OSError as e:
-        raise CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
+        raise common.CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
     except EditFileError as e:
-        raise CliError(f'bad --edit {path}: {_one_line(e)}') from None
+        raise common.CliError(f'bad --edit {path}: {common.one_line(e)}') from None
 
 def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     """The validated edit of --edit/--layer (None without --edit). --layer, --rank, --solver and --niter
     default to what the edit file records; a --layer other than the file's applies it there and says so."""
     if args.edit is None:
         if args.layer is not None:
-            raise CliError('--layer is given without --edit')
+            raise common.CliError('--layer is given without --edit')
         return None
     args.edit = resolve_edit_path(args.edit)
     recorded = read_setting(args.edit)
     layer = args.layer if args.layer is not None else recorded.get('layer')
     if layer is None:
-        raise CliError(f'--edit {args.edit} records no layer: pass --layer N')
+        raise common.CliError(f'--edit {args.edit} records no layer: pass --layer N')
     other_layer = 'layer' in recorded and layer != recorded['layer']
-    check_layer(model, layer)
+    common.check_layer(model, layer)
     request = load_edit_request(args.edit, model, layer, args.zsample)
     rank = args.rank if args.rank is not None else recorded.get('rank', 1)
     channels = rewrite_site(model, layer).in_channels
     if rank > channels:
-        raise CliError(f'--rank {rank} exceeds the {channels} input channels of layer {layer}')
+        raise common.CliError(f'--rank {rank} exceeds the {channels} input channels of layer {layer}')
     check_stats_n(args)
     solver = args.solver if args.solver is not None else recorded.get('solver', DEFAULT_SOLVER)
     options = recorded.get('solver_options', {}) if solver == recorded.get('solver') else {}
     niter = args.niter if args.niter is not None else options.get('niter', 2001)
     weight = preserve_weight_for(args.preserve_weight, request.get('preserve_weight'))
     if weight > MAX_PRESERVE_WEIGHT:
-        raise CliError(f'--preserve-weight {weight:g} is above {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT: '
+        raise common.CliError(f'--preserve-weight {weight:g} is above {MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT: '
                        'a weight of 1 already removes a rank-1 edit)')
     if other_layer:
         print(f'rewrite: warning: --layer {layer} overrides the layer {recorded["layer"]} that {args.edit} records: '
               f'the edit is applied at layer {layer} anyway (its regions and rank were chosen for layer '
               f'{recorded["layer"]}; leave --layer out to use that one)', file=sys.stderr)
-    return EditSpec(request, layer, rank, solver, niter, args.zsample, _cachedir(args),
+    return EditSpec(request, layer, rank, solver, niter, args.zsample, common.cachedir_from(args),
                     not args.quiet, args.stats_n, weight, other_layer)
 
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
@@ -169,9 +159,9 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
                                           update_callback=progress, preserve_weight=spec.preserve_weight,
                                           allow_other_layer=spec.other_layer)
         except (RewriteError, FloatingPointError) as e:
-            raise CliError(f'the edit cannot be applied: {_one_line(e)}') from None
+            raise common.CliError(f'the edit cannot be applied: {common.one_line(e)}') from None
     if record.rolled_back:                      # far worse than no change: refused, nothing is written
-        raise CliError(f'the edit cannot be applied: {record.warning} (--solver, --niter, --layer, --rank)')
+        raise common.CliError(f'the edit cannot be applied: {record.warning} (--solver, --niter, --layer, --rank)')
     if record.final_loss > record.initial_loss:
         print(f'rewrite: warning: the {record.kind} ended worse than it started (loss {record.initial_loss:.4g} -> '
               f'{record.final_loss:.4g}, solver {record.solver}); the result is kept: try another --solver, '
@@ -213,7 +203,7 @@ def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> 
     path = cachedir / cache_filename(meta)
     problem = cache_problem(path)
     if problem is not None:                     # before the pass, not after it
-        raise CliError(f'--cachedir: {problem}')
+        raise common.CliError(f'--cachedir: {problem}')
     if all_agree(KeyStatistics.load(path, meta) is not None, world):
         return path, None
     stats = gather_statistics(gw, zs, world)

@@ -63,21 +63,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rewrite.cli import advise, apply, convert, demo, notebook, sample, sampling, stats
-from rewrite.cli.common import (
-    COLLECTIVE_TIMEOUT_S,
-    EXIT_BAD_INPUT,
-    CliError,
-    _int_at_least,
-    _one_line,
-    _Parser,
-    default_threads,
-    environment_world,
-    one_line_warnings,
-)
-from utils.distributed import (
-    process_group,
-)
+from rewrite.cli import advise, apply, common, convert, demo, notebook, sample, sampling, stats
+from utils.distributed import process_group
 
 __all__ = ['build_parser', 'COMMANDS', 'main']
 
@@ -85,15 +72,16 @@ COMMANDS = (sample, apply, stats, demo, advise, convert, notebook)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog='rewrite', description='Rewrite the rules of a StyleGAN2 and sample from it.')
+    parser = common.Parser(prog='rewrite', description='Rewrite the rules of a StyleGAN2 and sample from it.')
     sub = parser.add_subparsers(dest='command', metavar='{' + ','.join(c.NAME for c in COMMANDS) + '}',
-                                parser_class=_Parser)
+                                parser_class=common.Parser)
     sub.required = True
     for command in COMMANDS:
         command.add_parser(sub)
     for command in sub.choices.values():
-        command.add_argument('--threads', type=_int_at_least(1), default=default_threads(),
-                             help=f'CPU threads torch may use (default {default_threads()}: OMP_NUM_THREADS when '
+        command.add_argument('--threads', type=common.int_at_least(1), default=common.default_threads(),
+                             help=f'CPU threads torch may use (default {common.default_threads()}: '
+                                  'OMP_NUM_THREADS when '
                                   'set, else half the logical CPUs, at most 8; 1 is best on a busy machine)')
     return parser
 
@@ -104,12 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         torch.set_num_threads(args.threads)
-        world = environment_world()
-        with one_line_warnings(), process_group(world, timeout_s=COLLECTIVE_TIMEOUT_S):
+        world = common.environment_world()
+        with common.one_line_warnings(), process_group(world, timeout_s=common.COLLECTIVE_TIMEOUT_S):
             args.run(args, world)
-    except (CliError, sampling.SampleFolderError) as e:
-        print(f'rewrite: error: {_one_line(e)}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (common.CliError, sampling.SampleFolderError) as e:
+        print(f'rewrite: error: {common.one_line(e)}', file=sys.stderr)
+        return common.EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print('rewrite: interrupted (no partial file is left; a sample run resumes where it stopped)', file=sys.stderr)
         return 130

@@ -5,23 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewrite.cli import sampling
-from rewrite.cli.common import (
-    _add_edit_args,
-    _add_model_args,
-    _int_at_least,
-    check_writable_dir,
-    load_model,
-    pick_device,
-)
+from rewrite.cli import common, sampling
 from rewrite.cli.editspec import EditSpec, edit_spec_from_args, edited_model_on_every_rank
-from rewrite.core.statistics import (
-    weights_fingerprint,
-)
-from utils.distributed import (
-    World,
-    barrier,
-)
+from rewrite.core.statistics import weights_fingerprint
+from utils.distributed import World, barrier
 from utils.stylegan2 import SeqStyleGAN2
 
 __all__ = ['add_parser', 'NAME', 'run', 'sample_settings']
@@ -35,20 +22,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description='Writes DIR/{i:06d}.png for i in [start, start + n) and DIR/grid.png '
                                    '(the first 64). Image i is drawn from z_sample_for_model(model, 1, '
                                    'seed=i + seed_offset). Resumable: complete images are kept.')
-    _add_model_args(p)
-    _add_edit_args(p, edit_required=False)
-    p.add_argument('--n', '--num-images', type=_int_at_least(1), required=True, dest='n',
+    common.add_model_args(p)
+    common.add_edit_args(p, edit_required=False)
+    p.add_argument('--n', '--num-images', type=common.int_at_least(1), required=True, dest='n',
                    help='number of images (--num-images: the same, for torchrun, whose parser takes --n)')
     p.add_argument('--out', type=Path, required=True, help='output folder')
-    p.add_argument('--batch', type=_int_at_least(1), default=8, help='images per forward pass (default 8)')
-    p.add_argument('--start', '--first', type=_int_at_least(0), default=0, dest='start',
+    p.add_argument('--batch', type=common.int_at_least(1), default=8, help='images per forward pass (default 8)')
+    p.add_argument('--start', '--first', type=common.int_at_least(0), default=0, dest='start',
                    help='first image number (default 0; --first: the same, for torchrun, whose parser takes --start)')
-    p.add_argument('--seed-offset', type=_int_at_least(0), default=0,
+    p.add_argument('--seed-offset', type=common.int_at_least(0), default=0,
                    help=f'added to each image number to get its seed (default 0; the original used '
                         f'{sampling.FID_SEED_OFFSET} for its held-out FID set)')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(run=run)
-    return p
+    return common.finish_parser(p, run)
 
 
 def sample_settings(args, model: SeqStyleGAN2, spec: EditSpec | None) -> dict:
@@ -61,10 +46,10 @@ def sample_settings(args, model: SeqStyleGAN2, spec: EditSpec | None) -> dict:
     return settings
 
 def run(args, world: World) -> None:
-    device = pick_device(args.device, world)
-    model = load_model(args.model, args.truncation, device)
+    device = common.pick_device(args.device, world)
+    model = common.load_model(args.model, args.truncation, device)
     spec = edit_spec_from_args(args, model)
-    check_writable_dir(args.out, '--out')
+    common.check_writable_dir(args.out, '--out')
     settings = sample_settings(args, model, spec)
     sampling.check_manifest(args.out, settings)
     if spec is not None:

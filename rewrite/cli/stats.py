@@ -5,22 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewrite.cli.common import (
-    DEFAULT_ZSAMPLE,
-    MAX_ZSAMPLE,
-    _add_model_args,
-    _cachedir,
-    _int_at_least,
-    _int_between,
-    check_layer,
-    default_cachedir,
-    load_model,
-    pick_device,
-)
+from rewrite.cli import common
 from rewrite.cli.editspec import cached_statistics, make_rewriter
-from utils.distributed import (
-    World,
-)
+from utils.distributed import World
 
 __all__ = ['add_parser', 'NAME', 'run']
 
@@ -32,23 +19,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser('stats', help="precompute a layer's key statistics cache",
                        description='Gathers the second moment of layerN\'s keys over the seeded z-sample '
                                    '(float64, summed across torchrun processes) and caches it.')
-    _add_model_args(p)
+    common.add_model_args(p)
     p.add_argument('--layer', type=int, required=True, help='the layer N (layerN)')
-    p.add_argument('--n', '--num-images', type=_int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
-                   dest='zsample', help=f'z-sample size (default {DEFAULT_ZSAMPLE}, at most {MAX_ZSAMPLE})')
-    p.add_argument('--cachedir', type=Path, default=None, help=f'cache folder (default {default_cachedir()})')
-    p.add_argument('--batch', type=_int_at_least(1), default=8,
+    p.add_argument('--n', '--num-images', type=common.int_between(1, common.MAX_ZSAMPLE, 'MAX_ZSAMPLE'),
+                   default=common.DEFAULT_ZSAMPLE, dest='zsample',
+                   help=f'z-sample size (default {common.DEFAULT_ZSAMPLE}, at most {common.MAX_ZSAMPLE})')
+    p.add_argument('--cachedir', type=Path, default=None, help=f'cache folder (default {common.default_cachedir()})')
+    p.add_argument('--batch', type=common.int_at_least(1), default=8,
                    help='images per forward pass (default 8, as the rewriter; quantiles depend on it)')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(run=run)
-    return p
+    return common.finish_parser(p, run)
 
 
 def run(args, world: World) -> None:
-    device = pick_device(args.device, world)
-    model = load_model(args.model, args.truncation, device)
-    check_layer(model, args.layer)
-    cachedir = _cachedir(args)
+    device = common.pick_device(args.device, world)
+    model = common.load_model(args.model, args.truncation, device)
+    common.check_layer(model, args.layer)
+    cachedir = common.cachedir_from(args)
     gw = make_rewriter(model, args.layer, args.zsample, cachedir, progress=not args.quiet and world.is_main,
                        batch_size=args.batch)
     path, stats = cached_statistics(gw, cachedir, world)

@@ -23,24 +23,15 @@ from rewrite.core.damage import Damage
 from rewrite.core.history import EditRecord
 from rewrite.core.preserve import PreserveSet
 from rewrite.core.solvers.problem import InsertProblem, projected_conv
-from rewrite.formats import editfile
+from rewrite.formats import editfile, settings
 from rewrite.formats import registry as methods
-from rewrite.formats.settings import (
-    MAX_PRESERVE_WEIGHT,
-    IterativeOptions,
-    RewriteError,
-    check_choice,
-    check_options,
-    preserve_weight_for,
-    real_number,
-)
 from utils.geometry import centered_location, paste_clip_at_center, positive_bounding_box
 from utils.stylegan2 import DataBag
 
 __all__ = ['ADAM_SETTINGS', 'apply_edit', 'apply_erase', 'apply_overfit', 'apply_request', 'check_layer',
            'check_model', 'checked_context', 'context_pairs', 'damage_before', 'file_setting', 'insert',
            'parse', 'preserve_pairs', 'preserve_set', 'record_damage', 'Rewriter', 'run_insert', 'Setting',
-           'settings', 'solver_run', 'zero']
+           'solver_run', 'solver_settings', 'zero']
 
 
 class Rewriter(Protocol):
@@ -91,14 +82,14 @@ class Rewriter(Protocol):
 
 def parse(request, num_images: int) -> editfile.EditRequest:
     """The request (a dict in the edit-file format, or a path to one) checked against a z-sample of
-    `num_images`; any problem is a RewriteError naming it."""
+    `num_images`; any problem is a settings.RewriteError naming it."""
     try:
         return editfile.parse_edit(request, num_images=num_images)
     except editfile.EditFileError as e:
-        raise RewriteError(str(e)) from e
+        raise settings.RewriteError(str(e)) from e
     except (OSError, ValueError) as e:
         reason = getattr(e, 'strerror', None) or e
-        raise RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
+        raise settings.RewriteError(f'request: cannot read the edit file {str(request)[:80]!r} ({reason})') from e
 
 ADAM_SETTINGS = ('niter', 'piter', 'lr')       # passed as arguments; a file's other solver options are keywords
 
@@ -119,15 +110,15 @@ def file_setting(gw: Rewriter, req: editfile.EditRequest, rank: int | None, solv
                  niter: int | None, piter: int | None, lr: float | None, solver_options: dict,
                  allow_other_layer: bool) -> Setting:
     """The setting of an edit of `req` (see Setting). A file that records another layer than the rewriter's is
-    refused (RewriteError naming both) unless allow_other_layer, which applies it and warns; a file made on
+    refused (settings.RewriteError naming both) unless allow_other_layer, which applies it and warns; a file made on
     other weights (`model.fingerprint`) warns: its image numbers mean other images there."""
     check_layer(gw, req, allow_other_layer)
     check_model(gw, req)
     solver = solver if solver is not None else req.solver if req.solver is not None else methods.DEFAULT_SOLVER
-    check_choice(solver, methods.SOLVERS, 'solver')
+    settings.check_choice(solver, methods.SOLVERS, 'solver')
     recorded = dict(req.solver_options or {}) if solver == req.solver else {}
     adam = {name: recorded.pop(name) for name in ADAM_SETTINGS if name in recorded}
-    adam_defaults = asdict(IterativeOptions())                    # niter 2001, piter 10, lr 0.05
+    adam_defaults = asdict(settings.IterativeOptions())                    # niter 2001, piter 10, lr 0.05
     given = {'niter': niter, 'piter': piter, 'lr': lr}
     values = {name: given[name] if given[name] is not None else adam.get(name, adam_defaults[name])
               for name in ADAM_SETTINGS}
@@ -140,7 +131,7 @@ def check_layer(gw: Rewriter, req: editfile.EditRequest, allow_other_layer: bool
     if req.layer is None or req.layer == gw.layernum:
         return
     if not allow_other_layer:
-        raise RewriteError(f'the edit was made for layer {req.layer}, and this rewriter rewrites layer '
+        raise settings.RewriteError(f'the edit was made for layer {req.layer}, and this rewriter rewrites layer '
                            f'{gw.layernum}: build a rewriter for layer {req.layer} (the same model, layernum='
                            f'{req.layer}), or pass allow_other_layer=True to apply it at layer {gw.layernum} anyway')
     warnings.warn(f'applying an edit made for layer {req.layer} at layer {gw.layernum} (allow_other_layer=True): '
@@ -165,19 +156,19 @@ def context_pairs(req: editfile.EditRequest, single_key: int = -1) -> list:
     """The request's context regions [(imgnum, mask)] (only number `single_key` when >= 0)."""
     pairs = [(s.imgnum, s.mask_url) for s in req.context]
     if not pairs:
-        raise RewriteError('the request has no context: give key regions or a paste region')
+        raise settings.RewriteError('the request has no context: give key regions or a paste region')
     if single_key >= 0:
         if single_key >= len(pairs):
-            raise RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
+            raise settings.RewriteError(f'single_key {single_key} is out of range: {len(pairs)} context regions')
         pairs = [pairs[single_key]]
     return pairs
 
 
 def preserve_pairs(req: editfile.EditRequest, preserve_weight: float) -> list:
     """The request's preserve regions [(imgnum, mask)] (none when preserve_weight is 0)."""
-    if not real_number(preserve_weight, 0.0, strict=False) or preserve_weight > MAX_PRESERVE_WEIGHT:
-        raise RewriteError(f'preserve_weight must be a finite number between 0 and {MAX_PRESERVE_WEIGHT:g} '
-                           f'(MAX_PRESERVE_WEIGHT), not {preserve_weight!r}')
+    if not settings.real_number(preserve_weight, 0.0, strict=False) or preserve_weight > settings.MAX_PRESERVE_WEIGHT:
+        raise settings.RewriteError('preserve_weight must be a finite number between 0 and '
+                                    f'{settings.MAX_PRESERVE_WEIGHT:g} (MAX_PRESERVE_WEIGHT), not {preserve_weight!r}')
     return [(s.imgnum, s.mask_url) for s in req.preserve] if preserve_weight > 0 else []
 
 
@@ -188,10 +179,10 @@ def checked_context(context, weight: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(context) or context.dim() != 2 or not 1 <= context.shape[0] <= width \
             or context.shape[1] != width:
         shape = tuple(context.shape) if torch.is_tensor(context) else type(context).__name__
-        raise RewriteError(f'context must be a tensor [rank, {width}] with 1 <= rank <= {width} '
+        raise settings.RewriteError(f'context must be a tensor [rank, {width}] with 1 <= rank <= {width} '
                            f'(this layer has {width} input channels), not {shape}')
     if not context.is_floating_point() or not torch.isfinite(context).all():
-        raise RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
+        raise settings.RewriteError('context must hold finite floating-point numbers (it has NaN, inf or is not float)')
     return context.to(weight)
 
 
@@ -200,7 +191,7 @@ def solver_run(gw: Rewriter, solver: str) -> methods.Solver:
     return methods.SOLVERS['linear' if solver == 'original' and gw.use_linear_insert else solver]
 
 
-def settings(gw: Rewriter, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
+def solver_settings(gw: Rewriter, niter: int, piter: int, lr: float, solver_options: dict) -> dict:
     """Every setting a solver may take: the Adam ones, the rewriter's projection flags, the solver's own."""
     return {'niter': niter, 'piter': piter, 'lr': lr, 'low_rank_insert': gw.low_rank_insert,
             'low_rank_gradient': gw.low_rank_gradient, **solver_options}
@@ -211,19 +202,19 @@ def insert(gw: Rewriter, key: DataBag, val: torch.Tensor, context: torch.Tensor,
            preserve_set: PreserveSet | None, preserve_weight: float, solver_options: dict) -> list[float]:
     """Changes the layer weight (in place) so target(key) ~ val [1, O, h, w], within span(context rows
     [rank, I]); returns the solver's losses. See SeqStyleGanRewriter.insert."""
-    check_choice(solver, methods.SOLVERS, 'solver')
-    check_options(niter=niter, piter=piter, lr=lr)
+    settings.check_choice(solver, methods.SOLVERS, 'solver')
+    settings.check_options(niter=niter, piter=piter, lr=lr)
     if methods.SOLVERS[solver].check is not None:
         methods.SOLVERS[solver].check(solver_options)
     context = gw.checked_context(context)
     run = solver_run(gw, solver)
     if preserve_set is not None and not run.preserve_regions:
-        raise RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
+        raise settings.RewriteError(f"preserve regions need the 'fast' or the 'original' solver, not {run.name!r}")
     styles = solver_options.pop('styles', None)
     problem = InsertProblem(gw.target, gw.target_with_weight, gw.target_layer,
                             gw.sample_styles if styles is None else lambda: styles, gw.target_weights(),
                             key, val, context, preserve_set, preserve_weight)
-    return run.run(problem, run.configure(**settings(gw, niter, piter, lr, solver_options)), update_callback)
+    return run.run(problem, run.configure(**solver_settings(gw, niter, piter, lr, solver_options)), update_callback)
 
 
 def preserve_set(gw: Rewriter, pairs) -> PreserveSet:
@@ -242,13 +233,13 @@ def apply_edit(gw: Rewriter, request, rank: int | None, niter: int | None, piter
     See SeqStyleGanRewriter.apply_edit."""
     req = parse(request, gw.num_images)
     if req.object is None or req.paste is None:
-        raise RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
+        raise settings.RewriteError("an edit needs both 'object' (what to copy) and 'paste' (where to paste it); "
                            "for an erase ('paste' without 'object') or a context-only request use "
                            "apply_request, which dispatches on what the request holds")
     s = file_setting(gw, req, rank, solver, niter, piter, lr, solver_options, allow_other_layer)
     rank, solver, niter, piter, lr, solver_options = s.rank, s.solver, s.niter, s.piter, s.lr, s.solver_options
-    check_options(niter=niter, piter=piter, lr=lr)
-    preserve_weight = preserve_weight_for(preserve_weight, req.preserve_weight)
+    settings.check_options(niter=niter, piter=piter, lr=lr)
+    preserve_weight = settings.preserve_weight_for(preserve_weight, req.preserve_weight)
     keep = preserve_pairs(req, preserve_weight)
     obj_acts, obj_area, _, _ = gw.object_from_selection(req.object.imgnum, req.object.mask_url)
     goal_in, goal_out, _, _ = gw.paste_from_selection(req.paste.imgnum, req.paste.mask_url, obj_acts, obj_area)
@@ -265,13 +256,13 @@ def apply_erase(gw: Rewriter, request, rank: int | None, drank: int, niter: int 
     See SeqStyleGanRewriter.apply_erase."""
     req = parse(request, gw.num_images)
     if req.paste is None:
-        raise RewriteError("an erase needs a 'paste' region (what to erase)")
+        raise settings.RewriteError("an erase needs a 'paste' region (what to erase)")
     s = file_setting(gw, req, rank, solver, niter, piter, lr, solver_options, allow_other_layer)
     rank, solver, niter, piter, lr, solver_options = s.rank, s.solver, s.niter, s.piter, s.lr, s.solver_options
     pairs = context_pairs(req)
     if not 1 <= drank <= gw.k_shape[1]:
-        raise RewriteError(f'drank must be between 1 and {gw.k_shape[1]}, not {drank}')
-    preserve_weight = preserve_weight_for(preserve_weight, req.preserve_weight)
+        raise settings.RewriteError(f'drank must be between 1 and {gw.k_shape[1]}, not {drank}')
+    preserve_weight = settings.preserve_weight_for(preserve_weight, req.preserve_weight)
     keep = preserve_pairs(req, preserve_weight)
     goal_in, goal_out = gw.erase_from_selection(req.paste.imgnum, req.paste.mask_url, pairs, drank)
     context = gw.multi_key_from_selection(pairs, rank=rank, preserve_pairs=keep, preserve_weight=preserve_weight)
@@ -305,7 +296,7 @@ def run_insert(gw: Rewriter, kind: str, req: editfile.EditRequest, goal_in: Data
     """Runs gw.insert towards the goal (keys goal_in, values goal_out [1, O, h, w]) within the context
     [rank, I], atomically, and records the losses, the options (registry defaults filled in), the
     preserve regions' change and the context."""
-    options = solver_run(gw, solver).recorded(**settings(gw, niter, piter, lr, solver_options))
+    options = solver_run(gw, solver).recorded(**solver_settings(gw, niter, piter, lr, solver_options))
     record = EditRecord(kind=kind, solver=solver, rank=rank, layer=gw.layernum, request=req.to_json(),
                         key_method=gw.key_method, options=options)
     keep = gw.preserve_from_selection(keep_pairs) if keep_pairs else None
@@ -367,8 +358,8 @@ def zero(gw: Rewriter, context: torch.Tensor, amount: float,
     """Sets the weight's component along the context rows [rank, I] to `amount` (0: forget them);
     `measure(record)` runs on the changed weights inside the same atomic section (an interrupt undoes both)."""
     context = gw.checked_context(context)
-    if not real_number(amount, -np.inf, True):
-        raise RewriteError(f'amount must be a finite number, not {amount!r}')
+    if not settings.real_number(amount, -np.inf, True):
+        raise settings.RewriteError(f'amount must be a finite number, not {amount!r}')
     record = EditRecord(kind='zero', solver='closed-form', rank=context.shape[0], layer=gw.layernum)
     with gw.atomic_edit(record), torch.no_grad():
         weight = gw.target_weights()
@@ -384,7 +375,7 @@ def apply_overfit(gw: Rewriter, request, niter: int, lr: float,
     """Baseline: fine-tune every weight of the generator so the paste image shows the pasted pixels."""
     req = parse(request, gw.num_images)
     if req.object is None or req.paste is None:
-        raise RewriteError("overfitting needs both 'object' and 'paste'")
+        raise settings.RewriteError("overfitting needs both 'object' and 'paste'")
     res = gw.x_shape[2]
     obj_area = gw.area(req.object.mask_url, res, 'object')
     with torch.no_grad():

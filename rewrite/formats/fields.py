@@ -14,9 +14,7 @@ from rewrite.formats.registry import SOLVERS
 from rewrite.formats.selection import Selection, parse_pair
 from rewrite.formats.settings import MAX_PRESERVE_WEIGHT, RewriteError, check_options
 from utils.masks import FieldError as EditFileError
-from utils.masks import (  # the mask codec, re-exported as part of this module's API
-    describe_value,
-)
+from utils.masks import describe_value  # the mask codec, re-exported as part of this module's API
 
 __all__ = ['check_count', 'check_model', 'check_option', 'check_region_count', 'check_solver',
            'check_solver_options', 'check_weight', 'FINGERPRINT', 'MAX_MODEL_NAME', 'MAX_REGIONS',

@@ -38,12 +38,7 @@ import warnings
 import numpy as np
 import torch
 
-from utils.stylegan2.ada_unpickler import (
-    AdaPickleError,
-    PersistentRecord,
-    describe,
-    read_ada_pickle,
-)
+from utils.stylegan2.ada_unpickler import AdaPickleError, PersistentRecord, describe, read_ada_pickle
 
 __all__ = ['AdaPickleError', 'PersistentRecord', 'ada_checkpoint', 'read_ada_checkpoint', 'read_ada_pickle']
 
