@@ -52,16 +52,10 @@ from metrics.common import (
     sample,
     setup_torch,
 )
+from metrics.demo_edit_files import PROCEDURE, PROVENANCE, read_provenance
+from metrics.demo_regions import EditPlan
 from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, KINDS, PARTS, BenchEdit, requests
-from metrics.make_demo_edits import (
-    EFFECTIVENESS_TOLERANCE,
-    PROCEDURE,
-    PROVENANCE,
-    EditPlan,
-    apply_plan,
-    best_setting,
-    read_provenance,
-)
+from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, apply_plan, best_setting
 from metrics.report import machine_info, markdown_table, pct, write_json
 from rewrite.analysis import advisor
 from rewrite.analysis.advisor import Candidate, advise, score_candidates

@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 
 from metrics.common import EDIT_TRUNCATION, ZSAMPLE, bundled_request, load_snapshot, sample, setup_torch
-from metrics.make_demo_edits import PLAN, WINDOWS, EditPlan, Region, build_request, choose_regions, describe_regions
+from metrics.demo_edit_files import describe_regions
+from metrics.demo_regions import EditPlan, Region, build_request, choose_regions
+from metrics.make_demo_edits import PLAN, WINDOWS
 from metrics.report import ROOT, rel, write_json
 from rewrite.formats import editfile
 from utils.demo import load_segmenter

@@ -32,20 +32,16 @@ checkpoint (or PROCEDURE) changed.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from metrics.common import (
     EDIT_DIR,
     EDIT_TRUNCATION,
     EVAL_TRUNCATION,
-    RESULTS,
     SELECTION_SEED,
     ZSAMPLE,
     Snapshot,
@@ -53,51 +49,40 @@ from metrics.common import (
     sample,
     setup_torch,
 )
-from metrics.report import ROOT, fmt, markdown_table, pct, rel, write_json
+from metrics.demo_edit_files import (
+    PRESERVE_PROVENANCE,
+    PROCEDURE,
+    PROVENANCE,
+    describe_regions,
+    edits_are_current,
+    read_provenance,
+    stamp_edits,
+    with_preserve_weight,
+    write_edit,
+)
+from metrics.demo_regions import (
+    MASK_SIZE,
+    EditPlan,
+    PreservePlan,
+    build_request,
+    choose_regions,
+    painted,
+    pixel_erase_scores,
+    preserve_regions,
+)
+from metrics.report import fmt, markdown_table, pct, rel, write_json
 from rewrite.core.history import EditRecord
 from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
 from rewrite.core.statistics import weights_fingerprint
-from rewrite.formats import editfile
 from rewrite.formats.settings import PRESERVE_WEIGHT
 from utils.demo import Segmenter, load_segmenter
-from utils.demo.measures import (
-    MIN_PIXELS,
-    REGION_RADIUS,
-    TOPS,
-    Samples,
-    class_mask,
-    dilate,
-    erase_scores,
-    present,
-    preservation,
-    replacement_scores,
-)
+from utils.demo.measures import TOPS, Samples, erase_scores, replacement_scores
 from utils.demo.scenes import CLASSES
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
-PROVENANCE = RESULTS / 'demo_edits.json'
-PRESERVE_PROVENANCE = RESULTS / 'demo_preserve_edits.json'
-PROCEDURE = 7                   # bump when choosing or scoring changes: older edit files are then remade
 EFFECTIVENESS_TOLERANCE = 0.05  # settings this close to the most effective count as equally effective
-MASK_SIZE = 256                 # the original UI's canvas
 PRESERVE_WEIGHTS = (PRESERVE_WEIGHT, 0.3, 1.0)   # the preserve_weight values make_preserve_edits tries
-
-
-@dataclass(frozen=True)
-class EditPlan:
-    """An edit to make: copy `object` (None: erase), paste onto / erase `paste`; `dst` should appear.
-
-    keys: how many context regions a user would collect (e.g. with search by context). Tower tops vary
-    in colour, size and shape, so a rule over all of them needs many examples; the watermark is the
-    same bar in every image, and more examples of it only widen the change."""
-
-    name: str
-    object: tuple[str, ...] | None
-    paste: tuple[str, ...]
-    dst: str | None
-    keys: int
-    into: str | None = None        # an erase scored per pixel: the class its pixels should become
 
 
 PLANS = (
@@ -109,22 +94,6 @@ PLAN = {p.name: p for p in PLANS}
 WINDOWS = EditPlan('erase_windows', object=None, paste=('window',), dst=None, keys=16, into='building')
 
 
-@dataclass(frozen=True)
-class PreservePlan:
-    """A bundled edit with `preserve` regions, made by the same procedure: `plan`'s object,
-    paste and context regions, plus `count` regions whose outputs must stay, chosen from the segmenter's
-    labels of z-sample images that the plan's regions do not use and that show none of `absent`:
-    per image its largest clear region of `keep` (as the context regions are chosen), or with
-    clear=False all its `keep` pixels away from the plan's paste class (dilated by one pixel)."""
-
-    name: str
-    plan: EditPlan
-    keep: tuple[str, ...]
-    absent: tuple[str, ...]
-    clear: bool = True
-    count: int = 16
-
-
 PRESERVE_PLANS = (
     PreservePlan('dome2spire_preserve', PLAN['dome2spire'], keep=('flattop',), absent=('dome',)),
     PreservePlan('erase_watermark_preserve', PLAN['erase_watermark'], keep=CLASSES, absent=('watermark',),
@@ -133,127 +102,9 @@ PRESERVE_PLANS = (
 )
 
 
-@dataclass(frozen=True)
-class Region:
-    """One connected region of image `imgnum` of the z-sample: bool [H, W]."""
-
-    imgnum: int
-    mask: np.ndarray
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
-
 # ---------------------------------------------------------------------------------------------------
 # choosing regions and painting masks
 # ---------------------------------------------------------------------------------------------------
-
-def is_clear(rows: slice, cols: slice, shape: tuple[int, int]) -> bool:
-    """A component's box is one object: at most half the image each way, not touching the border."""
-    h, w = shape
-    small = (rows.stop - rows.start) * 2 <= h and (cols.stop - cols.start) * 2 <= w
-    inside = rows.start > 0 and cols.start > 0 and rows.stop < h and cols.stop < w
-    return small and inside
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray | None:
-    """The largest clear 4-connected component (see is_clear) of a bool [H, W] mask with at least
-    MIN_PIXELS pixels (ties: the first in scan order); None if there is none."""
-    comps, _ = ndimage.label(mask)
-    best = None
-    for k, (rows, cols) in enumerate(ndimage.find_objects(comps), start=1):
-        comp = comps == k
-        if is_clear(rows, cols, mask.shape) and comp.sum() >= MIN_PIXELS and (best is None or comp.sum() > best.sum()):
-            best = comp
-    return best
-
-
-def clearest_regions(labels: torch.Tensor, names: Sequence[str], exclude: Sequence[int] = ()) -> list[Region]:
-    """Per image (except `exclude`), its largest single region of `names`; largest first, then by imgnum."""
-    masks = class_mask(labels, names).numpy()
-    found = []
-    for imgnum, mask in enumerate(masks):
-        comp = None if imgnum in exclude else largest_component(mask)
-        if comp is not None:
-            found.append(Region(imgnum, comp))
-    return sorted(found, key=lambda r: (-r.area, r.imgnum))
-
-
-def stand_on_base(paste: np.ndarray, obj: np.ndarray) -> np.ndarray:
-    """`paste` plus, when `obj` is taller, the rows above it (within its columns) up to obj's height."""
-    rows, cols = np.nonzero(paste)
-    obj_rows = np.nonzero(obj.any(axis=1))[0]
-    height = obj_rows.max() - obj_rows.min() + 1
-    bottom = rows.max() + 1
-    out = paste.copy()
-    if height > bottom - rows.min():
-        out[max(0, bottom - height):bottom, cols.min():cols.max() + 1] = True
-    return out
-
-
-def painted(mask: np.ndarray, dilate_px: int, size: int = MASK_SIZE) -> str:
-    """A region dilated by `dilate_px` pixels, scaled (nearest) to size x size, as a mask data URL."""
-    grown = dilate(torch.from_numpy(mask), dilate_px).numpy()
-    scale = size // mask.shape[0]
-    return editfile.encode_mask(np.kron(grown, np.ones((scale, scale))).astype(np.float32))
-
-
-def choose_regions(plan: EditPlan, labels: torch.Tensor, n_keys: int | None = None) -> dict:
-    """{'object': Region | None, 'paste': Region, 'key': [Region]} for `plan` from the z-sample's labels
-    (n_keys context regions; default: the plan's)."""
-    obj = None
-    if plan.object is not None:
-        found = clearest_regions(labels, plan.object)
-        if not found:
-            raise RuntimeError(f'{plan.name}: no image of the z-sample shows a clear {"/".join(plan.object)} '
-                               'by the segmenter (the model may need more training)')
-        obj = found[0]
-    pastes = clearest_regions(labels, plan.paste, exclude=() if obj is None else (obj.imgnum,))
-    if not pastes:
-        raise RuntimeError(f'{plan.name}: no image of the z-sample shows a clear {"/".join(plan.paste)} '
-                           'by the segmenter (the model may need more training)')
-    return {'object': obj, 'paste': pastes[0], 'key': pastes[:n_keys or plan.keys]}
-
-
-def build_request(regions: dict, dilate_px: int) -> dict:
-    """The edit request (the shared JSON format) for chosen regions."""
-    obj, paste = regions['object'], regions['paste']
-    request = {}
-    if obj is not None:
-        request['object'] = [obj.imgnum, painted(obj.mask, dilate_px)]
-    paste_mask = paste.mask if obj is None else stand_on_base(paste.mask, obj.mask)
-    request['paste'] = [paste.imgnum, painted(paste_mask, dilate_px)]
-    request['key'] = [[r.imgnum, painted(r.mask, dilate_px)] for r in regions['key']]
-    return request
-
-
-def preserve_regions(pplan: PreservePlan, labels: torch.Tensor, regions: dict) -> list[Region]:
-    """The preserve regions of `pplan` (see PreservePlan), largest first (ties: by imgnum)."""
-    used = {r.imgnum for r in regions['key']} | {regions['paste'].imgnum}
-    used |= set() if regions['object'] is None else {regions['object'].imgnum}
-    shows = present(labels, pplan.absent) if pplan.absent else torch.zeros(len(labels), dtype=torch.bool)
-    exclude = used | set(np.nonzero(shows.numpy())[0].tolist())
-    if pplan.clear:
-        return clearest_regions(labels, pplan.keep, exclude=sorted(exclude))[:pplan.count]
-    away = class_mask(labels, pplan.keep) & ~dilate(class_mask(labels, pplan.plan.paste), 1)
-    found = [Region(i, away[i].numpy()) for i in range(len(labels))
-             if i not in exclude and int(away[i].sum()) >= MIN_PIXELS]
-    return sorted(found, key=lambda r: (-r.area, r.imgnum))[:pplan.count]
-
-
-def pixel_erase_scores(segmenter: Segmenter, before: Samples, after: Samples, name: str, into: str,
-                       radius: int = REGION_RADIUS) -> dict:
-    """An erase scored per pixel: the share of `name` pixels (before) labelled `into` after, the
-    `name` pixels after over before, and the change outside `name` (before or after, dilated)."""
-    src, now = class_mask(before.labels, (name,)), class_mask(after.labels, (name,))
-    n = int(src.sum())
-    turned = int(((after.labels == CLASSES.index(into)) & src).sum())
-    region = dilate(src | now, radius)
-    return {'n': len(before.labels), 'pixels_with_source': n,
-            'effectiveness': turned / n if n else float('nan'),
-            'source_pixels_after_over_before': int(now.sum()) / n if n else float('nan'),
-            **preservation(segmenter, before, after, region)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,90 +254,6 @@ def make_preserve_edits(snapshot: Snapshot, segmenter: Segmenter, layers: Sequen
                                                   for (lay, r, w), s in scores[name].items()]}
     write_json(provenance, record)
     return record
-
-
-def with_preserve_weight(request: dict, weight: float) -> dict:
-    """A copy of the request with the `preserve_weight` field (right after `preserve`) set to the chosen
-    weight, so that the widget and the CLI apply the file as it was measured."""
-    out = {}
-    for name, value in request.items():
-        if name != 'preserve_weight':
-            out[name] = value
-        if name == 'preserve':
-            out['preserve_weight'] = float(weight)
-    return out
-
-
-def setting_fields(layer: int, rank: int, fingerprint: str, model_name: str = 'demo') -> dict:
-    """The edit-file fields that record how a bundled edit was made: the layer and rank chosen, the fast solver
-    with its defaults (make_demo_edits applies every setting so), the demo model's weights fingerprint."""
-    return {'layer': int(layer), 'rank': int(rank), 'solver': 'fast',
-            'model': {'fingerprint': fingerprint, 'name': model_name}}
-
-
-def stamped(request: dict, fields: dict) -> dict:
-    """The request with `fields` set (after its regions; those already there keep their place)."""
-    return {**request, **fields}
-
-
-def stamp_edits(edit_dir: Path, fingerprint: str, model_name: str = 'demo') -> list[Path]:
-    """Writes the setting fields into every NAME_layerN[_rankR].json of `edit_dir` from its name (the regions
-    and every other field unchanged; a file already stamped the same is rewritten with the same bytes)."""
-    written = []
-    for path in sorted(Path(edit_dir).glob('*.json')):
-        layer, rank = editfile.setting_from_name(path)
-        if layer is None:
-            continue
-        request = editfile.load_edit(path, num_images=ZSAMPLE).to_json()
-        editfile.save_edit(path, stamped(request, setting_fields(layer, rank, fingerprint, model_name)),
-                           num_images=ZSAMPLE)
-        written.append(path)
-    return written
-
-
-def write_edit(out_dir: Path, name: str, layer: int, rank: int, request: dict,
-               fingerprint: str | None = None) -> Path:
-    """Writes NAME_layerN[_rankR].json (validated, atomic; with the setting fields when the model's
-    `fingerprint` is given) and removes the files of other settings."""
-    path = Path(out_dir) / editfile.name_for_setting(name, layer, rank)
-    if fingerprint is not None:
-        request = stamped(request, setting_fields(layer, rank, fingerprint))
-    editfile.save_edit(path, request, num_images=ZSAMPLE)
-    for stale in Path(out_dir).glob(f'{name}_layer*.json'):
-        if stale != path:
-            stale.unlink()
-    return path
-
-
-def describe_regions(regions: dict) -> dict:
-    obj = regions['object']
-    return {'object': None if obj is None else {'imgnum': obj.imgnum, 'pixels': obj.area},
-            'paste': {'imgnum': regions['paste'].imgnum, 'pixels': regions['paste'].area},
-            'key': [{'imgnum': r.imgnum, 'pixels': r.area} for r in regions['key']]}
-
-
-def read_provenance(provenance: Path = PROVENANCE) -> dict | None:
-    try:
-        return json.loads(Path(provenance).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def bundled_preserve_weight(name: str, path: Path, provenance: Path = PRESERVE_PROVENANCE) -> float:
-    """The preserve_weight make_preserve_edits chose with the bundled edit `name` at `path` (from its
-    provenance); PRESERVE_WEIGHT when the provenance does not name that file or records no weight."""
-    edit = (read_provenance(provenance) or {}).get('edits', {}).get(name, {})
-    return float(edit.get('preserve_weight', PRESERVE_WEIGHT)) if edit.get('file') == rel(path) else PRESERVE_WEIGHT
-
-
-def edits_are_current(snapshot: Snapshot, provenance: Path = PROVENANCE) -> bool:
-    """True when the bundled edits were made for this checkpoint by this procedure and their files exist."""
-    record = read_provenance(provenance)
-    if not record or record.get('procedure') != PROCEDURE:
-        return False
-    if record.get('checkpoint', {}).get('sha256') != snapshot.sha256:
-        return False
-    return all((ROOT / e['file']).is_file() for e in record['edits'].values())
 
 
 def open_snapshot(opts):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from metrics.advise_benchmark import judge, plan_scores, ranked
+from metrics.demo_regions import EditPlan
 from metrics.make_advise_edits import EDITS, KINDS, PARTS, regions_in
-from metrics.make_demo_edits import EditPlan
 from rewrite.analysis.advisor import Candidate
 from utils.demo.measures import Samples
 from utils.demo.scenes import CLASSES

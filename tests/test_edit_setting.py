@@ -297,7 +297,7 @@ def test_damage_can_be_switched_off(gw):
 # ---- the bundled edits carry the fields --------------------------------------------------------------------
 
 def test_the_bundled_edits_are_their_regions_stamped_with_the_demo_models_setting(tmp_path):
-    from metrics.make_demo_edits import stamp_edits
+    from metrics.demo_edit_files import stamp_edits
     from utils.generators import load_generator
     fingerprint = weights_fingerprint(load_generator('demo', truncation=0.5))
     for path in BUNDLED:

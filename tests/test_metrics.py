@@ -9,23 +9,16 @@ import pytest
 import torch
 
 from metrics import common, report
-from metrics.demo_world import EARLY_NOTE, goals, missed_goals_note
-from metrics.make_demo_edits import (
-    EFFECTIVENESS_TOLERANCE,
-    PLAN,
+from metrics.demo_edit_files import (
     PROCEDURE,
-    Region,
-    apply_plan,
-    best_setting,
     bundled_preserve_weight,
-    clearest_regions,
     edits_are_current,
-    largest_component,
-    painted,
-    stand_on_base,
     with_preserve_weight,
     write_edit,
 )
+from metrics.demo_regions import Region, clearest_regions, largest_component, painted, stand_on_base
+from metrics.demo_world import EARLY_NOTE, goals, missed_goals_note
+from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, PLAN, apply_plan, best_setting
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats import editfile
 from rewrite.formats.settings import PRESERVE_WEIGHT

@@ -319,7 +319,8 @@ def test_notebook_preserve_example(tmp_path):
 # ---- the bundled edits' preserve regions and the per-pixel erase score --------------------------
 
 def test_preserve_regions_are_chosen_from_the_labels():
-    from metrics.make_demo_edits import PLAN, WINDOWS, PreservePlan, Region, preserve_regions
+    from metrics.demo_regions import PreservePlan, Region, preserve_regions
+    from metrics.make_demo_edits import PLAN, WINDOWS
     from utils.demo.scenes import CLASS_ID
     labels = torch.zeros(5, 16, 16, dtype=torch.int64)                  # sky
     labels[0, 4:7, 4:7], labels[0, 4:6, 10:12] = CLASS_ID['flattop'], CLASS_ID['dome']   # has a dome: excluded
@@ -342,7 +343,7 @@ def test_preserve_regions_are_chosen_from_the_labels():
 
 
 def test_pixel_erase_score_by_hand():
-    from metrics.make_demo_edits import pixel_erase_scores
+    from metrics.demo_regions import pixel_erase_scores
     from utils.demo import load_segmenter
     from utils.demo.measures import Samples
     from utils.demo.scenes import CLASS_ID
@@ -413,9 +414,9 @@ def tray_tint(app, thumb, imgnum: int, url: str) -> float:
 def test_widget_preserve_tray_preview_save_and_load(tmp_path):
     import re
 
-    from paintevents import dispatch_dom_event
     from test_rewriteapp import LAYER, NUM_IMAGES, grid_pictures, paint, prepare_edit, shown
 
+    from rewrite.app.events import dispatch_dom_event
     from rewrite.app.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
     from rewrite.app.rewriteapp import GanRewriteApp
     from rewrite.core.rewriter import SeqStyleGanRewriter
@@ -519,7 +520,7 @@ def test_large_preserve_regions_are_an_even_subsample_of_their_pixels():
 
 
 def test_preserve_goals_read_the_fast_rows_with_preserve_regions():
-    from metrics.edit_methods import preserve_goals, preserve_report
+    from metrics.edit_methods_report import preserve_goals, preserve_report
 
     def row(solver, rank, weight, **scores):
         return {'solver': solver, 'rank': rank, 'preserve_weight': weight, 'seconds': 1.0, 'final_loss': 0.1,

@@ -44,8 +44,8 @@ class FileActionsMixin:
         differ from the defaults, the model (rewrite.formats.editfile)."""
         settings = self._settings()
         solver = settings['solver']
-        options = edits.settings(self.gw, settings['niter'], settings['piter'], settings['lr'],
-                                 self._file_options(solver))
+        options = edits.solver_settings(self.gw, settings['niter'], settings['piter'], settings['lr'],
+                                        self._file_options(solver))
         fields = {'layer': self.gw.layernum, 'rank': settings['rank'], 'solver': solver}
         changed = SOLVERS[solver].differing(options)
         if changed:
