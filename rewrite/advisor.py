@@ -10,33 +10,11 @@ reason) and every rank, the request is applied with the fast solver to a fresh r
 layer (one rewriter per layer, so the key statistics are gathered or read from `cachedir` once per
 layer; `gw.revert()` between ranks) and scored from the model and the request alone, no labels:
 
-- fit: how much of the goal loss the edit removed at the layer, (initial - final) / initial, in [0, 1].
-- paste: the mean |pixel change| (images in [-1, 1], averaged over RGB) inside the pasted region of
-  the goal image (the object's mask pasted where the edit pastes it; for an erase, the paste mask).
-- reach: on `heldout` samples not in the z-sample, the mean |pixel change| where the rule applies:
-  pixels where the context key (the request's rank-1 context direction at this layer) responds at
-  least as strongly as the median pixel of the request's own context regions.
-- leak: the mean |pixel change| of held-out samples away from what the edit is about: outside the
-  pixels whose output patch (below) looks like the source or the object, before or after the edit, grown
-  by one patch pixel; with a `preserve` field in the request (a list of [imgnum, mask] pairs), also
-  `preserve_leak`, the mean |pixel change| inside those regions.
-- size: the relative weight change ||W' - W|| / ||W|| of the rewritten layer.
-- attain: how far the held-out targets went where the request asked, not merely how much they changed
-  (reach), measured in one space downstream of every layer, so that settings at different layers compare:
-  the output image's 3x3 RGB patches at PATCH_RES x PATCH_RES (`PatchGoal`), labelled by their nearest
-  exemplar patch from the request's own images: 'object' (the copied object's mask), 'source' (the paste
-  and context masks) and 'other' (the rest of those images). An edit: the share of the target pixels'
-  patch distance to the nearest object patch that the edit closed, pooled over them,
-  (sum d_before - sum d_after) / sum d_before (1: all the way, 0: no closer, negative: further away).
-  An erase: how far the targets that looked like the source came to look like what should replace
-  them, graded rather than thresholded: each such patch's source-likeness d_rep / (d_rep + d_source)
-  (`source_likeness`; d_source: to the nearest source exemplar, d_rep: to the nearest patch of the
-  surroundings, i.e. the paste image's patches in a ring around the paste mask ('surround' exemplars) and,
-  in each held-out image, its own patches in a ring of SURROUND_RING patch pixels around its targets that
-  do not look like the source, before the edit: `replacement_distance`), and the pooled share of it the
-  erase removed, 1 - sum after / sum before (0: removes nothing, 1: the targets look like their
-  surroundings, negative: more source-like).
-- effect: reach * fit, kept for comparison (and for the ranking when no attainment could be measured).
+fit, paste, reach, leak (and preserve_leak), size, attain and effect; rewrite/advise_measures.py defines
+each (`Probe.measure`). Attainment, the one the ranking reads first, is measured in a space downstream of
+every layer (the output image's 3x3 RGB patches, labelled by the request's own regions), so that settings
+at different layers compare; for an erase it is a graded, label-free source-likeness removed against the
+targets' surroundings.
 
 Held-out samples are drawn at `heldout_truncation` (default 1: the model's whole distribution, where the
 rule must hold as well); the edit, the paste image and preserve regions use the model's own truncation.
@@ -55,6 +33,10 @@ first setting wins fewer than SURE_SHARE of them (the top settings are within no
 every setting's attainment is within the tolerance of the best (it barely spreads, so the leak alone
 decides), or when the best attainment is below MIN_ATTAIN (no setting moves the targets far). `Advice.sure`
 and `Advice.doubt` (the reason, with the settings that share the wins) say so.
+
+How well it picks: metrics/advise_benchmark.py compares the advised setting with the demo segmenter's
+ground truth on benchmark edits of three kinds, split into a part the measures and ranking were chosen on
+and a part only measured on; metrics/README.md gives the figures (the held-out part misses its goal).
 """
 
 from __future__ import annotations
