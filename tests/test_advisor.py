@@ -52,6 +52,22 @@ def assert_same_state(model, saved) -> None:
 
 # ---- measures against hand-computed values ---------------------------------------------------------
 
+def test_the_measures_and_pictures_modules_are_what_the_advisor_offers():
+    """rewrite.advisor keeps offering every name it had before the measures and pictures moved to their
+    own modules, as the same objects (a caller of either module gets one implementation)."""
+    from rewrite.analysis import advise_measures, advise_pictures
+    for name in ('PatchGoal', 'Probe', 'change_map', 'pasted_region', 'patch_targets', 'patches', 'render',
+                 'replacement_distance', 'source_likeness', 'surround_ring', 'target_maps', 'weighted_mean_change',
+                 'PATCH_EXEMPLARS', 'PATCH_RES', 'PREVIEW', 'SURROUND_RING', 'TARGET_QUANTILE'):
+        assert getattr(advisor, name) is getattr(advise_measures, name), name
+    for name in ('ROW_LABEL_WIDTH', 'advice_picture', 'change_picture'):
+        assert getattr(advisor, name) is getattr(advise_pictures, name), name
+    for name in ('Advice', 'Candidate', 'advise', 'check_request', 'confidence', 'read_request', 'score_candidates',
+                 'winners', 'ATTAIN_TOLERANCE', 'HELDOUT_N', 'HELDOUT_SEED', 'HELDOUT_TRUNCATION', 'MAX_HELDOUT',
+                 'SCORE_VERSION', 'SURE_SHARE'):
+        assert hasattr(advisor, name), name
+
+
 def test_weighted_mean_change_and_change_map_by_hand():
     change = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert advisor.weighted_mean_change(change, torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(2.5)
