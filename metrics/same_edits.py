@@ -45,8 +45,17 @@ from rewrite.ganrewrite import SeqStyleGanRewriter
 from utils.stylegan2 import load_seq_stylegan, model_from_checkpoint
 from utils.zdataset import z_dataset_for_model
 torch.set_num_threads(1)
-models = {}
 out = {}
+
+
+def job_hash(model):
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 for job in json.load(open(jobs_path)):
     if job['model'] == 'demo':
         model = load_seq_stylegan('demo', truncation=0.5)
@@ -57,11 +66,9 @@ for job in json.load(open(jobs_path)):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         record = gw.apply_request(json.load(open(job['path'])), **job['options'])
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    out[job['name']] = {'sha256': digest.hexdigest(), 'final_loss': record.final_loss, 'kind': record.kind}
+    edited = job_hash(gw.model)                                    # the rewriter edits its own copy
+    out[job['name']] = {'sha256': edited, 'final_loss': record.final_loss, 'kind': record.kind,
+                        'changed': edited != job_hash(model)}
 print(json.dumps(out))
 '''
 
@@ -124,12 +131,14 @@ def main(argv=None) -> int:
                 return 2
             results[label] = json.loads(out.strip().splitlines()[-1])
     new, old = results['this checkout'], results[args.against]
-    rows = [[job['name'], job['layer'], new[job['name']]['kind'], new[job['name']]['sha256'][:16],
+    rows = [[job['name'], job['layer'], new[job['name']]['kind'],
+             'yes' if new[job['name']]['changed'] else 'NO', new[job['name']]['sha256'][:16],
              'identical' if new[job['name']]['sha256'] == old[job['name']]['sha256'] else 'DIFFERENT']
             for job in listed]
-    print(markdown_table(['edit', 'layer', 'kind', 'weights SHA-256 (this checkout)', f'vs {args.against}'], rows))
-    same = sum(r[-1] == 'identical' for r in rows)
-    print(f'\n{same} of {len(rows)} edits give bit-identical weights')
+    print(markdown_table(['edit', 'layer', 'kind', 'weights changed', 'edited weights SHA-256 (this checkout)',
+                          f'vs {args.against}'], rows))
+    same = sum(r[-1] == 'identical' and r[3] == 'yes' for r in rows)
+    print(f'\n{same} of {len(rows)} edits change the weights and give bit-identical weights in both revisions')
     write_json(OUT, {'against': args.against, 'machine': machine_info(), 'edits': len(rows), 'identical': same,
                      'rows': rows})
     return 0 if same == len(rows) else 1
