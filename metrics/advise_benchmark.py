@@ -1,4 +1,4 @@
-"""Validates the label-free edit advisor (rewrite/advisor.py) against the segmenter's ground truth.
+"""Validates the label-free edit advisor (rewrite/analysis/advisor.py) against the segmenter's ground truth.
 
     python -m metrics.advise_benchmark [--edits NAME ...] [--parts tune heldout] [--layers 5 6 7 8] [--threads 1]
 

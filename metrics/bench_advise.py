@@ -1,4 +1,4 @@
-"""Times the edit advisor's sweep (rewrite/advisor.py) with the key statistics cached.
+"""Times the edit advisor's sweep (rewrite/analysis/advisor.py) with the key statistics cached.
 
     python -m metrics.bench_advise [--threads 2] [--edits dome2spire erase_watermark towertop2tree] [--repeats 1]
 

@@ -1,4 +1,4 @@
-"""The damage measure (rewrite/damage.py) on edits applied at the layer they were made for and at others: the
+"""The damage measure (rewrite/core/damage.py) on edits applied at the layer they were made for and at others: the
 figures DAMAGE_THRESHOLD was chosen from.
 
     python -m metrics.damage_table [--threads 1] [--samples 8] [--layout-size 64] [--stats-n 200]

@@ -335,7 +335,7 @@ def advisor_note(sha256: str, results: Path = ADVICE) -> str:
     if not table:
         return ''
     return ('\n### Which layer and rank, without labels (`rewrite advise`)\n\n'
-            'The advisor (`rewrite/advisor.py`, no labels) against the setting make_demo_edits chooses with '
+            'The advisor (`rewrite/analysis/advisor.py`, no labels) against the setting make_demo_edits chooses with '
             'segmenter labels\n(its rule and held-out z\'s, seed 3) over layers 5-8 x ranks 1-3, from '
             '`python -m metrics.advise_benchmark`\n(the benchmark edits of metrics/make_advise_edits.py: the '
             'tune part, which the score may be chosen on,\nand the held-out part, only measured on):\n\n'

@@ -61,7 +61,7 @@ from utils.fileio import atomic_write_text
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
 MAX_SOLVER_GAP = 0.05           # original vs fast solver effectiveness, as a share
-PITER = IterativeOptions.piter     # the original solver's projection interval (rewrite/methods.py)
+PITER = IterativeOptions.piter     # the original solver's projection interval (rewrite/formats/registry.py)
 
 
 @dataclass(frozen=True)

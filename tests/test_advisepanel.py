@@ -1,4 +1,4 @@
-"""The widget's Advise panel (rewrite/advisepanel.py), driven by clicks as the browser drives it: the sweep
+"""The widget's Advise panel (rewrite/app/advisepanel.py), driven by clicks as the browser drives it: the sweep
 with the app's progress bar, the table against advise() called directly, a clicked row's setting applied."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The edit advisor (rewrite/advisor.py) and `python -m rewrite advise`: scores against hand-computed values
+"""The edit advisor (rewrite/analysis/advisor.py) and `python -m rewrite advise`: scores against hand-computed values
 and an independent float64 re-computation, skipped layers, malformed requests, the model left unchanged."""
 
 from __future__ import annotations

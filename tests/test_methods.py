@@ -1,4 +1,4 @@
-"""The registries of key methods and solvers (rewrite/methods.py): one source for names, defaults and step
+"""The registries of key methods and solvers (rewrite/formats/registry.py): one source for names, defaults and step
 counts, read by the rewriter, the CLI and the widget; the EditRecord keeps the key method and every option."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rewrite site seam (utils/stylegan2/site.py): a second, deliberately different generator family, a
+"""The rewrite site seam (utils/generators/site.py): a second, deliberately different generator family, a
 tiny Progressive-GAN-like Sequential of plain convs (no mapping network, no modulation, no demodulation,
 no noise, nearest upsampling, pixel norm), which the rewriter and both solvers edit through its
 `rewrite_site` alone; and StyleGAN2's site against the module paths it stands for."""

@@ -19,7 +19,7 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 def to_uint8_batch(images: torch.Tensor, truncate: bool = False) -> np.ndarray:
     """images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]: rounded (pictures, grids), or with
     truncate=True as torchvision's ToPILImage did (the original release's bulk samplers, kept by
-    rewrite/sampling.py so sample folders match the original's files)."""
+    rewrite/cli/sampling.py so sample folders match the original's files)."""
     if truncate:
         x = images.detach().float().cpu().mul(0.5).add(0.5).clamp(0, 1)
         return x.mul(255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

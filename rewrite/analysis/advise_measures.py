@@ -1,4 +1,4 @@
-"""The advisor's label-free measures of one applied setting (rewrite/advisor.py ranks them).
+"""The advisor's label-free measures of one applied setting (rewrite/analysis/advisor.py ranks them).
 
 Everything a setting of the sweep is measured on is built once per sweep (`Probe.build`): held-out samples
 (their own z's, drawn at the held-out truncation) and their unedited images, the request's regions as

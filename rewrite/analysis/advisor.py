@@ -199,7 +199,7 @@ def _num(value: float, digits: int) -> str:
 def read_request(request: Mapping | str | os.PathLike) -> dict:
     """The request as a JSON dict (from a dict, JSON text or a file); RewriteError naming the problem.
 
-    Text and files are read by the edit-file reader (rewrite/editfile.py), as `rewrite apply` reads them:
+    Text and files are read by the edit-file reader (rewrite/formats/editfile.py), as `rewrite apply` reads them:
     a bounded read of a regular file only (a FIFO or /dev/zero is refused without blocking), fields given
     twice and JSON nested too deeply are errors."""
     if isinstance(request, Mapping):

@@ -1,4 +1,4 @@
-"""The widget's "Advise" panel: which layer, which rank? (rewrite/advisor.py in GanRewriteApp)
+"""The widget's "Advise" panel: which layer, which rank? (rewrite/analysis/advisor.py in GanRewriteApp)
 
     panel = AdvisePanel(app)           # GanRewriteApp builds one as app.advise_panel
 

@@ -20,7 +20,7 @@ __all__ = ['click_center', 'describe_record', 'DOWNLOAD_LIMIT', 'download_link',
            'loss_rose', 'parse_image_numbers', 'shift_mask', 'SOLVER_CHOICES', 'STYLE', 'WARNING_COLOR',
            'WIDE', 'wrapping_row']
 
-SOLVER_CHOICES = tuple(SOLVERS)                 # the solver registry's names (rewrite/methods.py)
+SOLVER_CHOICES = tuple(SOLVERS)                 # the solver registry's names (rewrite/formats/registry.py)
 
 STYLE = '''<style>
 .rwa-title { font-size: 20px; font-weight: bold; margin-right: 16px; }

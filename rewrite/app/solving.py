@@ -104,7 +104,7 @@ class SolvingMixin:
     def _report_change(self, record, done: str) -> None:
         """'<done>: loss a -> b in s, held-out change x' in green, or a warning in amber: when the loss rose
         (and whether the rewriter rolled the change back), or when the change damaged the held-out samples
-        beyond the threshold (rewrite/damage.py; with an Undo button beside it)."""
+        beyond the threshold (rewrite/core/damage.py; with an Undo button beside it)."""
         losses = f'loss {record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f} s'
         heldout = getattr(record, 'heldout_change', None)
         if heldout is not None:

@@ -139,7 +139,7 @@ def one_line(text: str) -> str:
     return ' '.join(str(text).split())
 
 def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGAN2:
-    """The generator named by --model (of any registered family, utils/generators.py), or CliError."""
+    """The generator named by --model (of any registered family, utils/generators/families.py), or CliError."""
     try:
         model = load_generator(spec, truncation=truncation)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

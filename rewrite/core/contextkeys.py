@@ -1,6 +1,6 @@
 """Context keys of a layer: the key statistics over the z-sample (C, ZCA, unit quantiles; gathered on first
 use, cached on disk), the keys of selected regions, and the context directions D [rank, I] made of them by
-a key method (rewrite/methods.py's KEY_METHODS) or, with preserve regions, by rewrite/preserve.py.
+a key method (rewrite/formats/registry.py's KEY_METHODS) or, with preserve regions, by rewrite/core/preserve.py.
 """
 
 from __future__ import annotations

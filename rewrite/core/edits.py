@@ -1,5 +1,5 @@
 """Running an edit: parse the request, gather its context and preserve regions, build the goal, run the
-registered solver and record what happened (an EditRecord), atomically (rewrite/history.py).
+registered solver and record what happened (an EditRecord), atomically (rewrite/core/history.py).
 
 Each function takes the rewriter (`gw`, the `Rewriter` protocol below) and goes through its public methods
 (object_from_selection, multi_key_from_selection, insert, ...), so a subclass or a test that replaces one
@@ -332,7 +332,7 @@ def damage_before(gw: Rewriter, req: editfile.EditRequest) -> tuple | None:
 
 def record_damage(gw: Rewriter, record: EditRecord, req: editfile.EditRequest, pairs, context: torch.Tensor,
                   before: tuple | None) -> Damage | None:
-    """Measures the change just made (rewrite/damage.py) on held-out samples outside where the rule of
+    """Measures the change just made (rewrite/core/damage.py) on held-out samples outside where the rule of
     `context` [rank, I] acts, and inside the request's paste region; keeps it in the record and warns (a
     RuntimeWarning) when it exceeds the threshold. Nothing is measured for a rolled-back change."""
     probe = gw.damage_probe

@@ -32,13 +32,13 @@ class EditRecord:
     seconds: float = 0.0
     request: dict | None = None
     warning: str = ''             # set when the goal loss ended above its initial value
-    rolled_back: bool = False     # the rise exceeded ganrewrite.LOSS_TOLERANCE: the weights were restored
+    rolled_back: bool = False     # the rise exceeded LOSS_TOLERANCE: the weights were restored
     preserve_weight: float | None = None     # with preserve regions: the weight of their term
     preserve_change: float | None = None     # mean abs change of the layer's outputs in the preserve regions
-    key_method: str = ''                     # how the context directions were made (rewrite/methods.py)
+    key_method: str = ''                     # how the context directions were made (rewrite/formats/registry.py)
     options: dict = field(default_factory=dict)   # every option the solver ran with, defaults filled in
     layer: int | None = None                 # the layer the change was made at
-    heldout_change: float | None = None      # damage (rewrite/damage.py): mean abs pixel change of held-out samples
+    heldout_change: float | None = None      # damage (core/damage.py): mean abs pixel change of held-out samples
     paste_change: float | None = None        # outside where the rule acts, and inside the request's paste region
     damage_threshold: float | None = None    # the held-out change above which it is damage
     damage_warning: str = ''                 # set when heldout_change exceeds damage_threshold

@@ -1,6 +1,6 @@
 """Key methods: orthonormal context directions D [rank, I] made of the selected regions' keys.
 
-Every key method (registered in rewrite/methods.py) is a function with one signature,
+Every key method (registered in rewrite/formats/registry.py) is a function with one signature,
 `directions(stats, keys [N, I], weights [N], rank) -> D [rank, I]` (float32), over the layer's key
 statistics (C, its ZCA matrix, unit quantiles).
 """

@@ -4,7 +4,7 @@
     target_model(key bag) -> value bag (fmap [B, O, H, W])     the conv and what follows it to the values
     rendering_model(value bag) -> images [B, 3, H', W']        the rest of the generator
 
-The rewrite site (`model.rewrite_site(layernum)`, utils/stylegan2/site.py) names the cuts and the conv.
+The rewrite site (`model.rewrite_site(layernum)`, utils/generators/site.py) names the cuts and the conv.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SeqStyleGanRewriter: rewriting one convolution layer of a generator as an associative memory.
 
-The layer's plain conv (the generator's rewrite site, utils/stylegan2/site.py) maps keys k (its input features,
+The layer's plain conv (the generator's rewrite site, utils/generators/site.py) maps keys k (its input features,
 one vector per pixel) to values v (the features after demodulation, noise and activation). A user's
 selections give (a) goal pairs: the keys of a region should now produce pasted values, and (b) a
 context: a low-rank subspace D of key space, chosen with the keys' second moment C, in which
@@ -44,7 +44,7 @@ from utils.stylegan2 import DataBag, rewrite_site
 __all__ = ['DEFAULT_SOLVER', 'EDIT_DTYPES', 'ERASE_UNITS', 'KEY_METHODS', 'LOSS_TOLERANCE', 'SOLVERS',
            'RewriteError', 'SeqStyleGanRewriter', 'check_fast_options', 'check_options']
 
-KEY_METHODS = tuple(methods.KEY_METHODS)      # the registries' names (rewrite/methods.py)
+KEY_METHODS = tuple(methods.KEY_METHODS)      # the registries' names (rewrite/formats/registry.py)
 SOLVERS = tuple(methods.SOLVERS)
 DEFAULT_SOLVER = methods.DEFAULT_SOLVER  # the one default of apply_edit/apply_erase, the CLI and the widget
 ERASE_UNITS = 30        # apply_erase's default drank, the original's (its layers had 512 units)
@@ -151,7 +151,7 @@ class SeqStyleGanRewriter:
         """A mask (data URL, or array [H, W] in [0, 1]) at `resolution`, as the original decoded it."""
         return self.pieces.area(mask, resolution, field)
 
-    # ---- key statistics and context keys (rewrite/contextkeys.py) ------------------------------
+    # ---- key statistics and context keys (rewrite/core/contextkeys.py) ------------------------------
     @property
     def stats(self) -> KeyStatistics:
         return self.keys.stats
@@ -347,7 +347,7 @@ class SeqStyleGanRewriter:
         """Within the block (a context manager), the model has its original weights (for 'Toggle original')."""
         return self.edits.original_model()
 
-    # ---- search and pictures (rewrite/render.py) -----------------------------------------------
+    # ---- search and pictures (rewrite/core/render.py) -----------------------------------------------
     def key_response(self, fmap: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """fmap [N, I, h, w] . key [I] -> [N, h, w]."""
         return key_response(fmap.to(self.device), key)

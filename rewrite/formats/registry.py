@@ -36,7 +36,7 @@ class Deferred:
 @dataclass(frozen=True)
 class KeyMethod:
     """A way of turning the selected context regions' keys into orthonormal directions D [rank, I]:
-    directions(stats, keys [N, I], mask weights [N], rank) -> D (rewrite/keymethods.py)."""
+    directions(stats, keys [N, I], mask weights [N], rank) -> D (rewrite/core/keymethods.py)."""
     name: str
     summary: str
     directions: Callable
