@@ -263,6 +263,36 @@ def test_every_change_records_its_damage_against_an_independent_computation(gw):
     gw.revert()
 
 
+def test_a_second_change_reuses_the_renders_of_the_first_and_measures_the_same():
+    """The probe keeps the renders of the weights a change ended at, keyed by their SHA-256: the next change
+    renders once instead of twice, a change that ends at kept weights renders nothing, other weights are rendered
+    anew; every kept render equals a fresh render of the same weights, bit for bit."""
+    from rewrite.core.damage import DamageProbe
+    model = tiny_model()
+    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, 40), LAYER, progress=False)
+    probe = gw.damage_probe
+    other = request(paste=[3, OTHER], key=[[3, OTHER]])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        first = gw.apply_request(request(), rank=1)
+        assert probe.rendered == 2
+        gw.apply_request(other, rank=1)
+        assert probe.rendered == 4                     # another paste image: renders are keyed by it too
+        third = gw.apply_request(other, rank=1)
+        assert probe.rendered == 5                     # starts where the last change ended: one render
+        gw.undo()
+        again = gw.apply_request(other, rank=1)        # the third change again, from the same weights
+        assert probe.rendered == 5 and again.heldout_change == third.heldout_change
+        fresh = DamageProbe(gw.pieces)                 # keeps nothing
+        keys, now = fresh.before(3)
+        assert torch.equal(now, probe.renders[(probe.state(), 3)][1])
+        with torch.no_grad():
+            gw.target_weights().add_(0.01)             # weights no change ended at
+        assert not torch.equal(probe.before(3)[1], now) and probe.rendered == 6
+        assert torch.equal(probe.before(3)[1], fresh.render(keys)) and probe.rendered == 6
+    assert first.heldout_change is not None
+
+
 def test_damage_above_the_threshold_warns_and_at_or_below_it_does_not():
     from rewrite.core.damage import Damage
     for heldout, threshold, damaged in ((0.02, 0.05, False), (0.05, 0.05, False), (0.0501, 0.05, True)):

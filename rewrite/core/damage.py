@@ -19,25 +19,35 @@ chosen: metrics/README.md (`python -m metrics.damage_table`).
     probe = DamageProbe(gw.pieces)                      # the rewriter keeps one as gw.damage_probe
     keys, before = probe.before(paste_imgnum)           # held-out samples and the paste image, [n + 1, ...]
     ... change the rewritten conv's weights ...
-    damage = probe.measure(before, probe.render(keys), probe.acting(keys, context, ...), paste_mask)
+    after = probe.after(keys, paste_imgnum)             # rendered, and kept: the next change starts from them
+    damage = probe.measure(before, after, probe.acting(keys, context, ...), paste_mask)
+
+Rendering the samples is the probe's whole cost (two passes of n + 1 images from the rewrite site on, about 20 s
+at 256 px on a 2-core CPU), so the renders of the last RENDERS_KEPT model states are kept, keyed by the SHA-256 of
+every weight and buffer of the generator (`weights_fingerprint`, computed when read): a change that starts where
+the last one ended (or where an undo returned to) renders only once (not at all when it ends at kept weights),
+and renders of any other weights are never used.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from utils.stylegan2 import DataBag
+from rewrite.core.statistics import weights_fingerprint
+from utils.generators.site import DataBag
 from utils.zdataset import z_sample_for_model
 
-__all__ = ['ACTS_AT', 'DAMAGE_SAMPLES', 'DAMAGE_SEED', 'DAMAGE_THRESHOLD', 'Damage', 'DamageProbe']
+__all__ = ['ACTS_AT', 'DAMAGE_SAMPLES', 'DAMAGE_SEED', 'DAMAGE_THRESHOLD', 'Damage', 'DamageProbe', 'RENDERS_KEPT']
 
 DAMAGE_SAMPLES = 8          # held-out samples rendered before and after each change
 DAMAGE_SEED = 23            # their z's: apart from the z-sample (seed 1), the demo metrics' (2, 3), the advisor's (17)
 ACTS_AT = 0.5               # the rule acts where ||D k|| >= ACTS_AT x the context regions' median
 DAMAGE_THRESHOLD = 0.05     # held-out change above this is damage (metrics/README.md: how it was chosen)
+RENDERS_KEPT = 4            # model states whose held-out renders are kept (the last changes, for undo / redo)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,29 @@ class DamageProbe:
 
     def __init__(self, pieces, samples: int = DAMAGE_SAMPLES, seed: int = DAMAGE_SEED):
         self.pieces, self.samples, self.seed = pieces, int(samples), int(seed)
+        self.renders: OrderedDict[tuple[str, int | None], tuple[DataBag, torch.Tensor]] = OrderedDict()
+        self.rendered = 0                       # render passes made (each renders n (+1) images)
+
+    def state(self) -> str:
+        """What the renders depend on: the SHA-256 of the generator's weights and buffers as they are now."""
+        return weights_fingerprint(self.pieces.model)
+
+    def remember(self, keys: DataBag, images: torch.Tensor, paste_imgnum: int | None = None) -> None:
+        """Keeps the key bag and images [n (+1), 3, H, W] (as before() gives them, with the same paste image) as the
+        renders of the model as it is now; the oldest of more than RENDERS_KEPT states is dropped."""
+        self.renders[(self.state(), paste_imgnum)] = (keys, images)
+        while len(self.renders) > RENDERS_KEPT:
+            self.renders.popitem(last=False)
+
+    def after(self, keys: DataBag, paste_imgnum: int | None = None) -> torch.Tensor:
+        """The images [n (+1), 3, H, W] of the model as it is now from before()'s key bag (the same paste image):
+        the kept renders of these weights, else rendered and kept."""
+        kept = self.renders.get((self.state(), paste_imgnum))
+        if kept is not None:
+            return kept[1]
+        images = self.render(keys)
+        self.remember(keys, images, paste_imgnum)
+        return images
 
     def zs(self) -> torch.Tensor:
         """The held-out z's [n, D]."""
@@ -92,15 +125,21 @@ class DamageProbe:
     def before(self, paste_imgnum: int | None = None) -> tuple[DataBag, torch.Tensor]:
         """(the key bag of the held-out samples, then of the paste image when given: fmap [n (+1), I, h, w];
         the current model's images of them [n (+1), 3, H, W])."""
+        kept = self.renders.get((self.state(), paste_imgnum))
+        if kept is not None:
+            return kept
         z = self.zs()
         if paste_imgnum is not None:
             z = torch.cat([z, self.pieces.get_z(paste_imgnum)])
         with torch.no_grad():
             keys = self.pieces.context_model(z)
-        return keys, self.render(keys)
+        images = self.render(keys)
+        self.remember(keys, images, paste_imgnum)
+        return keys, images
 
     def render(self, keys: DataBag) -> torch.Tensor:
         """Images [N, 3, H, W] of the current model from a key bag at the rewrite site."""
+        self.rendered += 1
         with torch.no_grad():
             return self.pieces.rendering_model(self.pieces.target_model(keys)).float()
 

@@ -339,7 +339,8 @@ def record_damage(gw: Rewriter, record: EditRecord, req: editfile.EditRequest, p
     if probe is None or before is None or record.rolled_back:
         return None
     keys, images = before
-    after = probe.render(keys)
+    paste_imgnum = req.paste.imgnum if req.paste is not None else None
+    after = probe.after(keys, paste_imgnum)
     context_keys, weights = gw.keys_and_weights(pairs)
     size = int(after.shape[-1])
     acting = probe.acting(keys, context, context_keys, weights, size)
