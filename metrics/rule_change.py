@@ -42,7 +42,7 @@ from rewrite.analysis.rulechange import (
     render,
 )
 from rewrite.experiments.glow.rule import GLOW_MODEL, GLOW_SEGMENTER, MIN_PIXELS, GlowRule, RuleRates, area, present
-from utils.demo.scenes import render_batch
+from utils.demo.scenedata import render_batch
 from utils.demo.segmenter import load_segmenter
 from utils.fileio import atomic_path, atomic_write_text
 from utils.stylegan2 import load_seq_stylegan, save_checkpoint

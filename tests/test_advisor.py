@@ -617,7 +617,7 @@ def test_cli_advise_help_explains_the_scores(capsys):
 
 
 def test_model_card_shows_the_advisor_table_only_for_its_checkpoint(tmp_path):
-    from metrics.demo_world import advisor_note
+    from metrics.demo_world_card import advisor_note
     results = tmp_path / 'advise_benchmark.json'
     results.write_text(json.dumps({'checkpoint': {'sha256': 'abc123'}}))
     results.with_suffix('.md').write_text('| edit | goal |\n| --- | --- |\n| dome2spire | pass |\n')

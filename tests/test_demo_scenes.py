@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.demo.scenes import (
-    CLASSES,
-    N_CLASSES,
-    TOP_KINDS,
-    WATERMARK_ALPHA,
-    WATERMARK_RGB,
-    SceneDataset,
-    presence,
-    render_batch,
-    render_scene,
-    scenes_as_tensor,
-)
+from utils.demo.scenedata import SceneDataset, presence, render_batch, scenes_as_tensor
+from utils.demo.scenes import CLASSES, N_CLASSES, TOP_KINDS, WATERMARK_ALPHA, WATERMARK_RGB, render_scene
 
 ID = {name: i for i, name in enumerate(CLASSES)}
 N_RATE = 400

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from utils.demo.scenedata import presence
 from utils.demo.scenes import (
     CLASSES,
     GLOW_ALPHA,
@@ -11,7 +12,6 @@ from utils.demo.scenes import (
     N_RULE_CLASSES,
     RULE_CLASS_ID,
     RULE_CLASSES,
-    presence,
     render_scene,
 )
 

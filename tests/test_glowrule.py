@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from rewrite.experiments.glow.rule import RuleRates, effect_region, flip_rate, present
-from utils.demo.scenes import RULE_CLASS_ID, render_batch, render_scene
+from utils.demo.scenedata import render_batch
+from utils.demo.scenes import RULE_CLASS_ID, render_scene
 
 N = 60
 

@@ -17,7 +17,8 @@ from metrics.demo_edit_files import (
     write_edit,
 )
 from metrics.demo_regions import Region, clearest_regions, largest_component, painted, stand_on_base
-from metrics.demo_world import EARLY_NOTE, goals, missed_goals_note
+from metrics.demo_world import goals
+from metrics.demo_world_card import EARLY_NOTE, missed_goals_note
 from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, PLAN, apply_plan, best_setting
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats import editfile

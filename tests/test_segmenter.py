@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from utils.demo.frechet import frechet_distance, frechet_from_stats
-from utils.demo.scenes import CLASSES, render_batch, scenes_as_tensor
+from utils.demo.scenedata import render_batch, scenes_as_tensor
+from utils.demo.scenes import CLASSES
 from utils.demo.segmenter import (
     DEFAULT_WEIGHTS,
     Segmenter,

@@ -28,7 +28,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils import imgviz
-from utils.demo.scenes import FAMILIES, scenes_as_tensor
+from utils.demo.scenedata import scenes_as_tensor
+from utils.demo.scenes import FAMILIES
 from utils.stylegan2 import SeqStyleGAN2, save_checkpoint
 from utils.stylegan2.checkpoint import atomic_torch_save
 from utils.stylegan2.discriminator import Discriminator

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.demo.scenes import CLASS_ID, RULE_CLASSES, images_to_tensor, render_batch
+from utils.demo.scenedata import images_to_tensor, render_batch
+from utils.demo.scenes import CLASS_ID, RULE_CLASSES
 from utils.demo.segmenter import Segmenter, load_segmenter, save_segmenter
 from utils.demo.train_segmenter import AUGMENTATION, fit, iou_report, train_indices, training_arguments
 from utils.fileio import atomic_path

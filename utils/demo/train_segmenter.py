@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.demo.scenes import CLASSES, images_to_tensor, render_batch, save_scene_grid
+from utils.demo.scenedata import images_to_tensor, render_batch, save_scene_grid
+from utils.demo.scenes import CLASSES
 from utils.demo.segmenter import Segmenter, evaluate_iou, save_segmenter
 from utils.fileio import atomic_path
 
