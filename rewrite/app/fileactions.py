@@ -204,24 +204,27 @@ class FileActionsMixin:
         self.refresh()
         self._show_setting()
 
+    def _answer_layer_question(self, nothing_to: str) -> int:
+        """The loaded edit's other layer, the question about it taken away (UserError when there is none)."""
+        if self.other_layer is None:
+            raise UserError(f'the loaded edit was made for this layer: nothing to {nothing_to}')
+        layer = self.other_layer
+        self.ask_layer(None)
+        return layer
+
     @reports_errors('Switch layer')
     def switch_to_file_layer(self, _button=None) -> None:
         """Switches the app to the layer the loaded edit was made for; Execute Change and Erase then run there."""
-        if self.other_layer is None:
-            raise UserError('the loaded edit was made for this layer: nothing to switch')
-        layer = self.other_layer
-        self.switch_layer(layer)
-        self.ask_layer(None)
+        if self.other_layer is not None:
+            self.switch_layer(self.other_layer)
+        layer = self._answer_layer_question('switch')
         self.show_message(f'now rewriting layer {layer} (rank {self.rank_box.value}, {self.solver_box.value}): click '
                           f'{"Erase" if "object" not in self.request else "Execute Change"} to apply the edit')
 
     @reports_errors('Apply here anyway')
     def override_layer(self, _button=None) -> None:
         """Allows the loaded edit at this app's layer, although it was made for another."""
-        if self.other_layer is None:
-            raise UserError('the loaded edit was made for this layer: nothing to override')
-        layer = self.other_layer
-        self.ask_layer(None)
+        layer = self._answer_layer_question('override')
         self.show_message(f'the edit made for layer {layer} will be applied at layer {self.gw.layernum}: its regions '
                           'and rank were chosen for the other layer; the result shows its held-out change',
                           warning=True)
