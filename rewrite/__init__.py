@@ -14,6 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
+__all__ = ['ensure_own_utils']
+
 OWN_UTILS = Path(__file__).resolve().parents[1] / 'utils' / '__init__.py'
 
 
