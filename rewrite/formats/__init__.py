@@ -1,6 +1,6 @@
 """What an edit is on disk and in settings (the layer below the engine: it imports only utils).
 
-    editfile.py    edit files: the format, EditRequest, parse / validate / load / save (the full format in its docstring)
+    editfile.py    edit files: EditRequest, parse / validate / load / save (the format in its docstring)
     selection.py   one [imgnum, mask] pair (Selection), checked and decoded once
     fields.py      the checks of the value fields (preserve_weight, layer, rank, solver, solver_options, model)
     jsontext.py    strict, bounded JSON reading (no field twice, long integers kept as text)
