@@ -19,6 +19,7 @@ from utils.demo.scenes import CLASSES
 
 MASK_SIZE = 256                 # the original UI's canvas
 
+
 @dataclass(frozen=True)
 class EditPlan:
     """An edit to make: copy `object` (None: erase), paste onto / erase `paste`; `dst` should appear.
@@ -33,6 +34,7 @@ class EditPlan:
     dst: str | None
     keys: int
     into: str | None = None        # an erase scored per pixel: the class its pixels should become
+
 
 @dataclass(frozen=True)
 class PreservePlan:

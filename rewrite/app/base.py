@@ -26,14 +26,17 @@ __all__ = ['AppPanel', 'explain', 'reports_errors', 'SolveCancelled', 'UserError
 class UserError(Exception):
     """A problem with what the user asked for; shown on the message line."""
 
+
 class SolveCancelled(KeyboardInterrupt):
     """Raised from the progress callback after Cancel: the rewriter restores the weights as on an interrupt."""
+
 
 def explain(action: str, error: Exception) -> str:
     """The message line's text for an error raised while carrying out `action`."""
     if isinstance(error, (UserError, editfile.EditFileError, RewriteError, SavedEditError)):
         return str(error)
     return f'{action} failed: {type(error).__name__}: {error}'
+
 
 def reports_errors(action: str, while_busy: bool = False) -> Callable:
     """Decorates a handler so that nothing raises into the notebook: user errors (UserError, invalid edit
@@ -54,6 +57,7 @@ def reports_errors(action: str, while_busy: bool = False) -> Callable:
                 self.show_message(explain(action, e), error=True)
         return guarded
     return decorate
+
 
 class AppPanel(widgets.VBox):
     """A panel of the app in its own module (preserve regions, the advisor): keeps the app, and reports

@@ -52,6 +52,7 @@ WIDE = {'description_width': 'initial'}   # descriptions never cut short
 
 DOWNLOAD_LIMIT = 64 << 20            # bytes: a bigger export is not offered as a download link from the page
 
+
 def parse_image_numbers(text: str, num_images: int, limit: int) -> list[int]:
     """'200-212', '5,9,12' or a mix -> the image numbers, in order, at most `limit` of them.
 
@@ -75,6 +76,7 @@ def parse_image_numbers(text: str, num_images: int, limit: int) -> list[int]:
             break
     return numbers[:limit]
 
+
 def format_image_numbers(numbers: Sequence[int]) -> str:
     """[3, 4, 5, 9] -> '3-5,9'."""
     runs: list[list[int]] = []
@@ -85,14 +87,17 @@ def format_image_numbers(numbers: Sequence[int]) -> str:
             runs.append([n, n])
     return ','.join(str(a) if a == b else f'{a}-{b}' for a, b in runs)
 
+
 def wrapping_row(*children: widgets.Widget, align: str = 'center') -> widgets.HBox:
     """An HBox whose children wrap onto the next line instead of shrinking or being clipped."""
     return widgets.HBox(list(children), layout=widgets.Layout(flex_flow='row wrap', align_items=align))
+
 
 def click_center(mask: np.ndarray) -> tuple[int, int] | None:
     """Centre (row, col) of the bounding box of mask > 0, or None when empty."""
     top, left, bottom, right = editfile.bounding_box(mask)
     return None if bottom == 0 else ((top + bottom) // 2, (left + right) // 2)
+
 
 def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """The mask moved by (dy, dx) pixels; what leaves the frame is dropped, what enters is empty."""
@@ -102,6 +107,7 @@ def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     src_x, dst_x = slice(max(0, -dx), min(width, width - dx)), slice(max(0, dx), min(width, width + dx))
     moved[dst_y, dst_x] = mask[src_y, src_x]
     return moved
+
 
 def describe_record(record) -> str:
     """One line of the applied-changes list for an EditRecord."""
@@ -121,6 +127,7 @@ def describe_record(record) -> str:
         parts.append(f'held-out change {heldout:.3f}{" (damage)" if record.damage_warning else ""}')
     return ', '.join(parts)
 
+
 def download_link(path: Path, limit: int | None = None) -> str:
     """An HTML link that downloads the file at `path` from the page itself (a data: URL, so it works where the
     server does not serve files, as on a Voila page); '' for a file over `limit` bytes (DOWNLOAD_LIMIT)."""
@@ -132,6 +139,7 @@ def download_link(path: Path, limit: int | None = None) -> str:
     name = html.escape(path.name, quote=True)
     return (f'<a download="{name}" href="data:application/octet-stream;base64,{data}" '
             f'title="the exported checkpoint">download {name} ({size / 2 ** 20:.1f} MB)</a>')
+
 
 def loss_rose(record) -> bool:
     """Whether an edit ended with a higher loss than it started with (it made things worse)."""

@@ -40,19 +40,23 @@ EXIT_BAD_INPUT = 2
 
 COLLECTIVE_TIMEOUT_S = 6 * 3600     # other ranks wait while rank 0 applies an edit
 
+
 class CliError(Exception):
     """Bad input: reported as one line on stderr, exit status 2."""
+
 
 def default_cachedir() -> Path:
     """Where key statistics are cached unless --cachedir says otherwise (files are keyed by weights)."""
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return Path(base) / 'gan-rewriting' / 'keystats'
 
+
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (raised as CliError) instead of usage + message."""
 
     def error(self, message: str):
         raise CliError(f'{message} (see {self.prog} --help)')
+
 
 def int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -65,6 +69,7 @@ def int_at_least(low: int) -> Callable[[str], int]:
         return value
     return parse
 
+
 def int_between(low: int, high: int, limit: str) -> Callable[[str], int]:
     """An integer option in [low, high], checked before anything is allocated (`limit`: the constant's name)."""
     at_least = int_at_least(low)
@@ -76,6 +81,7 @@ def int_between(low: int, high: int, limit: str) -> Callable[[str], int]:
         return value
     return parse
 
+
 def finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -84,6 +90,7 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text}')
     return value
+
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument('--model', required=required, default=None if required else 'demo',
@@ -95,6 +102,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 EDIT_HELP = ("edit file (JSON saved by the rewriting UI), or demo/NAME for a bundled edit (as the widget's Load "
              "names them)")
 
+
 def add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
     p.add_argument('--edit', type=Path, required=edit_required, help=EDIT_HELP)
     p.add_argument('--layer', type=int, default=None,
@@ -104,6 +112,7 @@ def add_edit_args(p: argparse.ArgumentParser, edit_required: bool) -> None:
                    help="rank of the weight change (default: the edit file's rank, else 1)")
     add_solver_args(p)
     add_stats_args(p)
+
 
 def add_solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--solver', choices=list(SOLVERS), default=None,
@@ -116,6 +125,7 @@ def add_solver_args(p: argparse.ArgumentParser) -> None:
                         "them; default: the file's 'preserve_weight' field, else "
                         f"{PRESERVE_WEIGHT}); a number given here wins over the file's")
 
+
 def add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
     p.add_argument('--zsample', type=int_between(1, MAX_ZSAMPLE, 'MAX_ZSAMPLE'), default=DEFAULT_ZSAMPLE,
                    help=f'size of the seeded z-sample indexed by image numbers (default {DEFAULT_ZSAMPLE}, '
@@ -127,6 +137,7 @@ def add_stats_args(p: argparse.ArgumentParser, stats_n: bool = True) -> None:
     p.add_argument('--cachedir', type=Path, default=None,
                    help=f'key statistics cache (default {default_cachedir()})')
 
+
 def default_threads() -> int:
     """--threads default: OMP_NUM_THREADS when it is a positive integer, else half the logical CPUs
     (1..8). torch's own default (one per core) crawls when anything else uses the CPU."""
@@ -135,8 +146,10 @@ def default_threads() -> int:
         return int(env)
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
+
 def one_line(text: str) -> str:
     return ' '.join(str(text).split())
+
 
 def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGAN2:
     """The generator named by --model (of any registered family, utils/generators/families.py), or CliError."""
@@ -146,17 +159,20 @@ def load_model(spec: str, truncation: float, device: torch.device) -> SeqStyleGA
         raise CliError(f'cannot load --model {spec}: {one_line(e)}') from None
     return model.to(device)
 
+
 def check_layer(model: SeqStyleGAN2, layer: int) -> None:
     try:
         rewrite_site(model, layer)
     except ValueError as e:
         raise CliError(f'--layer: {e}') from None
 
+
 def nearest_existing(path: Path) -> Path:
     path = path.absolute()
     while not os.path.lexists(path) and path != path.parent:      # a dangling symlink stops the walk
         path = path.parent
     return path
+
 
 def check_writable_dir(path: Path, what: str) -> None:
     """`path` is, or can be created as, a folder we can write into (probed with an invisible temp file)."""
@@ -173,6 +189,7 @@ def check_writable_dir(path: Path, what: str) -> None:
     except OSError as e:
         raise CliError(f'{what} {path} is not writable ({e.strerror or e})') from None
 
+
 def check_writable_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise CliError(f'{what} {path} is a folder, expected a file name')
@@ -180,11 +197,13 @@ def check_writable_file(path: Path, what: str) -> None:
         raise CliError(f'{what} {path} exists and is not a regular file (a device or FIFO is never replaced)')
     check_writable_dir(path.parent, f'the folder of {what}')
 
+
 def environment_world() -> World:
     try:
         return world_from_env()
     except ValueError as e:
         raise CliError(str(e)) from None
+
 
 def pick_device(requested: str | None, world: World) -> torch.device:
     if requested is None:
@@ -196,14 +215,17 @@ def pick_device(requested: str | None, world: World) -> torch.device:
         raise CliError(f'--device {requested}: {one_line(e)}') from None
     return device
 
+
 def cachedir_from(args) -> Path:
     path = args.cachedir if args.cachedir is not None else default_cachedir()
     check_writable_dir(path, '--cachedir')
     return path
 
+
 def single_process(world: World, command: str) -> None:
     if world.is_distributed:
         raise CliError(f'{command} runs in one process: launch it without torchrun')
+
 
 @contextlib.contextmanager
 def one_line_warnings() -> Iterator[None]:

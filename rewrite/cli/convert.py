@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, world) -> None:
         save_checkpoint(model, args.dest)
         print(f'wrote {args.dest}: {model.size} px, style_dim {model.style_dim}, conv_clamp {model.conv_clamp}')
 
+
 def check_convert_paths(source: Path, dest: Path) -> None:
     """Before any conversion work: the source is a regular file and the destination a writable file name
     that is not the source itself (the same file by any name: a hard link or a symlink to it)."""

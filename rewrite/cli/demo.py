@@ -60,6 +60,7 @@ def demo_edit_file(requested: Path | None) -> Path:
         raise common.CliError(f'no bundled demo edit: {common.DEMO_EDIT_DIR} has no *.json file (pass --edit FILE)')
     return found[0]
 
+
 def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[int, int | None]:
     """(layer, rank): the ones asked for, else those the edit file records, else those its file name records
     (NAME_layerN[_rankR]; rank None: the file's own, see edit_spec_from_args)."""
@@ -71,10 +72,12 @@ def demo_setting(layer: int | None, rank: int | None, edit_path: Path) -> tuple[
         rank = named_rank
     return layer, rank
 
+
 def request_images(request: dict) -> list[int]:
     """The image numbers an edit request refers to."""
     pairs = [request[name] for name in ('object', 'paste', 'query') if name in request] + request.get('key', [])
     return sorted({int(pair[0]) for pair in pairs})
+
 
 def run(args, world: World) -> None:
     common.single_process(world, 'demo')
@@ -100,6 +103,7 @@ def run(args, world: World) -> None:
         print(unkept)
     print(f'wrote {args.out} (top row: images {shown} of the original model; bottom row: the edited model)')
 
+
 def preserve_difference(gw: SeqStyleGanRewriter, spec: EditSpec) -> str | None:
     """For an edit file with preserve regions (and a weight > 0): how much the same edit without them
     (--preserve-weight 0) changes those regions' layer outputs (applied and undone); else None."""
@@ -113,6 +117,7 @@ def preserve_difference(gw: SeqStyleGanRewriter, spec: EditSpec) -> str | None:
         change = keep.change(gw.target_model(keep.key).fmap).item()
     gw.undo()
     return f'without its preserve regions (--preserve-weight 0) the edit would change them {change:.4g}'
+
 
 def demo_metrics(original: SeqStyleGAN2, gw: SeqStyleGanRewriter, record, before: np.ndarray,
                  after: np.ndarray, shown: Sequence[int]) -> Iterator[str]:

@@ -44,6 +44,7 @@ def load_edit_request(path: Path, model: SeqStyleGAN2, layer: int, zsample: int)
         raise common.CliError(f'bad --edit {path}: {common.one_line(e)}{fix}') from None
     return request.to_json()
 
+
 @dataclass
 class EditSpec:
     """A validated edit to make: request (JSON dict), layer and solver settings."""
@@ -67,11 +68,13 @@ class EditSpec:
         described |= {'preserve_weight': self.preserve_weight} if 'preserve' in self.request else {}
         return described | ({'stats_n': self.stats_n} if self.stats_n is not None else {})
 
+
 def check_stats_n(args) -> None:
     """--stats-n (statistics over the first N images of the z-sample) fits in --zsample."""
     if args.stats_n is not None and args.stats_n > args.zsample:
         raise common.CliError(f'--stats-n {args.stats_n} exceeds --zsample {args.zsample}: the key statistics are '
                        f'gathered over the first --stats-n images of the z-sample; pass --stats-n <= {args.zsample}')
+
 
 def resolve_edit_path(path: Path) -> Path:
     """--edit as given, or, when no such file exists, demo/NAME[.json] resolved to the bundled edit of that name
@@ -87,6 +90,7 @@ def resolve_edit_path(path: Path) -> Path:
         raise common.CliError(f'--edit {path}: no such file, and no bundled edit of that name (bundled: {known})')
     return bundled
 
+
 def read_setting(path: Path) -> dict:
     """The fields of the edit file that record how it was made (layer, rank, solver, solver_options, model)."""
     try:
@@ -95,6 +99,7 @@ def read_setting(path: Path) -> dict:
         raise common.CliError(f'cannot read --edit {path}: {e.strerror or e}') from None
     except EditFileError as e:
         raise common.CliError(f'bad --edit {path}: {common.one_line(e)}') from None
+
 
 def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     """The validated edit of --edit/--layer (None without --edit). --layer, --rank, --solver and --niter
@@ -130,16 +135,19 @@ def edit_spec_from_args(args, model: SeqStyleGAN2) -> EditSpec | None:
     return EditSpec(request, layer, rank, solver, niter, args.zsample, common.cachedir_from(args),
                     not args.quiet, args.stats_n, weight, other_layer)
 
+
 def make_rewriter(model: SeqStyleGAN2, layer: int, zsample: int, cachedir: Path, progress: bool,
                   batch_size: int = 8, stats_n: int | None = None) -> SeqStyleGanRewriter:
     zds = z_dataset_for_model(model, size=zsample, seed=1)
     return SeqStyleGanRewriter(model, zds, layer, cachedir=cachedir, progress=progress, batch_size=batch_size,
                                stats_size=stats_n)
 
+
 def spec_rewriter(model: SeqStyleGAN2, spec: EditSpec, progress: bool = True) -> SeqStyleGanRewriter:
     """The rewriter the edit `spec` runs in (its .model is a copy of `model`)."""
     return make_rewriter(model, spec.layer, spec.zsample, spec.cachedir, spec.progress and progress,
                          stats_n=spec.stats_n)
+
 
 def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
     """Applies the edit file's request to gw.model (copy and paste, erase, or context only: apply_request)
@@ -168,6 +176,7 @@ def run_edit(gw: SeqStyleGanRewriter, spec: EditSpec):
               '--layer or --rank', file=sys.stderr)
     return record
 
+
 def edit_summary(record) -> str:
     if record.kind == 'zero':
         damage = '' if record.heldout_change is None else f'; {damage_text(record)}'
@@ -178,12 +187,14 @@ def edit_summary(record) -> str:
     return (f'{record.kind} applied: layer {record.layer}, solver {record.solver}, rank {record.rank}, loss '
             f'{record.initial_loss:.4g} -> {record.final_loss:.4g} in {record.seconds:.1f}s{kept}{damage}')
 
+
 def damage_text(record) -> str:
     """'held-out change 0.012 (inside the paste region 0.21), below the damage threshold 0.05' or 'above ...'."""
     inside = '' if record.paste_change is None else f' (inside the paste region {record.paste_change:.3f})'
     side = 'above' if record.damage_warning else 'below'
     return (f'held-out change {record.heldout_change:.3f}{inside}, {side} the damage threshold '
             f'{record.damage_threshold:g}')
+
 
 def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World) -> SeqStyleGAN2:
     """Every rank gathers its share of the key statistics into the cache; rank 0 applies the edit and the
@@ -195,6 +206,7 @@ def edited_model_on_every_rank(model: SeqStyleGAN2, spec: EditSpec, world: World
         print(edit_summary(run_edit(gw, spec)), file=sys.stderr)
     broadcast_module(gw.model, world)
     return gw.model.eval()
+
 
 def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> tuple[Path, KeyStatistics | None]:
     """Makes sure the rewriter's key statistics are in `cachedir`, gathered across every rank when they are
@@ -212,9 +224,11 @@ def cached_statistics(gw: SeqStyleGanRewriter, cachedir: Path, world: World) -> 
     barrier(world)
     return path, stats
 
+
 def statistics_inputs(gw: SeqStyleGanRewriter) -> tuple[torch.Tensor, dict]:
     """(the z's [N, D] the rewriter gathers statistics over, its cache key)."""
     return gw.statistics_zs(), gw.cache_meta()
+
 
 def gather_statistics(gw: SeqStyleGanRewriter, zs: torch.Tensor, world: World) -> KeyStatistics:
     """KeyStatistics of the rewriter's layer over zs [N, D], the batches split across ranks

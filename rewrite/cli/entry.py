@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   'set, else half the logical CPUs, at most 8; 1 is best on a busy machine)')
     return parser
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command with --threads torch threads (restored afterwards); returns the exit status
     (0 ok, 2 bad input)."""

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace, world) -> None:
           f'open it with `jupyter lab {files[0][1]}` (kernel "Python (rewrite)" if setup/install.sh installed it), '
           f'or `cd {args.dest} && voila {files[0][1].name}`')
 
+
 def copy_all_or_nothing(files: list[tuple[Path, Path]]) -> None:
     """Copies each (source, target) atomically, creating folders; on any failure the files and folders
     made so far are removed again, so a copy is complete or absent."""

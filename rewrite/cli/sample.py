@@ -45,6 +45,7 @@ def sample_settings(args, model: SeqStyleGAN2, spec: EditSpec | None) -> dict:
         settings['edit'] = spec.describe()
     return settings
 
+
 def run(args, world: World) -> None:
     device = common.pick_device(args.device, world)
     model = common.load_model(args.model, args.truncation, device)

@@ -18,6 +18,7 @@ from rewrite.formats.settings import MAX_PRESERVE_WEIGHT, PRESERVE_WEIGHT, prese
 
 __all__ = ['MAX_PRESERVE_WEIGHT', 'PRESERVE_WEIGHT', 'PreserveSet', 'context_directions', 'preserve_weight_for']
 
+
 @dataclass
 class PreserveSet:
     """The preserve regions at the target layer, M images at full size.

@@ -23,12 +23,14 @@ class FastOptions:
     max_change: float = 3.0                    # bound on ||W' - W|| / ||W||
     preserve: float = 0.0                      # weight of the demodulation-change term (0: off)
 
+
 @dataclass(frozen=True)
 class IterativeOptions:
     """The Adam solvers' options (`original`: on the whole weight, re-projected; `linear`: on Lambda)."""
     niter: int = 2001                          # Adam steps
     piter: int = 10                            # re-projection interval of 'original'
     lr: float = 0.05                           # Adam's learning rate
+
 
 @dataclass(frozen=True)
 class OriginalOptions(IterativeOptions):
