@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -62,3 +63,16 @@ def test_the_command_line_entry_points():
 def test_an_unknown_old_name_is_still_an_import_error():
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module('rewrite.no_such_module')
+
+
+def test_the_command_line_makes_openmp_wait_passively_unless_told_otherwise():
+    """Set before torch is imported (it is read when OpenMP starts); a user's own OMP_WAIT_POLICY is kept."""
+    code = 'import os, sys, rewrite.cli; print(os.environ["OMP_WAIT_POLICY"], "torch" in sys.modules)'
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    for preset, expected in ((None, 'PASSIVE'), ('ACTIVE', 'ACTIVE')):
+        run_env = env if preset is None else {**env, 'OMP_WAIT_POLICY': preset}
+        done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=run_env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and done.stdout.split() == [expected, 'True'], done.stderr
+    before_torch = 'import os, rewrite, sys; assert "torch" not in sys.modules; import rewrite.cli'
+    assert subprocess.run([sys.executable, '-c', before_torch], cwd=ROOT, env=env, timeout=300).returncode == 0

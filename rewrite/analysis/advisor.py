@@ -10,7 +10,7 @@ reason) and every rank, the request is applied with the fast solver to a fresh r
 layer (one rewriter per layer, so the key statistics are gathered or read from `cachedir` once per
 layer; `gw.revert()` between ranks) and scored from the model and the request alone, no labels:
 
-fit, paste, reach, leak (and preserve_leak), size, attain and effect; rewrite/advise_measures.py defines
+fit, paste, reach, leak (and preserve_leak), size, attain and effect; rewrite/analysis/advise_measures.py defines
 each (`Probe.measure`). Attainment, the one the ranking reads first, is measured in a space downstream of
 every layer (the output image's 3x3 RGB patches, labelled by the request's own regions), so that settings
 at different layers compare; for an erase it is a graded, label-free source-likeness removed against the
