@@ -4,10 +4,11 @@
 
 The original tool's dome2spire edit applied three times in a row (rank 1, fast solver, layer 8) to a 256 px config-f
 layout with random weights of a trained model's scale (`utils.stylegan2.synthetic`; the layout file comes from
-../shared), by a rewriter without the probe and by one with it (DAMAGE_SAMPLES held-out samples). An untimed first edit gathers
-the statistics and renders the samples before and after it, then is reverted: change 1 repeats it from the same
-weights, so both of its renders are kept ones; each later change starts where the last ended and renders once. The ratio is
-against the rewriter without the probe, run in the same process. Writes metrics/results/damage_bench.json.
+../shared), by a rewriter without the probe and by one with it (DAMAGE_SAMPLES held-out samples). An untimed first
+edit gathers the statistics and renders the samples before and after it, then is reverted: change 1 repeats it from
+the same weights, so both of its renders are kept ones; each later change starts where the last ended and renders
+once. The ratio is against the rewriter without the probe, run in the same process. Writes
+metrics/results/damage_bench.json.
 """
 
 from __future__ import annotations
