@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.stylegan2.synthetic import realistic_state_dict, synthetic_checkpoint  # noqa: F401
+from utils.stylegan2.synthetic import synthetic_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'

@@ -7,18 +7,19 @@ A screenshot is kept in the test's tmp dir and in artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 from browser.voila_server import serve_voila
 from PIL import Image
-from test_notebook import NOTEBOOK, ROOT, with_parameters
+from test_notebook import NOTEBOOK, ROOT, parameterized_copy
 
 from rewrite.formats import editfile
 
@@ -79,14 +80,33 @@ def pixels(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert('RGB'), dtype=np.float32)
 
 
-def open_page(browser, problems: list[str], width: int, height: int):
-    """A new page of `browser` (width x height px) with the suite's timeout; its page errors and console
-    errors are appended to `problems`, to be reported if the test fails."""
-    page = browser.new_page(viewport={'width': width, 'height': height})
+def open_page(browser, problems: list[str], width: int, height: int, **options):
+    """A new page of `browser` (width x height px, other new_page `options`) with the suite's timeout; its page
+    errors and console errors are appended to `problems`, to be reported if the test fails."""
+    page = browser.new_page(viewport={'width': width, 'height': height}, **options)
     page.set_default_timeout(TIMEOUT_MS)
     page.on('pageerror', lambda error: problems.append(f'page error: {error}'))
     page.on('console', lambda msg: problems.append(msg.text) if msg.type == 'error' else None)
     return page
+
+
+@contextlib.contextmanager
+def voila_page(sync_playwright, notebook: Path, env: dict[str, str], folder: Path, problems: list[str],
+               width: int, height: int, **options) -> Iterator:
+    """A Chromium page (open_page) showing `notebook` served by Voila (its log: folder/voila.log); an exception
+    inside the block is re-raised as an AssertionError with the browser's last errors and the end of that log."""
+    log = folder / 'voila.log'
+    with serve_voila(notebook, env, log=log) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = open_page(browser, problems, width, height, **options)
+            page.goto(url, timeout=TIMEOUT_MS)
+            yield page
+        except Exception as error:
+            raise AssertionError(f'{error}\nbrowser errors: {problems[-10:]}\nvoila log:\n{log.read_text()[-4000:]}'
+                                 ) from error
+        finally:
+            browser.close()
 
 
 def server_env() -> dict[str, str]:
@@ -98,29 +118,18 @@ def server_env() -> dict[str, str]:
 def served_notebook(tmp_path: Path) -> tuple[Path, dict, Path]:
     """(the notebook with the test's parameters, written to tmp_path; the Voila server's environment; its MASK_DIR)."""
     mask_dir = tmp_path / 'masks'
-    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SAMPLE_SIZE=60, NUM_CANVASES=4,
-                         CANVAS_SIZE=CANVAS, MASK_DIR=str(mask_dir), RUN_EXAMPLE=False)
-    served = tmp_path / 'rewriting-interface.ipynb'
-    nbformat.write(nb, served)
+    served = parameterized_copy(NOTEBOOK, tmp_path, SAMPLE_SIZE=60, NUM_CANVASES=4, CANVAS_SIZE=CANVAS,
+                                MASK_DIR=str(mask_dir), RUN_EXAMPLE=False)
     return served, server_env(), mask_dir
 
 
 def test_paint_copy_paste_execute_save_in_chromium(sync_playwright, tmp_path):
     served, env, mask_dir = served_notebook(tmp_path)
     problems: list[str] = []
-    with serve_voila(served, env, log=tmp_path / 'voila.log') as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = open_page(browser, problems, 1400, 1100)
-            page.goto(url, timeout=TIMEOUT_MS)
-            run_session(page, mask_dir, tmp_path)
-            broken = [text for text in problems if 'create a view' in text or 'create view' in text]
-            assert not broken, f'widgets failed to render in the browser: {broken}'
-        except Exception as error:
-            log = (tmp_path / 'voila.log').read_text()[-4000:]
-            raise AssertionError(f'{error}\nbrowser console errors: {problems[-10:]}\nvoila log:\n{log}') from error
-        finally:
-            browser.close()
+    with voila_page(sync_playwright, served, env, tmp_path, problems, 1400, 1100) as page:
+        run_session(page, mask_dir, tmp_path)
+        broken = [text for text in problems if 'create a view' in text or 'create view' in text]
+        assert not broken, f'widgets failed to render in the browser: {broken}'
 
 
 def run_session(page, mask_dir: Path, tmp_path: Path) -> None:

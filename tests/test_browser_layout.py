@@ -16,11 +16,10 @@ import re
 import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
 from browser.voila_server import serve_jupyterlab, serve_voila
 from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, server_env, stroke, sync_playwright  # noqa: F401 - fixture
-from test_notebook import NOTEBOOK, ROOT, with_parameters
+from test_notebook import NOTEBOOK, ROOT, parameterized_copy
 
 pytestmark = pytest.mark.slow
 
@@ -92,10 +91,7 @@ HIDDEN_CANVASES_JS = '''() => {
 def served_notebook(tmp_path):
     """A fresh copy of the notebook for each page (JupyterLab saves what it opened)."""
     folder = tmp_path
-    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SAMPLE_SIZE=60, MASK_DIR=str(folder / 'masks'),
-                         RUN_EXAMPLE=False)
-    path = folder / 'rewriting-interface.ipynb'
-    nbformat.write(nb, path)
+    path = parameterized_copy(NOTEBOOK, folder, SAMPLE_SIZE=60, MASK_DIR=str(folder / 'masks'), RUN_EXAMPLE=False)
     shutil.copy(NOTEBOOK.parent / 'voila.json', folder / 'voila.json')      # as `rewrite notebook` copies it
     return path
 

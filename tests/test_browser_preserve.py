@@ -12,8 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser.voila_server import serve_voila
-from test_browser import CANVAS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, pixels, served_notebook, stroke, sync_playwright  # noqa: F401
+from test_browser import (
+    CANVAS,
+    TIMEOUT_MS,
+    pixels,
+    served_notebook,
+    stroke,
+    sync_playwright,  # noqa: F401 - the fixture
+    voila_page,
+)
 
 from rewrite.formats import editfile
 
@@ -25,18 +32,8 @@ FIRST, SECOND = ((0.2, 0.2), (0.4, 0.35)), ((0.62, 0.6), (0.8, 0.78))     # the 
 def test_preserve_regions_preview_changes_and_export_in_chromium(sync_playwright, tmp_path):  # noqa: F811
     served, env, mask_dir = served_notebook(tmp_path)
     mask_dir.mkdir()
-    with serve_voila(served, env, log=tmp_path / 'voila.log') as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={'width': 1400, 'height': 1400}, accept_downloads=True)
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url, timeout=TIMEOUT_MS)
-            session(page, mask_dir, tmp_path)
-        except Exception as error:
-            log = (tmp_path / 'voila.log').read_text()[-4000:]
-            raise AssertionError(f'{error}\nvoila log:\n{log}') from error
-        finally:
-            browser.close()
+    with voila_page(sync_playwright, served, env, tmp_path, [], 1400, 1400, accept_downloads=True) as page:
+        session(page, mask_dir, tmp_path)
     assert 'preserve' in json.loads((mask_dir / 'kept_edit.json').read_text())
     saved = editfile.load_edit(mask_dir / 'kept_edit.json')
     assert [s.imgnum for s in saved.preserve] == [2]                       # one region for the image ...

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import shutil
 
-import nbformat
 import pytest
 import torch
-from browser.voila_server import serve_voila
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_page, server_env, sync_playwright  # noqa: F401
-from test_notebook import NOTEBOOK, with_parameters
+from test_browser import (
+    TIMEOUT_MS,
+    server_env,
+    sync_playwright,  # noqa: F401 - the fixture
+    voila_page,
+)
+from test_notebook import NOTEBOOK, parameterized_copy
 
 from rewrite.core.rewriter import SeqStyleGanRewriter
 from rewrite.formats.savededits import notebooks_dir
@@ -27,40 +30,29 @@ def test_load_switch_layer_erase_gives_the_layer_7_edit(sync_playwright, tmp_pat
     from playwright.sync_api import expect
     mask_dir = tmp_path / 'masks'
     shutil.copytree(notebooks_dir() / 'masks' / 'demo', mask_dir / 'demo')
-    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), LAYER=8, NUM_CANVASES=4, CANVAS_SIZE=128,
-                         MASK_DIR=str(mask_dir), RUN_EXAMPLE=False)
-    served = tmp_path / 'rewriting-interface.ipynb'
-    nbformat.write(nb, served)
+    served = parameterized_copy(NOTEBOOK, tmp_path, LAYER=8, NUM_CANVASES=4, CANVAS_SIZE=128, MASK_DIR=str(mask_dir),
+                                RUN_EXAMPLE=False)
     problems: list[str] = []
-    with serve_voila(served, server_env(), log=tmp_path / 'voila.log') as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = open_page(browser, problems, 1400, 1100)
-            page.goto(url, timeout=TIMEOUT_MS)
-            message = page.locator('.rwa-message')
-            expect(message).to_contain_text('paint a region on a sample to begin', timeout=TIMEOUT_MS)
-            expect(page.locator('.rwa-setting')).to_contain_text('layer 8')
-            page.locator('.rwa-name input').fill(f'demo/{EDIT}')
-            page.get_by_role('button', name='Load', exact=True).click()
-            expect(message).to_contain_text('it was made for layer 7')
-            erase = page.get_by_role('button', name='Erase', exact=True)
-            expect(erase).to_be_disabled()
-            page.get_by_role('button', name='Switch to layer 7', exact=True).click()
-            expect(message).to_contain_text('now rewriting layer 7', timeout=TIMEOUT_MS)
-            expect(page.locator('.rwa-setting')).to_contain_text('layer 7')
-            expect(erase).to_be_enabled()
-            erase.click()
-            expect(message).to_contain_text('erased the context from the model', timeout=TIMEOUT_MS)
-            expect(message).to_contain_text('held-out change')
-            expect(page.locator('.rwa-history .widget-radio-box label').nth(1)).to_contain_text('layer 7')
-            page.get_by_role('button', name='Export', exact=True).click()
-            expect(message).to_contain_text('exported the rewritten generator')
-            page.screenshot(path=str(tmp_path / 'switch-layer.png'), full_page=True)
-        except Exception as error:
-            log = (tmp_path / 'voila.log').read_text()[-4000:]
-            raise AssertionError(f'{error}\nbrowser console errors: {problems[-10:]}\nvoila log:\n{log}') from error
-        finally:
-            browser.close()
+    with voila_page(sync_playwright, served, server_env(), tmp_path, problems, 1400, 1100) as page:
+        message = page.locator('.rwa-message')
+        expect(message).to_contain_text('paint a region on a sample to begin', timeout=TIMEOUT_MS)
+        expect(page.locator('.rwa-setting')).to_contain_text('layer 8')
+        page.locator('.rwa-name input').fill(f'demo/{EDIT}')
+        page.get_by_role('button', name='Load', exact=True).click()
+        expect(message).to_contain_text('it was made for layer 7')
+        erase = page.get_by_role('button', name='Erase', exact=True)
+        expect(erase).to_be_disabled()
+        page.get_by_role('button', name='Switch to layer 7', exact=True).click()
+        expect(message).to_contain_text('now rewriting layer 7', timeout=TIMEOUT_MS)
+        expect(page.locator('.rwa-setting')).to_contain_text('layer 7')
+        expect(erase).to_be_enabled()
+        erase.click()
+        expect(message).to_contain_text('erased the context from the model', timeout=TIMEOUT_MS)
+        expect(message).to_contain_text('held-out change')
+        expect(page.locator('.rwa-history .widget-radio-box label').nth(1)).to_contain_text('layer 7')
+        page.get_by_role('button', name='Export', exact=True).click()
+        expect(message).to_contain_text('exported the rewritten generator')
+        page.screenshot(path=str(tmp_path / 'switch-layer.png'), full_page=True)
     # the API, here, with the server's thread count: the bundled file at layer 7, its own rank and solver
     threads = torch.get_num_threads()
     torch.set_num_threads(int(server_env()['OMP_NUM_THREADS']))

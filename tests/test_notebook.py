@@ -28,6 +28,13 @@ def with_parameters(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNod
     return nb
 
 
+def parameterized_copy(notebook: Path, folder: Path, **values) -> Path:
+    """folder/<the notebook's name>: a copy of `notebook` with `values` set after its parameters cell."""
+    path = folder / notebook.name
+    nbformat.write(with_parameters(nbformat.read(notebook, as_version=4), **values), path)
+    return path
+
+
 def with_example_run(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook with its 'example' cell run on purpose (as a user removing the '#' does)."""
     cell = next(cell for cell in nb.cells if 'example' in cell.metadata.get('tags', []))

@@ -411,23 +411,31 @@ def tray_tint(app, thumb, imgnum: int, url: str) -> float:
     return float(blueness[0] - blueness[1])
 
 
-def test_widget_preserve_tray_preview_save_and_load(tmp_path):
-    import re
+def preserve_app(tmp_path):
+    """The preserve tests' rewriter and widget: a 32 px model of seed 0 (noise strengths as initialised), 6 canvases
+    of 64 px, masks saved under tmp_path/masks, solves in the calling thread."""
+    from test_rewriteapp import LAYER, NUM_IMAGES
 
-    from test_rewriteapp import LAYER, NUM_IMAGES, grid_pictures, paint, prepare_edit, shown
-
-    from rewrite.app.events import dispatch_dom_event
-    from rewrite.app.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
     from rewrite.app.rewriteapp import GanRewriteApp
     from rewrite.core.rewriter import SeqStyleGanRewriter
-    from utils import imgviz
-    from utils.paintwidget import as_rgb_array
     from utils.stylegan2 import SeqStyleGAN2
     from utils.zdataset import z_dataset_for_model
     torch.manual_seed(0)
     model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32}).eval()
     gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
-    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=6, niter=40, background=False)
+    return gw, GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=6, niter=40, background=False)
+
+
+def test_widget_preserve_tray_preview_save_and_load(tmp_path):
+    import re
+
+    from test_rewriteapp import grid_pictures, paint, prepare_edit, shown
+
+    from rewrite.app.events import dispatch_dom_event
+    from rewrite.app.preservepanel import CONTEXT_COLOR, PRESERVE_COLOR, response_level
+    from utils import imgviz
+    from utils.paintwidget import as_rgb_array
+    gw, app = preserve_app(tmp_path)
     panel = app.preserve_panel
     prepare_edit(app)
     paint(app, 3, [(4, 4), (30, 20)])
@@ -554,18 +562,11 @@ def test_demo_command_shows_the_difference_preserve_regions_make(tmp_path, capsy
 
 def test_a_second_preserve_region_on_the_same_image_joins_the_first(tmp_path):
     """Add to Preserve twice on one sample (the canvas cleared between): one region, the union of both paints."""
-    from test_rewriteapp import LAYER, NUM_IMAGES, paint
+    from test_rewriteapp import paint
 
-    from rewrite.app.rewriteapp import GanRewriteApp
-    from rewrite.core.rewriter import SeqStyleGanRewriter
     from rewrite.formats import editfile
     from utils.paintwidget import mask_from_url
-    from utils.stylegan2 import SeqStyleGAN2
-    from utils.zdataset import z_dataset_for_model
-    torch.manual_seed(0)
-    model = SeqStyleGAN2(32, style_dim=64, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 32}).eval()
-    gw = SeqStyleGanRewriter(model, z_dataset_for_model(model, NUM_IMAGES), LAYER, progress=False)
-    app = GanRewriteApp(gw, mask_dir=tmp_path / 'masks', size=64, num_canvases=6, niter=40, background=False)
+    gw, app = preserve_app(tmp_path)
     panel = app.preserve_panel
     paint(app, 3, [(6, 6), (14, 10)])
     first = app.canvases[3].mask.copy()

@@ -101,21 +101,21 @@ class DamageProbe:
         """What the renders depend on: the SHA-256 of the generator's weights and buffers as they are now."""
         return weights_fingerprint(self.pieces.model)
 
-    def remember(self, keys: DataBag, images: torch.Tensor, paste_imgnum: int | None = None) -> None:
-        """Keeps the key bag and images [n (+1), 3, H, W] (as before() gives them, with the same paste image) as the
-        renders of the model as it is now; the oldest of more than RENDERS_KEPT states is dropped."""
-        self.renders[(self.state(), paste_imgnum)] = (keys, images)
+    def _keep(self, key: tuple[str, int | None], keys: DataBag, images: torch.Tensor) -> None:
+        """Keeps the key bag and images [n (+1), 3, H, W] under `key` (the weights' state, the paste image); the
+        oldest of more than RENDERS_KEPT is dropped."""
+        self.renders[key] = (keys, images)
         while len(self.renders) > RENDERS_KEPT:
             self.renders.popitem(last=False)
 
     def after(self, keys: DataBag, paste_imgnum: int | None = None) -> torch.Tensor:
         """The images [n (+1), 3, H, W] of the model as it is now from before()'s key bag (the same paste image):
         the kept renders of these weights, else rendered and kept."""
-        kept = self.renders.get((self.state(), paste_imgnum))
-        if kept is not None:
-            return kept[1]
+        key = (self.state(), paste_imgnum)
+        if key in self.renders:
+            return self.renders[key][1]
         images = self.render(keys)
-        self.remember(keys, images, paste_imgnum)
+        self._keep(key, keys, images)
         return images
 
     def zs(self) -> torch.Tensor:
@@ -125,16 +125,16 @@ class DamageProbe:
     def before(self, paste_imgnum: int | None = None) -> tuple[DataBag, torch.Tensor]:
         """(the key bag of the held-out samples, then of the paste image when given: fmap [n (+1), I, h, w];
         the current model's images of them [n (+1), 3, H, W])."""
-        kept = self.renders.get((self.state(), paste_imgnum))
-        if kept is not None:
-            return kept
+        key = (self.state(), paste_imgnum)
+        if key in self.renders:
+            return self.renders[key]
         z = self.zs()
         if paste_imgnum is not None:
             z = torch.cat([z, self.pieces.get_z(paste_imgnum)])
         with torch.no_grad():
             keys = self.pieces.context_model(z)
         images = self.render(keys)
-        self.remember(keys, images, paste_imgnum)
+        self._keep(key, keys, images)
         return keys, images
 
     def render(self, keys: DataBag) -> torch.Tensor:
