@@ -56,7 +56,7 @@ from metrics.demo_edit_files import PROCEDURE, PROVENANCE, read_provenance
 from metrics.demo_regions import EditPlan
 from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, KINDS, PARTS, BenchEdit, requests
 from metrics.make_demo_edits import EFFECTIVENESS_TOLERANCE, apply_plan, best_setting
-from metrics.report import machine_info, markdown_table, pct, write_json
+from metrics.report import machine_info, markdown_table, pct, write_json, write_report
 from rewrite.analysis import advisor
 from rewrite.analysis.advisor import Candidate, advise, score_candidates
 from rewrite.core.rewriter import RewriteError, SeqStyleGanRewriter
@@ -72,7 +72,6 @@ from utils.demo.measures import (
     tower,
 )
 from utils.demo.scenes import CLASSES
-from utils.fileio import atomic_write_text
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model, z_sample_for_model
 
@@ -412,11 +411,7 @@ def main(argv=None) -> None:
     partial = args.kept or args.out.with_suffix('.partial.json')
     result = run(edits, args.layers, args.ranks, args.eval_n, args.batch, args.threads, args.checkpoint,
                  args.cachedir, args.heldout, args.edit_dir, partial)
-    write_json(args.out, result)
-    md = summary(result)
-    atomic_write_text(args.out.with_suffix('.md'), md)
-    print(md)
-    print(f'wrote {args.out} and {args.out.with_suffix(".md")}')
+    write_report(args.out, result, summary(result))
 
 
 if __name__ == '__main__':

@@ -49,6 +49,14 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + '\n')
 
 
+def write_report(out: Path, result: dict, markdown: str) -> None:
+    """result as JSON at `out` and `markdown` beside it (.md), both atomically; prints the markdown and where."""
+    write_json(out, result)
+    atomic_write_text(out.with_suffix('.md'), markdown)
+    print(markdown)
+    print(f'wrote {out} and {out.with_suffix(".md")}')
+
+
 def _jsonable(value):
     if isinstance(value, (np.generic, torch.Tensor)):
         return value.item()

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,15 +143,17 @@ class PatchGoal:
     exemplars: dict[str, torch.Tensor]
 
     @classmethod
-    def build(cls, model, z_all: torch.Tensor, req: editfile.EditRequest, batch: int = 16) -> PatchGoal:
-        """z_all: the z-sample [Z, D]; the request's images are rendered at the model's own truncation.
+    def build(cls, model, z_all: torch.Tensor, req: editfile.EditRequest, batch: int = 16,
+              features: Callable[[torch.Tensor], torch.Tensor] = patches) -> PatchGoal:
+        """z_all: the z-sample [Z, D]; the request's images are rendered at the model's own truncation;
+        features: images [N, 3, H, W] -> [N, F, r, r], the space (default `patches`; others for comparisons).
         source: the paste mask and the context masks; object: the object's mask (not source where both);
         other: the pixels of those images outside every mask grown by one pixel; surround (an erase): the
         paste image's pixels within SURROUND_RING of the paste mask, outside it grown by one pixel."""
         kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
         imgnums = sorted({s.imgnum for sels in kinds.values() for s in sels})
         where = {i: n for n, i in enumerate(imgnums)}
-        feats = patches(render(model, z_all[imgnums].to(next(model.parameters()).device), batch))
+        feats = features(render(model, z_all[imgnums].to(next(model.parameters()).device), batch))
         res = feats.shape[-1]
         masks = {}
         for kind, sels in kinds.items():
@@ -174,9 +176,10 @@ class PatchGoal:
         return self.distances_of(patches(images))
 
     def distances_of(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """As `distances`, of patches already computed (feats [N, 27, r, r], `patches`)."""
-        n, _, r, _ = feats.shape
-        flat = feats.permute(0, 2, 3, 1).reshape(-1, 27)
+        """As `distances`, of features already computed (feats [N, F, r, r]: `patches`, or the space the
+        exemplars were built in)."""
+        n, f, r, _ = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, f)
         out = {}
         for kind, ex in self.exemplars.items():
             if not len(ex):
@@ -265,7 +268,9 @@ class Probe:
     """What every setting of a sweep is measured on: held-out z [N, D] and their unedited images
     [N, 3, H, W], the request's exemplar patches, the held-out images' patches [N, 27, r, r] and their
     distances to the exemplars ({kind: [N, r, r]}); the paste image's z and image and the pasted region
-    [H, W]; the preserve regions' z, images and masks (None without)."""
+    [H, W]; the preserve regions' z, images and masks (None without). keep_renders: each measured
+    candidate also keeps every edited held-out image (previews['renders'], float16 [N, 3, H, W]), for
+    re-scoring a sweep with other measures (metrics/advise_variants.py)."""
 
     z: torch.Tensor
     before: torch.Tensor
@@ -277,13 +282,14 @@ class Probe:
     region: torch.Tensor
     batch: int
     truncation: float | None = None
+    keep_renders: bool = False
     z_pres: torch.Tensor | None = None
     before_pres: torch.Tensor | None = None
     pres_masks: torch.Tensor | None = None
 
     @classmethod
     def build(cls, model, zds, req: editfile.EditRequest, preserve: Sequence[editfile.Selection], heldout: int,
-              heldout_seed: int, batch: int, truncation: float | None = None) -> Probe:
+              heldout_seed: int, batch: int, truncation: float | None = None, keep_renders: bool = False) -> Probe:
         device = next(model.parameters()).device
         z = z_sample_for_model(model, heldout, seed=heldout_seed).to(device)
         sampler = copy.deepcopy(model)                 # the model passed in is never changed
@@ -303,7 +309,7 @@ class Probe:
                    before_feats=before_feats,
                    z_goal=z_goal, before_goal=render(model, z_goal),
                    region=pasted_region(req, size), batch=batch,
-                   truncation=truncation, **pres)
+                   truncation=truncation, keep_renders=keep_renders, **pres)
 
     def measure(self, cand, gw: SeqStyleGanRewriter, request: dict, rank: int, targets: torch.Tensor,
                 solver_options: Mapping) -> None:
@@ -354,6 +360,8 @@ class Probe:
                     change_map(self.before_pres, render(gw.model, self.z_pres, self.batch)), self.pres_masks)
             cand.previews = {'after': to_uint8_batch(after[:PREVIEW]), 'change': change[:PREVIEW].numpy(),
                              'targets': targets[:PREVIEW].numpy()}
+            if self.keep_renders:
+                cand.previews['renders'] = after.half()
         finally:
             gw.revert()
 

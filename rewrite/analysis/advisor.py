@@ -50,6 +50,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from rewrite.analysis.advise_measures import (  # noqa: F401  (names the advisor has always offered)
@@ -148,6 +149,7 @@ class Advice:
     sure: bool = True
     doubt: str | None = None
     win_share: float | None = None
+    before_renders: torch.Tensor | None = field(default=None, repr=False)   # advise(keep_renders=True) only
 
     @property
     def best(self) -> Candidate | None:
@@ -339,7 +341,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
            cachedir: str | Path | None = None, heldout: int = HELDOUT_N, heldout_seed: int = HELDOUT_SEED,
            progress: bool = True, callback: ProgressCallback | None = None, batch: int = 16,
            heldout_truncation: float | None = HELDOUT_TRUNCATION, stats_size: int | None = None,
-           **solver_options) -> Advice:
+           keep_renders: bool = False, **solver_options) -> Advice:
     """Applies `request` at every (layer, rank) with the fast solver and scores it without labels.
 
     model: a SeqStyleGAN2 (or any generator with a rewrite site); it is never changed (each layer's
@@ -350,7 +352,9 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     heldout_truncation: the truncation the held-out samples are drawn at (default 1: the model's whole
     distribution, where the rule must hold too; None: the model's own); the edit itself, the paste image
     and preserve regions use the model's own. stats_size: gather each layer's key statistics over the first
-    stats_size z's of zds only (default all; as SeqStyleGanRewriter's).
+    stats_size z's of zds only (default all; as SeqStyleGanRewriter's). keep_renders: each candidate keeps
+    every edited held-out image in previews['renders'] (float16 [heldout, 3, H, W]; `Advice.before_renders`
+    holds the unedited ones), for re-scoring the sweep with other measures.
     solver_options go to the fast solver (e.g. preserve=0.3). Returns an Advice, best first.
     """
     t0 = time.perf_counter()
@@ -380,7 +384,7 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
                                    or not 1 <= stats_size <= len(zds)):
         raise RewriteError(f'stats_size: expected 1..{len(zds)} (the z-sample size) or None, got {stats_size!r}')
 
-    probe = Probe.build(model, zds, req, preserve, heldout, heldout_seed, batch, heldout_truncation)
+    probe = Probe.build(model, zds, req, preserve, heldout, heldout_seed, batch, heldout_truncation, keep_renders)
     table, total, done = [], len(layers) * len(ranks), 0
     bar = tqdm(total=total, desc='advise', disable=not progress, leave=False)
     try:
@@ -410,4 +414,5 @@ def advise(model, zds, request, layers: Sequence[int] | None = None, ranks: Sequ
     ranked = score_candidates(table)
     sure, doubt, share = confidence(ranked)
     return Advice(ranked, heldout, heldout_seed, time.perf_counter() - t0, to_uint8_batch(probe.before[:PREVIEW]),
-                  heldout_truncation, sure=sure, doubt=doubt, win_share=share)
+                  heldout_truncation, sure=sure, doubt=doubt, win_share=share,
+                  before_renders=probe.before.half() if keep_renders else None)

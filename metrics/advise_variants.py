@@ -1,0 +1,304 @@
+"""Other attainment measures for the advisor, re-scored on the benchmark's sweeps (none adopted).
+
+    python -m metrics.advise_variants [--edits NAME ...] [--threads 2]
+
+The advisor (rewrite/analysis/advisor.py) ranks a sweep's settings by a label-free attainment, then the
+leak. Its benchmark (metrics/advise_benchmark.py) shows the attainment is what misses the goal. This script
+keeps each benchmark edit's sweep (`advise(..., keep_renders=True)`: every setting's edited held-out
+images) and scores it again with each variant below, from the held-out images before and after the edit
+and the request alone (no labels), the advisor's own leak and ranking rule kept. Per variant, separately
+for the edits (replace, add) and the erases, the attainment tolerance is chosen on the tune part (most
+passes; ties: nearest the advisor's own), and the held-out part's passes are read with it. Spearman: of the
+attainment with the ground truth's effectiveness across the settings, the mean over the part's edits.
+
+Variants (targets: the held-out pixels whose nearest exemplar is the source before the edit, in the
+variant's space, so the same at every layer):
+
+- current: the advisor's attainment as it is.
+- likeness (space, pooling): each target's source-likeness d_goal / (d_goal + d_source) (goal: the nearest
+  object exemplar for an edit; for an erase the nearest patch of what should replace it, the image's own
+  surroundings of its targets and the paste image's surround, `replacement_distance`), the share of it the
+  edit removed: pooled over every target, averaged per image, or at each image's most source-like target.
+- still source-like (space): the share of the targets whose nearest exemplar is no longer the source
+  (an erase: nor nearer the replacement).
+- spaces: each pixel's 3x3 RGB neighbourhood on 32x32, 16x16 or 8x8 area-averaged images, or 5x5 on 32x32.
+- one-shot segmenter: metrics/oneshot_segmenter.py's RequestSegmenter (the request's masks spread to 512
+  samples through the generator's features, then a small conv net trained on them), read as the ground
+  truth reads its segmenter ('counted': an edit, the share of held-out images with the source whose
+  source region, grown by 3 pixels, newly shows at least 4 object pixels; an erase, the share where fewer
+  than 4 source pixels remain) or graded (an edit: the object probability gained there per source pixel;
+  an erase: the share of the source probability removed there); also trained with copy-paste augmentation
+  (half of each batch, shifts up to 20 pixels).
+
+Each finished edit is kept in advise_variants.partial.json (a rerun resumes). Writes
+metrics/results/advise_variants.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from metrics.advise_benchmark import groundtruth, judge
+from metrics.common import EDIT_TRUNCATION, RESULTS, ZSAMPLE, load_snapshot, setup_torch
+from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, PARTS, BenchEdit, requests
+from metrics.oneshot_segmenter import RequestSegmenter, SegmenterOptions
+from metrics.report import machine_info, markdown_table, write_json, write_report
+from rewrite.analysis import advisor
+from rewrite.analysis.advise_measures import (
+    SURROUND_RING,
+    PatchGoal,
+    replacement_distance,
+    source_likeness,
+    surround_ring,
+)
+from rewrite.analysis.advisor import Candidate, advise, score_candidates
+from rewrite.core.pieces import all_zs
+from rewrite.formats import editfile
+from utils.demo import load_segmenter
+from utils.masks import dilate
+from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
+from utils.zdataset import z_dataset_for_model
+
+OUT_JSON = RESULTS / 'advise_variants.json'
+TOLERANCES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+SPACES = {'3x3 RGB at 32': (3, 32), '3x3 RGB at 16': (3, 16), '3x3 RGB at 8': (3, 8), '5x5 RGB at 32': (5, 32)}
+POOLINGS = ('pooled', 'per image', 'most source-like')
+PRESENT_PIXELS = 4          # as the ground truth: a class shows in an image with at least 4 pixels (64 px)
+NEAR_RADIUS = 3             # and an object replaces the source within 3 pixels of it
+GROUPS = {'edits': ('replace', 'add'), 'erases': ('erase',)}
+SEGMENTERS = {'': SegmenterOptions(), ' with copy-paste': SegmenterOptions(paste_share=0.5)}
+
+Setting = tuple[int, int]
+
+
+def neighbourhoods(size: int, res: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images [N, 3, H, W] -> [N, 3 size^2, r, r]: each pixel's size x size RGB neighbourhood (edges
+    replicated) of the images clamped to [-1, 1] and area-averaged to r = min(res, H)."""
+    def features(images: torch.Tensor) -> torch.Tensor:
+        r = min(res, images.shape[-1])
+        small = F.adaptive_avg_pool2d(images.clamp(-1, 1).float(), r)
+        pad = size // 2
+        return F.unfold(F.pad(small, (pad,) * 4, mode='replicate'), size).view(len(images), -1, r, r)
+    return features
+
+
+def likeness_attainments(goal: PatchGoal, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+    """{pooling: attainment} and 'still source-like' of one setting; before, after: features [N, F, r, r]
+    in goal's space."""
+    d0, d1 = goal.distances_of(before), goal.distances_of(after)
+    src = goal.looks_like(d0, 'source')
+    erase = 'object' not in goal.exemplars
+    if erase:
+        ring = surround_ring(src, src, SURROUND_RING)
+        g0 = replacement_distance(before, before, src, ring, goal.exemplars['surround'])
+        g1 = replacement_distance(after, before, src, ring, goal.exemplars['surround'])
+    else:
+        g0, g1 = d0['object'], d1['object']
+    s0 = torch.where(src, source_likeness(g0, d0['source']), 0.0).double()
+    s1 = torch.where(src, source_likeness(g1, d1['source']), 0.0).double()
+    has = src.flatten(1).any(1)
+    num, den = s1.flatten(1).sum(1)[has], s0.flatten(1).sum(1)[has]
+    most0 = torch.where(src, s0, -1.0).flatten(1).max(1).values[has]
+    most1 = torch.where(src, s1, -1.0).flatten(1).max(1).values[has]
+    still = src & (d1['source'] < g1) if erase else src & (d1['source'] < d1['object'])
+    still &= d1['source'] <= d1['other']
+    out = {'pooled': 1 - float(num.sum() / den.sum()) if den.sum() > 0 else math.nan,
+           'per image': float((1 - num[den > 0] / den[den > 0]).mean()) if (den > 0).any() else math.nan,
+           'most source-like': 1 - float(most1.sum() / most0.sum()) if most0.sum() > 0 else math.nan,
+           'still': 1 - float(still.sum()) / float(src.sum()) if src.any() else math.nan}
+    return out
+
+
+def segmenter_attainments(seg: RequestSegmenter, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+    """{'counted', 'graded'} of one setting (see the module docstring); before, after: images [N, 3, H, W]."""
+    p0, p1 = seg.probabilities(before), seg.probabilities(after)
+    l0, l1 = p0.argmax(1), p1.argmax(1)
+    s = seg.kinds.index('source')
+    src = l0 == s
+    had = src.flatten(1).sum(1) >= PRESENT_PIXELS
+    near = dilate(src, NEAR_RADIUS)
+    if 'object' in seg.kinds:
+        o = seg.kinds.index('object')
+        new = (l1 == o) & (l0 != o) & near
+        hit = new.flatten(1).sum(1) >= PRESENT_PIXELS
+        gained = ((p1[:, o] - p0[:, o]).clamp(min=0) * near).flatten(1).sum(1)
+        graded = float(gained[had].sum() / src.flatten(1).sum(1)[had].sum()) if had.any() else math.nan
+    else:
+        hit = (l1 == s).flatten(1).sum(1) < PRESENT_PIXELS
+        kept, was = (p1[:, s] * near).flatten(1).sum(1), (p0[:, s] * near).flatten(1).sum(1)
+        graded = 1 - float(kept[had].sum() / was[had].sum()) if had.any() else math.nan
+    counted = float((hit & had).sum()) / float(had.sum()) if had.any() else math.nan
+    return {'counted': counted, 'graded': graded}
+
+
+def variant_names() -> list[str]:
+    names = ['current']
+    for space in SPACES:
+        names += [f'likeness, {space}, {pooling}' for pooling in POOLINGS] + [f'still source-like, {space}']
+    return names + [f'one-shot segmenter{extra}, {reading}'
+                    for extra in SEGMENTERS for reading in ('counted', 'graded')]
+
+
+def score_edit(model, zds, request: dict, layers, ranks, heldout: int, cachedir: Path) -> dict:
+    """One edit's sweep and every variant's attainment per setting: {'advice': Advice.to_json(), 'attain':
+    {variant: {'layer rank': value}}, 'segmenter': its pseudo-label shares, 'seconds': {...}}."""
+    t0 = time.perf_counter()
+    advice = advise(model, zds, request, layers=layers, ranks=ranks, cachedir=cachedir, progress=False,
+                    heldout=heldout, keep_renders=True)
+    t1 = time.perf_counter()
+    req = editfile.parse_edit(request, num_images=len(zds))
+    z_all = all_zs(zds)
+    before = advice.before_renders.float()
+    attain = {name: {} for name in variant_names()}
+    goals = {space: PatchGoal.build(model, z_all, req, features=neighbourhoods(*spec))
+             for space, spec in SPACES.items()}
+    segs = {extra: RequestSegmenter.build(model, z_all, req, truncation=advice.heldout_truncation, options=opts)
+            for extra, opts in SEGMENTERS.items()}
+    t2 = time.perf_counter()
+    feats_before = {space: neighbourhoods(*spec)(before) for space, spec in SPACES.items()}
+    for c in advice.table:
+        if not c.ok:
+            continue
+        key = f'{c.layer} {c.rank}'
+        after = c.previews['renders'].float()
+        attain['current'][key] = c.attain
+        for space, spec in SPACES.items():
+            got = likeness_attainments(goals[space], feats_before[space], neighbourhoods(*spec)(after))
+            for pooling in POOLINGS:
+                attain[f'likeness, {space}, {pooling}'][key] = got[pooling]
+            attain[f'still source-like, {space}'][key] = got['still']
+        for extra, seg in segs.items():
+            for reading, value in segmenter_attainments(seg, before, after).items():
+                attain[f'one-shot segmenter{extra}, {reading}'][key] = value
+    return {'advice': advice.to_json(), 'attain': attain, 'segmenter': segs[''].pseudo_share,
+            'seconds': {'sweep': t1 - t0, 'segmenter': t2 - t1, 'variants': time.perf_counter() - t2}}
+
+
+def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setting | None:
+    """The advisor's ranking of the kept sweep with its attainment replaced by `attain` ({'layer rank': value})."""
+    fields = {f.name for f in dataclasses.fields(Candidate)} - {'previews', 'terms'}
+    table = []
+    for row in advice_json['table']:
+        kept = {k: (math.nan if v is None and k not in ('skipped', 'preserve_leak') else v)
+                for k, v in row.items() if k in fields}
+        kept['attain'] = attain.get(f'{row["layer"]} {row["rank"]}', math.nan)
+        table.append(Candidate(**kept))
+    best = score_candidates(table, tolerance=tolerance)[0]
+    return (best.layer, best.rank) if best.ok else None
+
+
+def evaluate(kept: dict, gts: dict, edits: list[BenchEdit]) -> list[dict]:
+    """Per variant and group: the tolerance chosen on the tune part, the passes of each part, the mean Spearman."""
+    rows = []
+    for name in variant_names():
+        row = {'variant': name}
+        for group, kinds in GROUPS.items():
+            mine = [e for e in edits if e.kind in kinds]
+
+            def passes(tol, part, mine=mine, name=name):
+                return sum(judge(gts[e.name], pick(kept[e.name]['advice'], kept[e.name]['attain'][name], tol))['pass']
+                           for e in mine if e.part == part)
+            tol = max(TOLERANCES, key=lambda t: (passes(t, 'tune'), -abs(t - advisor.ATTAIN_TOLERANCE)))
+            row[group] = {'tolerance': tol, **{part: [passes(tol, part), sum(e.part == part for e in mine)]
+                                               for part in PARTS}}
+        for part in PARTS:
+            rhos = []
+            for e in edits:
+                if e.part != part:
+                    continue
+                att = kept[e.name]['attain'][name]
+                pairs = [(att[f'{lay} {r}'], gts[e.name][(lay, r)]['effectiveness']) for (lay, r) in gts[e.name]
+                         if math.isfinite(att.get(f'{lay} {r}', math.nan))
+                         and math.isfinite(gts[e.name][(lay, r)].get('effectiveness', math.nan))]
+                if len(pairs) > 2 and len({a for a, _ in pairs}) > 1:
+                    rhos.append(float(spearmanr(*zip(*pairs)).statistic))
+            row[f'spearman_{part}'] = float(np.mean(rhos)) if rhos else math.nan
+        rows.append(row)
+    return rows
+
+
+def edit_key(name: str, request: dict, layers, ranks, heldout: int) -> str:
+    """What a kept edit must match to be reused: the edit, its request, the grid, the advisor's measures, the
+    segmenters' options and the variants."""
+    text = json.dumps([name, request, list(layers), list(ranks), heldout, dict(advisor.SCORE_VERSION),
+                       {k: dataclasses.asdict(v) for k, v in SEGMENTERS.items()}, variant_names()], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, threads: int, checkpoint: Path,
+        cachedir: Path | None, folder: Path, partial: Path) -> dict:
+    setup_torch(threads)
+    snapshot = load_snapshot(checkpoint)
+    reqs = requests(folder, {e.name for e in edits})
+    gts, gt_n = groundtruth(snapshot, load_segmenter(), edits, reqs, layers, ranks, eval_n, batch=32)
+    model = snapshot.model(EDIT_TRUNCATION)
+    zds = z_dataset_for_model(model, ZSAMPLE)
+    cachedir = Path(cachedir or tempfile.mkdtemp(prefix='advise-stats-'))
+    try:
+        kept = json.loads(partial.read_text()) if partial.is_file() else {}
+    except ValueError:
+        kept = {}
+    for e in edits:
+        key = edit_key(e.name, reqs[e.name], layers, ranks, heldout)
+        if kept.get(e.name, {}).get('key') != key:
+            kept[e.name] = {'key': key, **score_edit(model, zds, reqs[e.name], layers, ranks, heldout, cachedir)}
+            write_json(partial, kept)
+        s = kept[e.name]['seconds']
+        print(f'{e.name} ({e.part}, {e.kind}): sweep {s["sweep"]:.1f}s, segmenter {s["segmenter"]:.1f}s, '
+              f'variants {s["variants"]:.1f}s', flush=True)
+    return {'checkpoint': snapshot.describe(), 'layers': list(layers), 'ranks': list(ranks), 'heldout': heldout,
+            'groundtruth_n': gt_n, 'threads': threads, 'machine': machine_info(threads),
+            'tolerances': list(TOLERANCES),
+            'segmenter_options': {k or 'plain': dataclasses.asdict(v) for k, v in SEGMENTERS.items()},
+            'parts': {part: [e.name for e in edits if e.part == part] for part in PARTS},
+            'rows': evaluate(kept, gts, edits),
+            'edits': {e.name: {k: kept[e.name][k] for k in ('attain', 'segmenter', 'seconds')} for e in edits}}
+
+
+def summary(result: dict) -> str:
+    def cell(g):
+        return f'{g["tolerance"]:g}, ' + ', '.join('{}/{}'.format(*g[part]) for part in PARTS)
+    rows = [[r['variant'], cell(r['edits']), cell(r['erases']),
+             f'{r["spearman_tune"]:.2f} / {r["spearman_heldout"]:.2f}'] for r in result['rows']]
+    return markdown_table(['variant', 'edits: tol, tune, held-out', 'erases: tol, tune, held-out',
+                           'Spearman tune / held-out'], rows) + '\n'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--edits', nargs='+', default=None, choices=list(BENCH), help='default: every benchmark edit')
+    p.add_argument('--layers', type=int, nargs='+', default=[5, 6, 7, 8])
+    p.add_argument('--ranks', type=int, nargs='+', default=[1, 2, 3])
+    p.add_argument('--heldout', type=int, default=48, help="the advisor's held-out samples")
+    p.add_argument('--eval-n', type=int, default=400, help="ground truth's z's (advise_benchmark's, reused)")
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT)
+    p.add_argument('--cachedir', type=Path, default=None, help='key statistics cache (default: a fresh temp folder)')
+    p.add_argument('--edit-dir', type=Path, default=BENCH_DIR, help='the benchmark edits (make_advise_edits)')
+    p.add_argument('--out', type=Path, default=OUT_JSON)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    edits = [e for e in EDITS if args.edits is None or e.name in args.edits]
+    result = run(edits, args.layers, args.ranks, args.heldout, args.eval_n, args.threads, args.checkpoint,
+                 args.cachedir, args.edit_dir, args.out.with_suffix('.partial.json'))
+    write_report(args.out, result, summary(result))
+
+
+if __name__ == '__main__':
+    main()

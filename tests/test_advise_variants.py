@@ -1,0 +1,197 @@
+"""The advisor's re-scoring variants (metrics/advise_variants.py) and the one-shot segmenter they use
+(metrics/oneshot_segmenter.py): hand-made cases with known answers, the segmenter's determinism, and the
+advisor keeping every held-out render for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import test_advisor
+import torch
+from test_cli import edit_json
+
+from metrics import advise_variants as av
+from metrics.oneshot_segmenter import (
+    RequestSegmenter,
+    SegmenterOptions,
+    copy_paste,
+    fit_softmax_regression,
+    hypercolumn_layers,
+)
+from rewrite.analysis import advisor
+from rewrite.analysis.advisor import Candidate, advise, score_candidates
+from rewrite.formats.editfile import parse_edit
+
+model, zds = test_advisor.model, test_advisor.zds       # the advisor tests' tiny generator and z-sample
+
+
+# ---- the one-shot segmenter ------------------------------------------------------------------------
+
+def test_softmax_regression_separates_separable_classes():
+    """Three well separated blobs in 5-D: the fit labels every row right; a class with no rows gets no say."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(5)[:3] * 6
+    y = torch.arange(3).repeat_interleave(40)
+    x = centres[y] + torch.randn(len(y), 5, generator=g)
+    w, b = fit_softmax_regression(x, y, 3, weight_decay=1e-3)
+    assert torch.equal((x @ w + b).argmax(1), y)
+    w4, b4 = fit_softmax_regression(x, y, 4, weight_decay=1e-3)          # class 3 never seen
+    assert torch.equal((x @ w4 + b4).argmax(1), y)
+
+
+def test_copy_paste_moves_the_donors_pixels_with_their_labels():
+    """Image 0: a 2x2 square (value 1, label 1) on a 0 background (label 0); image 1: -1 everywhere, labels
+    -1 (nothing to paste). The batch is image 1. Share 0 changes nothing; with share 1 the donor is drawn at
+    random: image 1 pastes nothing, image 0 its square grown by one pixel (16 pixels) at a random shift, so
+    that the batch then holds exactly 4 pixels labelled 1, all of value 1, and 12 labelled 0, all of value 0."""
+    images = torch.full((2, 3, 8, 8), -1.0)
+    labels = torch.full((2, 8, 8), -1)
+    images[0], labels[0] = 0.0, 0
+    images[0, :, 2:4, 2:4], labels[0, 2:4, 2:4] = 1.0, 1
+    pick = torch.tensor([1])
+    x, y = copy_paste(images, labels, pick, [1], 0.0, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(x, images[pick]) and torch.equal(y, labels[pick])
+    pasted = 0
+    for seed in range(10):
+        x, y = copy_paste(images, labels, pick, [1], 1.0, 3, torch.Generator().manual_seed(seed))
+        if torch.equal(y, labels[pick]):
+            assert torch.equal(x, images[pick])
+            continue
+        pasted += 1
+        assert int((y == 1).sum()) == 4 and torch.all(x[0][:, y[0] == 1] == 1.0)
+        assert int((y == 0).sum()) == 12 and torch.all(x[0][:, y[0] == 0] == 0.0)
+        assert torch.all(x[0][:, y[0] == -1] == -1.0)
+    assert pasted > 0
+
+
+def test_hypercolumn_layers_are_the_last_layer_of_each_resolution(model):
+    names = hypercolumn_layers(model, 32)
+    expected = []
+    for res in (8, 16, 32):
+        layer = max(n for n in model.layer_numbers if model.layer_resolution(n) == res)
+        expected.append(model.rewrite_site(layer).target_end)
+    assert names == expected
+    with pytest.raises(ValueError, match='between 8 and 4'):
+        hypercolumn_layers(model, 4)
+
+
+def test_segmenter_is_deterministic_and_leaves_the_random_state(model, zds):
+    req = parse_edit(edit_json(), num_images=len(zds))
+    opts = SegmenterOptions(resolution=32, samples=16, steps=3, batch=4, paste_share=0.5)
+    z_all = torch.stack([zds[i][0] for i in range(len(zds))])
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    a = RequestSegmenter.build(model, z_all, req, truncation=1.0, options=opts)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = RequestSegmenter.build(model, z_all, req, truncation=1.0, options=opts)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+    assert a.kinds == ('source', 'object', 'other')
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    pa = a.probabilities(images)
+    assert pa.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(pa.sum(1), torch.ones(3, 32, 32))
+    assert torch.equal(pa, b.probabilities(images))
+    assert 0.0 <= sum(a.pseudo_share.values()) <= 1.0 + 1e-6          # the rest: unsure pixels, ignored
+    erase = {k: v for k, v in edit_json().items() if k != 'object'}
+    assert RequestSegmenter.build(model, z_all, parse_edit(erase, num_images=len(zds)), options=opts).kinds == \
+        ('source', 'other')
+
+
+# ---- the variants' measures by hand ------------------------------------------------------------------
+
+@dataclass
+class ColourSegmenter:
+    """A stand-in segmenter: a pixel is 'source' where the red channel is > 0, 'object' where green is > 0,
+    'other' elsewhere (probabilities 1 / 0)."""
+
+    kinds: tuple[str, ...]
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        red, green = images[:, 0] > 0, images[:, 1] > 0
+        src = red & ~green
+        obj = green if 'object' in self.kinds else torch.zeros_like(green)
+        other = ~(src | obj)
+        planes = {'source': src, 'object': obj, 'other': other}
+        return torch.stack([planes[k].float() for k in self.kinds], 1)
+
+
+def scene(n: int, red: list[bool], green: list[bool]) -> torch.Tensor:
+    """n images [n, 3, 16, 16] at -1, image i with a red 4x4 square at (4, 4) when red[i], a green one
+    there when green[i]."""
+    images = torch.full((n, 3, 16, 16), -1.0)
+    for i in range(n):
+        if red[i]:
+            images[i, 0, 4:8, 4:8] = 1.0
+        if green[i]:
+            images[i, 1, 4:8, 4:8] = 1.0
+    return images
+
+
+@pytest.mark.parametrize('removed, counted', [(0, 0.0), (2, 0.5), (4, 1.0)])
+def test_segmenter_erase_removes_nothing_half_all(removed, counted):
+    seg = ColourSegmenter(('source', 'other'))
+    before = scene(4, [True] * 4, [False] * 4)
+    after = scene(4, [i >= removed for i in range(4)], [False] * 4)
+    got = av.segmenter_attainments(seg, before, after)
+    assert got['counted'] == pytest.approx(counted)
+    assert got['graded'] == pytest.approx(counted)          # the source probability removed, pooled
+
+
+def test_segmenter_edit_that_changes_nothing_attains_nothing_and_one_that_replaces_all_attains_all():
+    seg = ColourSegmenter(('source', 'object', 'other'))
+    before = scene(2, [True, True], [False, False])
+    got = av.segmenter_attainments(seg, before, before.clone())
+    assert got == {'counted': 0.0, 'graded': 0.0}
+    after = scene(2, [False, False], [True, True])
+    got = av.segmenter_attainments(seg, before, after)
+    assert got['counted'] == 1.0 and got['graded'] == pytest.approx(1.0)
+    # an image without the source does not count
+    got = av.segmenter_attainments(seg, scene(2, [True, False], [False, False]), scene(2, [False, False],
+                                                                                         [True, True]))
+    assert got['counted'] == 1.0
+
+
+def test_neighbourhoods_3x3_are_the_advisors_patches():
+    images = torch.rand(2, 3, 64, 64) * 2.2 - 1.1
+    for res in (8, 32):
+        torch.testing.assert_close(av.neighbourhoods(3, res)(images), advisor.patches(images, res))
+    assert av.neighbourhoods(5, 16)(images).shape == (2, 75, 16, 16)
+
+
+def test_likeness_of_an_edit_that_changes_nothing_is_zero():
+    goal = advisor.PatchGoal({'source': torch.zeros(1, 27), 'object': torch.ones(1, 27),
+                              'other': torch.full((1, 27), -1.0)})
+    feats = advisor.patches(torch.rand(2, 3, 8, 8) * 0.2 - 0.1)         # near 0: every patch looks like the source
+    got = av.likeness_attainments(goal, feats, feats.clone())
+    assert got == {'pooled': 0.0, 'per image': 0.0, 'most source-like': 0.0, 'still': 0.0}
+    got = av.likeness_attainments(goal, feats, torch.ones_like(feats))     # every patch now is the object
+    assert got['pooled'] == pytest.approx(1.0) and got['still'] == 1.0
+
+
+def test_pick_ranks_a_kept_sweep_with_another_attainment_as_the_advisor_would():
+    table = [Candidate(5, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.05),
+             Candidate(6, 1, fit=0.5, reach=0.1, attain=0.8, leak=0.01),
+             Candidate(7, 1, skipped='too small')]
+    advice_json = {'table': [c.to_json() for c in table]}
+    attain = {'5 1': 0.2, '6 1': 0.9}
+    for tol in (0.1, 0.3):
+        expected = score_candidates([Candidate(5, 1, fit=0.5, reach=0.1, attain=0.2, leak=0.05),
+                                     Candidate(6, 1, fit=0.5, reach=0.1, attain=0.9, leak=0.01)], tol)[0]
+        assert av.pick(advice_json, attain, tol) == (expected.layer, expected.rank) == (6, 1)
+    assert av.pick(advice_json, {'5 1': 1.0, '6 1': 0.95}, 0.1) == (6, 1)     # within 10%: the lesser leak
+    assert av.pick(advice_json, {'5 1': 1.0, '6 1': 0.5}, 0.1) == (5, 1)
+
+
+def test_advise_keeps_every_render_when_asked(model, zds):
+    advice = advise(model, zds, edit_json(), layers=[6], ranks=(1,), heldout=7, progress=False, keep_renders=True)
+    c = advice.table[0]
+    assert c.ok and c.previews['renders'].shape == (7, 3, 32, 32) and c.previews['renders'].dtype == torch.float16
+    assert advice.before_renders.shape == (7, 3, 32, 32)
+    kept = ((c.previews['renders'][:advisor.PREVIEW].float().clamp(-1, 1) + 1) * 127.5).round()
+    assert np.abs(kept.permute(0, 2, 3, 1).numpy() - c.previews['after'].astype(np.float64)).max() <= 1
+    plain = advise(model, zds, edit_json(), layers=[6], ranks=(1,), heldout=7, progress=False)
+    assert 'renders' not in plain.table[0].previews and plain.before_renders is None
+    assert plain.table[0].attain == c.attain
