@@ -71,6 +71,12 @@ EDITS = (
     BenchEdit(_p('dome2tree', ('tree',), ('dome',), 'tree'), 'replace', 'tune'),
     BenchEdit(WINDOWS, 'erase', 'tune'),
     BenchEdit(_p('watermark2tree', ('tree',), ('watermark',), 'tree', keys=16), 'add', 'tune'),
+    # added to the tune part later (before any score was chosen on them), of objects no held-out edit erases or
+    # adds, so that the tune part has more than two erases to choose an erase measure on
+    BenchEdit(_p('erase_flattops', None, ('flattop',), None, keys=16), 'erase', 'tune'),
+    BenchEdit(_p('erase_windows_late', None, ('window',), None, keys=16, into='building'), 'erase', 'tune',
+              images=LATE),
+    BenchEdit(_p('watermark2flattop', ('flattop',), ('watermark',), 'flattop', keys=16), 'add', 'tune'),
     # ---- held out --------------------------------------------------------------------------------------------
     BenchEdit(_p('spire2dome', ('dome',), ('spire',), 'dome'), 'replace', 'heldout'),
     BenchEdit(_p('flattop2tree', ('tree',), ('flattop',), 'tree'), 'replace', 'heldout'),
