@@ -30,6 +30,10 @@ variant's space, so the same at every layer):
   an erase: the share of the source probability removed there); also trained with copy-paste augmentation
   (half of each batch, shifts up to 20 pixels).
 
+A last row is not label-free and is no variant: the ground truth's own segmenter and measure
+(advise_benchmark.plan_scores' effectiveness) on the same 48 held-out renders, the bound a label-free
+attainment could reach with this leak and ranking.
+
 Each finished edit is kept in advise_variants.partial.json (a rerun resumes). Writes
 metrics/results/advise_variants.{json,md}.
 """
@@ -51,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from metrics.advise_benchmark import groundtruth, judge
+from metrics.advise_benchmark import groundtruth, judge, plan_scores
 from metrics.common import EDIT_TRUNCATION, RESULTS, ZSAMPLE, load_snapshot, setup_torch
 from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, PARTS, BenchEdit, requests
 from metrics.oneshot_segmenter import RequestSegmenter, SegmenterOptions
@@ -67,7 +71,8 @@ from rewrite.analysis.advise_measures import (
 from rewrite.analysis.advisor import Candidate, advise, score_candidates
 from rewrite.core.pieces import all_zs
 from rewrite.formats import editfile
-from utils.demo import load_segmenter
+from utils.demo import Segmenter, load_segmenter
+from utils.demo.measures import Samples
 from utils.masks import dilate
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model
@@ -80,6 +85,7 @@ PRESENT_PIXELS = 4          # as the ground truth: a class shows in an image wit
 NEAR_RADIUS = 3             # and an object replaces the source within 3 pixels of it
 GROUPS = {'edits': ('replace', 'add'), 'erases': ('erase',)}
 SEGMENTERS = {'': SegmenterOptions(), ' with copy-paste': SegmenterOptions(paste_share=0.5)}
+ORACLE = "the ground truth's segmenter on the same samples (labels: a bound, not a variant)"
 
 Setting = tuple[int, int]
 
@@ -152,9 +158,11 @@ def variant_names() -> list[str]:
                     for extra in SEGMENTERS for reading in ('counted', 'graded')]
 
 
-def score_edit(model, zds, request: dict, layers, ranks, heldout: int, cachedir: Path) -> dict:
+def score_edit(model, zds, edit: BenchEdit, request: dict, layers, ranks, heldout: int, cachedir: Path,
+               segmenter: Segmenter) -> dict:
     """One edit's sweep and every variant's attainment per setting: {'advice': Advice.to_json(), 'attain':
-    {variant: {'layer rank': value}}, 'segmenter': its pseudo-label shares, 'seconds': {...}}."""
+    {variant: {'layer rank': value}}, 'oracle': oracle_attain, 'segmenter': its pseudo-label shares,
+    'seconds': {...}}."""
     t0 = time.perf_counter()
     advice = advise(model, zds, request, layers=layers, ranks=ranks, cachedir=cachedir, progress=False,
                     heldout=heldout, keep_renders=True)
@@ -183,8 +191,23 @@ def score_edit(model, zds, request: dict, layers, ranks, heldout: int, cachedir:
         for extra, seg in segs.items():
             for reading, value in segmenter_attainments(seg, before, after).items():
                 attain[f'one-shot segmenter{extra}, {reading}'][key] = value
-    return {'advice': advice.to_json(), 'attain': attain, 'segmenter': segs[''].pseudo_share,
+    return {'advice': advice.to_json(), 'attain': attain, 'oracle': oracle_attain(edit, segmenter, advice),
+            'segmenter': segs[''].pseudo_share,
             'seconds': {'sweep': t1 - t0, 'segmenter': t2 - t1, 'variants': time.perf_counter() - t2}}
+
+
+def oracle_attain(edit: BenchEdit, segmenter: Segmenter, advice) -> dict[str, float]:
+    """{'layer rank': effectiveness} by the ground truth's segmenter and measure on the sweep's own held-out
+    renders (advice from advise(keep_renders=True))."""
+    before = advice.before_renders.float()
+    labelled = Samples(before, segmenter.segment(before, vote=True))
+    out = {}
+    for c in advice.table:
+        if c.ok:
+            after = c.previews['renders'].float()
+            scores = plan_scores(edit.plan, labelled, Samples(after, segmenter.segment(after, vote=True)))
+            out[f'{c.layer} {c.rank}'] = scores['effectiveness']
+    return out
 
 
 def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setting | None:
@@ -202,14 +225,17 @@ def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setti
 
 def evaluate(kept: dict, gts: dict, edits: list[BenchEdit]) -> list[dict]:
     """Per variant and group: the tolerance chosen on the tune part, the passes of each part, the mean Spearman."""
+    def attain_of(entry: dict, name: str) -> dict[str, float]:
+        return entry['oracle'] if name == ORACLE else entry['attain'][name]
+
     rows = []
-    for name in variant_names():
+    for name in [*variant_names(), ORACLE]:
         row = {'variant': name}
         for group, kinds in GROUPS.items():
             mine = [e for e in edits if e.kind in kinds]
 
             def passes(tol, part, mine=mine, name=name):
-                return sum(judge(gts[e.name], pick(kept[e.name]['advice'], kept[e.name]['attain'][name], tol))['pass']
+                return sum(judge(gts[e.name], pick(kept[e.name]['advice'], attain_of(kept[e.name], name), tol))['pass']
                            for e in mine if e.part == part)
             tol = max(TOLERANCES, key=lambda t: (passes(t, 'tune'), -abs(t - advisor.ATTAIN_TOLERANCE)))
             row[group] = {'tolerance': tol, **{part: [passes(tol, part), sum(e.part == part for e in mine)]
@@ -219,7 +245,7 @@ def evaluate(kept: dict, gts: dict, edits: list[BenchEdit]) -> list[dict]:
             for e in edits:
                 if e.part != part:
                     continue
-                att = kept[e.name]['attain'][name]
+                att = attain_of(kept[e.name], name)
                 pairs = [(att[f'{lay} {r}'], gts[e.name][(lay, r)]['effectiveness']) for (lay, r) in gts[e.name]
                          if math.isfinite(att.get(f'{lay} {r}', math.nan))
                          and math.isfinite(gts[e.name][(lay, r)].get('effectiveness', math.nan))]
@@ -243,7 +269,8 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
     setup_torch(threads)
     snapshot = load_snapshot(checkpoint)
     reqs = requests(folder, {e.name for e in edits})
-    gts, gt_n = groundtruth(snapshot, load_segmenter(), edits, reqs, layers, ranks, eval_n, batch=32)
+    segmenter = load_segmenter()
+    gts, gt_n = groundtruth(snapshot, segmenter, edits, reqs, layers, ranks, eval_n, batch=32)
     model = snapshot.model(EDIT_TRUNCATION)
     zds = z_dataset_for_model(model, ZSAMPLE)
     cachedir = Path(cachedir or tempfile.mkdtemp(prefix='advise-stats-'))
@@ -254,7 +281,13 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
     for e in edits:
         key = edit_key(e.name, reqs[e.name], layers, ranks, heldout)
         if kept.get(e.name, {}).get('key') != key:
-            kept[e.name] = {'key': key, **score_edit(model, zds, reqs[e.name], layers, ranks, heldout, cachedir)}
+            kept[e.name] = {'key': key, **score_edit(model, zds, e, reqs[e.name], layers, ranks, heldout, cachedir,
+                                                     segmenter)}
+            write_json(partial, kept)
+        elif 'oracle' not in kept[e.name]:           # kept before the bound was measured: sweep once more for it
+            advice = advise(model, zds, reqs[e.name], layers=layers, ranks=ranks, cachedir=cachedir, progress=False,
+                            heldout=heldout, keep_renders=True)
+            kept[e.name]['oracle'] = oracle_attain(e, segmenter, advice)
             write_json(partial, kept)
         s = kept[e.name]['seconds']
         print(f'{e.name} ({e.part}, {e.kind}): sweep {s["sweep"]:.1f}s, segmenter {s["segmenter"]:.1f}s, '
@@ -265,7 +298,8 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
             'segmenter_options': {k or 'plain': dataclasses.asdict(v) for k, v in SEGMENTERS.items()},
             'parts': {part: [e.name for e in edits if e.part == part] for part in PARTS},
             'rows': evaluate(kept, gts, edits),
-            'edits': {e.name: {k: kept[e.name][k] for k in ('attain', 'segmenter', 'seconds')} for e in edits}}
+            'edits': {e.name: {k: kept[e.name][k] for k in ('attain', 'oracle', 'segmenter', 'seconds')}
+                      for e in edits}}
 
 
 def summary(result: dict) -> str:

@@ -195,3 +195,29 @@ def test_advise_keeps_every_render_when_asked(model, zds):
     plain = advise(model, zds, edit_json(), layers=[6], ranks=(1,), heldout=7, progress=False)
     assert 'renders' not in plain.table[0].previews and plain.before_renders is None
     assert plain.table[0].attain == c.attain
+
+
+def test_the_bound_row_reads_the_ground_truths_measure_on_the_sweeps_own_renders():
+    """oracle_attain: the ground truth's effectiveness (advise_benchmark.plan_scores) on the kept renders, with a
+    stand-in segmenter that calls red pixels trees: an erase that removes the tree from 2 of 4 images scores 0.5,
+    one that removes nothing 0."""
+    from types import SimpleNamespace
+
+    from metrics.demo_regions import EditPlan
+    from metrics.make_advise_edits import BenchEdit
+    from utils.demo.scenes import CLASSES
+
+    class RedIsTree:
+        def segment(self, images, vote=True):
+            labels = torch.full(images.shape[:1] + images.shape[2:], CLASSES.index('sky'))
+            labels[images[:, 0] > 0] = CLASSES.index('tree')
+            return labels
+
+    edit = BenchEdit(EditPlan('erase_trees', object=None, paste=('tree',), dst=None, keys=16), 'erase', 'tune')
+    before = scene(4, [True] * 4, [False] * 4)
+    table = [Candidate(5, 1, fit=0.5, reach=0.1, previews={'renders': scene(4, [i >= 2 for i in range(4)],
+                                                                           [False] * 4).half()}),
+             Candidate(6, 1, fit=0.5, reach=0.1, previews={'renders': before.half()}),
+             Candidate(7, 1, skipped='too small')]
+    got = av.oracle_attain(edit, RedIsTree(), SimpleNamespace(before_renders=before.half(), table=table))
+    assert got == {'5 1': 0.5, '6 1': 0.0}
