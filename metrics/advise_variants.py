@@ -34,6 +34,9 @@ A last row is not label-free and is no variant: the ground truth's own segmenter
 (advise_benchmark.plan_scores' effectiveness) on the same 48 held-out renders, the bound a label-free
 attainment could reach with this leak and ranking.
 
+`--only-bound` scores the advisor's attainment and the bound only (e.g. with `--heldout 144 --out
+metrics/results/advise_bound_h144.json`: does the bound rise with more held-out samples?).
+
 Each finished edit is kept in advise_variants.partial.json (a rerun resumes). Writes
 metrics/results/advise_variants.{json,md}.
 """
@@ -223,13 +226,14 @@ def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setti
     return (best.layer, best.rank) if best.ok else None
 
 
-def evaluate(kept: dict, gts: dict, edits: list[BenchEdit]) -> list[dict]:
-    """Per variant and group: the tolerance chosen on the tune part, the passes of each part, the mean Spearman."""
+def evaluate(kept: dict, gts: dict, edits: list[BenchEdit], names: list[str] | None = None) -> list[dict]:
+    """Per variant (names; default every variant and the bound) and group: the tolerance chosen on the tune part,
+    the passes of each part, the mean Spearman."""
     def attain_of(entry: dict, name: str) -> dict[str, float]:
         return entry['oracle'] if name == ORACLE else entry['attain'][name]
 
     rows = []
-    for name in [*variant_names(), ORACLE]:
+    for name in names or [*variant_names(), ORACLE]:
         row = {'variant': name}
         for group, kinds in GROUPS.items():
             mine = [e for e in edits if e.kind in kinds]
@@ -264,8 +268,19 @@ def edit_key(name: str, request: dict, layers, ranks, heldout: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def bound_only(model, zds, edit: BenchEdit, request: dict, layers, ranks, heldout: int, cachedir: Path,
+               segmenter: Segmenter) -> dict:
+    """One edit's sweep scored by the advisor's attainment and the bound only (no variant): as score_edit."""
+    t0 = time.perf_counter()
+    advice = advise(model, zds, request, layers=layers, ranks=ranks, cachedir=cachedir, progress=False,
+                    heldout=heldout, keep_renders=True)
+    current = {f'{c.layer} {c.rank}': c.attain for c in advice.table if c.ok}
+    return {'advice': advice.to_json(), 'attain': {'current': current},
+            'oracle': oracle_attain(edit, segmenter, advice), 'seconds': {'sweep': time.perf_counter() - t0}}
+
+
 def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, threads: int, checkpoint: Path,
-        cachedir: Path | None, folder: Path, partial: Path) -> dict:
+        cachedir: Path | None, folder: Path, partial: Path, only_bound: bool = False) -> dict:
     setup_torch(threads)
     snapshot = load_snapshot(checkpoint)
     reqs = requests(folder, {e.name for e in edits})
@@ -279,8 +294,12 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
     except ValueError:
         kept = {}
     for e in edits:
-        key = edit_key(e.name, reqs[e.name], layers, ranks, heldout)
-        if kept.get(e.name, {}).get('key') != key:
+        key = edit_key(e.name, reqs[e.name], layers, ranks, heldout) + ('-bound' if only_bound else '')
+        if only_bound and kept.get(e.name, {}).get('key') != key:
+            kept[e.name] = {'key': key, **bound_only(model, zds, e, reqs[e.name], layers, ranks, heldout, cachedir,
+                                                     segmenter)}
+            write_json(partial, kept)
+        elif kept.get(e.name, {}).get('key') != key:
             kept[e.name] = {'key': key, **score_edit(model, zds, e, reqs[e.name], layers, ranks, heldout, cachedir,
                                                      segmenter)}
             write_json(partial, kept)
@@ -289,16 +308,15 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
                             heldout=heldout, keep_renders=True)
             kept[e.name]['oracle'] = oracle_attain(e, segmenter, advice)
             write_json(partial, kept)
-        s = kept[e.name]['seconds']
-        print(f'{e.name} ({e.part}, {e.kind}): sweep {s["sweep"]:.1f}s, segmenter {s["segmenter"]:.1f}s, '
-              f'variants {s["variants"]:.1f}s', flush=True)
+        took = ', '.join(f'{k} {v:.1f}s' for k, v in kept[e.name]['seconds'].items())
+        print(f'{e.name} ({e.part}, {e.kind}): {took}', flush=True)
     return {'checkpoint': snapshot.describe(), 'layers': list(layers), 'ranks': list(ranks), 'heldout': heldout,
             'groundtruth_n': gt_n, 'threads': threads, 'machine': machine_info(threads),
             'tolerances': list(TOLERANCES),
             'segmenter_options': {k or 'plain': dataclasses.asdict(v) for k, v in SEGMENTERS.items()},
             'parts': {part: [e.name for e in edits if e.part == part] for part in PARTS},
-            'rows': evaluate(kept, gts, edits),
-            'edits': {e.name: {k: kept[e.name][k] for k in ('attain', 'oracle', 'segmenter', 'seconds')}
+            'only_bound': only_bound, 'rows': evaluate(kept, gts, edits, ['current', ORACLE] if only_bound else None),
+            'edits': {e.name: {k: kept[e.name].get(k) for k in ('attain', 'oracle', 'segmenter', 'seconds')}
                       for e in edits}}
 
 
@@ -322,6 +340,8 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', type=Path, default=DEMO_CHECKPOINT)
     p.add_argument('--cachedir', type=Path, default=None, help='key statistics cache (default: a fresh temp folder)')
     p.add_argument('--edit-dir', type=Path, default=BENCH_DIR, help='the benchmark edits (make_advise_edits)')
+    p.add_argument('--only-bound', action='store_true',
+                   help='score the advisor\'s attainment and the bound only (no variant; e.g. with a larger --heldout)')
     p.add_argument('--out', type=Path, default=OUT_JSON)
     return p.parse_args(argv)
 
@@ -330,7 +350,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     edits = [e for e in EDITS if args.edits is None or e.name in args.edits]
     result = run(edits, args.layers, args.ranks, args.heldout, args.eval_n, args.threads, args.checkpoint,
-                 args.cachedir, args.edit_dir, args.out.with_suffix('.partial.json'))
+                 args.cachedir, args.edit_dir, args.out.with_suffix('.partial.json'), args.only_bound)
     write_report(args.out, result, summary(result))
 
 

@@ -4,6 +4,7 @@ advisor keeping every held-out render for them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,3 +222,26 @@ def test_the_bound_row_reads_the_ground_truths_measure_on_the_sweeps_own_renders
              Candidate(7, 1, skipped='too small')]
     got = av.oracle_attain(edit, RedIsTree(), SimpleNamespace(before_renders=before.half(), table=table))
     assert got == {'5 1': 0.5, '6 1': 0.0}
+
+
+def test_evaluate_chooses_the_tolerance_on_the_tune_part_and_reads_the_held_out_part_with_it():
+    """Two settings: L5 R1 most effective (90%), L6 R1 far less (50%) but leaking less. An attainment of 1.0 and
+    0.8 picks L5 R1 (a pass) only at tolerances below 0.2; of those the tune part chooses the nearest 0.3
+    (0.15), and the held-out edit, alike, passes with it; the bound row reads 'oracle'."""
+    from metrics.demo_regions import EditPlan
+    from metrics.make_advise_edits import BenchEdit
+
+    plan = EditPlan('x', object=('dome',), paste=('spire',), dst='dome', keys=4)
+    edits = [BenchEdit(dataclasses.replace(plan, name=name), 'replace', part)
+             for name, part in (('a', 'tune'), ('b', 'heldout'))]
+    table = [Candidate(5, 1, fit=0.5, reach=0.1, leak=0.05).to_json(),
+             Candidate(6, 1, fit=0.5, reach=0.1, leak=0.01).to_json()]
+    gt = {(5, 1): {'effectiveness': 0.9, 'mean_abs_change_outside': 0.05},
+          (6, 1): {'effectiveness': 0.5, 'mean_abs_change_outside': 0.01}}
+    entry = {'advice': {'table': table}, 'attain': {'current': {'5 1': 1.0, '6 1': 0.8}},
+             'oracle': {'5 1': 0.9, '6 1': 0.5}}
+    rows = av.evaluate({'a': entry, 'b': entry}, {'a': gt, 'b': gt}, edits, ['current', av.ORACLE])
+    assert [r['variant'] for r in rows] == ['current', av.ORACLE]
+    assert rows[0]['edits'] == {'tolerance': 0.15, 'tune': [1, 1], 'heldout': [1, 1]}
+    assert rows[0]['erases'] == {'tolerance': 0.3, 'tune': [0, 0], 'heldout': [0, 0]}
+    assert rows[1]['edits']['heldout'] == [1, 1]
