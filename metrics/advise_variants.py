@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -55,10 +56,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from metrics.advise_benchmark import groundtruth, judge, plan_scores
+from metrics.advise_benchmark import candidates, groundtruth, judge, plan_scores
 from metrics.common import EDIT_TRUNCATION, RESULTS, ZSAMPLE, load_snapshot, setup_torch
 from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, PARTS, BenchEdit, requests
 from metrics.oneshot_segmenter import RequestSegmenter, SegmenterOptions
@@ -67,11 +67,12 @@ from rewrite.analysis import advisor
 from rewrite.analysis.advise_measures import (
     SURROUND_RING,
     PatchGoal,
+    patches,
     replacement_distance,
     source_likeness,
     surround_ring,
 )
-from rewrite.analysis.advisor import Candidate, advise, score_candidates
+from rewrite.analysis.advisor import advise, score_candidates
 from rewrite.core.pieces import all_zs
 from rewrite.formats import editfile
 from utils.demo import Segmenter, load_segmenter
@@ -94,14 +95,8 @@ Setting = tuple[int, int]
 
 
 def neighbourhoods(size: int, res: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """images [N, 3, H, W] -> [N, 3 size^2, r, r]: each pixel's size x size RGB neighbourhood (edges
-    replicated) of the images clamped to [-1, 1] and area-averaged to r = min(res, H)."""
-    def features(images: torch.Tensor) -> torch.Tensor:
-        r = min(res, images.shape[-1])
-        small = F.adaptive_avg_pool2d(images.clamp(-1, 1).float(), r)
-        pad = size // 2
-        return F.unfold(F.pad(small, (pad,) * 4, mode='replicate'), size).view(len(images), -1, r, r)
-    return features
+    """The variant's space: images -> `patches(images, res, size)` ([N, 3 size^2, r, r])."""
+    return functools.partial(patches, res=res, size=size)
 
 
 def likeness_attainments(goal: PatchGoal, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
@@ -215,13 +210,9 @@ def oracle_attain(edit: BenchEdit, segmenter: Segmenter, advice) -> dict[str, fl
 
 def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setting | None:
     """The advisor's ranking of the kept sweep with its attainment replaced by `attain` ({'layer rank': value})."""
-    fields = {f.name for f in dataclasses.fields(Candidate)} - {'previews', 'terms'}
-    table = []
-    for row in advice_json['table']:
-        kept = {k: (math.nan if v is None and k not in ('skipped', 'preserve_leak') else v)
-                for k, v in row.items() if k in fields}
-        kept['attain'] = attain.get(f'{row["layer"]} {row["rank"]}', math.nan)
-        table.append(Candidate(**kept))
+    table = candidates(advice_json)
+    for c in table:
+        c.attain = attain.get(f'{c.layer} {c.rank}', math.nan)
     best = score_candidates(table, tolerance=tolerance)[0]
     return (best.layer, best.rank) if best.ok else None
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rewrite.analysis.advise_measures import request_masks
 from rewrite.formats import editfile
 from utils.generators import rewrite_site, sampling_at
 from utils.masks import dilate
@@ -129,22 +130,6 @@ class SegmenterNet(nn.Module):
         fine = self.fine(images)
         coarse = F.interpolate(self.coarse(fine), size=fine.shape[-2:], mode='bilinear', align_corners=False)
         return self.head(torch.cat([fine, coarse], 1))
-
-
-def request_masks(req: editfile.EditRequest, imgnums: Sequence[int], resolution: int) -> dict[str, torch.Tensor]:
-    """{kind: bool [len(imgnums), r, r]} of the request's images (imgnums, in that order): 'source' (paste
-    and context masks, less the object's), 'object' (an edit only), 'other' (outside every mask grown by 1)."""
-    where = {i: n for n, i in enumerate(imgnums)}
-    kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
-    masks = {}
-    for kind, selections in kinds.items():
-        masks[kind] = torch.zeros(len(imgnums), resolution, resolution, dtype=torch.bool)
-        for s in selections:
-            masks[kind][where[s.imgnum]] |= s.mask_at(resolution) > 0.5
-    if 'object' in masks:
-        masks['source'] &= ~masks['object']
-    masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
-    return masks
 
 
 @dataclass

@@ -126,12 +126,31 @@ def _spread(rows: torch.Tensor, most: int) -> torch.Tensor:
     return rows[torch.linspace(0, len(rows) - 1, most).round().long()]
 
 
-def patches(images: torch.Tensor, res: int = PATCH_RES) -> torch.Tensor:
-    """float [N, 27, r, r], r = min(res, H): each pixel's 3x3 RGB neighbourhood (edges replicated; channel
-    c * 9 + 3 dy + dx, F.unfold's order) of images [N, 3, H, W] clamped to [-1, 1] and area-averaged to r x r."""
+def patches(images: torch.Tensor, res: int = PATCH_RES, size: int = 3) -> torch.Tensor:
+    """float [N, 3 size^2, r, r], r = min(res, H): each pixel's size x size RGB neighbourhood (edges replicated;
+    channel c * size^2 + size dy + dx, F.unfold's order) of images [N, 3, H, W] clamped to [-1, 1] and
+    area-averaged to r x r (the advisor's space: size 3, 27 channels)."""
     r = min(res, images.shape[-1])
     small = F.adaptive_avg_pool2d(images.clamp(-1, 1).float(), r)
-    return F.unfold(F.pad(small, (1, 1, 1, 1), mode='replicate'), 3).view(len(images), 27, r, r)
+    pad = size // 2
+    return F.unfold(F.pad(small, (pad,) * 4, mode='replicate'), size).view(len(images), 3 * size * size, r, r)
+
+
+def request_masks(req: editfile.EditRequest, imgnums: Sequence[int], res: int) -> dict[str, torch.Tensor]:
+    """{kind: bool [len(imgnums), res, res]} of the request's images (imgnums, in that order): 'source' (the
+    paste and context masks, less the object's), 'object' (the object's mask; an edit only), 'other' (outside
+    every mask grown by one pixel)."""
+    where = {i: n for n, i in enumerate(imgnums)}
+    kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
+    masks = {}
+    for kind, sels in kinds.items():
+        masks[kind] = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
+        for s in sels:
+            masks[kind][where[s.imgnum]] |= s.mask_at(res) > 0.5
+    masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
+    if 'object' in masks:
+        masks['source'] &= ~masks['object']
+    return masks
 
 
 @dataclass
@@ -150,22 +169,13 @@ class PatchGoal:
         source: the paste mask and the context masks; object: the object's mask (not source where both);
         other: the pixels of those images outside every mask grown by one pixel; surround (an erase): the
         paste image's pixels within SURROUND_RING of the paste mask, outside it grown by one pixel."""
-        kinds = {'source': [req.paste, *req.context]} | ({} if req.object is None else {'object': [req.object]})
-        imgnums = sorted({s.imgnum for sels in kinds.values() for s in sels})
-        where = {i: n for n, i in enumerate(imgnums)}
+        imgnums = sorted({s.imgnum for s in (req.paste, *req.context, *([req.object] if req.object else []))})
         feats = features(render(model, z_all[imgnums].to(next(model.parameters()).device), batch))
         res = feats.shape[-1]
-        masks = {}
-        for kind, sels in kinds.items():
-            masks[kind] = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
-            for s in sels:
-                masks[kind][where[s.imgnum]] |= s.mask_at(res) > 0.5
-        masks['other'] = ~dilate(torch.stack(list(masks.values())).any(0), 1)
-        if 'object' in masks:
-            masks['source'] &= ~masks['object']
-        else:
+        masks = request_masks(req, imgnums, res)
+        if 'object' not in masks:
             paste = torch.zeros(len(imgnums), res, res, dtype=torch.bool)
-            paste[where[req.paste.imgnum]] = req.paste.mask_at(res) > 0.5
+            paste[imgnums.index(req.paste.imgnum)] = req.paste.mask_at(res) > 0.5
             masks['surround'] = dilate(paste, SURROUND_RING) & ~dilate(paste, 1)
         rows = feats.permute(0, 2, 3, 1)
         return cls({kind: _spread(rows[m], PATCH_EXEMPLARS) for kind, m in masks.items()})
