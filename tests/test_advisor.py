@@ -584,7 +584,8 @@ def test_cli_advise_writes_table_and_picture(files, capsys):
     assert status == 0, err
     data = json.loads((out_dir / 'advice.json').read_text())
     best = data['best']
-    assert f'suggested: --layer {best["layer"]} --rank {best["rank"]}' in out
+    assert f'first in the ranking: --layer {best["layer"]} --rank {best["rank"]}' in out
+    assert f'a shortlist, not a verdict: look at the first rows in {out_dir / "advice.png"}' in out
     unsure = not data['sure']
     assert ('(not sure: ' in out) == unsure and (f'not sure: {data["doubt"]}' in out) == unsure
     assert len(data['table']) == 4 and data['edit_file'].endswith('edit.json')

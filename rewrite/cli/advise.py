@@ -59,7 +59,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    'DIR/advice.json (the table) and DIR/advice.png (first row: held-out samples;\n'
                                    'then for each of the --top settings the edited samples and their leak maps:\n'
                                    'change in red, the rule\'s targets outlined in green), and prints the\n'
-                                   'suggested --layer/--rank.')
+                                   'first setting\'s --layer/--rank: a shortlist\'s head, not a verdict (on edits\n'
+                                   'it was not tuned on it agreed with a segmenter\'s choice less than half the time:\n'
+                                   'metrics/README.md).')
     common.add_model_args(p)
     p.add_argument('--edit', type=Path, required=True, help=common.EDIT_HELP)
     p.add_argument('--layers', type=int, nargs='+', default=None,
@@ -114,6 +116,8 @@ def run(args, world: World) -> None:
     if advice.best is None:
         print('no setting worked (see the table)')
     else:
-        print(f'suggested: --layer {advice.best.layer} --rank {advice.best.rank}'
+        print(f'first in the ranking: --layer {advice.best.layer} --rank {advice.best.rank}'
               + ('' if advice.sure else ' (not sure: compare the first rows, see above)'))
+        print(f'the ranking is a shortlist, not a verdict: look at the first rows in {args.out / "advice.png"} '
+              'before choosing')
     print(f'sweep {advice.seconds:.1f}s; wrote {", ".join(str(p) for p in wrote)}')
