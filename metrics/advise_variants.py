@@ -35,7 +35,8 @@ Two last rows are not label-free and are no variants: the ground truth's own seg
 attainment could reach with this leak and ranking; and the ground truth's measures (effectiveness and change
 outside) and its own rule (`best_setting`) on those renders, the ceiling any advisor measuring on its own
 held-out samples could reach: how often the ground truth, taken again on other z's of that number, names a
-setting that passes against itself.
+setting that passes against itself (metrics/advise_ceiling.py; below the table, that figure averaged over
+resamples of the held-out samples).
 
 `--only-bound` scores the advisor's attainment, the bound and the ceiling only (e.g. with `--heldout 400 --out
 metrics/results/advise_bound_h400.json`: do they rise with more held-out samples?).
@@ -61,10 +62,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from metrics.advise_benchmark import candidates, groundtruth, judge, plan_scores
+from metrics.advise_benchmark import candidates, groundtruth, judge
+from metrics.advise_ceiling import ROUNDS, expected_ceiling, oracle_scores, retaken
 from metrics.common import EDIT_TRUNCATION, RESULTS, ZSAMPLE, load_snapshot, setup_torch
 from metrics.make_advise_edits import BENCH, BENCH_DIR, EDITS, PARTS, BenchEdit, requests
-from metrics.make_demo_edits import best_setting
 from metrics.oneshot_segmenter import RequestSegmenter, SegmenterOptions
 from metrics.report import machine_info, markdown_table, write_json, write_report
 from rewrite.analysis import advisor
@@ -80,7 +81,6 @@ from rewrite.analysis.advisor import advise, score_candidates
 from rewrite.core.pieces import all_zs
 from rewrite.formats import editfile
 from utils.demo import Segmenter, load_segmenter
-from utils.demo.measures import Samples
 from utils.masks import dilate
 from utils.stylegan2.checkpoint import DEMO_CHECKPOINT
 from utils.zdataset import z_dataset_for_model
@@ -199,29 +199,6 @@ def score_edit(model, zds, edit: BenchEdit, request: dict, layers, ranks, heldou
             'seconds': {'sweep': t1 - t0, 'segmenter': t2 - t1, 'variants': time.perf_counter() - t2}}
 
 
-def oracle_scores(edit: BenchEdit, segmenter: Segmenter, advice) -> dict[str, dict[str, float]]:
-    """{'oracle': {'layer rank': effectiveness}, 'oracle_outside': {'layer rank': mean abs change outside}} by
-    the ground truth's segmenter and measures (advise_benchmark.plan_scores) on the sweep's own held-out
-    renders (advice from advise(keep_renders=True))."""
-    before = advice.before_renders.float()
-    labelled = Samples(before, segmenter.segment(before, vote=True))
-    out = {'oracle': {}, 'oracle_outside': {}}
-    for c in advice.table:
-        if c.ok:
-            after = c.previews['renders'].float()
-            scores = plan_scores(edit.plan, labelled, Samples(after, segmenter.segment(after, vote=True)))
-            out['oracle'][f'{c.layer} {c.rank}'] = scores['effectiveness']
-            out['oracle_outside'][f'{c.layer} {c.rank}'] = scores['mean_abs_change_outside']
-    return out
-
-
-def retaken(entry: dict) -> Setting:
-    """The ground truth's rule (`best_setting`) on its measures of the sweep's own renders."""
-    return best_setting({tuple(map(int, key.split())): {'effectiveness': eff,
-                                                        'mean_abs_change_outside': entry['oracle_outside'][key]}
-                         for key, eff in entry['oracle'].items()})
-
-
 def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setting | None:
     """The advisor's ranking of the kept sweep with its attainment replaced by `attain` ({'layer rank': value})."""
     table = candidates(advice_json)
@@ -311,7 +288,7 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
             kept[e.name] = {'key': key, **score_edit(model, zds, e, reqs[e.name], layers, ranks, heldout, cachedir,
                                                      segmenter)}
             write_json(partial, kept)
-        elif 'oracle_outside' not in kept[e.name]:   # kept before the bounds were measured: sweep once more
+        elif 'oracle_terms' not in kept[e.name]:     # kept before the ceiling was measured: sweep once more
             advice = advise(model, zds, reqs[e.name], layers=layers, ranks=ranks, cachedir=cachedir, progress=False,
                             heldout=heldout, keep_renders=True)
             kept[e.name].update(oracle_scores(e, segmenter, advice))
@@ -325,6 +302,7 @@ def run(edits: list[BenchEdit], layers, ranks, heldout: int, eval_n: int, thread
             'parts': {part: [e.name for e in edits if e.part == part] for part in PARTS},
             'only_bound': only_bound,
             'rows': evaluate(kept, gts, edits, ['current', ORACLE, RETAKEN] if only_bound else None),
+            'ceiling_expected': expected_ceiling(kept, gts, edits),
             'edits': {e.name: {k: kept[e.name].get(k)
                                for k in ('attain', 'oracle', 'oracle_outside', 'segmenter', 'seconds')}
                       for e in edits}}
@@ -336,8 +314,12 @@ def summary(result: dict) -> str:
         return f'{tol}, ' + ', '.join('{}/{}'.format(*g[part]) for part in PARTS)
     rows = [[r['variant'], cell(r['edits']), cell(r['erases']),
              f'{r["spearman_tune"]:.2f} / {r["spearman_heldout"]:.2f}'] for r in result['rows']]
+    ceiling = result.get('ceiling_expected')
+    expected = '' if not ceiling else (
+        f'\nThe ceiling expected over {ROUNDS} resamples of the held-out samples (metrics/advise_ceiling.py): '
+        + ', '.join(f'{part} {ceiling[part][0]:.1f} of {ceiling[part][1]}' for part in PARTS) + '\n')
     return markdown_table(['variant', 'edits: tol, tune, held-out', 'erases: tol, tune, held-out',
-                           'Spearman tune / held-out'], rows) + '\n'
+                           'Spearman tune / held-out'], rows) + '\n' + expected
 
 
 def parse_args(argv=None):

@@ -13,6 +13,7 @@ import test_advisor
 import torch
 from test_cli import edit_json
 
+from metrics import advise_ceiling as ac
 from metrics import advise_variants as av
 from metrics.oneshot_segmenter import (
     RequestSegmenter,
@@ -220,9 +221,10 @@ def test_the_bound_row_reads_the_ground_truths_measure_on_the_sweeps_own_renders
                                                                            [False] * 4).half()}),
              Candidate(6, 1, fit=0.5, reach=0.1, previews={'renders': before.half()}),
              Candidate(7, 1, skipped='too small')]
-    got = av.oracle_scores(edit, RedIsTree(), SimpleNamespace(before_renders=before.half(), table=table))
+    got = ac.oracle_scores(edit, RedIsTree(), SimpleNamespace(before_renders=before.half(), table=table))
     assert got['oracle'] == {'5 1': 0.5, '6 1': 0.0}
     assert got['oracle_outside']['6 1'] == 0.0 and got['oracle_outside']['5 1'] >= 0.0
+    assert got['oracle_terms']['5 1'][:2] == [[1, 1, 0, 0], [1, 1, 1, 1]]     # per image: erased, had the tree
 
 
 def test_evaluate_chooses_the_tolerance_on_the_tune_part_and_reads_the_held_out_part_with_it():
@@ -264,6 +266,6 @@ def test_the_ceiling_row_applies_the_ground_truths_rule_to_its_measures_of_the_s
                        Candidate(6, 1, fit=0.5, reach=0.1, leak=0.01).to_json()]}
     noisy = {'advice': table, 'oracle': {'5 1': 0.9, '6 1': 0.86}, 'oracle_outside': {'5 1': 0.05, '6 1': 0.01}}
     alike = {'advice': table, 'oracle': {'5 1': 0.9, '6 1': 0.5}, 'oracle_outside': {'5 1': 0.05, '6 1': 0.01}}
-    assert av.retaken(noisy) == (6, 1) and av.retaken(alike) == (5, 1)
+    assert ac.retaken(noisy) == (6, 1) and ac.retaken(alike) == (5, 1)
     rows = av.evaluate({'a': alike, 'b': noisy}, {'a': gt, 'b': gt}, edits, [av.RETAKEN])
     assert rows[0]['edits'] == {'tolerance': None, 'tune': [1, 1], 'heldout': [0, 1]}
