@@ -209,8 +209,9 @@ def pick(advice_json: dict, attain: dict[str, float], tolerance: float) -> Setti
 
 
 def evaluate(kept: dict, gts: dict, edits: list[BenchEdit], names: list[str] | None = None) -> list[dict]:
-    """Per variant (names; default every variant and the bound) and group: the tolerance chosen on the tune part,
-    the passes of each part, the mean Spearman."""
+    """Per variant (names; default every variant, the bound and the ceiling) and group: the tolerance chosen on
+    the tune part (None for the ceiling, which uses the ground truth's rule), the passes of each part, the mean
+    Spearman."""
     def attain_of(entry: dict, name: str) -> dict[str, float]:
         return entry['oracle'] if name in (ORACLE, RETAKEN) else entry['attain'][name]
 
