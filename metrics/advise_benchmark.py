@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from metrics.common import (
@@ -102,6 +103,15 @@ def bundled_groundtruth(name: str, sha: str, grid: set[Setting]) -> dict[Setting
     return {s: scores[s] for s in grid} if grid <= set(scores) else None
 
 
+def plan_region(plan: EditPlan, before: torch.Tensor, after: torch.Tensor,
+                radius: int = REGION_RADIUS) -> torch.Tensor:
+    """bool [N, H, W]: where the ground truth does not count change as change outside, from the labels before
+    and after the edit: the towers (a replacement or addition) or the erased class, before or after, dilated."""
+    if plan.dst is not None:
+        return dilate(tower(before) | tower(after), radius)
+    return dilate(class_mask(before, plan.paste) | class_mask(after, plan.paste), radius)
+
+
 def plan_scores(plan: EditPlan, before: Samples, after: Samples, radius: int = REGION_RADIUS) -> dict:
     """The two measures the ground truth's rule needs, as make_demo_edits.score_plan defines them (without the
     segmenter-feature ones): effectiveness (a replacement or addition: samples whose source region now shows
@@ -109,10 +119,8 @@ def plan_scores(plan: EditPlan, before: Samples, after: Samples, radius: int = R
     abs change outside the edit region (the towers, or the erased class, before or after, dilated)."""
     if plan.dst is not None:
         eff, n = effectiveness(before.labels, after.labels, plan.paste, plan.dst, radius)
-        region = dilate(tower(before.labels) | tower(after.labels), radius)
     else:
-        src, now = class_mask(before.labels, plan.paste), class_mask(after.labels, plan.paste)
-        region = dilate(src | now, radius)
+        src = class_mask(before.labels, plan.paste)
         if plan.into is not None:
             n = int(src.sum())
             turned = int(((after.labels == CLASSES.index(plan.into)) & src).sum())
@@ -122,7 +130,8 @@ def plan_scores(plan: EditPlan, before: Samples, after: Samples, radius: int = R
             n = int(had.sum())
             eff = float((had & ~has).sum()) / n if n else math.nan
     return {'n': len(before.labels), 'n_with_source': n, 'effectiveness': eff,
-            'mean_abs_change_outside': mean_abs_change_outside(before.images, after.images, region)}
+            'mean_abs_change_outside': mean_abs_change_outside(
+                before.images, after.images, plan_region(plan, before.labels, after.labels, radius))}
 
 
 def score_grid(model, zds, edit: BenchEdit, request: dict, layers, ranks, segmenter: Segmenter, eval_z,

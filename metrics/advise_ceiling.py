@@ -20,12 +20,12 @@ import math
 import numpy as np
 import torch
 
-from metrics.advise_benchmark import judge, plan_scores
+from metrics.advise_benchmark import judge, plan_region, plan_scores
 from metrics.demo_regions import EditPlan
 from metrics.make_advise_edits import PARTS, BenchEdit
 from metrics.make_demo_edits import best_setting
 from utils.demo import Segmenter
-from utils.demo.measures import REGION_RADIUS, Samples, class_mask, dilate, present, replaced, tower
+from utils.demo.measures import REGION_RADIUS, Samples, class_mask, present, replaced
 from utils.demo.scenes import CLASSES
 
 Setting = tuple[int, int]
@@ -42,17 +42,15 @@ def plan_terms(plan: EditPlan, before: Samples, after: Samples, radius: int = RE
         had = present(before.labels, plan.paste)
         hit = replaced(before.labels, after.labels, plan.paste, plan.dst, radius) & had
         eff_num, eff_den = hit.double(), had.double()
-        region = dilate(tower(before.labels) | tower(after.labels), radius)
     else:
-        src, now = class_mask(before.labels, plan.paste), class_mask(after.labels, plan.paste)
-        region = dilate(src | now, radius)
+        src = class_mask(before.labels, plan.paste)
         if plan.into is not None:
             turned = (after.labels == CLASSES.index(plan.into)) & src
             eff_num, eff_den = turned.flatten(1).sum(1).double(), src.flatten(1).sum(1).double()
         else:
             had, has = present(before.labels, plan.paste), present(after.labels, plan.paste)
             eff_num, eff_den = (had & ~has).double(), had.double()
-    outside = (~region).unsqueeze(1).double()
+    outside = (~plan_region(plan, before.labels, after.labels, radius)).unsqueeze(1).double()
     out_num = ((after.images.double() - before.images.double()).abs() * outside).flatten(1).sum(1)
     out_den = outside.flatten(1).sum(1) * n_ch
     return torch.stack([eff_num, eff_den, out_num, out_den]).numpy()
